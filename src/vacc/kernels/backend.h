@@ -1,0 +1,142 @@
+// The kernel interface: every operation the model and optimizer need, over Tensors.
+// One implementation per device kind (cpu/, later cuda/); the same tests run against each.
+//
+// Conventions (llm.c's): shapes are written in comments as (rows, cols); matrices are
+// row-major and contiguous. Parameter gradients ACCUMULATE (+=); activation gradients
+// OVERWRITE unless an `accumulate` flag says otherwise. Operations are issued in order on
+// the backend's stream and may run asynchronously: call synchronize() before reading a
+// clock, and download() before reading values on the host.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include "vacc/core/device_allocator.h"
+#include "vacc/core/tensor.h"
+
+namespace vacc {
+
+// Geometry of a causal self-attention call on a fused QKV activation.
+// qkv is (batch*seq, (q_heads + 2*kv_heads) * head_dim): each row holds the token's q heads,
+// then its k heads, then its v heads. q head h uses kv head h / (q_heads / kv_heads).
+struct AttentionShape {
+  int64_t batch = 1, seq = 1, q_heads = 1, kv_heads = 1, head_dim = 1;
+  int64_t qkv_width() const { return (q_heads + 2 * kv_heads) * head_dim; }
+};
+
+struct AdamWParams {
+  float lr = 1e-3f, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 0.0f;
+  int64_t step = 1;        // 1-based, for bias correction
+  float grad_scale = 1.0f; // gradients are multiplied by this first (global-norm clipping)
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  virtual Device device() const = 0;
+  virtual DeviceAllocator& allocator() = 0;
+  virtual std::string name() const = 0;
+  // Waits until every operation issued so far has finished.
+  virtual void synchronize() = 0;
+
+  Tensor empty(Shape shape, DType dtype, MemoryCategory category, std::string_view what) {
+    return Tensor(allocator(), std::move(shape), dtype, category, what);
+  }
+  Tensor zeros(Shape shape, DType dtype, MemoryCategory category, std::string_view what) {
+    Tensor t = empty(std::move(shape), dtype, category, what);
+    fill(t, 0.0f);
+    return t;
+  }
+
+  // ---- data movement ----
+  // Copies dst.nbytes() bytes from host memory (same dtype as dst) into dst.
+  virtual void upload(const void* host, Tensor& dst) = 0;
+  // Copies src into host memory (src.nbytes() bytes); waits for pending work first.
+  virtual void download(const Tensor& src, void* host) = 0;
+  // dst = src, converting between f32 and bf16 as needed (same numel).
+  virtual void copy(const Tensor& src, Tensor& dst) = 0;
+  virtual void fill(Tensor& dst, float value) = 0;
+
+  // ---- element-wise and reductions (f32 unless stated) ----
+  // out = a + b (out may be a or b).
+  virtual void add(const Tensor& a, const Tensor& b, Tensor& out) = 0;
+  // x *= s
+  virtual void scale(Tensor& x, float s) = 0;
+  // acc[0] += sum(x^2) over all elements of x (acc is f32 (1)).
+  virtual void sum_of_squares(const Tensor& x, Tensor& acc) = 0;
+
+  // ---- matrix products ----
+  // out (M, N) = alpha * op(a) @ op(b) + beta * out  (+ bias (N) broadcast over rows).
+  // op(a) is (M, K): a is (M, K), or (K, M) when trans_a. op(b) is (K, N): b is (K, N), or
+  // (N, K) when trans_b. a and b are both f32 or both bf16; out is f32 (or bf16, beta 0).
+  // Accumulation is always in f32.
+  virtual void matmul(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& out,
+                      float alpha = 1.0f, float beta = 0.0f, const Tensor* bias = nullptr) = 0;
+  // dbias (N) += column sums of dy (M, N).
+  virtual void bias_backward(const Tensor& dy, Tensor& dbias) = 0;
+
+  // ---- transformer ops ----
+  // out (N, C) = table[ids - vocab_start]; ids outside [vocab_start, vocab_start + V) give
+  // zero rows (a vocabulary-parallel shard of the table). ids is i32 (N), table (V, C).
+  virtual void embedding_forward(const Tensor& ids, const Tensor& table, int64_t vocab_start,
+                                 Tensor& out) = 0;
+  // dtable (V, C) += scatter of dout (N, C) by ids (rows outside the shard skipped).
+  virtual void embedding_backward(const Tensor& ids, const Tensor& dout, int64_t vocab_start,
+                                  Tensor& dtable) = 0;
+
+  // out (N, C) = x / rms(x) * weight; rstd (N) = 1 / sqrt(mean(x^2) + eps). Statistics in f32;
+  // x is f32, out f32 or bf16.
+  virtual void rmsnorm_forward(const Tensor& x, const Tensor& weight, float eps, Tensor& out,
+                               Tensor& rstd) = 0;
+  // dx (N, C) = (or +=, with accumulate_dx) the input gradient; dweight (C) += its gradient.
+  virtual void rmsnorm_backward(const Tensor& dout, const Tensor& x, const Tensor& weight,
+                                const Tensor& rstd, Tensor& dx, bool accumulate_dx,
+                                Tensor& dweight) = 0;
+
+  // Rotary embedding, rotate-half form, in place on the first num_heads heads of every row of
+  // x (N, row_width) (f32). Token n is at position positions[n] (i32 (N)); cos and sin are
+  // (max_positions, head_dim/2) tables. inverse=true applies the transposed rotation (the
+  // backward pass).
+  virtual void rope(Tensor& x, const Tensor& positions, const Tensor& cos, const Tensor& sin,
+                    int64_t num_heads, int64_t head_dim, bool inverse) = 0;
+
+  // gate_up (N, 2F) holds gate in columns [0, F) and up in [F, 2F); out (N, F) =
+  // silu(gate) * up. out may be f32 or bf16; gate_up f32.
+  virtual void swiglu_forward(const Tensor& gate_up, Tensor& out) = 0;
+  // dgate_up (N, 2F) = gradient of both halves (overwrites); dgate_up f32 or bf16.
+  virtual void swiglu_backward(const Tensor& dout, const Tensor& gate_up, Tensor& dgate_up) = 0;
+
+  // Causal softmax(q k^T / sqrt(head_dim)) v over each sequence of the batch, tiled with an
+  // online softmax (no (seq, seq) matrix for all heads at once).
+  // qkv f32 (B*T, qkv_width); out (B*T, q_heads*head_dim) f32 or bf16;
+  // lse f32 (B, q_heads, T) = log-sum-exp of each score row, saved for backward.
+  virtual void attention_forward(const Tensor& qkv, const AttentionShape& shape, Tensor& out,
+                                 Tensor& lse) = 0;
+  // dqkv f32 (B*T, qkv_width) = gradient w.r.t. qkv (overwrites), recomputing the scores.
+  virtual void attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out,
+                                  const Tensor& lse, const AttentionShape& shape,
+                                  Tensor& dqkv) = 0;
+
+  // Output projection fused with cross-entropy, in row chunks: logits = x (N, C) @ weight^T
+  // (V, C) are never materialised for all N rows. labels i32 (N); label -100 is ignored.
+  // loss_sum f32 (1) += sum over counted rows of -log softmax(logits)[label].
+  // If dx is given, dx (N, C) = grad_scale * dloss/dx (overwrites); if dweight is given,
+  // dweight (V, C) += grad_scale * dloss/dweight. x and weight both f32 or both bf16.
+  virtual void classifier_cross_entropy(const Tensor& x, const Tensor& weight,
+                                        const Tensor& labels, float grad_scale, Tensor& loss_sum,
+                                        Tensor* dx, Tensor* dweight) = 0;
+
+  // ---- optimizer ----
+  // AdamW with decoupled weight decay and bias correction on f32 tensors of equal numel:
+  // g = grad * grad_scale; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+  // param -= lr * (m_hat / (sqrt(v_hat) + eps) + weight_decay * param).
+  virtual void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
+                          const AdamWParams& p) = 0;
+};
+
+// The backend for a device ("cpu:0"). num_threads 0 means every core.
+std::unique_ptr<Backend> make_cpu_backend(size_t memory_budget_bytes = DeviceAllocator::kUnlimited,
+                                          int num_threads = 0);
+
+}  // namespace vacc

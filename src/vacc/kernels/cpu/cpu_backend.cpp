@@ -1,0 +1,300 @@
+// CpuBackend: the Backend interface on host memory. Each method checks its tensors (shape,
+// dtype, device) with a message naming the op and the tensor, then calls the raw kernel.
+#include <omp.h>
+
+#include <cstring>
+
+#include "vacc/core/error.h"
+#include "vacc/kernels/backend.h"
+#include "vacc/kernels/cpu/cpu_kernels.h"
+
+namespace vacc {
+namespace {
+
+void expect(bool cond, const char* op, const char* what, const Tensor& t, const char* rule) {
+  if (!cond) fail(op, ": ", what, " is ", t.defined() ? t.str() : "undefined", "; expected ", rule);
+}
+
+void expect_dtype(const char* op, const char* what, const Tensor& t, DType dt) {
+  expect(t.defined() && t.dtype() == dt, op, what, t, dtype_name(dt).c_str());
+}
+
+void expect_float(const char* op, const char* what, const Tensor& t) {
+  expect(t.defined() && (t.dtype() == DType::F32 || t.dtype() == DType::BF16), op, what, t,
+         "f32 or bf16");
+}
+
+void expect_shape(const char* op, const char* what, const Tensor& t, const Shape& s) {
+  expect(t.defined() && t.shape() == s, op, what, t, ("shape " + shape_str(s)).c_str());
+}
+
+void expect_2d(const char* op, const char* what, const Tensor& t) {
+  expect(t.defined() && t.dim() == 2, op, what, t, "a matrix");
+}
+
+class CpuBackend final : public Backend {
+ public:
+  CpuBackend(size_t budget, int num_threads) : allocator_(budget) {
+    if (num_threads > 0) omp_set_num_threads(num_threads);
+  }
+
+  Device device() const override { return allocator_.device(); }
+  DeviceAllocator& allocator() override { return allocator_; }
+  std::string name() const override {
+    return "cpu (" + std::to_string(omp_get_max_threads()) + " threads, oneDNN)";
+  }
+  void synchronize() override {}
+
+  void upload(const void* host, Tensor& dst) override {
+    std::memcpy(dst.data(), host, dst.nbytes());
+  }
+  void download(const Tensor& src, void* host) override {
+    std::memcpy(host, src.data(), src.nbytes());
+  }
+  void copy(const Tensor& src, Tensor& dst) override {
+    expect(dst.defined() && dst.numel() == src.numel(), "copy", "dst", dst,
+           ("as many elements as " + src.str()).c_str());
+    if (src.dtype() == dst.dtype()) {
+      std::memmove(dst.data(), src.data(), src.nbytes());
+      return;
+    }
+    expect_float("copy", "src", src);
+    expect_float("copy", "dst", dst);
+    cpu::convert(src.data(), src.dtype(), dst.data(), dst.dtype(), src.numel());
+  }
+  void fill(Tensor& dst, float value) override {
+    cpu::fill(dst.data(), dst.dtype(), value, dst.numel());
+  }
+
+  void add(const Tensor& a, const Tensor& b, Tensor& out) override {
+    expect_dtype("add", "a", a, DType::F32);
+    expect_shape("add", "b", b, a.shape());
+    expect_dtype("add", "b", b, DType::F32);
+    expect_shape("add", "out", out, a.shape());
+    expect_dtype("add", "out", out, DType::F32);
+    cpu::add(a.data_as<float>(), b.data_as<float>(), out.data_as<float>(), a.numel());
+  }
+  void scale(Tensor& x, float s) override {
+    expect_dtype("scale", "x", x, DType::F32);
+    cpu::scale(x.data_as<float>(), s, x.numel());
+  }
+  void sum_of_squares(const Tensor& x, Tensor& acc) override {
+    expect_dtype("sum_of_squares", "x", x, DType::F32);
+    expect_shape("sum_of_squares", "acc", acc, {1});
+    expect_dtype("sum_of_squares", "acc", acc, DType::F32);
+    acc.data_as<float>()[0] += float(cpu::sum_of_squares(x.data_as<float>(), x.numel()));
+  }
+
+  void matmul(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& out,
+              float alpha, float beta, const Tensor* bias) override {
+    const char* op = "matmul";
+    expect_2d(op, "a", a);
+    expect_2d(op, "b", b);
+    expect_2d(op, "out", out);
+    expect_float(op, "a", a);
+    expect(b.dtype() == a.dtype(), op, "b", b, ("the dtype of a, " + dtype_name(a.dtype())).c_str());
+    expect_float(op, "out", out);
+    int64_t M = trans_a ? a.size(1) : a.size(0), K = trans_a ? a.size(0) : a.size(1);
+    int64_t Kb = trans_b ? b.size(1) : b.size(0), N = trans_b ? b.size(0) : b.size(1);
+    expect(Kb == K, op, "b", b, ("an inner dimension of " + std::to_string(K)).c_str());
+    expect_shape(op, "out", out, {M, N});
+    if (bias) {
+      expect_shape(op, "bias", *bias, {N});
+      expect_dtype(op, "bias", *bias, DType::F32);
+    }
+    cpu::matmul(a.data(), trans_a, b.data(), trans_b, out.data(), M, N, K, a.dtype(), out.dtype(),
+                alpha, beta, bias ? bias->data_as<float>() : nullptr);
+  }
+  void bias_backward(const Tensor& dy, Tensor& dbias) override {
+    expect_2d("bias_backward", "dy", dy);
+    expect_dtype("bias_backward", "dy", dy, DType::F32);
+    expect_shape("bias_backward", "dbias", dbias, {dy.size(1)});
+    expect_dtype("bias_backward", "dbias", dbias, DType::F32);
+    cpu::bias_backward(dy.data_as<float>(), dbias.data_as<float>(), dy.size(0), dy.size(1));
+  }
+
+  void embedding_forward(const Tensor& ids, const Tensor& table, int64_t vocab_start,
+                         Tensor& out) override {
+    const char* op = "embedding_forward";
+    expect_dtype(op, "ids", ids, DType::I32);
+    expect_2d(op, "table", table);
+    expect_dtype(op, "table", table, DType::F32);
+    expect_shape(op, "out", out, {ids.numel(), table.size(1)});
+    expect_dtype(op, "out", out, DType::F32);
+    cpu::embedding_forward(ids.data_as<int32_t>(), table.data_as<float>(), vocab_start,
+                           table.size(0), ids.numel(), table.size(1), out.data_as<float>());
+  }
+  void embedding_backward(const Tensor& ids, const Tensor& dout, int64_t vocab_start,
+                          Tensor& dtable) override {
+    const char* op = "embedding_backward";
+    expect_dtype(op, "ids", ids, DType::I32);
+    expect_2d(op, "dtable", dtable);
+    expect_dtype(op, "dtable", dtable, DType::F32);
+    expect_shape(op, "dout", dout, {ids.numel(), dtable.size(1)});
+    expect_dtype(op, "dout", dout, DType::F32);
+    cpu::embedding_backward(ids.data_as<int32_t>(), dout.data_as<float>(), vocab_start,
+                            dtable.size(0), ids.numel(), dtable.size(1), dtable.data_as<float>());
+  }
+
+  void rmsnorm_forward(const Tensor& x, const Tensor& weight, float eps, Tensor& out,
+                       Tensor& rstd) override {
+    const char* op = "rmsnorm_forward";
+    expect_2d(op, "x", x);
+    expect_dtype(op, "x", x, DType::F32);
+    expect_shape(op, "weight", weight, {x.size(1)});
+    expect_dtype(op, "weight", weight, DType::F32);
+    expect_shape(op, "out", out, x.shape());
+    expect_float(op, "out", out);
+    expect_shape(op, "rstd", rstd, {x.size(0)});
+    expect_dtype(op, "rstd", rstd, DType::F32);
+    cpu::rmsnorm_forward(x.data_as<float>(), weight.data_as<float>(), eps, x.size(0), x.size(1),
+                         out.data(), out.dtype(), rstd.data_as<float>());
+  }
+  void rmsnorm_backward(const Tensor& dout, const Tensor& x, const Tensor& weight,
+                        const Tensor& rstd, Tensor& dx, bool accumulate_dx,
+                        Tensor& dweight) override {
+    const char* op = "rmsnorm_backward";
+    expect_2d(op, "x", x);
+    expect_dtype(op, "x", x, DType::F32);
+    for (const Tensor* t : std::initializer_list<const Tensor*>{&dout, &dx}) {
+      expect_shape(op, t == &dx ? "dx" : "dout", *t, x.shape());
+      expect_dtype(op, t == &dx ? "dx" : "dout", *t, DType::F32);
+    }
+    expect_shape(op, "weight", weight, {x.size(1)});
+    expect_shape(op, "dweight", dweight, {x.size(1)});
+    expect_dtype(op, "dweight", dweight, DType::F32);
+    expect_shape(op, "rstd", rstd, {x.size(0)});
+    cpu::rmsnorm_backward(dout.data_as<float>(), x.data_as<float>(), weight.data_as<float>(),
+                          rstd.data_as<float>(), x.size(0), x.size(1), dx.data_as<float>(),
+                          accumulate_dx, dweight.data_as<float>());
+  }
+
+  void rope(Tensor& x, const Tensor& positions, const Tensor& cos, const Tensor& sin,
+            int64_t num_heads, int64_t head_dim, bool inverse) override {
+    const char* op = "rope";
+    expect_2d(op, "x", x);
+    expect_dtype(op, "x", x, DType::F32);
+    expect(head_dim % 2 == 0 && num_heads * head_dim <= x.size(1), op, "x", x,
+           "rows holding num_heads heads of an even head_dim");
+    expect_shape(op, "positions", positions, {x.size(0)});
+    expect_dtype(op, "positions", positions, DType::I32);
+    expect_2d(op, "cos", cos);
+    expect(cos.size(1) == head_dim / 2, op, "cos", cos, "head_dim/2 columns");
+    expect_shape(op, "sin", sin, cos.shape());
+    cpu::rope(x.data_as<float>(), x.size(0), x.size(1), positions.data_as<int32_t>(),
+              cos.data_as<float>(), sin.data_as<float>(), cos.size(0), num_heads, head_dim,
+              inverse);
+  }
+
+  void swiglu_forward(const Tensor& gate_up, Tensor& out) override {
+    const char* op = "swiglu_forward";
+    expect_2d(op, "gate_up", gate_up);
+    expect_dtype(op, "gate_up", gate_up, DType::F32);
+    expect(gate_up.size(1) % 2 == 0, op, "gate_up", gate_up, "an even number of columns");
+    expect_shape(op, "out", out, {gate_up.size(0), gate_up.size(1) / 2});
+    expect_float(op, "out", out);
+    cpu::swiglu_forward(gate_up.data_as<float>(), gate_up.size(0), gate_up.size(1) / 2,
+                        out.data(), out.dtype());
+  }
+  void swiglu_backward(const Tensor& dout, const Tensor& gate_up, Tensor& dgate_up) override {
+    const char* op = "swiglu_backward";
+    expect_2d(op, "gate_up", gate_up);
+    expect_dtype(op, "gate_up", gate_up, DType::F32);
+    expect_shape(op, "dout", dout, {gate_up.size(0), gate_up.size(1) / 2});
+    expect_dtype(op, "dout", dout, DType::F32);
+    expect_shape(op, "dgate_up", dgate_up, gate_up.shape());
+    expect_float(op, "dgate_up", dgate_up);
+    cpu::swiglu_backward(dout.data_as<float>(), gate_up.data_as<float>(), gate_up.size(0),
+                         gate_up.size(1) / 2, dgate_up.data(), dgate_up.dtype());
+  }
+
+  void attention_forward(const Tensor& qkv, const AttentionShape& s, Tensor& out,
+                         Tensor& lse) override {
+    const char* op = "attention_forward";
+    check_attention_shape(s);
+    expect_shape(op, "qkv", qkv, {s.batch * s.seq, s.qkv_width()});
+    expect_dtype(op, "qkv", qkv, DType::F32);
+    expect_shape(op, "out", out, {s.batch * s.seq, s.q_heads * s.head_dim});
+    expect_float(op, "out", out);
+    expect_shape(op, "lse", lse, {s.batch, s.q_heads, s.seq});
+    expect_dtype(op, "lse", lse, DType::F32);
+    cpu::attention_forward(qkv.data_as<float>(), s.batch, s.seq, s.q_heads, s.kv_heads,
+                           s.head_dim, out.data(), out.dtype(), lse.data_as<float>());
+  }
+  void attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out,
+                          const Tensor& lse, const AttentionShape& s, Tensor& dqkv) override {
+    const char* op = "attention_backward";
+    check_attention_shape(s);
+    expect_shape(op, "qkv", qkv, {s.batch * s.seq, s.qkv_width()});
+    expect_dtype(op, "qkv", qkv, DType::F32);
+    expect_shape(op, "out", out, {s.batch * s.seq, s.q_heads * s.head_dim});
+    expect_float(op, "out", out);
+    expect_shape(op, "dout", dout, out.shape());
+    expect(dout.dtype() == out.dtype(), op, "dout", dout, "the dtype of out");
+    expect_shape(op, "lse", lse, {s.batch, s.q_heads, s.seq});
+    expect_shape(op, "dqkv", dqkv, qkv.shape());
+    expect_dtype(op, "dqkv", dqkv, DType::F32);
+    cpu::attention_backward(dout.data(), qkv.data_as<float>(), out.data(), out.dtype(),
+                            lse.data_as<float>(), s.batch, s.seq, s.q_heads, s.kv_heads,
+                            s.head_dim, dqkv.data_as<float>());
+  }
+
+  void classifier_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor& labels,
+                                float grad_scale, Tensor& loss_sum, Tensor* dx,
+                                Tensor* dweight) override {
+    const char* op = "classifier_cross_entropy";
+    expect_2d(op, "x", x);
+    expect_float(op, "x", x);
+    expect_2d(op, "weight", weight);
+    expect(weight.size(1) == x.size(1) && weight.dtype() == x.dtype(), op, "weight", weight,
+           "(V, C) with the dtype of x");
+    expect_shape(op, "labels", labels, {x.size(0)});
+    expect_dtype(op, "labels", labels, DType::I32);
+    expect_shape(op, "loss_sum", loss_sum, {1});
+    expect_dtype(op, "loss_sum", loss_sum, DType::F32);
+    if (dx) {
+      expect_shape(op, "dx", *dx, x.shape());
+      expect_dtype(op, "dx", *dx, DType::F32);
+    }
+    if (dweight) {
+      expect_shape(op, "dweight", *dweight, weight.shape());
+      expect_dtype(op, "dweight", *dweight, DType::F32);
+    }
+    double loss = cpu::classifier_cross_entropy(
+        x.data(), weight.data(), x.dtype(), labels.data_as<int32_t>(), x.size(0), x.size(1),
+        weight.size(0), grad_scale, dx ? dx->data_as<float>() : nullptr,
+        dweight ? dweight->data_as<float>() : nullptr);
+    loss_sum.data_as<float>()[0] += float(loss);
+  }
+
+  void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
+                  const AdamWParams& p) override {
+    const char* op = "adamw_step";
+    expect_dtype(op, "param", param, DType::F32);
+    for (const Tensor* t : std::initializer_list<const Tensor*>{&grad, &m, &v}) {
+      expect(t->defined() && t->numel() == param.numel() && t->dtype() == DType::F32, op,
+             t == &grad ? "grad" : (t == &m ? "m" : "v"), *t, "f32 with the numel of param");
+    }
+    cpu::adamw_step(param.data_as<float>(), grad.data_as<float>(), m.data_as<float>(),
+                    v.data_as<float>(), param.numel(), p.lr, p.beta1, p.beta2, p.eps,
+                    p.weight_decay, p.step, p.grad_scale);
+  }
+
+ private:
+  static void check_attention_shape(const AttentionShape& s) {
+    VACC_CHECK(s.batch > 0 && s.seq > 0 && s.q_heads > 0 && s.kv_heads > 0 && s.head_dim > 0 &&
+                   s.q_heads % s.kv_heads == 0,
+               "attention: q_heads (", s.q_heads, ") must be a positive multiple of kv_heads (",
+               s.kv_heads, ")");
+  }
+
+  HostAllocator allocator_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cpu_backend(size_t memory_budget_bytes, int num_threads) {
+  return std::make_unique<CpuBackend>(memory_budget_bytes, num_threads);
+}
+
+}  // namespace vacc

@@ -1,0 +1,71 @@
+// The CPU kernels on raw host pointers, one file per op beside this header. CpuBackend
+// (cpu_backend.cpp) checks the tensors' shapes and dtypes and calls these; see backend.h
+// for what each op computes. All of them are multi-threaded with OpenMP; called from inside
+// an OpenMP parallel region they run on the calling thread only.
+#pragma once
+
+#include <cstdint>
+
+#include "vacc/core/dtype.h"
+
+namespace vacc::cpu {
+
+// ---- matmul_onednn.cpp ----
+// out (M, N) = alpha * op(a) @ op(b) + beta * out (+ bias (N)); a and b have dtype in_dtype
+// (F32 or BF16), out has out_dtype. Leading dimensions are the natural (contiguous) ones.
+void matmul(const void* a, bool trans_a, const void* b, bool trans_b, void* out, int64_t M,
+            int64_t N, int64_t K, DType in_dtype, DType out_dtype, float alpha, float beta,
+            const float* bias);
+
+// ---- elementwise.cpp ----
+void convert(const void* src, DType src_dtype, void* dst, DType dst_dtype, int64_t n);
+void fill(void* dst, DType dtype, float value, int64_t n);
+void add(const float* a, const float* b, float* out, int64_t n);
+void scale(float* x, float s, int64_t n);
+double sum_of_squares(const float* x, int64_t n);
+void bias_backward(const float* dy, float* dbias, int64_t M, int64_t N);
+
+// ---- embedding.cpp ----
+void embedding_forward(const int32_t* ids, const float* table, int64_t vocab_start,
+                       int64_t vocab_size, int64_t n, int64_t c, float* out);
+void embedding_backward(const int32_t* ids, const float* dout, int64_t vocab_start,
+                        int64_t vocab_size, int64_t n, int64_t c, float* dtable);
+
+// ---- rmsnorm.cpp ----
+void rmsnorm_forward(const float* x, const float* weight, float eps, int64_t n, int64_t c,
+                     void* out, DType out_dtype, float* rstd);
+void rmsnorm_backward(const float* dout, const float* x, const float* weight, const float* rstd,
+                      int64_t n, int64_t c, float* dx, bool accumulate_dx, float* dweight);
+
+// ---- rope.cpp ----
+void rope(float* x, int64_t n, int64_t row_width, const int32_t* positions, const float* cos,
+          const float* sin, int64_t max_positions, int64_t num_heads, int64_t head_dim,
+          bool inverse);
+
+// ---- swiglu.cpp ----
+void swiglu_forward(const float* gate_up, int64_t n, int64_t f, void* out, DType out_dtype);
+void swiglu_backward(const float* dout, const float* gate_up, int64_t n, int64_t f,
+                     void* dgate_up, DType dgate_up_dtype);
+
+// ---- attention.cpp ----
+// qkv (B*T, (Hq + 2 Hkv) D); out (B*T, Hq D) of out_dtype; lse (B, Hq, T).
+void attention_forward(const float* qkv, int64_t batch, int64_t seq, int64_t q_heads,
+                       int64_t kv_heads, int64_t head_dim, void* out, DType out_dtype, float* lse);
+// dout and out (B*T, Hq D) of io_dtype; dqkv (B*T, (Hq + 2 Hkv) D) overwritten.
+void attention_backward(const void* dout, const float* qkv, const void* out, DType io_dtype,
+                        const float* lse, int64_t batch, int64_t seq, int64_t q_heads,
+                        int64_t kv_heads, int64_t head_dim, float* dqkv);
+
+// ---- classifier_cross_entropy.cpp ----
+// x (N, C) and weight (V, C) of in_dtype; labels (N). Returns the summed loss over rows whose
+// label is not -100. dx (N, C) overwritten if non-null; dweight (V, C) accumulated if non-null.
+double classifier_cross_entropy(const void* x, const void* weight, DType in_dtype,
+                                const int32_t* labels, int64_t n, int64_t c, int64_t v,
+                                float grad_scale, float* dx, float* dweight);
+
+// ---- adamw.cpp ----
+void adamw_step(float* param, const float* grad, float* m, float* v, int64_t n, float lr,
+                float beta1, float beta2, float eps, float weight_decay, int64_t step,
+                float grad_scale);
+
+}  // namespace vacc::cpu

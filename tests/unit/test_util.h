@@ -1,0 +1,81 @@
+// Helpers shared by the unit tests: random host data, moving it through a Backend, and
+// comparing with tolerances that print the worst element.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "vacc/core/error.h"
+#include "vacc/kernels/backend.h"
+
+namespace vacc::test {
+
+inline std::vector<float> random_vector(size_t n, uint64_t seed, float lo = -1.0f, float hi = 1.0f) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> dist(lo, hi);
+  std::vector<float> v(n);
+  for (float& x : v) x = dist(rng);
+  return v;
+}
+
+// A device tensor holding host values (f32 or bf16 target dtype; i32 from ints).
+inline Tensor to_device(Backend& be, const std::vector<float>& host, Shape shape,
+                        DType dtype = DType::F32) {
+  Tensor f = be.empty(shape, DType::F32, MemoryCategory::Buffers, "test input");
+  be.upload(host.data(), f);
+  if (dtype == DType::F32) return f;
+  Tensor t = be.empty(shape, dtype, MemoryCategory::Buffers, "test input");
+  be.copy(f, t);
+  return t;
+}
+
+inline Tensor ids_to_device(Backend& be, const std::vector<int32_t>& host) {
+  Tensor t = be.empty({int64_t(host.size())}, DType::I32, MemoryCategory::Buffers, "test ids");
+  be.upload(host.data(), t);
+  return t;
+}
+
+// Values of a device tensor as f32 on the host (bf16 converted).
+inline std::vector<float> to_host(Backend& be, const Tensor& t) {
+  Tensor f = t;
+  if (t.dtype() != DType::F32) {
+    f = be.empty(t.shape(), DType::F32, MemoryCategory::Buffers, "test output");
+    be.copy(t, f);
+  }
+  std::vector<float> out(size_t(f.numel()));
+  be.download(f, out.data());
+  return out;
+}
+
+// Rounds values through bf16, as a bf16 tensor would hold them.
+inline std::vector<float> round_bf16(std::vector<float> v) {
+  for (float& x : v) x = bf16_to_float(float_to_bf16(x));
+  return v;
+}
+
+// Expects |got - want| <= atol + rtol * |want| everywhere; reports the worst element.
+template <typename A, typename B>
+void expect_close(const A& got, const B& want, double rtol, double atol, const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  size_t worst = 0;
+  double worst_excess = -1.0;
+  size_t bad = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    double g = double(got[i]), w = double(want[i]);
+    double excess = std::abs(g - w) - (atol + rtol * std::abs(w));
+    if (!(excess <= 0.0)) ++bad;
+    if (!(excess <= worst_excess) || std::isnan(g)) {
+      worst_excess = excess;
+      worst = i;
+    }
+  }
+  EXPECT_EQ(bad, 0u) << what << ": " << bad << " of " << got.size()
+                     << " elements out of tolerance; worst at " << worst << ": got "
+                     << double(got[worst]) << ", want " << double(want[worst]);
+}
+
+}  // namespace vacc::test
