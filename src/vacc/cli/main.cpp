@@ -1,1 +1,24 @@
-int main() { return 0; }
+// `vacc`: the command line. Errors a user can act on are printed as one line; exit code 1.
+#include <cstdio>
+#include <exception>
+
+#include "vacc/cli/commands.h"
+#include "vacc/core/error.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"vacc: many devices, one accelerator, for training language models"};
+  app.require_subcommand(1);
+  vacc::cli::add_train_command(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const vacc::Error& e) {
+    std::fprintf(stderr, "vacc: error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "vacc: internal error: %s\n", e.what());
+    return 2;
+  }
+  return 0;
+}

@@ -1,0 +1,148 @@
+#include "vacc/kernels/profiling_backend.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <vector>
+
+namespace vacc {
+
+template <typename Fn>
+void ProfilingBackend::timed(const std::string& op, double flops, Fn&& fn,
+                             const std::string& shape) {
+  inner_.synchronize();
+  auto t0 = std::chrono::steady_clock::now();
+  fn();
+  inner_.synchronize();
+  double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  OpProfile& p = by_op_[op];
+  p.calls++;
+  p.seconds += s;
+  p.flops += flops;
+  if (!shape.empty()) {
+    OpProfile& q = by_shape_[shape];
+    q.calls++;
+    q.seconds += s;
+    q.flops += flops;
+  }
+}
+
+std::string ProfilingBackend::report(double total_seconds) const {
+  auto table = [&](const std::map<std::string, OpProfile>& rows, const char* title) {
+    std::vector<std::pair<std::string, OpProfile>> sorted(rows.begin(), rows.end());
+    std::sort(sorted.begin(), sorted.end(),
+              [](auto& a, auto& b) { return a.second.seconds > b.second.seconds; });
+    std::string out;
+    char line[256];
+    std::snprintf(line, sizeof line, "%-40s %8s %10s %7s %10s\n", title, "calls", "ms", "share",
+                  "GFLOP/s");
+    out += line;
+    for (auto& [name, p] : sorted) {
+      std::snprintf(line, sizeof line, "%-40s %8lld %10.1f %6.1f%% %10s\n", name.c_str(),
+                    (long long)p.calls, 1e3 * p.seconds, 100.0 * p.seconds / total_seconds,
+                    p.flops > 0 ? std::to_string(int(p.flops / p.seconds / 1e9)).c_str() : "");
+      out += line;
+    }
+    return out;
+  };
+  return table(by_op_, "op") + "\n" + table(by_shape_, "matmul (M x N x K, dtype)");
+}
+
+void ProfilingBackend::upload(const void* host, Tensor& dst) {
+  timed("upload", 0, [&] { inner_.upload(host, dst); });
+}
+void ProfilingBackend::download(const Tensor& src, void* host) {
+  timed("download", 0, [&] { inner_.download(src, host); });
+}
+void ProfilingBackend::copy(const Tensor& src, Tensor& dst) {
+  timed(src.dtype() == dst.dtype() ? "copy" : "convert " + dtype_name(src.dtype()) + "->" +
+                                                  dtype_name(dst.dtype()),
+        0, [&] { inner_.copy(src, dst); });
+}
+void ProfilingBackend::fill(Tensor& dst, float value) {
+  timed("fill", 0, [&] { inner_.fill(dst, value); });
+}
+void ProfilingBackend::add(const Tensor& a, const Tensor& b, Tensor& out) {
+  timed("add", 0, [&] { inner_.add(a, b, out); });
+}
+void ProfilingBackend::scale(Tensor& x, float s) {
+  timed("scale", 0, [&] { inner_.scale(x, s); });
+}
+void ProfilingBackend::sum_of_squares(const Tensor& x, Tensor& acc) {
+  timed("sum_of_squares", 0, [&] { inner_.sum_of_squares(x, acc); });
+}
+void ProfilingBackend::matmul(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b,
+                              Tensor& out, float alpha, float beta, const Tensor* bias) {
+  int64_t M = out.size(0), N = out.size(1), K = trans_a ? a.size(0) : a.size(1);
+  std::string shape = std::to_string(M) + " x " + std::to_string(N) + " x " + std::to_string(K) +
+                      " " + dtype_name(a.dtype()) + (trans_a ? " Ta" : "") + (trans_b ? " Tb" : "");
+  timed("matmul " + dtype_name(a.dtype()), 2.0 * double(M) * double(N) * double(K),
+        [&] { inner_.matmul(a, trans_a, b, trans_b, out, alpha, beta, bias); }, shape);
+}
+void ProfilingBackend::bias_backward(const Tensor& dy, Tensor& dbias) {
+  timed("bias_backward", 0, [&] { inner_.bias_backward(dy, dbias); });
+}
+void ProfilingBackend::embedding_forward(const Tensor& ids, const Tensor& table,
+                                         int64_t vocab_start, Tensor& out) {
+  timed("embedding_forward", 0, [&] { inner_.embedding_forward(ids, table, vocab_start, out); });
+}
+void ProfilingBackend::embedding_backward(const Tensor& ids, const Tensor& dout,
+                                          int64_t vocab_start, Tensor& dtable) {
+  timed("embedding_backward", 0,
+        [&] { inner_.embedding_backward(ids, dout, vocab_start, dtable); });
+}
+void ProfilingBackend::rmsnorm_forward(const Tensor& x, const Tensor& weight, float eps,
+                                       Tensor& out, Tensor& rstd) {
+  timed("rmsnorm_forward", 0, [&] { inner_.rmsnorm_forward(x, weight, eps, out, rstd); });
+}
+void ProfilingBackend::rmsnorm_backward(const Tensor& dout, const Tensor& x, const Tensor& weight,
+                                        const Tensor& rstd, Tensor& dx, bool accumulate_dx,
+                                        Tensor& dweight) {
+  timed("rmsnorm_backward", 0,
+        [&] { inner_.rmsnorm_backward(dout, x, weight, rstd, dx, accumulate_dx, dweight); });
+}
+void ProfilingBackend::rope(Tensor& x, const Tensor& positions, const Tensor& cos,
+                            const Tensor& sin, int64_t num_heads, int64_t head_dim,
+                            bool inverse) {
+  timed(inverse ? "rope_backward" : "rope_forward", 0,
+        [&] { inner_.rope(x, positions, cos, sin, num_heads, head_dim, inverse); });
+}
+void ProfilingBackend::swiglu_forward(const Tensor& gate_up, Tensor& out) {
+  timed("swiglu_forward", 0, [&] { inner_.swiglu_forward(gate_up, out); });
+}
+void ProfilingBackend::swiglu_backward(const Tensor& dout, const Tensor& gate_up,
+                                       Tensor& dgate_up) {
+  timed("swiglu_backward", 0, [&] { inner_.swiglu_backward(dout, gate_up, dgate_up); });
+}
+namespace {
+// Causal attention FLOPs of the two products (QK^T and PV) over the lower triangle.
+double attention_flops(const AttentionShape& s) {
+  return 2.0 * double(s.batch * s.q_heads) * double(s.seq) * double(s.seq) * double(s.head_dim);
+}
+}  // namespace
+void ProfilingBackend::attention_forward(const Tensor& qkv, const AttentionShape& shape,
+                                         Tensor& out, Tensor& lse) {
+  timed("attention_forward", attention_flops(shape),
+        [&] { inner_.attention_forward(qkv, shape, out, lse); });
+}
+void ProfilingBackend::attention_backward(const Tensor& dout, const Tensor& qkv,
+                                          const Tensor& out, const Tensor& lse,
+                                          const AttentionShape& shape, Tensor& dqkv) {
+  // Backward recomputes QK^T and computes dV, dP, dQ, dK: 5 products vs forward's 2.
+  timed("attention_backward", 2.5 * attention_flops(shape),
+        [&] { inner_.attention_backward(dout, qkv, out, lse, shape, dqkv); });
+}
+void ProfilingBackend::classifier_cross_entropy(const Tensor& x, const Tensor& weight,
+                                                const Tensor& labels, float grad_scale,
+                                                Tensor& loss_sum, Tensor* dx, Tensor* dweight) {
+  double products = 1 + (dx ? 1 : 0) + (dweight ? 1 : 0);
+  timed("classifier_cross_entropy",
+        products * 2.0 * double(x.size(0)) * double(x.size(1)) * double(weight.size(0)),
+        [&] { inner_.classifier_cross_entropy(x, weight, labels, grad_scale, loss_sum, dx, dweight); });
+}
+void ProfilingBackend::adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
+                                  const AdamWParams& p) {
+  timed("adamw_step", 0, [&] { inner_.adamw_step(param, grad, m, v, p); });
+}
+
+}  // namespace vacc

@@ -1,0 +1,53 @@
+#include "vacc/model/initialization.h"
+
+#include <cmath>
+
+namespace vacc {
+namespace {
+
+uint64_t splitmix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+uint64_t fnv1a(const std::string& s) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (unsigned char ch : s) h = (h ^ ch) * 0x100000001b3ull;
+  return h;
+}
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+}  // namespace
+
+float counter_normal(uint64_t seed, const std::string& name, uint64_t index) {
+  // Box-Muller on two uniforms drawn from a counter-based hash.
+  uint64_t key = splitmix64(seed ^ fnv1a(name));
+  uint64_t a = splitmix64(key + 2 * index), b = splitmix64(key + 2 * index + 1);
+  double u1 = (double(a >> 11) + 1.0) * 0x1.0p-53;  // (0, 1]
+  double u2 = double(b >> 11) * 0x1.0p-53;          // [0, 1)
+  return float(std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2));
+}
+
+void initialize_parameters(Backend& backend, const ModelConfig& config,
+                           const ParameterTable& table, uint64_t seed, Tensor& flat_params) {
+  for (const CheckpointTensor& ct : table.checkpoint_tensors()) {
+    std::vector<float> host(size_t(shape_numel(ct.shape)));
+    if (ends_with(ct.name, "norm.weight")) {
+      std::fill(host.begin(), host.end(), 1.0f);
+    } else if (ends_with(ct.name, ".bias")) {
+      std::fill(host.begin(), host.end(), 0.0f);
+    } else {
+      const float stddev = float(config.initializer_range);
+      for (size_t i = 0; i < host.size(); ++i) host[i] = stddev * counter_normal(seed, ct.name, i);
+    }
+    Tensor dst = flat_params.view(table.entry(ct.entry).offset + ct.offset, ct.shape);
+    backend.upload(host.data(), dst);
+  }
+}
+
+}  // namespace vacc

@@ -1,0 +1,73 @@
+// ParameterTable: the parameters of a model shard as a table of named entries laid out in
+// one flat buffer (llm.c's layout). Parameters, gradients, optimizer moments and the bf16
+// compute copy all share the layout, so an optimizer, a gradient reduction or a checkpoint
+// writer is a loop over the table.
+//
+// Per layer the q, k and v projections are fused into one (q_rows + 2 kv_rows, C) matrix
+// and gate/up into one (2F, C) matrix, so each is one matrix product; the Hugging Face
+// tensors (q_proj, k_proj, ...) are contiguous row ranges of the fused entries.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "vacc/core/tensor.h"
+#include "vacc/model/model_config.h"
+#include "vacc/model/model_shard.h"
+
+namespace vacc {
+
+struct ParameterEntry {
+  std::string name;      // e.g. "model.layers.3.self_attn.qkv_proj.weight"
+  Shape shape;
+  int64_t offset = 0;    // first element in the flat buffer
+  bool weight_decay = true;  // matrices decay; norms and biases do not
+  int64_t numel() const { return shape_numel(shape); }
+};
+
+// A Hugging Face checkpoint tensor (or the shard's part of it) inside an entry: elements
+// [offset, offset + numel(shape)) of entry `entry`.
+struct CheckpointTensor {
+  std::string name;  // e.g. "model.layers.3.self_attn.k_proj.weight"
+  size_t entry = 0;
+  int64_t offset = 0;
+  Shape shape;
+};
+
+// Indices of one layer's entries in the table.
+struct LayerEntries {
+  size_t input_norm, qkv_weight, qkv_bias, o_proj, post_norm, gate_up, down_proj;
+  bool has_qkv_bias;
+};
+
+class ParameterTable {
+ public:
+  ParameterTable(const ModelConfig& config, const ModelShard& shard);
+
+  const std::vector<ParameterEntry>& entries() const { return entries_; }
+  const std::vector<CheckpointTensor>& checkpoint_tensors() const { return checkpoint_; }
+  const ParameterEntry& entry(size_t i) const { return entries_[i]; }
+  int64_t total_numel() const { return total_; }
+  size_t find(const std::string& name) const;  // throws vacc::Error if absent
+
+  // Entry indices; embed/final_norm/lm_head are npos where the shard lacks them.
+  static constexpr size_t npos = ~size_t{0};
+  size_t embed_tokens() const { return embed_; }
+  size_t final_norm() const { return final_norm_; }
+  size_t lm_head() const { return lm_head_; }  // == embed_tokens() when tied
+  const LayerEntries& layer(int64_t local_index) const { return layers_[size_t(local_index)]; }
+
+  // The view of entry i inside a flat tensor laid out by this table.
+  Tensor view(const Tensor& flat, size_t i) const;
+
+ private:
+  size_t add(std::string name, Shape shape, bool decay);
+
+  std::vector<ParameterEntry> entries_;
+  std::vector<CheckpointTensor> checkpoint_;
+  std::vector<LayerEntries> layers_;
+  size_t embed_ = npos, final_norm_ = npos, lm_head_ = npos;
+  int64_t total_ = 0;
+};
+
+}  // namespace vacc

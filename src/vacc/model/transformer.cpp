@@ -1,0 +1,194 @@
+#include "vacc/model/transformer.h"
+
+#include <cmath>
+
+#include "vacc/core/error.h"
+
+namespace vacc {
+
+RopeTables make_rope_tables(Backend& be, double theta, int64_t head_dim, int64_t max_positions) {
+  const int64_t half = head_dim / 2;
+  std::vector<float> cos(size_t(max_positions * half)), sin(cos.size());
+  for (int64_t j = 0; j < half; ++j) {
+    float inv_freq = 1.0f / std::pow(float(theta), float(2 * j) / float(head_dim));
+    for (int64_t p = 0; p < max_positions; ++p) {
+      float angle = float(p) * inv_freq;
+      cos[size_t(p * half + j)] = float(std::cos(double(angle)));
+      sin[size_t(p * half + j)] = float(std::sin(double(angle)));
+    }
+  }
+  RopeTables t;
+  t.cos = be.empty({max_positions, half}, DType::F32, MemoryCategory::Buffers, "rope cos");
+  t.sin = be.empty({max_positions, half}, DType::F32, MemoryCategory::Buffers, "rope sin");
+  be.upload(cos.data(), t.cos);
+  be.upload(sin.data(), t.sin);
+  return t;
+}
+
+Transformer::Transformer(Backend& backend, ModelConfig config, ModelShard shard, DType compute,
+                         int64_t max_seq_len)
+    : backend_(backend),
+      config_(std::move(config)),
+      shard_(shard),
+      compute_(compute),
+      max_seq_len_(max_seq_len),
+      table_(config_, shard_) {
+  VACC_CHECK(compute == DType::F32 || compute == DType::BF16, "compute dtype must be f32 or bf16");
+  VACC_CHECK(max_seq_len > 0, "sequence length must be positive");
+  params_ = backend_.zeros({table_.total_numel()}, DType::F32, MemoryCategory::Parameters,
+                           "parameters (f32 master)");
+  grads_ = backend_.zeros({table_.total_numel()}, DType::F32, MemoryCategory::Gradients,
+                          "gradients");
+  compute_params_ = compute_ == DType::F32
+                        ? params_
+                        : backend_.zeros({table_.total_numel()}, compute_,
+                                         MemoryCategory::Parameters, "parameters (bf16 copy)");
+  rope_ = make_rope_tables(backend_, config_.rope_theta, config_.head_dim, max_seq_len);
+}
+
+void Transformer::parameters_changed() {
+  if (compute_params_.data() != params_.data()) backend_.copy(params_, compute_params_);
+}
+
+void Transformer::zero_gradients() { backend_.fill(grads_, 0.0f); }
+
+Tensor Transformer::compute_view(size_t entry) const { return table_.view(compute_params_, entry); }
+
+BlockGeometry Transformer::geometry(int64_t batch, int64_t seq) const {
+  BlockGeometry g;
+  g.attention = AttentionShape{batch, seq, shard_.q_heads, shard_.kv_heads, config_.head_dim};
+  g.hidden = config_.hidden_size;
+  g.ffn = shard_.ffn_size;
+  g.eps = float(config_.rms_norm_eps);
+  g.compute = compute_;
+  return g;
+}
+
+BlockWeights Transformer::layer_weights(int64_t local) const {
+  const LayerEntries& e = table_.layer(local);
+  BlockWeights w;
+  w.input_norm = master_view(e.input_norm);
+  w.qkv_weight = compute_view(e.qkv_weight);
+  if (e.has_qkv_bias) w.qkv_bias = master_view(e.qkv_bias);
+  w.o_proj = compute_view(e.o_proj);
+  w.post_norm = master_view(e.post_norm);
+  w.gate_up = compute_view(e.gate_up);
+  w.down_proj = compute_view(e.down_proj);
+  return w;
+}
+
+BlockGrads Transformer::layer_grads(int64_t local) const {
+  const LayerEntries& e = table_.layer(local);
+  BlockGrads g;
+  g.input_norm = grad_view(e.input_norm);
+  g.qkv_weight = grad_view(e.qkv_weight);
+  if (e.has_qkv_bias) g.qkv_bias = grad_view(e.qkv_bias);
+  g.o_proj = grad_view(e.o_proj);
+  g.post_norm = grad_view(e.post_norm);
+  g.gate_up = grad_view(e.gate_up);
+  g.down_proj = grad_view(e.down_proj);
+  return g;
+}
+
+BlockWorkspace& Transformer::workspace(int64_t batch, int64_t seq) {
+  if (workspace_tokens_ != batch * seq || workspace_seq_ != seq) {
+    workspace_ = BlockWorkspace{};  // free the old buffers first
+    workspace_ = BlockWorkspace::allocate(backend_, geometry(batch, seq));
+    dx_scratch_ = backend_.empty({batch * seq, config_.hidden_size}, DType::F32,
+                                 MemoryCategory::Buffers, "residual gradient");
+    workspace_tokens_ = batch * seq;
+    workspace_seq_ = seq;
+  }
+  return workspace_;
+}
+
+Transformer::Activations Transformer::allocate_activations(int64_t batch, int64_t seq) {
+  VACC_CHECK(seq <= max_seq_len_, "sequence length ", seq, " exceeds the model's maximum of ",
+             max_seq_len_, " set at construction");
+  const int64_t N = batch * seq, C = config_.hidden_size;
+  Activations act;
+  act.batch = batch;
+  act.seq = seq;
+  BlockGeometry g = geometry(batch, seq);
+  for (int64_t l = 0; l <= shard_.num_layers(); ++l)
+    act.residual.push_back(
+        backend_.empty({N, C}, DType::F32, MemoryCategory::Activations, "residual stream"));
+  for (int64_t l = 0; l < shard_.num_layers(); ++l)
+    act.layers.push_back(BlockActivations::allocate(backend_, g));
+  if (shard_.has_head) {
+    act.final_norm = backend_.empty({N, C}, compute_, MemoryCategory::Activations, "final norm");
+    act.final_rstd = backend_.empty({N}, DType::F32, MemoryCategory::Activations, "final rstd");
+  }
+  return act;
+}
+
+void Transformer::embed(const Tensor& ids, Activations& act) {
+  VACC_CHECK(shard_.has_embedding, "this shard has no embedding");
+  backend_.embedding_forward(ids, master_view(table_.embed_tokens()), 0, act.residual[0]);
+}
+
+void Transformer::forward_layers(const Tensor& positions, Activations& act) {
+  BlockGeometry g = geometry(act.batch, act.seq);
+  BlockWorkspace& ws = workspace(act.batch, act.seq);
+  for (int64_t l = 0; l < shard_.num_layers(); ++l)
+    block_forward(backend_, g, layer_weights(l), act.residual[size_t(l)], positions, rope_,
+                  act.layers[size_t(l)], ws, act.residual[size_t(l) + 1]);
+}
+
+void Transformer::head_forward_backward(const Tensor& labels, float grad_scale, Activations& act,
+                                        Tensor& loss_sum, Tensor& dx) {
+  VACC_CHECK(shard_.has_head, "this shard has no output head");
+  const Tensor& last = act.residual.back();
+  backend_.rmsnorm_forward(last, master_view(table_.final_norm()), float(config_.rms_norm_eps),
+                           act.final_norm, act.final_rstd);
+  BlockWorkspace& ws = workspace(act.batch, act.seq);
+  Tensor dhead = grad_view(table_.lm_head());
+  backend_.classifier_cross_entropy(act.final_norm, compute_view(table_.lm_head()), labels,
+                                    grad_scale, loss_sum, &ws.dnorm, &dhead);
+  Tensor dnorm_w = grad_view(table_.final_norm());
+  backend_.rmsnorm_backward(ws.dnorm, last, master_view(table_.final_norm()), act.final_rstd, dx,
+                            false, dnorm_w);
+}
+
+void Transformer::backward_layers(const Tensor& positions, Activations& act, Tensor& dx) {
+  BlockGeometry g = geometry(act.batch, act.seq);
+  BlockWorkspace& ws = workspace(act.batch, act.seq);
+  for (int64_t l = shard_.num_layers() - 1; l >= 0; --l) {
+    BlockGrads grads = layer_grads(l);
+    block_backward(backend_, g, layer_weights(l), act.residual[size_t(l)], positions, rope_,
+                   act.layers[size_t(l)], dx, grads, ws, dx);
+  }
+}
+
+void Transformer::embed_backward(const Tensor& ids, const Tensor& dx) {
+  Tensor dembed = grad_view(table_.embed_tokens());
+  backend_.embedding_backward(ids, dx, 0, dembed);
+}
+
+void Transformer::forward_backward(const Tensor& ids, const Tensor& positions,
+                                   const Tensor& labels, float grad_scale, Activations& act,
+                                   Tensor& loss_sum) {
+  VACC_CHECK(shard_.has_embedding && shard_.has_head,
+             "forward_backward runs a whole model; a pipeline stage uses the pieces");
+  embed(ids, act);
+  forward_layers(positions, act);
+  workspace(act.batch, act.seq);
+  Tensor& dx = dx_scratch_;
+  head_forward_backward(labels, grad_scale, act, loss_sum, dx);
+  backward_layers(positions, act, dx);
+  embed_backward(ids, dx);
+}
+
+Tensor Transformer::logits(const Tensor& ids, const Tensor& positions, Activations& act) {
+  VACC_CHECK(shard_.has_embedding && shard_.has_head, "logits need the whole model");
+  embed(ids, act);
+  forward_layers(positions, act);
+  backend_.rmsnorm_forward(act.residual.back(), master_view(table_.final_norm()),
+                           float(config_.rms_norm_eps), act.final_norm, act.final_rstd);
+  const int64_t N = act.batch * act.seq;
+  Tensor out = backend_.empty({N, config_.vocab_size}, DType::F32, MemoryCategory::Buffers, "logits");
+  backend_.matmul(act.final_norm, false, compute_view(table_.lm_head()), true, out);
+  return out;
+}
+
+}  // namespace vacc

@@ -1,0 +1,92 @@
+// Transformer: the decoder-only model for a shard (a layer range, and within each layer a
+// set of heads and FFN columns), with its parameters, gradients and the bf16 compute copy
+// laid out by a ParameterTable. Forward and backward run one micro-batch at a time; the
+// activations of a micro-batch live in an Activations object, so a pipeline schedule may
+// keep several in flight.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "vacc/kernels/backend.h"
+#include "vacc/model/model_config.h"
+#include "vacc/model/model_shard.h"
+#include "vacc/model/parameter_table.h"
+#include "vacc/model/transformer_block.h"
+
+namespace vacc {
+
+class Transformer {
+ public:
+  // compute: F32 (everything f32) or BF16 (matrix products in bf16 with f32 accumulation;
+  // f32 master weights, norms, softmax and reductions).
+  Transformer(Backend& backend, ModelConfig config, ModelShard shard, DType compute,
+              int64_t max_seq_len);
+
+  const ModelConfig& config() const { return config_; }
+  const ModelShard& shard() const { return shard_; }
+  const ParameterTable& table() const { return table_; }
+  DType compute_dtype() const { return compute_; }
+  Backend& backend() { return backend_; }
+
+  Tensor& parameters() { return params_; }  // f32 master weights, flat
+  Tensor& gradients() { return grads_; }    // f32, flat, same layout
+  // Call after the master weights change (optimizer step, loading): refreshes the bf16 copy.
+  void parameters_changed();
+  void zero_gradients();
+
+  // Everything one micro-batch keeps between forward and backward.
+  struct Activations {
+    int64_t batch = 0, seq = 0;
+    std::vector<Tensor> residual;          // layer inputs (N, C); residual[L] the last output
+    std::vector<BlockActivations> layers;
+    Tensor final_norm, final_rstd;         // (N, C) compute, (N)
+  };
+  Activations allocate_activations(int64_t batch, int64_t seq);
+
+  // Training pass over one micro-batch of `batch` sequences of `seq` tokens: ids, labels i32
+  // (batch*seq), positions i32 (batch*seq). Adds the summed token losses to loss_sum (f32
+  // (1)) and grad_scale * d(loss sum)/d(parameters) to the gradients.
+  void forward_backward(const Tensor& ids, const Tensor& positions, const Tensor& labels,
+                        float grad_scale, Activations& act, Tensor& loss_sum);
+
+  // Logits (batch*seq, V) f32 for evaluation and tests.
+  Tensor logits(const Tensor& ids, const Tensor& positions, Activations& act);
+
+  // The pieces, for schedules that split them (pipeline stages).
+  void embed(const Tensor& ids, Activations& act);
+  void forward_layers(const Tensor& positions, Activations& act);
+  // Final norm, output projection and loss with its gradient; leaves d(residual[L]) in dx.
+  void head_forward_backward(const Tensor& labels, float grad_scale, Activations& act,
+                             Tensor& loss_sum, Tensor& dx);
+  // dx: gradient w.r.t. residual[L] in, w.r.t. residual[0] out (in place).
+  void backward_layers(const Tensor& positions, Activations& act, Tensor& dx);
+  void embed_backward(const Tensor& ids, const Tensor& dx);
+
+ private:
+  BlockGeometry geometry(int64_t batch, int64_t seq) const;
+  BlockWeights layer_weights(int64_t local) const;
+  BlockGrads layer_grads(int64_t local) const;
+  Tensor compute_view(size_t entry) const;  // matrices from the compute copy
+  Tensor master_view(size_t entry) const { return table_.view(params_, entry); }
+  Tensor grad_view(size_t entry) const { return table_.view(grads_, entry); }
+  BlockWorkspace& workspace(int64_t batch, int64_t seq);
+
+  Backend& backend_;
+  ModelConfig config_;
+  ModelShard shard_;
+  DType compute_;
+  int64_t max_seq_len_;
+  ParameterTable table_;
+  Tensor params_, grads_, compute_params_;
+  RopeTables rope_;
+  BlockWorkspace workspace_;
+  int64_t workspace_tokens_ = -1, workspace_seq_ = -1;
+  Tensor dx_scratch_;
+};
+
+// Cos/sin tables of rotate-half RoPE for positions [0, max_positions), computed as Hugging
+// Face does (inv_freq in f32).
+RopeTables make_rope_tables(Backend& be, double theta, int64_t head_dim, int64_t max_positions);
+
+}  // namespace vacc

@@ -1,0 +1,105 @@
+#include "vacc/model/transformer_block.h"
+
+namespace vacc {
+namespace {
+
+constexpr auto kAct = MemoryCategory::Activations;
+constexpr auto kBuf = MemoryCategory::Buffers;
+
+// src in the compute dtype: src itself for f32, else converted into scratch.
+const Tensor& as_compute(Backend& be, const Tensor& src, Tensor& scratch) {
+  if (!scratch.defined() || src.dtype() == scratch.dtype()) return src;
+  be.copy(src, scratch);
+  return scratch;
+}
+
+}  // namespace
+
+BlockActivations BlockActivations::allocate(Backend& be, const BlockGeometry& g) {
+  const int64_t N = g.tokens(), C = g.hidden, F = g.ffn;
+  const AttentionShape& a = g.attention;
+  BlockActivations act;
+  act.norm1 = be.empty({N, C}, g.compute, kAct, "norm1");
+  act.rstd1 = be.empty({N}, DType::F32, kAct, "rstd1");
+  act.qkv = be.empty({N, a.qkv_width()}, DType::F32, kAct, "qkv");
+  act.attn = be.empty({N, a.q_heads * a.head_dim}, g.compute, kAct, "attention output");
+  act.lse = be.empty({a.batch, a.q_heads, a.seq}, DType::F32, kAct, "attention lse");
+  act.h = be.empty({N, C}, DType::F32, kAct, "residual h");
+  act.norm2 = be.empty({N, C}, g.compute, kAct, "norm2");
+  act.rstd2 = be.empty({N}, DType::F32, kAct, "rstd2");
+  act.gate_up = be.empty({N, 2 * F}, DType::F32, kAct, "gate_up");
+  act.act = be.empty({N, F}, g.compute, kAct, "swiglu output");
+  return act;
+}
+
+BlockWorkspace BlockWorkspace::allocate(Backend& be, const BlockGeometry& g) {
+  const int64_t N = g.tokens(), C = g.hidden, F = g.ffn;
+  const AttentionShape& a = g.attention;
+  const bool mixed = g.compute != DType::F32;
+  BlockWorkspace ws;
+  ws.partial = be.empty({N, C}, DType::F32, kBuf, "partial sums");
+  ws.dh = be.empty({N, C}, DType::F32, kBuf, "dh");
+  ws.dnorm = be.empty({N, C}, DType::F32, kBuf, "dnorm");
+  if (mixed) ws.dy_c = be.empty({N, C}, g.compute, kBuf, "dy (compute dtype)");
+  ws.dact = be.empty({N, F}, DType::F32, kBuf, "dact");
+  ws.dgate_up = be.empty({N, 2 * F}, g.compute, kBuf, "dgate_up");
+  ws.dattn = be.empty({N, a.q_heads * a.head_dim}, g.compute, kBuf, "dattn");
+  ws.dqkv = be.empty({N, a.qkv_width()}, DType::F32, kBuf, "dqkv");
+  if (mixed) ws.dqkv_c = be.empty({N, a.qkv_width()}, g.compute, kBuf, "dqkv (compute dtype)");
+  return ws;
+}
+
+void block_forward(Backend& be, const BlockGeometry& g, const BlockWeights& w, const Tensor& x,
+                   const Tensor& positions, const RopeTables& rope, BlockActivations& act,
+                   BlockWorkspace& ws, Tensor& out, const TensorParallelHooks* hooks) {
+  const AttentionShape& a = g.attention;
+  // Attention: h = x + o_proj(attention(rope(qkv(norm1(x)))))
+  be.rmsnorm_forward(x, w.input_norm, g.eps, act.norm1, act.rstd1);
+  be.matmul(act.norm1, false, w.qkv_weight, true, act.qkv, 1.0f, 0.0f,
+            w.qkv_bias.defined() ? &w.qkv_bias : nullptr);
+  be.rope(act.qkv, positions, rope.cos, rope.sin, a.q_heads + a.kv_heads, a.head_dim, false);
+  be.attention_forward(act.qkv, a, act.attn, act.lse);
+  be.matmul(act.attn, false, w.o_proj, true, ws.partial);
+  if (hooks && hooks->reduce_forward) hooks->reduce_forward(ws.partial);
+  be.add(x, ws.partial, act.h);
+  // MLP: out = h + down(silu(gate(norm2(h))) * up(norm2(h)))
+  be.rmsnorm_forward(act.h, w.post_norm, g.eps, act.norm2, act.rstd2);
+  be.matmul(act.norm2, false, w.gate_up, true, act.gate_up);
+  be.swiglu_forward(act.gate_up, act.act);
+  be.matmul(act.act, false, w.down_proj, true, ws.partial);
+  if (hooks && hooks->reduce_forward) hooks->reduce_forward(ws.partial);
+  be.add(act.h, ws.partial, out);
+}
+
+void block_backward(Backend& be, const BlockGeometry& g, const BlockWeights& w, const Tensor& x,
+                    const Tensor& positions, const RopeTables& rope, const BlockActivations& act,
+                    const Tensor& dout, BlockGrads& grads, BlockWorkspace& ws, Tensor& dx,
+                    const TensorParallelHooks* hooks) {
+  const AttentionShape& a = g.attention;
+  // MLP backward.
+  const Tensor& dy = as_compute(be, dout, ws.dy_c);
+  be.matmul(dy, true, act.act, false, grads.down_proj, 1.0f, 1.0f);   // (C, F) += dy^T act
+  be.matmul(dy, false, w.down_proj, false, ws.dact);                  // (N, F) = dy down
+  be.swiglu_backward(ws.dact, act.gate_up, ws.dgate_up);
+  be.matmul(ws.dgate_up, true, act.norm2, false, grads.gate_up, 1.0f, 1.0f);
+  be.matmul(ws.dgate_up, false, w.gate_up, false, ws.dnorm);          // (N, C)
+  if (hooks && hooks->reduce_backward) hooks->reduce_backward(ws.dnorm);
+  be.copy(dout, ws.dh);  // the residual path
+  be.rmsnorm_backward(ws.dnorm, act.h, w.post_norm, act.rstd2, ws.dh, true, grads.post_norm);
+
+  // Attention backward.
+  const Tensor& dh = as_compute(be, ws.dh, ws.dy_c);
+  be.matmul(dh, true, act.attn, false, grads.o_proj, 1.0f, 1.0f);     // (C, Hq D)
+  be.matmul(dh, false, w.o_proj, false, ws.dattn);                    // (N, Hq D)
+  be.attention_backward(ws.dattn, act.qkv, act.attn, act.lse, a, ws.dqkv);
+  be.rope(ws.dqkv, positions, rope.cos, rope.sin, a.q_heads + a.kv_heads, a.head_dim, true);
+  if (grads.qkv_bias.defined()) be.bias_backward(ws.dqkv, grads.qkv_bias);
+  const Tensor& dqkv = as_compute(be, ws.dqkv, ws.dqkv_c);
+  be.matmul(dqkv, true, act.norm1, false, grads.qkv_weight, 1.0f, 1.0f);
+  be.matmul(dqkv, false, w.qkv_weight, false, ws.dnorm);
+  if (hooks && hooks->reduce_backward) hooks->reduce_backward(ws.dnorm);
+  be.copy(ws.dh, dx);
+  be.rmsnorm_backward(ws.dnorm, x, w.input_norm, act.rstd1, dx, true, grads.input_norm);
+}
+
+}  // namespace vacc

@@ -1,0 +1,83 @@
+// One decoder layer (pre-norm attention + SwiGLU MLP) of a shard: the shard's attention
+// heads and FFN columns. Plain functions over explicit tensors, llm.c style; no
+// communication here. Where a tensor-parallel run must sum partial results across devices
+// the caller's hooks are invoked: after o_proj and down_proj in forward, and on the input
+// gradients of the qkv and gate_up products in backward.
+#pragma once
+
+#include <functional>
+
+#include "vacc/kernels/backend.h"
+
+namespace vacc {
+
+struct BlockGeometry {
+  AttentionShape attention;  // the shard's heads; batch and seq of the micro-batch
+  int64_t hidden = 0;        // C
+  int64_t ffn = 0;           // F: the shard's FFN columns
+  float eps = 1e-6f;
+  DType compute = DType::F32;  // dtype of matrix-product operands
+  int64_t tokens() const { return attention.batch * attention.seq; }
+};
+
+// Matrices in the compute dtype; norms and bias f32. qkv_bias may be undefined.
+struct BlockWeights {
+  Tensor input_norm, qkv_weight, qkv_bias, o_proj, post_norm, gate_up, down_proj;
+};
+
+// Gradients of BlockWeights, f32, accumulated (+=).
+using BlockGrads = BlockWeights;
+
+// What forward keeps for backward (N = batch*seq tokens).
+struct BlockActivations {
+  Tensor norm1;        // (N, C) compute dtype: input of the qkv product
+  Tensor rstd1;        // (N)
+  Tensor qkv;          // (N, W) f32, after RoPE
+  Tensor attn;         // (N, Hq*D) compute dtype: input of o_proj
+  Tensor lse;          // (B, Hq, T)
+  Tensor h;            // (N, C) f32: residual after attention
+  Tensor norm2;        // (N, C) compute dtype
+  Tensor rstd2;        // (N)
+  Tensor gate_up;      // (N, 2F) f32
+  Tensor act;          // (N, F) compute dtype: input of down_proj
+
+  static BlockActivations allocate(Backend& be, const BlockGeometry& g);
+};
+
+// Scratch space reused by every layer (not kept between layers).
+struct BlockWorkspace {
+  Tensor partial;    // (N, C) f32: o_proj / down_proj output before the residual add
+  Tensor dh;         // (N, C) f32
+  Tensor dnorm;      // (N, C) f32
+  Tensor dy_c;       // (N, C) compute (only for bf16)
+  Tensor dact;       // (N, F) f32
+  Tensor dgate_up;   // (N, 2F) compute
+  Tensor dattn;      // (N, Hq*D) compute
+  Tensor dqkv;       // (N, W) f32
+  Tensor dqkv_c;     // (N, W) compute (only for bf16)
+
+  static BlockWorkspace allocate(Backend& be, const BlockGeometry& g);
+};
+
+struct RopeTables {
+  Tensor cos, sin;  // (max_positions, head_dim/2) f32
+};
+
+struct TensorParallelHooks {
+  std::function<void(Tensor&)> reduce_forward;   // sums partial (N, C) outputs
+  std::function<void(Tensor&)> reduce_backward;  // sums partial (N, C) input gradients
+};
+
+// out (N, C) = the layer applied to x (N, C). out may not alias x.
+void block_forward(Backend& be, const BlockGeometry& g, const BlockWeights& w, const Tensor& x,
+                   const Tensor& positions, const RopeTables& rope, BlockActivations& act,
+                   BlockWorkspace& ws, Tensor& out, const TensorParallelHooks* hooks = nullptr);
+
+// dx (N, C) = gradient w.r.t. x given dout w.r.t. the output; grads accumulate. dx may
+// alias dout.
+void block_backward(Backend& be, const BlockGeometry& g, const BlockWeights& w, const Tensor& x,
+                    const Tensor& positions, const RopeTables& rope, const BlockActivations& act,
+                    const Tensor& dout, BlockGrads& grads, BlockWorkspace& ws, Tensor& dx,
+                    const TensorParallelHooks* hooks = nullptr);
+
+}  // namespace vacc

@@ -1,0 +1,41 @@
+// AdamW over flat parameter and gradient buffers (f32 master weights), one segment per
+// parameter tensor so norms and biases can skip weight decay. The moments share the layout.
+#pragma once
+
+#include <vector>
+
+#include "vacc/kernels/backend.h"
+
+namespace vacc {
+
+struct AdamWConfig {
+  float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 0.0f;
+};
+
+// Elements [offset, offset + numel) of the flat buffers; decay says if weight decay applies.
+struct OptimizerSegment {
+  int64_t offset = 0, numel = 0;
+  bool decay = true;
+};
+
+class AdamW {
+ public:
+  AdamW(Backend& backend, Tensor params, Tensor grads, std::vector<OptimizerSegment> segments,
+        AdamWConfig config);
+
+  // One update with learning rate lr; gradients are multiplied by grad_scale first.
+  void step(float lr, float grad_scale = 1.0f);
+  int64_t steps_taken() const { return step_; }
+  const AdamWConfig& config() const { return config_; }
+  Tensor& first_moment() { return m_; }
+  Tensor& second_moment() { return v_; }
+
+ private:
+  Backend& backend_;
+  Tensor params_, grads_, m_, v_;
+  std::vector<OptimizerSegment> segments_;
+  AdamWConfig config_;
+  int64_t step_ = 0;
+};
+
+}  // namespace vacc

@@ -1,0 +1,42 @@
+#include "vacc/runtime/metrics_log.h"
+
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "vacc/core/error.h"
+
+namespace vacc {
+
+std::string format_step_line(const StepMetrics& m, int64_t total_steps) {
+  char buf[256];
+  std::snprintf(buf, sizeof buf,
+                "[Step %lld/%lld] | Loss: %.4f | Duration: %.3f s | Throughput: %.1f tokens/sec | "
+                "MFU: %.1f%%",
+                (long long)m.step, (long long)total_steps, m.loss, m.step_time_s,
+                m.tokens_per_sec, 100.0 * m.mfu);
+  return buf;
+}
+
+MetricsFile::MetricsFile(const std::string& path) : path_(path) {
+  if (path.empty()) return;
+  out_.open(path, std::ios::out | std::ios::trunc);
+  VACC_CHECK(out_.good(), "cannot write the metrics file ", path);
+}
+
+void MetricsFile::write(const StepMetrics& m) {
+  if (!out_.is_open()) return;
+  nlohmann::json j{{"step", m.step},
+                   {"loss", m.loss},
+                   {"grad_norm", m.grad_norm},
+                   {"lr", m.lr},
+                   {"tokens", m.tokens},
+                   {"step_time_s", m.step_time_s},
+                   {"tokens_per_sec", m.tokens_per_sec},
+                   {"flops_per_sec", m.flops_per_sec},
+                   {"mfu", m.mfu}};
+  out_ << j.dump() << "\n";
+  out_.flush();
+  VACC_CHECK(out_.good(), "writing the metrics file ", path_, " failed");
+}
+
+}  // namespace vacc

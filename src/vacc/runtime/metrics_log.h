@@ -1,0 +1,24 @@
+// The per-step log: the console line in the seed's form and, optionally, one JSON object
+// per line and step in a metrics file (written as it goes, flushed every step).
+#pragma once
+
+#include <fstream>
+#include <string>
+
+#include "vacc/runtime/trainer.h"
+
+namespace vacc {
+
+std::string format_step_line(const StepMetrics& m, int64_t total_steps);
+
+class MetricsFile {
+ public:
+  explicit MetricsFile(const std::string& path);  // empty path: writes nothing
+  void write(const StepMetrics& m);
+
+ private:
+  std::ofstream out_;
+  std::string path_;
+};
+
+}  // namespace vacc
