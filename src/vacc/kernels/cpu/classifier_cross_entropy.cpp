@@ -1,5 +1,209 @@
+// Output projection fused with cross-entropy, in row chunks, so the (N, V) logits are never
+// held for all rows at once. Per chunk of R counted rows (rows labelled -100 are skipped, not
+// computed):
+//   logits (R, V) = x_chunk @ W^T                       (oneDNN, f32 out)
+//   per row: max, sum exp, loss = log(sum) + max - logit[label],
+//            dlogits = grad_scale * (softmax - onehot)  (in place, or into a bf16 buffer)
+//   dx_chunk (R, C) = dlogits @ W                       (oneDNN)
+//   dW (V, C) += dlogits^T @ x_chunk                    (oneDNN, beta = 1)
+// The softmax math is f32 with a vectorised exp; each row's loss is kept and the rows are summed
+// in order in double, so the result does not depend on the thread count.
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
 #include "vacc/core/error.h"
 #include "vacc/kernels/cpu/cpu_kernels.h"
+
 namespace vacc::cpu {
-double classifier_cross_entropy(const void*, const void*, DType, const int32_t*, int64_t, int64_t, int64_t, float, float*, float*) { fail("classifier_cross_entropy: not yet written"); }
+namespace {
+
+constexpr int32_t kIgnoreLabel = -100;
+// The f32 logits chunk stays within this many bytes.
+constexpr int64_t kChunkBytes = int64_t(32) << 20;
+
+inline uint32_t float_bits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
 }
+inline float bits_float(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+// exp(x) for x <= 0 (arguments below -87 give exp(-87) ~ 1.6e-38, which is zero to every sum
+// it joins). Cody-Waite range reduction x = n ln2 + r, |r| <= ln2/2, and the Cephes degree-6
+// polynomial: about 1 ulp. Written with plain arithmetic so that gcc vectorises loops over it.
+inline float exp_nonpositive(float x) {
+  x = x < -87.0f ? -87.0f : x;
+  // Round x / ln2 to the nearest integer with the 1.5 * 2^23 trick: the float t then holds n in
+  // its low mantissa bits (t's bit pattern is 0x4B400000 + n).
+  const float shifter = 12582912.0f;
+  float t = x * 1.44269504088896341f + shifter;
+  float n = t - shifter;
+  float r = x - n * 0.693359375f;  // ln2 high part (exact in float)
+  r = r - n * -2.12194440e-4f;     // ln2 low part
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  // 2^n as bits: (n + 127) << 23, n in [-126, 0].
+  uint32_t scale = (float_bits(t) - 0x4B400000u + 127u) << 23;
+  return p * bits_float(scale);
+}
+
+// f32 -> bf16 bits, round to nearest even (NaN stays NaN), vectorisable.
+inline uint16_t to_bf16_bits(float f) {
+  uint32_t u = float_bits(f);
+  uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  bool nan = (u & 0x7fffffffu) > 0x7f800000u;
+  return uint16_t(nan ? ((u >> 16) | 0x40u) : rounded);
+}
+
+// One row of logits: returns its loss and, if want_grad, writes grad_scale * (softmax - onehot)
+// into dlog (f32, possibly the logits row itself) or dlog_bf16.
+template <bool kBf16Out>
+float row_softmax_xent(float* logits, int64_t v, int32_t label, bool want_grad, float grad_scale,
+                       float* dlog, uint16_t* dlog_bf16) {
+  float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
+  for (int64_t j = 0; j < v; ++j) mx = std::max(mx, logits[j]);
+  const float label_logit = logits[label];
+  float sum = 0.0f;
+  if (want_grad) {
+#pragma omp simd reduction(+ : sum)
+    for (int64_t j = 0; j < v; ++j) {
+      float e = exp_nonpositive(logits[j] - mx);
+      logits[j] = e;
+      sum += e;
+    }
+  } else {
+#pragma omp simd reduction(+ : sum)
+    for (int64_t j = 0; j < v; ++j) sum += exp_nonpositive(logits[j] - mx);
+  }
+  const float loss = std::log(sum) + mx - label_logit;
+  if (want_grad) {
+    const float k = grad_scale / sum;
+    const float at_label = logits[label] * k - grad_scale;
+    if constexpr (kBf16Out) {
+#pragma omp simd
+      for (int64_t j = 0; j < v; ++j) dlog_bf16[j] = to_bf16_bits(logits[j] * k);
+      dlog_bf16[label] = to_bf16_bits(at_label);
+    } else {
+#pragma omp simd
+      for (int64_t j = 0; j < v; ++j) dlog[j] = logits[j] * k;
+      dlog[label] = at_label;
+    }
+  }
+  return loss;
+}
+
+}  // namespace
+
+double classifier_cross_entropy(const void* x, const void* weight, DType in_dtype,
+                                const int32_t* labels, int64_t n, int64_t c, int64_t v,
+                                float grad_scale, float* dx, float* dweight) {
+  VACC_CHECK(in_dtype == DType::F32 || in_dtype == DType::BF16,
+             "classifier_cross_entropy: x and weight must be f32 or bf16, got ",
+             dtype_name(in_dtype));
+  VACC_CHECK(n >= 0 && c >= 0 && v > 0, "classifier_cross_entropy: bad sizes N=", n, " C=", c,
+             " V=", v);
+  // Validate every label before touching any output, and list the counted rows.
+  std::vector<int64_t> rows;
+  rows.reserve(size_t(n));
+  for (int64_t i = 0; i < n; ++i) {
+    int32_t l = labels[i];
+    if (l == kIgnoreLabel) continue;
+    VACC_CHECK(l >= 0 && int64_t(l) < v, "classifier_cross_entropy: label ", l, " of row ", i,
+               " is outside the vocabulary [0, ", v, ") (and is not the ignore label -100)");
+    rows.push_back(i);
+  }
+  const bool want_grad = dx != nullptr || dweight != nullptr;
+  if (dx && int64_t(rows.size()) < n) {  // ignored rows get a zero gradient
+    for (int64_t i = 0; i < n; ++i) {
+      if (labels[i] == kIgnoreLabel)
+        std::memset(dx + size_t(i) * size_t(c), 0, size_t(c) * sizeof(float));
+    }
+  }
+  const int64_t m = int64_t(rows.size());
+  if (m == 0) return 0.0;
+
+  const bool bf16_mode = in_dtype == DType::BF16;
+  const size_t esize = dtype_size(in_dtype);
+  const auto* xb = static_cast<const unsigned char*>(x);
+
+  // Chunks of equal size (the last no larger), at most kChunkBytes of f32 logits each.
+  const int64_t max_rows = std::max<int64_t>(1, kChunkBytes / (v * int64_t(sizeof(float))));
+  const int64_t num_chunks = (m + max_rows - 1) / max_rows;
+  const int64_t chunk_rows = (m + num_chunks - 1) / num_chunks;
+
+  std::vector<float> logits(size_t(chunk_rows) * size_t(v));
+  std::vector<uint16_t> dlog_bf16(want_grad && bf16_mode ? size_t(chunk_rows) * size_t(v) : 0);
+  std::vector<unsigned char> xgather;  // the chunk's rows of x when they are not contiguous
+  std::vector<float> dxgather;         // and its rows of dx
+  std::vector<float> row_loss(static_cast<size_t>(m));
+
+  for (int64_t r0 = 0; r0 < m; r0 += chunk_rows) {
+    const int64_t R = std::min(chunk_rows, m - r0);
+    const int64_t first = rows[size_t(r0)];
+    const bool contiguous = rows[size_t(r0 + R - 1)] - first == R - 1;
+    const void* xc;
+    if (contiguous) {
+      xc = xb + size_t(first) * size_t(c) * esize;
+    } else {
+      xgather.resize(size_t(chunk_rows) * size_t(c) * esize);
+      const size_t row_bytes = size_t(c) * esize;
+      for (int64_t r = 0; r < R; ++r)
+        std::memcpy(xgather.data() + size_t(r) * row_bytes,
+                    xb + size_t(rows[size_t(r0 + r)]) * row_bytes, row_bytes);
+      xc = xgather.data();
+    }
+
+    matmul(xc, false, weight, true, logits.data(), R, v, c, in_dtype, DType::F32, 1.0f, 0.0f,
+           nullptr);
+
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < R; ++r) {
+      float* lr = logits.data() + size_t(r) * size_t(v);
+      int32_t label = labels[rows[size_t(r0 + r)]];
+      row_loss[size_t(r0 + r)] =
+          bf16_mode ? row_softmax_xent<true>(lr, v, label, want_grad, grad_scale, nullptr,
+                                             want_grad ? dlog_bf16.data() + size_t(r) * size_t(v)
+                                                       : nullptr)
+                    : row_softmax_xent<false>(lr, v, label, want_grad, grad_scale, lr, nullptr);
+    }
+    if (!want_grad) continue;
+
+    const void* dlog = bf16_mode ? static_cast<const void*>(dlog_bf16.data())
+                                 : static_cast<const void*>(logits.data());
+    if (dx) {
+      if (contiguous) {
+        matmul(dlog, false, weight, false, dx + size_t(first) * size_t(c), R, c, v, in_dtype,
+               DType::F32, 1.0f, 0.0f, nullptr);
+      } else {
+        dxgather.resize(size_t(chunk_rows) * size_t(c));
+        matmul(dlog, false, weight, false, dxgather.data(), R, c, v, in_dtype, DType::F32, 1.0f,
+               0.0f, nullptr);
+        for (int64_t r = 0; r < R; ++r)
+          std::memcpy(dx + size_t(rows[size_t(r0 + r)]) * size_t(c),
+                      dxgather.data() + size_t(r) * size_t(c), size_t(c) * sizeof(float));
+      }
+    }
+    if (dweight)
+      matmul(dlog, true, xc, false, dweight, v, c, R, in_dtype, DType::F32, 1.0f, 1.0f, nullptr);
+  }
+
+  double total = 0.0;
+  for (float l : row_loss) total += double(l);
+  return total;
+}
+
+}  // namespace vacc::cpu
