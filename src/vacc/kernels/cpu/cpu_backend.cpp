@@ -161,9 +161,11 @@ class CpuBackend final : public Backend {
       expect_dtype(op, t == &dx ? "dx" : "dout", *t, DType::F32);
     }
     expect_shape(op, "weight", weight, {x.size(1)});
+    expect_dtype(op, "weight", weight, DType::F32);
     expect_shape(op, "dweight", dweight, {x.size(1)});
     expect_dtype(op, "dweight", dweight, DType::F32);
     expect_shape(op, "rstd", rstd, {x.size(0)});
+    expect_dtype(op, "rstd", rstd, DType::F32);
     cpu::rmsnorm_backward(dout.data_as<float>(), x.data_as<float>(), weight.data_as<float>(),
                           rstd.data_as<float>(), x.size(0), x.size(1), dx.data_as<float>(),
                           accumulate_dx, dweight.data_as<float>());
@@ -180,7 +182,9 @@ class CpuBackend final : public Backend {
     expect_dtype(op, "positions", positions, DType::I32);
     expect_2d(op, "cos", cos);
     expect(cos.size(1) == head_dim / 2, op, "cos", cos, "head_dim/2 columns");
+    expect_dtype(op, "cos", cos, DType::F32);
     expect_shape(op, "sin", sin, cos.shape());
+    expect_dtype(op, "sin", sin, DType::F32);
     cpu::rope(x.data_as<float>(), x.size(0), x.size(1), positions.data_as<int32_t>(),
               cos.data_as<float>(), sin.data_as<float>(), cos.size(0), num_heads, head_dim,
               inverse);
@@ -200,6 +204,7 @@ class CpuBackend final : public Backend {
     const char* op = "swiglu_backward";
     expect_2d(op, "gate_up", gate_up);
     expect_dtype(op, "gate_up", gate_up, DType::F32);
+    expect(gate_up.size(1) % 2 == 0, op, "gate_up", gate_up, "an even number of columns");
     expect_shape(op, "dout", dout, {gate_up.size(0), gate_up.size(1) / 2});
     expect_dtype(op, "dout", dout, DType::F32);
     expect_shape(op, "dgate_up", dgate_up, gate_up.shape());
