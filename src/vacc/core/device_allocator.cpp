@@ -113,6 +113,7 @@ std::string DeviceAllocator::usage_report() const {
 }
 
 void* HostAllocator::raw_allocate(size_t bytes) {
+  if (bytes > ~size_t{0} - 63) return nullptr;
   return std::aligned_alloc(64, (bytes + 63) / 64 * 64);
 }
 

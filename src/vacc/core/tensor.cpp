@@ -17,7 +17,11 @@ std::string shape_str(const Shape& shape) {
 
 int64_t shape_numel(const Shape& shape) {
   int64_t n = 1;
-  for (int64_t d : shape) n *= d;
+  for (int64_t d : shape) {
+    VACC_CHECK(d >= 0, "negative dimension in shape ", shape_str(shape));
+    VACC_CHECK(!__builtin_mul_overflow(n, d, &n), "shape ", shape_str(shape),
+               " has more elements than fit in 64 bits");
+  }
   return n;
 }
 
@@ -35,6 +39,8 @@ Tensor::Tensor(DeviceAllocator& allocator, Shape shape, DType dtype, MemoryCateg
     : shape_(std::move(shape)), dtype_(dtype) {
   for (int64_t d : shape_)
     VACC_CHECK(d >= 0, "tensor ", what, ": negative dimension in shape ", shape_str(shape_));
+  VACC_CHECK(size_t(shape_numel(shape_)) <= ~size_t{0} / dtype_size(dtype_), "tensor ", what,
+             ": shape ", shape_str(shape_), " is too large to address");
   storage_ = std::make_shared<Storage>(allocator, nbytes(), category, what);
 }
 
