@@ -30,43 +30,56 @@
 #include <limits>
 #include <memory>
 #include <type_traits>
+#include <utility>
 
 #include "vacc/core/error.h"
 #include "vacc/kernels/cpu/cpu_kernels.h"
 #include "vacc/kernels/cpu/float_io.h"
 
-// The 16-lane vectors below are internal (inlined) values; without AVX-512 gcc warns that
-// passing them by value would change the ABI, which concerns no exported function here.
+// gcc warns that passing the vectors below by value depends on the target's ABI; they are
+// internal (inlined) values of this file only.
 #pragma GCC diagnostic ignored "-Wpsabi"
 
 namespace vacc::cpu {
 namespace {
 
-// ---- 16-lane float vectors (gcc vector extensions: AVX-512 registers with -march=native) ----
-typedef float v16 __attribute__((vector_size(64)));
-typedef uint32_t v16u32 __attribute__((vector_size(64)));
+// ---- float vectors of kL lanes (gcc vector extensions), the widest the target has ----
+// Every padded dimension is a multiple of 16, hence of kL.
+#if defined(__AVX512F__)
+constexpr int kL = 16;
+#elif defined(__AVX__)
+constexpr int kL = 8;
+#else
+constexpr int kL = 4;
+#endif
+typedef float vf __attribute__((vector_size(kL * 4)));
+typedef uint32_t vu __attribute__((vector_size(kL * 4)));
 
-inline v16 loadv(const float* p) {
-  v16 v;
+inline vf loadv(const float* p) {
+  vf v;
   std::memcpy(&v, p, sizeof v);
   return v;
 }
-inline void storev(float* p, v16 v) { std::memcpy(p, &v, sizeof v); }
-inline v16 splat(float x) { return v16{x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x}; }
-inline v16 vmax(v16 a, v16 b) { return a > b ? a : b; }
+inline void storev(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
+template <size_t... I>
+inline vf splat_lanes(float x, std::index_sequence<I...>) {
+  return vf{((void)I, x)...};
+}
+inline vf splat(float x) { return splat_lanes(x, std::make_index_sequence<kL>()); }
+inline vf vmax(vf a, vf b) { return a > b ? a : b; }
 
 // 2^x, relative error ~1e-7; exactly 0 for x <= -127 (and x = -inf); NaN stays NaN. x must
 // stay below 128 (the callers pass x <= ~0).
-inline v16 exp2v(v16 x) {
-  const v16 lo = splat(-127.0f);
-  v16 xc = x < lo ? lo : x;
+inline vf exp2v(vf x) {
+  const vf lo = splat(-127.0f);
+  vf xc = x < lo ? lo : x;
   // Round to the nearest integer n with the 1.5 * 2^23 trick: t's bit pattern is 0x4B400000 + n.
-  const v16 shifter = splat(12582912.0f);
-  v16 t = xc + shifter;
-  v16 n = t - shifter;
-  v16 f = xc - n;  // in [-0.5, 0.5]
+  const vf shifter = splat(12582912.0f);
+  vf t = xc + shifter;
+  vf n = t - shifter;
+  vf f = xc - n;  // in [-0.5, 0.5]
   // Taylor series of 2^f = e^(f ln 2) to degree 7: truncation error < 1e-8 on [-0.5, 0.5].
-  v16 p = splat(1.525273380405984e-05f);
+  vf p = splat(1.525273380405984e-05f);
   p = p * f + 1.5403530393381608e-04f;
   p = p * f + 1.3333558146428443e-03f;
   p = p * f + 9.618129107628477e-03f;
@@ -76,10 +89,10 @@ inline v16 exp2v(v16 x) {
   p = p * f + 1.0f;
   // 2^n as bits: (n + 127) << 23 = (t_bits + 127) << 23 (0x4B400000 << 23 vanishes mod 2^32);
   // n = -127 gives the bits of 0.0f.
-  v16u32 bits;
+  vu bits;
   std::memcpy(&bits, &t, sizeof bits);
   bits = (bits + 127u) << 23;
-  v16 scale;
+  vf scale;
   std::memcpy(&scale, &bits, sizeof scale);
   return p * scale;
 }
@@ -89,43 +102,40 @@ constexpr float kLn2 = 0.6931471805599453f;
 constexpr float kInf = std::numeric_limits<float>::infinity();
 
 // ---- the block product ----
-// Register block of C: kMR rows x kNV vectors. With AVX-512, 6 x 4 = 24 accumulators, 4 rows of
-// B and a broadcast fit the 32 registers; otherwise (16 ymm registers, a v16 takes two) 2 x 2.
-#ifdef __AVX512F__
-constexpr int kMR = 6, kNV = 4;
-#else
-constexpr int kMR = 2, kNV = 2;
-#endif
+// Register block of C: kMR rows x kNV vectors. With AVX-512, 6 x 4 = 24 accumulators, 4 vectors
+// of B and a broadcast fit the 32 registers; with 16 registers, 6 x 2 + 2 + 1.
+constexpr int kMR = 6;
+constexpr int kNV = kL == 16 ? 4 : 2;
 
-// C (MR, 16 NV) = [C * cscale] + A (MR, K) B (K, 16 NV); A(m, k) = A[m ams + k aks].
-// accumulate = false ignores C's old values; cscale (16 NV, per column) scales them if given.
+// C (MR, kL NV) = [C * cscale] + A (MR, K) B (K, kL NV); A(m, k) = A[m ams + k aks].
+// accumulate = false ignores C's old values; cscale (kL NV, per column) scales them if given.
 template <int MR, int NV>
 void micro_kernel(int64_t K, const float* A, int64_t ams, int64_t aks, const float* B,
                   int64_t ldb, float* C, int64_t ldc, bool accumulate, const float* cscale) {
-  v16 c[MR][NV];
+  vf c[MR][NV];
   if (accumulate) {
 #pragma GCC unroll 8
     for (int m = 0; m < MR; ++m)
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) {
-        c[m][v] = loadv(C + m * ldc + 16 * v);
-        if (cscale) c[m][v] *= loadv(cscale + 16 * v);
+        c[m][v] = loadv(C + m * ldc + kL * v);
+        if (cscale) c[m][v] *= loadv(cscale + kL * v);
       }
   } else {
 #pragma GCC unroll 8
     for (int m = 0; m < MR; ++m)
 #pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) c[m][v] = v16{};
+      for (int v = 0; v < NV; ++v) c[m][v] = vf{};
   }
   for (int64_t k = 0; k < K; ++k) {
     const float* b = B + k * ldb;
     const float* a = A + k * aks;
-    v16 bv[NV];
+    vf bv[NV];
 #pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) bv[v] = loadv(b + 16 * v);
+    for (int v = 0; v < NV; ++v) bv[v] = loadv(b + kL * v);
 #pragma GCC unroll 8
     for (int m = 0; m < MR; ++m) {
-      v16 av = splat(a[m * ams]);
+      vf av = splat(a[m * ams]);
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) c[m][v] += av * bv[v];
     }
@@ -133,7 +143,7 @@ void micro_kernel(int64_t K, const float* A, int64_t ams, int64_t aks, const flo
 #pragma GCC unroll 8
   for (int m = 0; m < MR; ++m)
 #pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) storev(C + m * ldc + 16 * v, c[m][v]);
+    for (int v = 0; v < NV; ++v) storev(C + m * ldc + kL * v, c[m][v]);
 }
 
 using MicroKernel = void (*)(int64_t, const float*, int64_t, int64_t, const float*, int64_t,
@@ -161,12 +171,12 @@ MicroKernel kernel_for(int mr, int nv) {
   }
 }
 
-// C (M, N) = [C * cscale] + A (M, K) B (K, N), N a multiple of 16, ldb/ldc in floats.
+// C (M, N) = [C * cscale] + A (M, K) B (K, N), N a multiple of kL, ldb/ldc in floats.
 void block_gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t ams, int64_t aks,
                 const float* B, int64_t ldb, float* C, int64_t ldc, bool accumulate,
                 const float* cscale = nullptr) {
-  for (int64_t n0 = 0; n0 < N; n0 += 16 * kNV) {
-    int nv = int(std::min<int64_t>(kNV, (N - n0) / 16));
+  for (int64_t n0 = 0; n0 < N; n0 += kL * kNV) {
+    int nv = int(std::min<int64_t>(kNV, (N - n0) / kL));
     MicroKernel full = kernel_for(kMR, nv);
     const float* cs = cscale ? cscale + n0 : nullptr;
     int64_t m0 = 0;
@@ -186,6 +196,8 @@ struct Scratch {
   float* get(size_t n) {
     if (n > size) {
       std::free(data);
+      data = nullptr;
+      size = 0;
       size_t bytes = (n * sizeof(float) + 63) / 64 * 64;
       data = static_cast<float*>(std::aligned_alloc(64, bytes));
       VACC_CHECK(data != nullptr, "attention: out of memory for ", bytes, " bytes of scratch");
@@ -250,15 +262,15 @@ void pack_rows(const float* src, int64_t width, int64_t n, int64_t d, float* dst
 
 // Sets S^T(c, r) = -inf (r < nqp, row stride ld) where key k0 + c comes after query q0 + r.
 void causal_mask(float* st, int64_t ld, int64_t nk, int64_t nqp, int64_t k0, int64_t q0) {
-  v16 iota;
-  for (int l = 0; l < 16; ++l) iota[l] = float(l);
-  const v16 ninf = splat(-kInf);
+  vf iota;
+  for (int l = 0; l < kL; ++l) iota[l] = float(l);
+  const vf ninf = splat(-kInf);
   for (int64_t c = 0; c < nk; ++c) {
     int64_t key = k0 + c;
     int64_t rend = std::min(nqp, key - q0);  // queries r < key - q0 are masked
-    for (int64_t r = 0; r < rend; r += 16) {
-      v16 q = iota + float(q0 + r);
-      v16 s = loadv(st + c * ld + r);
+    for (int64_t r = 0; r < rend; r += kL) {
+      vf q = iota + float(q0 + r);
+      vf s = loadv(st + c * ld + r);
       storev(st + c * ld + r, q < float(key) ? ninf : s);
     }
   }
@@ -301,7 +313,7 @@ void forward_block(const Geometry& g, const float* qkv, const float* kp, const f
   std::fill(ot, ot + D * ncol, 0.0f);
   std::fill(m, m + ncol, -kInf);
   std::fill(l, l + ncol, 0.0f);
-  const int64_t nv = ncol / 16;
+  const int64_t nv = ncol / kL;
 
   for (int64_t k0 = 0; k0 < nkeys; k0 += kBlockK) {
     const int64_t nk = std::min(kBlockK, nkeys - k0);
@@ -311,19 +323,19 @@ void forward_block(const Geometry& g, const float* qkv, const float* kp, const f
     if (k0 + nk - 1 > q0)
       for (int64_t hh = 0; hh < nh; ++hh) causal_mask(st + hh * nqp, ncol, nk, nqp, k0, q0);
     for (int64_t v = 0; v < nv; ++v) {
-      float* sv = st + 16 * v;
-      v16 mold = loadv(m + 16 * v), mnew = mold;
+      float* sv = st + kL * v;
+      vf mold = loadv(m + kL * v), mnew = mold;
       for (int64_t c = 0; c < nk; ++c) mnew = vmax(mnew, loadv(sv + c * ncol));
-      v16 sum = v16{};
+      vf sum = vf{};
       for (int64_t c = 0; c < nk; ++c) {
-        v16 p = exp2v(loadv(sv + c * ncol) - mnew);
+        vf p = exp2v(loadv(sv + c * ncol) - mnew);
         storev(sv + c * ncol, p);
         sum += p;
       }
-      v16 a = exp2v(mold - mnew);
-      storev(alpha + 16 * v, a);
-      storev(l + 16 * v, loadv(l + 16 * v) * a + sum);
-      storev(m + 16 * v, mnew);
+      vf a = exp2v(mold - mnew);
+      storev(alpha + kL * v, a);
+      storev(l + kL * v, loadv(l + kL * v) * a + sum);
+      storev(m + kL * v, mnew);
     }
     // O^T (D, ncol) = O^T * alpha + V_j^T (D, nk) P^T (nk, ncol).
     block_gemm(D, ncol, nk, vj, 1, D, st, ncol, ot, ncol, true, alpha);
@@ -368,7 +380,7 @@ void backward_heads(const Geometry& g, const IoT* dout, const float* qkv, const 
 
   for (int64_t q0 = 0; q0 < T; q0 += bq) {
     const int64_t nq = std::min(bq, T - q0), nqp = round16(nq), ncol = nh * nqp;
-    const int64_t nv = ncol / 16, nkeys = q0 + nq;
+    const int64_t nv = ncol / kL, nkeys = q0 + nq;
     // Pack Q^T (log2-domain scale), Q (scale), dO^T, dO; D_i; lse in log2 units.
     std::fill(qt, qt + D * ncol, 0.0f);
     std::fill(dot, dot + D * ncol, 0.0f);
@@ -412,9 +424,9 @@ void backward_heads(const Geometry& g, const IoT* dout, const float* qkv, const 
         float* s = st + c * ncol;
         float* dp = dpt + c * ncol;
         for (int64_t v = 0; v < nv; ++v) {
-          const v16 p = exp2v(loadv(s + 16 * v) - loadv(lse2 + 16 * v));
-          storev(s + 16 * v, p);
-          storev(dp + 16 * v, p * (loadv(dp + 16 * v) - loadv(di + 16 * v)));  // dS^T
+          const vf p = exp2v(loadv(s + kL * v) - loadv(lse2 + kL * v));
+          storev(s + kL * v, p);
+          storev(dp + kL * v, p * (loadv(dp + kL * v) - loadv(di + kL * v)));  // dS^T
         }
       }
       block_gemm(nk, DP, ncol, st, ncol, 1, dop, DP, dv + k0 * DP, DP, true);   // dV_j += P^T dO
