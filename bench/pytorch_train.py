@@ -92,7 +92,7 @@ class Model(nn.Module):
         for layer in self.layers:
             x = layer(x, cos, sin, mask)
         logits = self.head(self.norm(x)).float()
-        return F.cross_entropy(logits.view(-1, logits.size(-1)), labels.view(-1), ignore_index=-100)
+        return F.cross_entropy(logits.view(-1, logits.size(-1)), labels.reshape(-1), ignore_index=-100)
 
 
 def main():

@@ -5,7 +5,10 @@ set -euo pipefail
 
 packages=(cmake ninja-build g++ libdnnl-dev nlohmann-json3-dev libcli11-dev)
 if [[ "${1:-}" == "--tests" ]]; then
-  packages+=(googletest libgtest-dev libgmock-dev libbenchmark-dev python3-torch python3-numpy)
+  # PyTorch (reference values, benchmarks) with OpenBLAS: without it PyTorch falls back to the
+  # reference BLAS and is ~30x slower, which would make the benchmark comparison meaningless.
+  packages+=(googletest libgtest-dev libgmock-dev libbenchmark-dev python3-torch python3-numpy
+             libopenblas0-pthread)
 fi
 
 missing=()
