@@ -1,7 +1,5 @@
-// Ad-hoc timing of the CPU attention kernels (not built by CMake):
-//   g++ -O3 -march=native -fopenmp -std=gnu++20 -Isrc bench/attention_bench.cpp \
-//       build/src/vacc/libvacc_kernels.a build/src/vacc/libvacc_core.a -ldnnl -o /tmp/attention_bench
-//   OMP_NUM_THREADS=2 /tmp/attention_bench [B T Hq Hkv D]
+// Timing of the CPU attention kernels (built by bench/CMakeLists.txt into build/bin):
+//   OMP_NUM_THREADS=2 build/bin/attention_bench [B T Hq Hkv D]
 #include <omp.h>
 #include <time.h>
 

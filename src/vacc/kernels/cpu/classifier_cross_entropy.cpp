@@ -17,6 +17,7 @@
 
 #include "vacc/core/error.h"
 #include "vacc/kernels/cpu/cpu_kernels.h"
+#include "vacc/kernels/cpu/fast_exp.h"
 
 namespace vacc::cpu {
 namespace {
@@ -25,40 +26,8 @@ constexpr int32_t kIgnoreLabel = -100;
 // The f32 logits chunk stays within this many bytes.
 constexpr int64_t kChunkBytes = int64_t(32) << 20;
 
-inline uint32_t float_bits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  return u;
-}
-inline float bits_float(uint32_t u) {
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-
-// exp(x) for x <= 0 (arguments below -87 give exp(-87) ~ 1.6e-38, which is zero to every sum
-// it joins). Cody-Waite range reduction x = n ln2 + r, |r| <= ln2/2, and the Cephes degree-6
-// polynomial: about 1 ulp. Written with plain arithmetic so that gcc vectorises loops over it.
-inline float exp_nonpositive(float x) {
-  x = x < -87.0f ? -87.0f : x;
-  // Round x / ln2 to the nearest integer with the 1.5 * 2^23 trick: the float t then holds n in
-  // its low mantissa bits (t's bit pattern is 0x4B400000 + n).
-  const float shifter = 12582912.0f;
-  float t = x * 1.44269504088896341f + shifter;
-  float n = t - shifter;
-  float r = x - n * 0.693359375f;  // ln2 high part (exact in float)
-  r = r - n * -2.12194440e-4f;     // ln2 low part
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  // 2^n as bits: (n + 127) << 23, n in [-126, 0].
-  uint32_t scale = (float_bits(t) - 0x4B400000u + 127u) << 23;
-  return p * bits_float(scale);
-}
+// The softmax's arguments are never positive.
+inline float exp_nonpositive(float x) { return fast_exp(x); }
 
 // f32 -> bf16 bits, round to nearest even (NaN stays NaN), vectorisable.
 inline uint16_t to_bf16_bits(float f) {

@@ -44,9 +44,21 @@ void scale(float* x, float s, int64_t n) {
 }
 
 double sum_of_squares(const float* x, int64_t n) {
+  // Blocks of 4096 summed in 16 f32 lanes (vectorised), the block sums added in double.
+  constexpr int64_t kBlock = 4096;
   double total = 0.0;
 #pragma omp parallel for schedule(static) reduction(+ : total) if (n > 65536)
-  for (int64_t i = 0; i < n; ++i) total += double(x[i]) * double(x[i]);
+  for (int64_t b = 0; b < n; b += kBlock) {
+    const int64_t end = std::min(n, b + kBlock);
+    float lanes[16] = {};
+    int64_t i = b;
+    for (; i + 16 <= end; i += 16)
+      for (int k = 0; k < 16; ++k) lanes[k] += x[i + k] * x[i + k];
+    double block = 0.0;
+    for (; i < end; ++i) block += double(x[i]) * double(x[i]);
+    for (float l : lanes) block += double(l);
+    total += block;
+  }
   return total;
 }
 

@@ -2,6 +2,7 @@
 #include <cmath>
 
 #include "vacc/kernels/cpu/cpu_kernels.h"
+#include "vacc/kernels/cpu/fast_exp.h"
 #include "vacc/kernels/cpu/float_io.h"
 
 namespace vacc::cpu {
@@ -14,7 +15,7 @@ void swiglu_forward(const float* gate_up, int64_t n, int64_t f, void* out, DType
       const float* g = gate_up + i * 2 * f;
       const float* u = g + f;
       for (int64_t j = 0; j < f; ++j) {
-        float sig = 1.0f / (1.0f + std::exp(-g[j]));
+        float sig = fast_sigmoid(g[j]);
         store(y, i * f + j, g[j] * sig * u[j]);
       }
     }
@@ -32,7 +33,7 @@ void swiglu_backward(const float* dout, const float* gate_up, int64_t n, int64_t
       const float* u = g + f;
       const float* dy = dout + i * f;
       for (int64_t j = 0; j < f; ++j) {
-        float sig = 1.0f / (1.0f + std::exp(-g[j]));
+        float sig = fast_sigmoid(g[j]);
         float silu = g[j] * sig;
         store(d, i * 2 * f + j, dy[j] * u[j] * sig * (1.0f + g[j] * (1.0f - sig)));
         store(d, i * 2 * f + f + j, dy[j] * silu);
