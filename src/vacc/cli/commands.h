@@ -6,5 +6,9 @@
 namespace vacc::cli {
 
 void add_train_command(CLI::App& app);
+void add_init_command(CLI::App& app);      // init_command.cpp
+void add_tokenize_command(CLI::App& app);  // tokenize_command.cpp
+void add_eval_command(CLI::App& app);      // eval_command.cpp
+void add_generate_command(CLI::App& app);  // generate_command.cpp
 
 }  // namespace vacc::cli

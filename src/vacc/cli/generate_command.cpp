@@ -1,0 +1,13 @@
+// `vacc generate` (being written).
+#include "vacc/cli/commands.h"
+#include "vacc/core/error.h"
+
+namespace vacc::cli {
+
+void add_generate_command(CLI::App& app) {
+  CLI::App* cmd = app.add_subcommand("generate", "(not yet available)");
+  cmd->allow_extras();
+  cmd->callback([] { fail("vacc generate is not available in this build yet"); });
+}
+
+}  // namespace vacc::cli
