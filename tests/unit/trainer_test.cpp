@@ -78,6 +78,26 @@ TEST(Trainer, LossFallsWhenFittingOneBatch) {
   }
 }
 
+TEST(Trainer, EvaluateMatchesTheTrainingLossAndChangesNothing) {
+  auto be = make_cpu_backend();
+  TrainerOptions opt = options();
+  opt.micro_batches = 2;
+  Trainer a(*be, small_config(), opt, 0.0), b(*be, small_config(), opt, 0.0);
+  SyntheticData data(97, opt.seq_len, 3);
+  TokenBatch batch = data.batch(1, opt.batch);
+  EvalResult before = a.evaluate(batch);
+  EXPECT_EQ(before.tokens, batch.counted_tokens());
+  EXPECT_NEAR(before.mean(), b.step(batch).loss, 1e-6);
+  EXPECT_EQ(a.evaluate(batch).loss_sum, before.loss_sum) << "evaluation must not train";
+  // An odd number of sequences: the last micro-batch is partly padding that counts nothing.
+  TokenBatch five = data.batch(2, 5);
+  EvalResult sum = a.evaluate(five.slice(0, 4));
+  EvalResult last = a.evaluate(five.slice(4, 5));
+  EvalResult all = a.evaluate(five);
+  EXPECT_EQ(all.tokens, sum.tokens + last.tokens);
+  EXPECT_NEAR(all.loss_sum, sum.loss_sum + last.loss_sum, 1e-4 * all.loss_sum);
+}
+
 TEST(Trainer, RejectsABatchThatDoesNotDivide) {
   TrainerOptions opt = options();
   opt.micro_batches = 3;

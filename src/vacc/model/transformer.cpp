@@ -179,6 +179,17 @@ void Transformer::forward_backward(const Tensor& ids, const Tensor& positions,
   embed_backward(ids, dx);
 }
 
+void Transformer::forward_loss(const Tensor& ids, const Tensor& positions, const Tensor& labels,
+                               Activations& act, Tensor& loss_sum) {
+  VACC_CHECK(shard_.has_embedding && shard_.has_head, "forward_loss runs a whole model");
+  embed(ids, act);
+  forward_layers(positions, act);
+  backend_.rmsnorm_forward(act.residual.back(), master_view(table_.final_norm()),
+                           float(config_.rms_norm_eps), act.final_norm, act.final_rstd);
+  backend_.classifier_cross_entropy(act.final_norm, compute_view(table_.lm_head()), labels, 1.0f,
+                                    loss_sum, nullptr, nullptr);
+}
+
 Tensor Transformer::logits(const Tensor& ids, const Tensor& positions, Activations& act) {
   VACC_CHECK(shard_.has_embedding && shard_.has_head, "logits need the whole model");
   embed(ids, act);

@@ -50,6 +50,10 @@ class Transformer {
   void forward_backward(const Tensor& ids, const Tensor& positions, const Tensor& labels,
                         float grad_scale, Activations& act, Tensor& loss_sum);
 
+  // Evaluation: adds the summed token losses of one micro-batch to loss_sum, no gradients.
+  void forward_loss(const Tensor& ids, const Tensor& positions, const Tensor& labels,
+                    Activations& act, Tensor& loss_sum);
+
   // Logits (batch*seq, V) f32 for evaluation and tests.
   Tensor logits(const Tensor& ids, const Tensor& positions, Activations& act);
 

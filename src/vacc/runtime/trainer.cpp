@@ -21,7 +21,10 @@ Trainer::Trainer(Backend& backend, const ModelConfig& config, TrainerOptions opt
              ")");
   model_ = std::make_unique<Transformer>(backend_, config, ModelShard::whole(config),
                                          options_.dtype, options_.seq_len);
-  initialize_parameters(backend_, config, model_->table(), options_.seed, model_->parameters());
+  if (options_.load_weights)
+    options_.load_weights(*model_);
+  else
+    initialize_parameters(backend_, config, model_->table(), options_.seed, model_->parameters());
   model_->parameters_changed();
   std::vector<OptimizerSegment> segments;
   for (const ParameterEntry& e : model_->table().entries())
@@ -40,14 +43,45 @@ Trainer::Trainer(Backend& backend, const ModelConfig& config, TrainerOptions opt
   loss_sum_ = backend_.zeros({1}, DType::F32, MemoryCategory::Buffers, "loss sum");
 }
 
+namespace {
+
+void check_tokens(const TokenBatch& batch, int64_t vocab) {
+  for (size_t i = 0; i < batch.ids.size(); ++i) {
+    VACC_CHECK(batch.ids[i] >= 0 && batch.ids[i] < vocab, "token id ", batch.ids[i],
+               " at position ", i, " of the batch is outside the vocabulary of ", vocab);
+    VACC_CHECK(batch.labels[i] == kIgnoreLabel || (batch.labels[i] >= 0 && batch.labels[i] < vocab),
+               "label ", batch.labels[i], " at position ", i,
+               " of the batch is outside the vocabulary of ", vocab);
+  }
+}
+
+}  // namespace
+
+EvalResult Trainer::evaluate(const TokenBatch& batch) {
+  VACC_CHECK(batch.seq == options_.seq_len, "evaluation sequences of ", batch.seq,
+             " tokens do not match the trainer's ", options_.seq_len);
+  check_tokens(batch, model_->config().vocab_size);
+  const int64_t micro = options_.batch / options_.micro_batches, T = options_.seq_len;
+  backend_.fill(loss_sum_, 0.0f);
+  for (int64_t first = 0; first < batch.batch; first += micro) {
+    // The last micro-batch is filled up with sequences that count no tokens.
+    TokenBatch part = batch.slice(first, std::min(batch.batch, first + micro));
+    part.ids.resize(size_t(micro * T), 0);
+    part.labels.resize(size_t(micro * T), kIgnoreLabel);
+    backend_.upload(part.ids.data(), ids_);
+    backend_.upload(part.labels.data(), labels_);
+    model_->forward_loss(ids_, positions_, labels_, activations_, loss_sum_);
+  }
+  float loss_sum = 0.0f;
+  backend_.download(loss_sum_, &loss_sum);
+  return EvalResult{double(loss_sum), batch.counted_tokens()};
+}
+
 StepMetrics Trainer::step(const TokenBatch& batch) {
   VACC_CHECK(batch.batch == options_.batch && batch.seq == options_.seq_len, "a batch of ",
              batch.batch, "x", batch.seq, " tokens does not match the trainer's ", options_.batch,
              "x", options_.seq_len);
-  const int64_t vocab = model_->config().vocab_size;
-  for (size_t i = 0; i < batch.ids.size(); ++i)
-    VACC_CHECK(batch.ids[i] >= 0 && batch.ids[i] < vocab, "token id ", batch.ids[i],
-               " at position ", i, " of the batch is outside the vocabulary of ", vocab);
+  check_tokens(batch, model_->config().vocab_size);
   const int64_t counted = batch.counted_tokens();
   auto t0 = std::chrono::steady_clock::now();
 

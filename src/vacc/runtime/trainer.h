@@ -3,6 +3,7 @@
 // updates the weights, and times each step only after the device has finished.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -23,6 +24,15 @@ struct TrainerOptions {
   AdamWConfig adam;
   double max_grad_norm = 1.0;  // <= 0: no clipping
   uint64_t seed = 0;
+  // Fills the model's f32 master weights (e.g. from a checkpoint); unset: random
+  // initialisation from `seed`.
+  std::function<void(Transformer&)> load_weights;
+};
+
+struct EvalResult {
+  double loss_sum = 0;
+  int64_t tokens = 0;  // counted (label != -100) tokens
+  double mean() const { return tokens > 0 ? loss_sum / double(tokens) : 0.0; }
 };
 
 struct StepMetrics {
@@ -41,6 +51,8 @@ class Trainer {
   AdamW& optimizer() { return *optimizer_; }
   // One optimizer step over the global batch.
   StepMetrics step(const TokenBatch& batch);
+  // Loss over any number of sequences (of the trainer's length) without touching gradients.
+  EvalResult evaluate(const TokenBatch& batch);
 
  private:
   Backend& backend_;
