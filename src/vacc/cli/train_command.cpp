@@ -1,67 +1,154 @@
-// `vacc train`: train a model. For now on one CPU device, from a config.json with random
-// initialisation, on synthetic data.
+// `vacc train`: train or fine-tune a model on one device: a Hugging Face folder (--model) or
+// a randomly initialised config (--model-config), on a JSONL dataset (--data) or synthetic
+// tokens (--synthetic). Logs every step in the seed's form, evaluates, saves in Hugging Face
+// format, and draws the loss curve.
 #include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <optional>
 #include <sstream>
 
 #include "vacc/cli/commands.h"
 #include "vacc/core/byte_size.h"
 #include "vacc/core/error.h"
 #include "vacc/core/logging.h"
+#include "vacc/io/sft_dataset.h"
 #include "vacc/io/synthetic_data.h"
+#include "vacc/io/tokenizer.h"
 #include "vacc/kernels/profiling_backend.h"
 #include "vacc/runtime/device_peak.h"
+#include "vacc/runtime/hf_checkpoint.h"
+#include "vacc/runtime/loss_curve_svg.h"
 #include "vacc/runtime/metrics_log.h"
 #include "vacc/runtime/trainer.h"
 
 namespace vacc::cli {
 namespace {
 
+namespace fs = std::filesystem;
+
 struct TrainArgs {
-  std::string model_config, metrics_out, dtype = "f32", memory_budget, lr_schedule = "constant";
-  bool synthetic = false, profile = false;
-  int64_t batch = 8, seq_len = 128, steps = 10, micro_batches = 1, warmup_steps = 0;
-  double lr = 1e-4, min_lr = 0.0, weight_decay = 0.0, max_grad_norm = 1.0;
+  std::string model, model_config, data, tokenizer, save, metrics_out, dtype = "f32";
+  std::string memory_budget, lr_schedule = "constant", max_shard_size = "5GB", save_dtype;
+  bool synthetic = false, profile = false, mask_prompt = false, pack = false;
+  bool skip_bad_lines = false;
+  int64_t batch = 8, seq_len = 128, steps = 0, epochs = 0, micro_batches = 1, warmup_steps = 0;
+  int64_t eval_every = 0, save_every = 0;
+  double lr = 1e-4, min_lr = 0.0, weight_decay = 0.0, max_grad_norm = 1.0, eval_fraction = 0.0;
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
   uint64_t seed = 1234;
   int threads = 0;
 };
 
+std::string strprintf(const char* fmt, auto... args) {
+  char buf[512];
+  std::snprintf(buf, sizeof buf, fmt, args...);
+  return buf;
+}
+
+// Where the batches come from: synthetic tokens or a dataset's training split.
+struct DataSource {
+  std::optional<SyntheticData> synthetic;
+  std::unique_ptr<SftDataset> dataset;
+  int64_t steps_per_epoch = 0;
+
+  TokenBatch batch(int64_t step, int64_t batch_size) const {
+    if (synthetic) return synthetic->batch(step, batch_size);
+    int64_t epoch = (step - 1) / steps_per_epoch, index = (step - 1) % steps_per_epoch;
+    return dataset->train_batch(epoch, index * batch_size, batch_size);
+  }
+};
+
+std::string tokenizer_dir(const TrainArgs& a) {
+  if (!a.tokenizer.empty()) return a.tokenizer;
+  if (!a.model.empty() && fs::exists(fs::path(a.model) / "tokenizer.json")) return a.model;
+  return "";
+}
+
+EvalResult evaluate(Trainer& trainer, const SftDataset& data, int64_t chunk) {
+  EvalResult total;
+  for (int64_t first = 0; first < data.eval_sequences(); first += chunk) {
+    EvalResult r = trainer.evaluate(
+        data.eval_batch(first, std::min(chunk, data.eval_sequences() - first)));
+    total.loss_sum += r.loss_sum;
+    total.tokens += r.tokens;
+  }
+  return total;
+}
+
 void run_train(const TrainArgs& a) {
-  VACC_CHECK(!a.model_config.empty(), "vacc train: --model-config CONFIG.json is required");
-  VACC_CHECK(a.synthetic,
-             "vacc train: only --synthetic data is available in this version (datasets and "
-             "checkpoints come next)");
-  VACC_CHECK(a.steps > 0, "--steps must be positive (got ", a.steps, ")");
-  const ModelConfig config = ModelConfig::from_file(a.model_config);
+  VACC_CHECK(a.model.empty() != a.model_config.empty(),
+             "vacc train: give exactly one of --model DIR (a Hugging Face folder) and "
+             "--model-config CONFIG.json (random initialisation)");
+  VACC_CHECK(a.synthetic != !a.data.empty(),
+             "vacc train: give exactly one of --data FILE.jsonl and --synthetic");
+  VACC_CHECK(a.steps >= 0 && a.epochs >= 0, "--steps and --epochs must not be negative");
+  VACC_CHECK(!(a.steps > 0 && a.epochs > 0), "give --steps or --epochs, not both");
+  const ModelConfig config =
+      a.model.empty() ? ModelConfig::from_file(a.model_config) : load_hf_config(a.model);
   const size_t budget = a.memory_budget.empty()
                             ? DeviceAllocator::kUnlimited
                             : parse_byte_size(a.memory_budget, "--memory-budget");
+  const size_t max_shard = parse_byte_size(a.max_shard_size, "--max-shard-size");
+  const DType dtype = parse_dtype(a.dtype);
+  const DType save_dtype = a.save_dtype.empty() ? DType::F32 : parse_dtype(a.save_dtype);
+
+  // The data, before anything expensive, so a bad dataset fails fast.
+  DataSource source;
+  const std::string tok_dir = tokenizer_dir(a);
+  std::optional<Tokenizer> tokenizer;
+  if (a.synthetic) {
+    source.synthetic.emplace(config.vocab_size, a.seq_len, a.seed);
+  } else {
+    if (!tok_dir.empty()) tokenizer.emplace(Tokenizer::load(tok_dir));
+    DatasetOptions d;
+    d.seq_len = a.seq_len;
+    d.mask_prompt = a.mask_prompt;
+    d.pack = a.pack;
+    d.seed = a.seed;
+    d.eval_fraction = a.eval_fraction;
+    d.skip_bad_lines = a.skip_bad_lines;
+    d.vocab_size = config.vocab_size;
+    if (config.eos_token_id >= 0 && !tokenizer) d.eos_id = int32_t(config.eos_token_id);
+    source.dataset =
+        std::make_unique<SftDataset>(a.data, tokenizer ? &*tokenizer : nullptr, d);
+    log_info("Dataset: " + source.dataset->summary());
+    source.steps_per_epoch = source.dataset->train_sequences() / a.batch;
+    VACC_CHECK(source.steps_per_epoch > 0, a.data, ": ", source.dataset->train_sequences(),
+               " training sequences are fewer than one batch of ", a.batch);
+  }
+  const int64_t steps = a.steps > 0 ? a.steps
+                        : a.synthetic ? 10
+                                      : std::max<int64_t>(1, a.epochs) * source.steps_per_epoch;
 
   auto backend = make_cpu_backend(budget, a.threads);
   TrainerOptions opt;
   opt.batch = a.batch;
   opt.seq_len = a.seq_len;
   opt.micro_batches = a.micro_batches;
-  opt.dtype = parse_dtype(a.dtype);
-  opt.lr = LrSchedule{LrSchedule::parse_kind(a.lr_schedule), a.lr, a.min_lr, a.warmup_steps,
-                      a.steps};
+  opt.dtype = dtype;
+  opt.lr = LrSchedule{LrSchedule::parse_kind(a.lr_schedule), a.lr, a.min_lr, a.warmup_steps, steps};
   opt.adam = AdamWConfig{float(a.beta1), float(a.beta2), float(a.eps), float(a.weight_decay)};
   opt.max_grad_norm = a.max_grad_norm;
   opt.seed = a.seed;
+  if (!a.model.empty()) {
+    opt.load_weights = [&](Transformer& m) {
+      log_info("Loading checkpoint shards from " + a.model);
+      load_hf_checkpoint(a.model, m.backend(), m.config(), m.table(), m.parameters(), true);
+    };
+  }
 
-  std::ostringstream info;
-  info << "Model: " << config.architecture << ", " << config.num_layers << " layers, hidden "
-       << config.hidden_size << ", " << config.num_heads << " heads (" << config.num_kv_heads
-       << " kv), vocabulary " << config.vocab_size << ", "
-       << double(config.total_parameters()) / 1e6 << "M parameters";
-  log_info(info.str());
+  log_info(strprintf("Model: %s, %lld layers, hidden %lld, %lld heads (%lld kv), vocabulary %lld, "
+                     "%.1fM parameters",
+                     config.architecture.c_str(), (long long)config.num_layers,
+                     (long long)config.hidden_size, (long long)config.num_heads,
+                     (long long)config.num_kv_heads, (long long)config.vocab_size,
+                     double(config.total_parameters()) / 1e6));
   log_info("Accelerator: 1 device, " + backend->name() + ", memory budget " +
            (budget == DeviceAllocator::kUnlimited ? std::string("unlimited") : format_bytes(budget)));
-  const double peak = measure_matmul_peak(*backend, opt.dtype);
-  char line[256];
-  std::snprintf(line, sizeof line, "Measured peak (%s matrix products): %.1f GFLOP/s",
-                dtype_name(opt.dtype).c_str(), peak / 1e9);
-  log_info(line);
+  const double peak = measure_matmul_peak(*backend, dtype);
+  log_info(strprintf("Measured peak (%s matrix products): %.1f GFLOP/s", dtype_name(dtype).c_str(),
+                     peak / 1e9));
   backend->allocator().reset_high_water_mark();
 
   // --profile times every op (synchronising around each); the steps get a little slower.
@@ -72,34 +159,60 @@ void run_train(const TrainArgs& a) {
     device = profiler.get();
   }
   Trainer trainer(*device, config, opt, peak);
-  SyntheticData data(config.vocab_size, a.seq_len, a.seed);
   MetricsFile metrics(a.metrics_out);
-  std::snprintf(line, sizeof line,
-                "Training: batch %lld x %lld tokens, %lld micro-batch(es), %s, lr %g, %lld steps",
-                (long long)a.batch, (long long)a.seq_len, (long long)a.micro_batches,
-                a.dtype == "bf16" ? "bf16 mixed precision" : "f32", a.lr, (long long)a.steps);
-  log_info(line);
-  double timed_tokens = 0, timed_seconds = 0, timed_mfu = 0;
-  for (int64_t s = 1; s <= a.steps; ++s) {
-    StepMetrics m = trainer.step(data.batch(s, a.batch));
-    log_info(format_step_line(m, a.steps));
+  const fs::path out_dir = a.save.empty() ? fs::path() : fs::path(a.save);
+  if (!out_dir.empty()) fs::create_directories(out_dir);
+  log_info(strprintf("Training: %lld steps, batch %lld x %lld tokens, %lld micro-batch(es), %s, "
+                     "lr %g (%s)",
+                     (long long)steps, (long long)a.batch, (long long)a.seq_len,
+                     (long long)a.micro_batches,
+                     dtype == DType::BF16 ? "bf16 mixed precision" : "f32", a.lr,
+                     a.lr_schedule.c_str()));
+
+  LossCurve curve;
+  auto run_eval = [&](int64_t step) {
+    if (!source.dataset || source.dataset->eval_sequences() == 0) return;
+    EvalResult r = evaluate(trainer, *source.dataset, 16 * a.batch);
+    log_info(strprintf("[Eval %lld/%lld] | Loss: %.4f | Tokens: %lld", (long long)step,
+                       (long long)steps, r.mean(), (long long)r.tokens));
+    metrics.write_eval(step, r.mean(), r.tokens);
+    curve.eval.push_back({double(step), r.mean()});
+  };
+  auto save = [&](const fs::path& dir) {
+    log_info("Saving the model to " + dir.string());
+    save_hf_checkpoint(dir.string(), trainer.model().backend(), config, trainer.model().table(),
+                       trainer.model().parameters(), save_dtype, max_shard, tok_dir);
+    if (!out_dir.empty())
+      write_loss_curve_svg(curve, "vacc train: " + fs::path(a.model.empty() ? a.model_config : a.model).filename().string(),
+                           (out_dir / "loss_curve.svg").string());
+  };
+
+  double timed_tokens = 0, timed_seconds = 0;
+  for (int64_t s = 1; s <= steps; ++s) {
+    StepMetrics m = trainer.step(source.batch(s, a.batch));
+    log_info(format_step_line(m, steps));
     metrics.write(m);
-    if (s > 1 || a.steps == 1) {  // the first step includes one-time set-up
+    curve.train.push_back({double(s), m.loss});
+    if (s > 1 || steps == 1) {  // the first step includes one-time set-up
       timed_tokens += double(m.tokens);
       timed_seconds += m.step_time_s;
-      timed_mfu = m.mfu;
     }
-    if (profiler && s == 1 && a.steps > 1) profiler->reset();
+    if (profiler && s == 1 && steps > 1) profiler->reset();
+    if (a.eval_every > 0 && s % a.eval_every == 0 && s < steps) run_eval(s);
+    if (!out_dir.empty() && a.save_every > 0 && s % a.save_every == 0 && s < steps)
+      save(out_dir / ("checkpoint-" + std::to_string(s)));
   }
-  std::snprintf(line, sizeof line,
-                "Done: %.1f tokens/sec on average%s, MFU %.1f%%; peak memory %s",
-                timed_tokens / timed_seconds, a.steps > 1 ? " (after the first step)" : "",
-                100.0 * (timed_tokens / timed_seconds) *
-                    config.training_flops_per_token(a.seq_len) / peak,
-                format_bytes(backend->allocator().high_water_mark()).c_str());
-  (void)timed_mfu;
-  log_info(line);
+  run_eval(steps);
+  const double tps = timed_tokens / timed_seconds;
+  log_info(strprintf("Done: %.1f tokens/sec on average%s, MFU %.1f%%; peak memory %s", tps,
+                     steps > 1 ? " (after the first step)" : "",
+                     100.0 * tps * config.training_flops_per_token(a.seq_len) / peak,
+                     format_bytes(backend->allocator().high_water_mark()).c_str()));
   log_info("Memory at peak: " + backend->allocator().usage_report());
+  if (!out_dir.empty()) {
+    save(out_dir);
+    log_info("Loss curve: " + (out_dir / "loss_curve.svg").string());
+  }
   if (profiler)
     log_info("Profile of the timed steps (device time per op, summed over steps):\n" +
              profiler->report(timed_seconds));
@@ -109,13 +222,20 @@ void run_train(const TrainArgs& a) {
 
 void add_train_command(CLI::App& app) {
   auto args = std::make_shared<TrainArgs>();
-  CLI::App* cmd = app.add_subcommand("train", "Train a model");
+  CLI::App* cmd = app.add_subcommand("train", "Train or fine-tune a model");
+  cmd->add_option("--model", args->model, "A Hugging Face model folder to fine-tune");
   cmd->add_option("--model-config", args->model_config,
-                  "Hugging Face config.json of the model (randomly initialised)");
+                  "A Hugging Face config.json: train a randomly initialised model");
+  cmd->add_option("--data", args->data,
+                  "JSONL dataset: alpaca {instruction,input,output}, chat {messages}, {text} or "
+                  "pre-tokenized {input_ids[,labels]}");
   cmd->add_flag("--synthetic", args->synthetic, "Train on synthetic token sequences");
+  cmd->add_option("--tokenizer", args->tokenizer,
+                  "Folder with tokenizer.json (default: the --model folder)");
   cmd->add_option("--batch", args->batch, "Sequences per global batch")->capture_default_str();
   cmd->add_option("--seq-len", args->seq_len, "Tokens per sequence")->capture_default_str();
-  cmd->add_option("--steps", args->steps, "Optimizer steps")->capture_default_str();
+  cmd->add_option("--steps", args->steps, "Optimizer steps (default: --epochs, or 10 synthetic)");
+  cmd->add_option("--epochs", args->epochs, "Passes over the dataset (default 1)");
   cmd->add_option("--micro-batches", args->micro_batches,
                   "Split each batch into this many micro-batches (gradient accumulation)")
       ->capture_default_str();
@@ -136,7 +256,22 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--max-grad-norm", args->max_grad_norm,
                   "Clip the global gradient norm to this (0: no clipping)")
       ->capture_default_str();
-  cmd->add_option("--seed", args->seed, "Seed of the initialisation and the data")
+  cmd->add_flag("--mask-prompt", args->mask_prompt,
+                "Take the loss on responses only (default: every token, as the tutorial does)");
+  cmd->add_flag("--pack", args->pack, "Pack several examples per sequence instead of padding");
+  cmd->add_option("--eval-fraction", args->eval_fraction,
+                  "Hold out this fraction of the dataset for evaluation")
+      ->capture_default_str();
+  cmd->add_option("--eval-every", args->eval_every, "Evaluate every K steps (and at the end)");
+  cmd->add_flag("--skip-bad-lines", args->skip_bad_lines,
+                "Skip and count malformed dataset lines instead of stopping");
+  cmd->add_option("--save", args->save,
+                  "Save the trained model here (Hugging Face format), with loss_curve.svg");
+  cmd->add_option("--save-every", args->save_every, "Also save to SAVE/checkpoint-K every K steps");
+  cmd->add_option("--save-dtype", args->save_dtype, "f32 (default) or bf16 weights when saving");
+  cmd->add_option("--max-shard-size", args->max_shard_size, "Largest safetensors shard")
+      ->capture_default_str();
+  cmd->add_option("--seed", args->seed, "Seed of the initialisation, data order and synthetic data")
       ->capture_default_str();
   cmd->add_option("--threads", args->threads, "CPU threads (0: all cores)")->capture_default_str();
   cmd->add_option("--memory-budget", args->memory_budget,

@@ -34,7 +34,16 @@ void MetricsFile::write(const StepMetrics& m) {
                    {"tokens_per_sec", m.tokens_per_sec},
                    {"flops_per_sec", m.flops_per_sec},
                    {"mfu", m.mfu}};
-  out_ << j.dump() << "\n";
+  write_line(j.dump());
+}
+
+void MetricsFile::write_eval(int64_t step, double loss, int64_t tokens) {
+  if (!out_.is_open()) return;
+  write_line(nlohmann::json{{"step", step}, {"eval_loss", loss}, {"eval_tokens", tokens}}.dump());
+}
+
+void MetricsFile::write_line(const std::string& line) {
+  out_ << line << "\n";
   out_.flush();
   VACC_CHECK(out_.good(), "writing the metrics file ", path_, " failed");
 }

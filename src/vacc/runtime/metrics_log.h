@@ -15,8 +15,11 @@ class MetricsFile {
  public:
   explicit MetricsFile(const std::string& path);  // empty path: writes nothing
   void write(const StepMetrics& m);
+  // An evaluation row: {"step", "eval_loss", "eval_tokens"}.
+  void write_eval(int64_t step, double loss, int64_t tokens);
 
  private:
+  void write_line(const std::string& line);
   std::ofstream out_;
   std::string path_;
 };
