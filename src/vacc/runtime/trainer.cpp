@@ -32,69 +32,33 @@ Trainer::Trainer(Backend& backend, const ModelConfig& config, TrainerOptions opt
   optimizer_ = std::make_unique<AdamW>(backend_, model_->parameters(), model_->gradients(),
                                        segments, options_.adam);
 
-  const int64_t micro = options_.batch / options_.micro_batches, T = options_.seq_len;
-  activations_ = model_->allocate_activations(micro, T);
-  ids_ = backend_.empty({micro * T}, DType::I32, MemoryCategory::Buffers, "token ids");
-  labels_ = backend_.empty({micro * T}, DType::I32, MemoryCategory::Buffers, "labels");
-  positions_ = backend_.empty({micro * T}, DType::I32, MemoryCategory::Buffers, "positions");
-  std::vector<int32_t> pos(size_t(micro * T));
-  for (int64_t i = 0; i < micro * T; ++i) pos[size_t(i)] = int32_t(i % T);
-  backend_.upload(pos.data(), positions_);
-  loss_sum_ = backend_.zeros({1}, DType::F32, MemoryCategory::Buffers, "loss sum");
+  buffers_ = EvalBuffers::allocate(*model_, options_.batch / options_.micro_batches,
+                                   options_.seq_len);
 }
-
-namespace {
-
-void check_tokens(const TokenBatch& batch, int64_t vocab) {
-  for (size_t i = 0; i < batch.ids.size(); ++i) {
-    VACC_CHECK(batch.ids[i] >= 0 && batch.ids[i] < vocab, "token id ", batch.ids[i],
-               " at position ", i, " of the batch is outside the vocabulary of ", vocab);
-    VACC_CHECK(batch.labels[i] == kIgnoreLabel || (batch.labels[i] >= 0 && batch.labels[i] < vocab),
-               "label ", batch.labels[i], " at position ", i,
-               " of the batch is outside the vocabulary of ", vocab);
-  }
-}
-
-}  // namespace
 
 EvalResult Trainer::evaluate(const TokenBatch& batch) {
-  VACC_CHECK(batch.seq == options_.seq_len, "evaluation sequences of ", batch.seq,
-             " tokens do not match the trainer's ", options_.seq_len);
-  check_tokens(batch, model_->config().vocab_size);
-  const int64_t micro = options_.batch / options_.micro_batches, T = options_.seq_len;
-  backend_.fill(loss_sum_, 0.0f);
-  for (int64_t first = 0; first < batch.batch; first += micro) {
-    // The last micro-batch is filled up with sequences that count no tokens.
-    TokenBatch part = batch.slice(first, std::min(batch.batch, first + micro));
-    part.ids.resize(size_t(micro * T), 0);
-    part.labels.resize(size_t(micro * T), kIgnoreLabel);
-    backend_.upload(part.ids.data(), ids_);
-    backend_.upload(part.labels.data(), labels_);
-    model_->forward_loss(ids_, positions_, labels_, activations_, loss_sum_);
-  }
-  float loss_sum = 0.0f;
-  backend_.download(loss_sum_, &loss_sum);
-  return EvalResult{double(loss_sum), batch.counted_tokens()};
+  return evaluate_loss(*model_, buffers_, batch);
 }
 
 StepMetrics Trainer::step(const TokenBatch& batch) {
   VACC_CHECK(batch.batch == options_.batch && batch.seq == options_.seq_len, "a batch of ",
              batch.batch, "x", batch.seq, " tokens does not match the trainer's ", options_.batch,
              "x", options_.seq_len);
-  check_tokens(batch, model_->config().vocab_size);
+  check_token_batch(batch, model_->config().vocab_size);
   const int64_t counted = batch.counted_tokens();
   auto t0 = std::chrono::steady_clock::now();
 
   model_->zero_gradients();
-  backend_.fill(loss_sum_, 0.0f);
+  backend_.fill(buffers_.loss_sum, 0.0f);
   // Loss is the mean over every counted token of the global batch.
   const float grad_scale = counted > 0 ? 1.0f / float(counted) : 0.0f;
   const int64_t micro = options_.batch / options_.micro_batches;
   for (int64_t mb = 0; mb < options_.micro_batches; ++mb) {
     TokenBatch part = batch.slice(mb * micro, (mb + 1) * micro);
-    backend_.upload(part.ids.data(), ids_);
-    backend_.upload(part.labels.data(), labels_);
-    model_->forward_backward(ids_, positions_, labels_, grad_scale, activations_, loss_sum_);
+    backend_.upload(part.ids.data(), buffers_.ids);
+    backend_.upload(part.labels.data(), buffers_.labels);
+    model_->forward_backward(buffers_.ids, buffers_.positions, buffers_.labels, grad_scale,
+                             buffers_.activations, buffers_.loss_sum);
   }
   StepMetrics m;
   m.step = ++steps_;
@@ -103,7 +67,7 @@ StepMetrics Trainer::step(const TokenBatch& batch) {
   optimizer_->step(float(m.lr), clip_factor(m.grad_norm, options_.max_grad_norm));
   model_->parameters_changed();
   float loss_sum = 0.0f;
-  backend_.download(loss_sum_, &loss_sum);  // waits for the device
+  backend_.download(buffers_.loss_sum, &loss_sum);  // waits for the device
   backend_.synchronize();
   m.step_time_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 

@@ -12,6 +12,7 @@
 #include "vacc/model/transformer.h"
 #include "vacc/optim/adamw.h"
 #include "vacc/optim/lr_schedule.h"
+#include "vacc/runtime/evaluation.h"
 
 namespace vacc {
 
@@ -29,11 +30,6 @@ struct TrainerOptions {
   std::function<void(Transformer&)> load_weights;
 };
 
-struct EvalResult {
-  double loss_sum = 0;
-  int64_t tokens = 0;  // counted (label != -100) tokens
-  double mean() const { return tokens > 0 ? loss_sum / double(tokens) : 0.0; }
-};
 
 struct StepMetrics {
   int64_t step = 0;
@@ -60,8 +56,7 @@ class Trainer {
   double peak_flops_;
   std::unique_ptr<Transformer> model_;
   std::unique_ptr<AdamW> optimizer_;
-  Transformer::Activations activations_;
-  Tensor ids_, labels_, positions_, loss_sum_;
+  EvalBuffers buffers_;  // activations and inputs of one micro-batch
   int64_t steps_ = 0;
 };
 
