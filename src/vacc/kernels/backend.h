@@ -118,6 +118,16 @@ class Backend {
                                   const Tensor& lse, const AttentionShape& shape,
                                   Tensor& dqkv) = 0;
 
+  // Attention of new tokens over a KV cache, for one sequence (text generation). qkv f32
+  // (n_new, qkv_width) holds the new tokens after RoPE (shape: batch 1, seq = n_new); their
+  // k and v heads are written into rows [past_len, past_len + n_new) of k_cache and v_cache
+  // (f32 (max_len, kv_heads*head_dim) each; rows [0, past_len) hold the earlier tokens).
+  // Then new token i (at position past_len + i) attends causally to rows [0, past_len + i],
+  // q head h using kv head h / (q_heads / kv_heads) as in attention_forward.
+  // out (n_new, q_heads*head_dim) f32 or bf16.
+  virtual void attention_decode(const Tensor& qkv, Tensor& k_cache, Tensor& v_cache,
+                                int64_t past_len, const AttentionShape& shape, Tensor& out) = 0;
+
   // Output projection fused with cross-entropy, in row chunks: logits = x (N, C) @ weight^T
   // (V, C) are never materialised for all N rows. labels i32 (N); label -100 is ignored.
   // loss_sum f32 (1) += sum over counted rows of -log softmax(logits)[label].

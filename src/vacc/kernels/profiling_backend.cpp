@@ -132,6 +132,15 @@ void ProfilingBackend::attention_backward(const Tensor& dout, const Tensor& qkv,
   timed("attention_backward", 2.5 * attention_flops(shape),
         [&] { inner_.attention_backward(dout, qkv, out, lse, shape, dqkv); });
 }
+void ProfilingBackend::attention_decode(const Tensor& qkv, Tensor& k_cache, Tensor& v_cache,
+                                        int64_t past_len, const AttentionShape& shape,
+                                        Tensor& out) {
+  // New token i sees past_len + i + 1 keys; two products of 2 FLOPs per key and dimension.
+  const double n = double(shape.seq);
+  const double keys = n * double(past_len) + n * (n + 1) / 2;
+  timed("attention_decode", 4.0 * double(shape.q_heads * shape.head_dim) * keys,
+        [&] { inner_.attention_decode(qkv, k_cache, v_cache, past_len, shape, out); });
+}
 void ProfilingBackend::classifier_cross_entropy(const Tensor& x, const Tensor& weight,
                                                 const Tensor& labels, float grad_scale,
                                                 Tensor& loss_sum, Tensor* dx, Tensor* dweight) {

@@ -1,6 +1,7 @@
 #include "vacc/model/transformer.h"
 
 #include <cmath>
+#include <vector>
 
 #include "vacc/core/error.h"
 
@@ -199,6 +200,77 @@ Tensor Transformer::logits(const Tensor& ids, const Tensor& positions, Activatio
   const int64_t N = act.batch * act.seq;
   Tensor out = backend_.empty({N, config_.vocab_size}, DType::F32, MemoryCategory::Buffers, "logits");
   backend_.matmul(act.final_norm, false, compute_view(table_.lm_head()), true, out);
+  return out;
+}
+
+KvCache Transformer::make_kv_cache(int64_t max_len) {
+  VACC_CHECK(max_len > 0 && max_len <= max_seq_len_, "a KV cache of ", max_len,
+             " positions: the model has position tables for 1 to ", max_seq_len_);
+  return KvCache(backend_, shard_.num_layers(), shard_.kv_heads * config_.head_dim, max_len);
+}
+
+Tensor Transformer::decode(const Tensor& ids, KvCache& cache, bool all_rows) {
+  VACC_CHECK(shard_.has_embedding && shard_.has_head && shard_.q_heads == config_.num_heads &&
+                 shard_.ffn_size == config_.intermediate_size,
+             "decode needs the whole model on one device");
+  VACC_CHECK(ids.defined() && ids.dim() == 1 && ids.dtype() == DType::I32 && ids.numel() > 0,
+             "decode: ids must be a non-empty i32 vector, got ",
+             ids.defined() ? ids.str() : "undefined");
+  const int64_t n = ids.numel(), past = cache.length(), C = config_.hidden_size;
+  const int64_t L = shard_.num_layers(), kv_width = shard_.kv_heads * config_.head_dim;
+  VACC_CHECK(cache.num_layers() == L && cache.kv_width() == kv_width, "decode: the KV cache (",
+             cache.num_layers(), " layers of width ", cache.kv_width(),
+             ") was not made for this model (", L, " layers of width ", kv_width, ")");
+  VACC_CHECK(n <= cache.remaining(), "decode: ", n, " new tokens after ", past,
+             " do not fit the KV cache of ", cache.max_len(), " positions");
+  VACC_CHECK(past + n <= max_seq_len_, "decode: position ", past + n - 1,
+             " is beyond the model's maximum of ", max_seq_len_);
+
+  // Per-call scratch sized by n.
+  BlockGeometry g = geometry(1, n);
+  const AttentionShape& a = g.attention;
+  auto buf = [&](Shape shape, DType dt, const char* what) {
+    return backend_.empty(std::move(shape), dt, MemoryCategory::Buffers, what);
+  };
+  std::vector<int32_t> pos_host(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) pos_host[size_t(i)] = int32_t(past + i);
+  Tensor positions = buf({n}, DType::I32, "decode positions");
+  backend_.upload(pos_host.data(), positions);
+  Tensor x = buf({n, C}, DType::F32, "decode residual");
+  Tensor h = buf({n, C}, DType::F32, "decode residual h");
+  Tensor partial = buf({n, C}, DType::F32, "decode partial sums");
+  Tensor norm = buf({n, C}, compute_, "decode norm");
+  Tensor rstd = buf({n}, DType::F32, "decode rstd");
+  Tensor qkv = buf({n, a.qkv_width()}, DType::F32, "decode qkv");
+  Tensor attn = buf({n, a.q_heads * a.head_dim}, compute_, "decode attention output");
+  Tensor gate_up = buf({n, 2 * g.ffn}, DType::F32, "decode gate_up");
+  Tensor act = buf({n, g.ffn}, compute_, "decode swiglu output");
+
+  // The op sequence of block_forward, with attention over the cache.
+  backend_.embedding_forward(ids, master_view(table_.embed_tokens()), 0, x);
+  for (int64_t l = 0; l < L; ++l) {
+    const BlockWeights w = layer_weights(l);
+    backend_.rmsnorm_forward(x, w.input_norm, g.eps, norm, rstd);
+    backend_.matmul(norm, false, w.qkv_weight, true, qkv, 1.0f, 0.0f,
+                    w.qkv_bias.defined() ? &w.qkv_bias : nullptr);
+    backend_.rope(qkv, positions, rope_.cos, rope_.sin, a.q_heads + a.kv_heads, a.head_dim, false);
+    backend_.attention_decode(qkv, cache.keys(l), cache.values(l), past, a, attn);
+    backend_.matmul(attn, false, w.o_proj, true, partial);
+    backend_.add(x, partial, h);
+    backend_.rmsnorm_forward(h, w.post_norm, g.eps, norm, rstd);
+    backend_.matmul(norm, false, w.gate_up, true, gate_up);
+    backend_.swiglu_forward(gate_up, act);
+    backend_.matmul(act, false, w.down_proj, true, partial);
+    backend_.add(h, partial, x);
+  }
+  cache.advance(n);
+
+  const Tensor last = all_rows ? x : x.rows(n - 1, n);
+  const int64_t rows = last.size(0);
+  Tensor final_norm = norm.rows(0, rows), final_rstd = rstd.rows(0, rows);
+  backend_.rmsnorm_forward(last, master_view(table_.final_norm()), g.eps, final_norm, final_rstd);
+  Tensor out = buf({rows, config_.vocab_size}, DType::F32, "logits");
+  backend_.matmul(final_norm, false, compute_view(table_.lm_head()), true, out);
   return out;
 }
 

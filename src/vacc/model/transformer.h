@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "vacc/kernels/backend.h"
+#include "vacc/model/kv_cache.h"
 #include "vacc/model/model_config.h"
 #include "vacc/model/model_shard.h"
 #include "vacc/model/parameter_table.h"
@@ -29,6 +30,8 @@ class Transformer {
   DType compute_dtype() const { return compute_; }
   Backend& backend() { return backend_; }
 
+  // Positions [0, max_seq_len) have RoPE tables (the max_seq_len given at construction).
+  int64_t max_seq_len() const { return max_seq_len_; }
   Tensor& parameters() { return params_; }  // f32 master weights, flat
   Tensor& gradients() { return grads_; }    // f32, flat, same layout
   // Call after the master weights change (optimizer step, loading): refreshes the bf16 copy.
@@ -56,6 +59,17 @@ class Transformer {
 
   // Logits (batch*seq, V) f32 for evaluation and tests.
   Tensor logits(const Tensor& ids, const Tensor& positions, Activations& act);
+
+  // ---- text generation (a whole-model shard only) ----
+  // A KV cache for one sequence of up to max_len tokens (at most max_seq_len()).
+  KvCache make_kv_cache(int64_t max_len);
+  // Runs the n_new tokens ids (i32 (n_new)) at positions [cache.length(), cache.length() +
+  // n_new), attending to the cached tokens and to each other causally; appends their keys and
+  // values to the cache and advances it. Returns f32 logits: (1, V) for the last new token, or
+  // (n_new, V) for every new token with all_rows. Process a prompt with one call (cache
+  // empty), then feed one token per call. Same ops and dtypes as forward_layers + logits, so
+  // the logits agree with logits() on the whole sequence up to rounding.
+  Tensor decode(const Tensor& ids, KvCache& cache, bool all_rows = false);
 
   // The pieces, for schedules that split them (pipeline stages).
   void embed(const Tensor& ids, Activations& act);

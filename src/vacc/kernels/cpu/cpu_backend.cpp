@@ -244,6 +244,28 @@ class CpuBackend final : public Backend {
                             s.head_dim, dqkv.data_as<float>());
   }
 
+  void attention_decode(const Tensor& qkv, Tensor& k_cache, Tensor& v_cache, int64_t past_len,
+                        const AttentionShape& s, Tensor& out) override {
+    const char* op = "attention_decode";
+    check_attention_shape(s);
+    VACC_CHECK(s.batch == 1, op, ": decodes one sequence (batch 1), got batch ", s.batch);
+    expect_shape(op, "qkv", qkv, {s.seq, s.qkv_width()});
+    expect_dtype(op, "qkv", qkv, DType::F32);
+    expect(k_cache.defined() && k_cache.dim() == 2 && k_cache.size(1) == s.kv_heads * s.head_dim,
+           op, "k_cache", k_cache, "(max_len, kv_heads*head_dim)");
+    expect_dtype(op, "k_cache", k_cache, DType::F32);
+    expect_shape(op, "v_cache", v_cache, k_cache.shape());
+    expect_dtype(op, "v_cache", v_cache, DType::F32);
+    VACC_CHECK(past_len >= 0 && past_len + s.seq <= k_cache.size(0), op, ": ", s.seq,
+               " new tokens after ", past_len, " cached ones do not fit a KV cache of ",
+               k_cache.size(0), " positions");
+    expect_shape(op, "out", out, {s.seq, s.q_heads * s.head_dim});
+    expect_float(op, "out", out);
+    cpu::attention_decode(qkv.data_as<float>(), s.seq, s.q_heads, s.kv_heads, s.head_dim,
+                          k_cache.data_as<float>(), v_cache.data_as<float>(), past_len, out.data(),
+                          out.dtype());
+  }
+
   void classifier_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor& labels,
                                 float grad_scale, Tensor& loss_sum, Tensor* dx,
                                 Tensor* dweight) override {

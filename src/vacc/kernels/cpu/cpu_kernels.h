@@ -56,6 +56,15 @@ void attention_backward(const void* dout, const float* qkv, const void* out, DTy
                         const float* lse, int64_t batch, int64_t seq, int64_t q_heads,
                         int64_t kv_heads, int64_t head_dim, float* dqkv);
 
+// ---- attention_decode.cpp ----
+// One sequence's n_new tokens over its KV cache: qkv (n_new, (Hq + 2 Hkv) D) after RoPE; the
+// new k and v rows are written to rows [past_len, past_len + n_new) of k_cache and v_cache
+// (each (max_len, Hkv D)); out (n_new, Hq D) of out_dtype, token i attending to cache rows
+// [0, past_len + i].
+void attention_decode(const float* qkv, int64_t n_new, int64_t q_heads, int64_t kv_heads,
+                      int64_t head_dim, float* k_cache, float* v_cache, int64_t past_len, void* out,
+                      DType out_dtype);
+
 // ---- classifier_cross_entropy.cpp ----
 // x (N, C) and weight (V, C) of in_dtype; labels (N). Returns the summed loss over rows whose
 // label is not -100. dx (N, C) overwritten if non-null; dweight (V, C) accumulated if non-null.

@@ -1,0 +1,104 @@
+#include "vacc/runtime/generator.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "vacc/core/error.h"
+
+namespace vacc {
+
+int32_t argmax_token(const float* logits, int64_t vocab) {
+  int64_t best = 0;
+  for (int64_t i = 1; i < vocab; ++i)
+    if (logits[i] > logits[best]) best = i;
+  return int32_t(best);
+}
+
+int32_t TokenSampler::next(const float* logits, int64_t vocab) {
+  VACC_CHECK(vocab > 0, "sampling from an empty vocabulary");
+  const int32_t best = argmax_token(logits, vocab);
+  const float max_logit = logits[best];
+  VACC_CHECK(std::isfinite(max_logit), "the model produced non-finite logits (", max_logit, ")");
+  if (!(temperature_ > 0.0f) || !(top_p_ > 0.0f)) return best;
+
+  // softmax(logits / T), unnormalised, in double.
+  probs_.resize(size_t(vocab));
+  double total = 0.0;
+  for (int64_t i = 0; i < vocab; ++i) {
+    const double p = std::exp((double(logits[i]) - double(max_logit)) / double(temperature_));
+    probs_[size_t(i)] = std::isnan(p) ? 0.0 : p;
+    total += probs_[size_t(i)];
+  }
+  // A uniform number in [0, 1) from the top 53 bits.
+  const double u = double(rng_() >> 11) * 0x1.0p-53;
+
+  if (top_p_ >= 1.0f) {  // every token, in index order
+    double target = u * total, cum = 0.0;
+    for (int64_t i = 0; i < vocab; ++i) {
+      cum += probs_[size_t(i)];
+      if (cum > target) return int32_t(i);
+    }
+    return best;
+  }
+  // The nucleus: tokens by falling probability (ties by index) until the mass reaches top_p.
+  order_.resize(size_t(vocab));
+  for (int64_t i = 0; i < vocab; ++i) order_[size_t(i)] = int32_t(i);
+  std::sort(order_.begin(), order_.end(), [&](int32_t a, int32_t b) {
+    const double pa = probs_[size_t(a)], pb = probs_[size_t(b)];
+    return pa > pb || (pa == pb && a < b);
+  });
+  const double mass = double(top_p_) * total;
+  double kept = 0.0;
+  size_t n = 0;
+  while (n < order_.size() && (n == 0 || kept < mass)) kept += probs_[size_t(order_[n++])];
+  const double target = u * kept;
+  double cum = 0.0;
+  for (size_t k = 0; k < n; ++k) {
+    cum += probs_[size_t(order_[k])];
+    if (cum > target) return order_[k];
+  }
+  return order_[n - 1];
+}
+
+std::vector<int32_t> generate(Transformer& model, const std::vector<int32_t>& prompt,
+                              const GenerationOptions& options,
+                              const std::function<void(int32_t)>& on_token) {
+  const ModelConfig& config = model.config();
+  const int64_t V = config.vocab_size, P = int64_t(prompt.size());
+  VACC_CHECK(P > 0, "generate needs a prompt of at least one token");
+  for (int64_t i = 0; i < P; ++i)
+    VACC_CHECK(prompt[size_t(i)] >= 0 && prompt[size_t(i)] < V, "prompt token ", i, " is ",
+               prompt[size_t(i)], ", outside the vocabulary of ", V, " tokens");
+  int64_t limit = options.max_len > 0 ? options.max_len : config.max_position_embeddings;
+  limit = std::min(limit, model.max_seq_len());
+  VACC_CHECK(P < limit, "the prompt's ", P, " tokens leave no room for a new token within the ",
+             "maximum sequence length of ", limit);
+  const int64_t max_new = std::min(options.max_new_tokens, limit - P);
+  std::vector<int32_t> out;
+  if (max_new <= 0) return out;
+
+  Backend& be = model.backend();
+  // The last new token is never fed back, so the cache needs P + max_new - 1 positions.
+  KvCache cache = model.make_kv_cache(P + max_new - 1);
+  TokenSampler sampler(options.temperature, options.top_p, options.seed);
+  std::vector<float> logits(static_cast<size_t>(V));
+
+  Tensor ids = be.empty({P}, DType::I32, MemoryCategory::Buffers, "prompt ids");
+  be.upload(prompt.data(), ids);
+  be.download(model.decode(ids, cache), logits.data());
+  Tensor one = be.empty({1}, DType::I32, MemoryCategory::Buffers, "next token id");
+  while (true) {
+    const int32_t token = sampler.next(logits.data(), V);
+    if (std::find(options.stop_ids.begin(), options.stop_ids.end(), token) !=
+        options.stop_ids.end())
+      break;
+    out.push_back(token);
+    if (on_token) on_token(token);
+    if (int64_t(out.size()) >= max_new) break;
+    be.upload(&token, one);
+    be.download(model.decode(one, cache), logits.data());
+  }
+  return out;
+}
+
+}  // namespace vacc
