@@ -1,6 +1,7 @@
 #include "vacc/runtime/metrics_log.h"
 
 #include <cstdio>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "vacc/core/error.h"
@@ -19,6 +20,9 @@ std::string format_step_line(const StepMetrics& m, int64_t total_steps) {
 
 MetricsFile::MetricsFile(const std::string& path) : path_(path) {
   if (path.empty()) return;
+  const auto parent = std::filesystem::path(path).parent_path();
+  std::error_code ec;
+  if (!parent.empty()) std::filesystem::create_directories(parent, ec);
   out_.open(path, std::ios::out | std::ios::trunc);
   VACC_CHECK(out_.good(), "cannot write the metrics file ", path);
 }
