@@ -15,10 +15,12 @@ $vacc init --preset tiny --seed 0 out/tiny
 
 echo "== vacc train: fine-tune on examples/data/instructions.jsonl"
 $vacc train --model out/tiny --data examples/data/instructions.jsonl \
-  --batch 8 --seq-len 96 --epochs 6 --lr 3e-3 --warmup-steps 10 --lr-schedule cosine \
+  --batch 8 --seq-len 96 --epochs 12 --lr 4e-3 --warmup-steps 10 --lr-schedule cosine \
   --eval-fraction 0.05 --eval-every 50 --save out/tiny-ft --metrics-out out/tiny-ft/metrics.jsonl "$@"
 
 echo "== vacc generate: ask the fine-tuned model"
-$vacc generate --model out/tiny-ft --alpaca --prompt "What is the capital of France?" \
-  --temperature 0 --max-new-tokens 24
+for prompt in "What is the capital of Portugal?" "What is the capital of Japan?"; do
+  echo "> $prompt"
+  $vacc generate --model out/tiny-ft --alpaca --prompt "$prompt" --temperature 0 --max-new-tokens 24
+done
 echo "(loss curve: out/tiny-ft/loss_curve.svg, metrics: out/tiny-ft/metrics.jsonl)"
