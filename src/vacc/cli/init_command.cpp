@@ -27,6 +27,7 @@
 #include "vacc/core/byte_size.h"
 #include "vacc/core/device_allocator.h"
 #include "vacc/core/error.h"
+#include "vacc/core/json_file.h"
 #include "vacc/core/logging.h"
 #include "vacc/model/model_presets.h"
 #include "vacc/runtime/hf_checkpoint.h"
@@ -55,14 +56,7 @@ std::string tokenizer_cache_dir(const std::string& family) {
 // The number of token ids of a tokenizer.json: largest id of model.vocab and added_tokens,
 // plus one.
 int64_t tokenizer_vocabulary(const std::string& path) {
-  std::ifstream in(path);
-  VACC_CHECK(in.good(), "cannot open ", path);
-  nlohmann::json j;
-  try {
-    in >> j;
-  } catch (const nlohmann::json::exception& e) {
-    fail(path, ": not valid JSON (", e.what(), ")");
-  }
+  nlohmann::json j = read_json_file(path);
   int64_t largest = -1;
   try {
     if (j.contains("model") && j["model"].contains("vocab") && j["model"]["vocab"].is_object())

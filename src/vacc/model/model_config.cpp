@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "vacc/core/error.h"
+#include "vacc/core/json_file.h"
 
 namespace vacc {
 namespace {
@@ -112,15 +113,7 @@ ModelConfig ModelConfig::from_json(const nlohmann::json& j, const std::string& s
 }
 
 ModelConfig ModelConfig::from_file(const std::string& path) {
-  std::ifstream in(path);
-  VACC_CHECK(in.good(), "cannot open model config ", path);
-  nlohmann::json j;
-  try {
-    in >> j;
-  } catch (const nlohmann::json::exception& e) {
-    fail(path, ": not valid JSON (", e.what(), ")");
-  }
-  return from_json(j, path);
+  return from_json(read_json_file(path), path);
 }
 
 nlohmann::json ModelConfig::to_json() const {

@@ -15,6 +15,7 @@
 #include <tuple>
 
 #include "vacc/core/error.h"
+#include "vacc/core/json_file.h"
 #include "vacc/core/progress_bar.h"
 #include "vacc/io/safetensors.h"
 #include "vacc/model/initialization.h"
@@ -143,14 +144,7 @@ struct Index {
 };
 
 Index read_index(const std::string& path) {
-  std::ifstream in(path);
-  VACC_CHECK(in.good(), "cannot open ", path);
-  nlohmann::json j;
-  try {
-    in >> j;
-  } catch (const nlohmann::json::exception& e) {
-    fail(path, ": not valid JSON (", e.what(), ")");
-  }
+  nlohmann::json j = read_json_file(path);
   VACC_CHECK(j.is_object() && j.contains("weight_map") && j["weight_map"].is_object(), path,
              ": expected {\"metadata\": {...}, \"weight_map\": {tensor: file}}");
   Index index;
