@@ -23,6 +23,16 @@ TEST(ModelConfig, ReadsQwen2) {
   EXPECT_EQ(c.total_parameters(), 494032768);
 }
 
+TEST(ModelConfig, TrainingFlopsChargeTheHeadForCountedTokensOnly) {
+  ModelConfig c = ModelConfig::from_json(qwen2_05b(), "c");
+  const double per_token = c.training_flops_per_token(1024);
+  // 6N + 12 L h s with N the matrix-product parameters (embedding counted once).
+  EXPECT_DOUBLE_EQ(per_token, 6.0 * double(c.matmul_parameters()) + 12.0 * 24 * 896 * 1024);
+  EXPECT_DOUBLE_EQ(c.training_flops(100, 100, 1024), 100 * per_token);
+  EXPECT_DOUBLE_EQ(c.training_flops(100, 40, 1024),
+                   100 * per_token - 60 * 6.0 * double(c.vocab_size) * double(c.hidden_size));
+}
+
 TEST(ModelConfig, LlamaHasNoBiasUnlessAsked) {
   nlohmann::json j = qwen2_05b();
   j["architectures"] = {"LlamaForCausalLM"};

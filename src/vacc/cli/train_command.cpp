@@ -187,7 +187,7 @@ void run_train(const TrainArgs& a) {
                            (out_dir / "loss_curve.svg").string());
   };
 
-  double timed_tokens = 0, timed_seconds = 0;
+  double timed_tokens = 0, timed_seconds = 0, timed_flops = 0;
   for (int64_t s = 1; s <= steps; ++s) {
     StepMetrics m = trainer.step(source.batch(s, a.batch));
     log_info(format_step_line(m, steps));
@@ -196,6 +196,7 @@ void run_train(const TrainArgs& a) {
     if (s > 1 || steps == 1) {  // the first step includes one-time set-up
       timed_tokens += double(m.tokens);
       timed_seconds += m.step_time_s;
+      timed_flops += m.flops_per_sec * m.step_time_s;
     }
     if (profiler && s == 1 && steps > 1) profiler->reset();
     if (a.eval_every > 0 && s % a.eval_every == 0 && s < steps) run_eval(s);
@@ -206,7 +207,7 @@ void run_train(const TrainArgs& a) {
   const double tps = timed_tokens / timed_seconds;
   log_info(strprintf("Done: %.1f tokens/sec on average%s, MFU %.1f%%; peak memory %s", tps,
                      steps > 1 ? " (after the first step)" : "",
-                     100.0 * tps * config.training_flops_per_token(a.seq_len) / peak,
+                     100.0 * timed_flops / timed_seconds / peak,
                      format_bytes(backend->allocator().high_water_mark()).c_str()));
   log_info("Memory at peak: " + backend->allocator().usage_report());
   if (!out_dir.empty()) {

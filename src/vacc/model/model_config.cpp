@@ -54,6 +54,11 @@ double ModelConfig::training_flops_per_token(int64_t seq_len) const {
          12.0 * double(num_layers) * double(hidden_size) * double(seq_len);
 }
 
+double ModelConfig::training_flops(int64_t tokens, int64_t counted_tokens, int64_t seq_len) const {
+  const double head = 6.0 * double(vocab_size) * double(hidden_size);
+  return double(tokens) * (training_flops_per_token(seq_len) - head) + double(counted_tokens) * head;
+}
+
 void ModelConfig::validate(const std::string& source) const {
   auto positive = [&](int64_t v, const char* name) {
     VACC_CHECK(v > 0, source, ": \"", name, "\" must be positive (got ", v, ")");

@@ -36,6 +36,10 @@ struct ModelConfig {
   // projection): the N of the 6N + 12*L*h*s training FLOPs per token.
   int64_t matmul_parameters() const;
   double training_flops_per_token(int64_t seq_len) const;
+  // The model FLOPs of a training step over `tokens` positions of which `counted_tokens` carry
+  // a label: the output projection runs only on counted rows (rows labelled -100 are skipped),
+  // so it is charged for those alone.
+  double training_flops(int64_t tokens, int64_t counted_tokens, int64_t seq_len) const;
 
   // Throws vacc::Error naming the field when the configuration is inconsistent.
   void validate(const std::string& source) const;

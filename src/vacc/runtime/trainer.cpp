@@ -74,7 +74,8 @@ StepMetrics Trainer::step(const TokenBatch& batch) {
   m.loss = counted > 0 ? double(loss_sum) / double(counted) : 0.0;
   m.tokens = batch.batch * batch.seq;
   m.tokens_per_sec = double(m.tokens) / m.step_time_s;
-  m.flops_per_sec = m.tokens_per_sec * model_->config().training_flops_per_token(batch.seq);
+  m.flops_per_sec =
+      model_->config().training_flops(m.tokens, counted, batch.seq) / m.step_time_s;
   m.mfu = peak_flops_ > 0 ? m.flops_per_sec / peak_flops_ : 0.0;
   return m;
 }

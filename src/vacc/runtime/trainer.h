@@ -31,6 +31,8 @@ struct TrainerOptions {
 };
 
 
+// tokens counts every position of the batch (padding included); flops_per_sec and mfu count
+// the model FLOPs the step needs (see ModelConfig::training_flops).
 struct StepMetrics {
   int64_t step = 0;
   double loss = 0, grad_norm = 0, lr = 0;
