@@ -15,7 +15,7 @@ $vacc init --preset tiny --seed 0 out/tiny
 
 echo "== vacc train: fine-tune on examples/data/instructions.jsonl"
 $vacc train --model out/tiny --data examples/data/instructions.jsonl \
-  --batch 8 --seq-len 96 --epochs 12 --lr 4e-3 --warmup-steps 10 --lr-schedule cosine \
+  --batch 8 --seq-len 96 --epochs 15 --lr 4e-3 --warmup-steps 10 --lr-schedule cosine \
   --eval-fraction 0.05 --eval-every 50 --save out/tiny-ft --metrics-out out/tiny-ft/metrics.jsonl "$@"
 
 echo "== vacc generate: ask the fine-tuned model"
