@@ -24,14 +24,12 @@
 //   loss: relative error <= 1e-3 (a mean of per-token log-softmax values, each off by at most
 //     about twice its logits' error; the errors largely average out over the tokens).
 //   gradients: relative L2 error ||got - want|| / ||want|| <= 2e-2 per tensor (gradients
-//     pass through the bf16 products of the forward and of the backward), except the q/k
-//     projections (weights and biases) <= 0.15: their gradient passes through the softmax
-//     backward dS = P * (dP - D), D_i = rowsum(dO_i * O_i), computed (as FlashAttention does)
-//     from the bf16 copy of the attention output O. Where the value vectors of the keys a
-//     query attends to are alike (here: the large random v biases), dP - D is a small
-//     difference of large terms, and O's bf16 rounding (2^-9 relative) is amplified in it:
-//     measured 8-11% on layer 2 of the Qwen2 case, where float64 emulation shows that D from
-//     an f32 O would give 0.3%. Every other gradient is within 1e-2.
+//     pass through the bf16 products of the forward and of the backward), the q/k
+//     projections included: the attention output O is kept in f32 for the softmax backward
+//     dS = P * (dP - D), D_i = rowsum(dO_i * O_i). (With a bf16 O, as FlashAttention keeps
+//     it, dP - D is a small difference of large terms where the attended values are alike,
+//     and O's rounding was amplified to 8-11% on layer 2 of the Qwen2 case; with the f32 O
+//     it measures 1.0%.)
 //   gradient norms before clipping: relative error <= 0.1 (the q/k gradients above are a
 //     large part of the norm).
 //   the 10 losses: relative error <= 2e-3 (the trajectory drifts as errors accumulate over
@@ -81,7 +79,7 @@ struct Bounds {
 
 // See the comment at the top of the file.
 constexpr Bounds kF32Bounds{1e-5, 1e-5, 1e-5, 1e-4, 0.0, 0.0, 1e-4, 1e-5};
-constexpr Bounds kBf16Bounds{1e-3, 0.0, 2e-2, 0.0, 2e-2, 0.15, 0.1, 2e-3};
+constexpr Bounds kBf16Bounds{1e-3, 0.0, 2e-2, 0.0, 2e-2, 2e-2, 0.1, 2e-3};
 
 bool is_query_or_key_projection(const std::string& name) {
   return name.find("self_attn.q_proj.") != std::string::npos ||

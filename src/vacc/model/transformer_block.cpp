@@ -22,7 +22,9 @@ BlockActivations BlockActivations::allocate(Backend& be, const BlockGeometry& g)
   act.norm1 = be.empty({N, C}, g.compute, kAct, "norm1");
   act.rstd1 = be.empty({N}, DType::F32, kAct, "rstd1");
   act.qkv = be.empty({N, a.qkv_width()}, DType::F32, kAct, "qkv");
-  act.attn = be.empty({N, a.q_heads * a.head_dim}, g.compute, kAct, "attention output");
+  // f32 even in bf16 mode: attention backward's rowsum(dO * O) must see the O it computed
+  // (with a bf16 O it amplifies rounding where values are alike).
+  act.attn = be.empty({N, a.q_heads * a.head_dim}, DType::F32, kAct, "attention output");
   act.lse = be.empty({a.batch, a.q_heads, a.seq}, DType::F32, kAct, "attention lse");
   act.h = be.empty({N, C}, DType::F32, kAct, "residual h");
   act.norm2 = be.empty({N, C}, g.compute, kAct, "norm2");
@@ -43,7 +45,9 @@ BlockWorkspace BlockWorkspace::allocate(Backend& be, const BlockGeometry& g) {
   if (mixed) ws.dy_c = be.empty({N, C}, g.compute, kBuf, "dy (compute dtype)");
   ws.dact = be.empty({N, F}, DType::F32, kBuf, "dact");
   ws.dgate_up = be.empty({N, 2 * F}, g.compute, kBuf, "dgate_up");
-  ws.dattn = be.empty({N, a.q_heads * a.head_dim}, g.compute, kBuf, "dattn");
+  ws.dattn = be.empty({N, a.q_heads * a.head_dim}, DType::F32, kBuf, "dattn");
+  if (mixed)
+    ws.attn_c = be.empty({N, a.q_heads * a.head_dim}, g.compute, kBuf, "attention output (bf16)");
   ws.dqkv = be.empty({N, a.qkv_width()}, DType::F32, kBuf, "dqkv");
   if (mixed) ws.dqkv_c = be.empty({N, a.qkv_width()}, g.compute, kBuf, "dqkv (compute dtype)");
   return ws;
@@ -59,7 +63,7 @@ void block_forward(Backend& be, const BlockGeometry& g, const BlockWeights& w, c
             w.qkv_bias.defined() ? &w.qkv_bias : nullptr);
   be.rope(act.qkv, positions, rope.cos, rope.sin, a.q_heads + a.kv_heads, a.head_dim, false);
   be.attention_forward(act.qkv, a, act.attn, act.lse);
-  be.matmul(act.attn, false, w.o_proj, true, ws.partial);
+  be.matmul(as_compute(be, act.attn, ws.attn_c), false, w.o_proj, true, ws.partial);
   if (hooks && hooks->reduce_forward) hooks->reduce_forward(ws.partial);
   be.add(x, ws.partial, act.h);
   // MLP: out = h + down(silu(gate(norm2(h))) * up(norm2(h)))
@@ -89,7 +93,7 @@ void block_backward(Backend& be, const BlockGeometry& g, const BlockWeights& w, 
 
   // Attention backward.
   const Tensor& dh = as_compute(be, ws.dh, ws.dy_c);
-  be.matmul(dh, true, act.attn, false, grads.o_proj, 1.0f, 1.0f);     // (C, Hq D)
+  be.matmul(dh, true, as_compute(be, act.attn, ws.attn_c), false, grads.o_proj, 1.0f, 1.0f);
   be.matmul(dh, false, w.o_proj, false, ws.dattn);                    // (N, Hq D)
   be.attention_backward(ws.dattn, act.qkv, act.attn, act.lse, a, ws.dqkv);
   be.rope(ws.dqkv, positions, rope.cos, rope.sin, a.q_heads + a.kv_heads, a.head_dim, true);

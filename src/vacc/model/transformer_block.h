@@ -33,7 +33,7 @@ struct BlockActivations {
   Tensor norm1;        // (N, C) compute dtype: input of the qkv product
   Tensor rstd1;        // (N)
   Tensor qkv;          // (N, W) f32, after RoPE
-  Tensor attn;         // (N, Hq*D) compute dtype: input of o_proj
+  Tensor attn;         // (N, Hq*D) f32: attention output, input of o_proj
   Tensor lse;          // (B, Hq, T)
   Tensor h;            // (N, C) f32: residual after attention
   Tensor norm2;        // (N, C) compute dtype
@@ -52,7 +52,8 @@ struct BlockWorkspace {
   Tensor dy_c;       // (N, C) compute (only for bf16)
   Tensor dact;       // (N, F) f32
   Tensor dgate_up;   // (N, 2F) compute
-  Tensor dattn;      // (N, Hq*D) compute
+  Tensor dattn;      // (N, Hq*D) f32
+  Tensor attn_c;     // (N, Hq*D) compute (only for bf16): o_proj's operand
   Tensor dqkv;       // (N, W) f32
   Tensor dqkv_c;     // (N, W) compute (only for bf16)
 
