@@ -13,6 +13,8 @@ int main(int argc, char** argv) {
   vacc::cli::add_tokenize_command(app);
   vacc::cli::add_eval_command(app);
   vacc::cli::add_generate_command(app);
+  vacc::cli::add_switch_command(app);
+  vacc::cli::add_status_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

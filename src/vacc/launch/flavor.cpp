@@ -1,0 +1,1 @@
+#include "vacc/launch/flavor.h"

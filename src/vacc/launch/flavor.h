@@ -1,0 +1,2 @@
+// Flavors: named virtual accelerators (being written).
+#pragma once
