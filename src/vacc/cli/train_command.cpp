@@ -16,6 +16,7 @@
 #include "vacc/io/synthetic_data.h"
 #include "vacc/io/tokenizer.h"
 #include "vacc/kernels/profiling_backend.h"
+#include "vacc/launch/accelerator_state.h"
 #include "vacc/runtime/device_peak.h"
 #include "vacc/runtime/hf_checkpoint.h"
 #include "vacc/runtime/loss_curve_svg.h"
@@ -29,7 +30,7 @@ namespace fs = std::filesystem;
 
 struct TrainArgs {
   std::string model, model_config, data, tokenizer, save, metrics_out, dtype = "f32";
-  std::string memory_budget, lr_schedule = "constant", max_shard_size = "5GB", save_dtype;
+  std::string memory_budget, lr_schedule = "constant", max_shard_size = "5GB", save_dtype, flavor;
   bool synthetic = false, profile = false, mask_prompt = false, pack = false;
   bool skip_bad_lines = false;
   int64_t batch = 8, seq_len = 128, steps = 0, epochs = 0, micro_batches = 1, warmup_steps = 0;
@@ -86,9 +87,15 @@ void run_train(const TrainArgs& a) {
   VACC_CHECK(!(a.steps > 0 && a.epochs > 0), "give --steps or --epochs, not both");
   const ModelConfig config =
       a.model.empty() ? ModelConfig::from_file(a.model_config) : load_hf_config(a.model);
-  const size_t budget = a.memory_budget.empty()
-                            ? DeviceAllocator::kUnlimited
-                            : parse_byte_size(a.memory_budget, "--memory-budget");
+  // The accelerator: --flavor, else the one `vacc switch` remembered (default cpu-1).
+  const Flavor flavor = a.flavor.empty() ? current_flavor() : resolve_flavor(a.flavor);
+  VACC_CHECK(flavor.is_cpu() && flavor.total_devices() == 1, "vacc train: the accelerator ",
+             flavor.name, " has ", flavor.total_devices(),
+             " devices; this version trains on one CPU device only (run `vacc switch cpu-1` or "
+             "pass --flavor cpu-1)");
+  const size_t budget = !a.memory_budget.empty()
+                            ? parse_byte_size(a.memory_budget, "--memory-budget")
+                            : flavor.memory_budget_bytes_per_device();
   const size_t max_shard = parse_byte_size(a.max_shard_size, "--max-shard-size");
   const DType dtype = parse_dtype(a.dtype);
   const DType save_dtype = a.save_dtype.empty() ? DType::F32 : parse_dtype(a.save_dtype);
@@ -144,12 +151,12 @@ void run_train(const TrainArgs& a) {
                      (long long)config.hidden_size, (long long)config.num_heads,
                      (long long)config.num_kv_heads, (long long)config.vocab_size,
                      double(config.total_parameters()) / 1e6));
-  log_info("Accelerator: 1 device, " + backend->name() + ", memory budget " +
+  log_info("Accelerator: " + flavor.name + ", 1 device, " + backend->name() + ", memory budget " +
            (budget == DeviceAllocator::kUnlimited ? std::string("unlimited") : format_bytes(budget)));
-  const double peak = measure_matmul_peak(*backend, dtype);
+  // Measured on a backend of its own, so the probe's buffers do not count against the budget.
+  const double peak = measure_matmul_peak(*make_cpu_backend(DeviceAllocator::kUnlimited, a.threads), dtype);
   log_info(strprintf("Measured peak (%s matrix products): %.1f GFLOP/s", dtype_name(dtype).c_str(),
                      peak / 1e9));
-  backend->allocator().reset_high_water_mark();
 
   // --profile times every op (synchronising around each); the steps get a little slower.
   std::unique_ptr<ProfilingBackend> profiler;
@@ -275,8 +282,10 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--seed", args->seed, "Seed of the initialisation, data order and synthetic data")
       ->capture_default_str();
   cmd->add_option("--threads", args->threads, "CPU threads (0: all cores)")->capture_default_str();
+  cmd->add_option("--flavor", args->flavor,
+                  "Accelerator for this job (default: the one `vacc switch` chose)");
   cmd->add_option("--memory-budget", args->memory_budget,
-                  "Device memory budget, e.g. 8g (default: unlimited)");
+                  "Device memory budget, e.g. 8g (default: the flavor's per-device memory)");
   cmd->add_flag("--profile", args->profile, "Time every kernel and print where the time goes");
   cmd->add_option("--metrics-out", args->metrics_out, "Write one JSON object per step here");
   cmd->callback([args] { run_train(*args); });
