@@ -118,36 +118,18 @@ TEST(AttentionDecode, RejectsWhatDoesNotFit) {
 // ---------------------------------------------------------------- the model
 
 ModelConfig gqa_config(double init_range) {
-  ModelConfig c;
-  c.vocab_size = 97;
-  c.hidden_size = 48;
-  c.intermediate_size = 80;
-  c.num_layers = 2;
-  c.num_heads = 6;
-  c.num_kv_heads = 2;
-  c.head_dim = 8;
-  c.tie_word_embeddings = true;
-  c.attention_bias = true;
+  ModelConfig c = test_model_config({.vocab = 97, .hidden = 48, .ffn = 80, .layers = 2, .heads = 6,
+                                   .kv_heads = 2, .head_dim = 8, .tied = true, .bias = true});
   c.initializer_range = init_range;
   c.max_position_embeddings = 64;
-  c.validate("test config");
   return c;
 }
 
 ModelConfig mha_config(double init_range) {
-  ModelConfig c;
-  c.vocab_size = 89;
-  c.hidden_size = 40;
-  c.intermediate_size = 72;
-  c.num_layers = 3;
-  c.num_heads = 5;
-  c.num_kv_heads = 5;
-  c.head_dim = 10;
-  c.tie_word_embeddings = false;
-  c.attention_bias = false;
+  ModelConfig c = test_model_config({.vocab = 89, .hidden = 40, .ffn = 72, .layers = 3, .heads = 5,
+                                   .kv_heads = 5, .head_dim = 10, .tied = false, .bias = false});
   c.initializer_range = init_range;
   c.max_position_embeddings = 64;
-  c.validate("test config");
   return c;
 }
 

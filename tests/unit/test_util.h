@@ -11,6 +11,7 @@
 
 #include "vacc/core/error.h"
 #include "vacc/kernels/backend.h"
+#include "vacc/model/model_config.h"
 
 namespace vacc::test {
 
@@ -49,6 +50,26 @@ inline std::vector<float> to_host(Backend& be, const Tensor& t) {
   std::vector<float> out(size_t(f.numel()));
   be.download(f, out.data());
   return out;
+}
+
+// A small, valid model configuration for tests.
+struct TestModelShape {
+  int64_t vocab, hidden, ffn, layers, heads, kv_heads, head_dim;
+  bool tied, bias;
+};
+inline ModelConfig test_model_config(const TestModelShape& s) {
+  ModelConfig c;
+  c.vocab_size = s.vocab;
+  c.hidden_size = s.hidden;
+  c.intermediate_size = s.ffn;
+  c.num_layers = s.layers;
+  c.num_heads = s.heads;
+  c.num_kv_heads = s.kv_heads;
+  c.head_dim = s.head_dim;
+  c.tie_word_embeddings = s.tied;
+  c.attention_bias = s.bias;
+  c.validate("test config");
+  return c;
 }
 
 // Rounds values through bf16, as a bf16 tensor would hold them.

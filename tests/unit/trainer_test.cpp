@@ -9,19 +9,8 @@ namespace vacc::test {
 namespace {
 
 ModelConfig small_config() {
-  ModelConfig c;
-  c.vocab_size = 97;
-  c.hidden_size = 48;
-  c.intermediate_size = 80;
-  c.num_layers = 2;
-  c.num_heads = 6;
-  c.num_kv_heads = 2;
-  c.head_dim = 8;
-  c.rope_theta = 10000.0;
-  c.tie_word_embeddings = true;
-  c.attention_bias = true;
-  c.validate("test config");
-  return c;
+  return test_model_config({.vocab = 97, .hidden = 48, .ffn = 80, .layers = 2, .heads = 6,
+                            .kv_heads = 2, .head_dim = 8, .tied = true, .bias = true});
 }
 
 // Losses of `steps` steps; with same_batch, every step trains on the first batch.
