@@ -65,30 +65,18 @@ BlockGeometry Transformer::geometry(int64_t batch, int64_t seq) const {
   return g;
 }
 
-BlockWeights Transformer::layer_weights(int64_t local) const {
+BlockWeights Transformer::layer_views(int64_t local, const Tensor& matrices,
+                                      const Tensor& vectors) const {
   const LayerEntries& e = table_.layer(local);
   BlockWeights w;
-  w.input_norm = master_view(e.input_norm);
-  w.qkv_weight = compute_view(e.qkv_weight);
-  if (e.has_qkv_bias) w.qkv_bias = master_view(e.qkv_bias);
-  w.o_proj = compute_view(e.o_proj);
-  w.post_norm = master_view(e.post_norm);
-  w.gate_up = compute_view(e.gate_up);
-  w.down_proj = compute_view(e.down_proj);
+  w.input_norm = table_.view(vectors, e.input_norm);
+  w.qkv_weight = table_.view(matrices, e.qkv_weight);
+  if (e.has_qkv_bias) w.qkv_bias = table_.view(vectors, e.qkv_bias);
+  w.o_proj = table_.view(matrices, e.o_proj);
+  w.post_norm = table_.view(vectors, e.post_norm);
+  w.gate_up = table_.view(matrices, e.gate_up);
+  w.down_proj = table_.view(matrices, e.down_proj);
   return w;
-}
-
-BlockGrads Transformer::layer_grads(int64_t local) const {
-  const LayerEntries& e = table_.layer(local);
-  BlockGrads g;
-  g.input_norm = grad_view(e.input_norm);
-  g.qkv_weight = grad_view(e.qkv_weight);
-  if (e.has_qkv_bias) g.qkv_bias = grad_view(e.qkv_bias);
-  g.o_proj = grad_view(e.o_proj);
-  g.post_norm = grad_view(e.post_norm);
-  g.gate_up = grad_view(e.gate_up);
-  g.down_proj = grad_view(e.down_proj);
-  return g;
 }
 
 BlockWorkspace& Transformer::workspace(int64_t batch, int64_t seq) {

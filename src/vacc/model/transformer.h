@@ -83,8 +83,14 @@ class Transformer {
 
  private:
   BlockGeometry geometry(int64_t batch, int64_t seq) const;
-  BlockWeights layer_weights(int64_t local) const;
-  BlockGrads layer_grads(int64_t local) const;
+  // One layer's tensors: matrices from `matrices`, norms and biases from `vectors` (flat
+  // buffers laid out by the table).
+  BlockWeights layer_views(int64_t local, const Tensor& matrices, const Tensor& vectors) const;
+  // Matrices from the compute copy, norms and biases from the f32 master weights.
+  BlockWeights layer_weights(int64_t local) const {
+    return layer_views(local, compute_params_, params_);
+  }
+  BlockGrads layer_grads(int64_t local) const { return layer_views(local, grads_, grads_); }
   Tensor compute_view(size_t entry) const;  // matrices from the compute copy
   Tensor master_view(size_t entry) const { return table_.view(params_, entry); }
   Tensor grad_view(size_t entry) const { return table_.view(grads_, entry); }
