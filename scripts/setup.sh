@@ -13,7 +13,7 @@ if [[ "${1:-}" == "--tests" ]]; then
   # PyTorch (reference values, benchmarks) with OpenBLAS: without it PyTorch falls back to the
   # reference BLAS and is ~30x slower, which would make the benchmark comparison meaningless.
   packages+=(googletest libgtest-dev libgmock-dev libbenchmark-dev python3-torch python3-numpy
-             libopenblas0-pthread)
+             libopenblas0-pthread slurmctld slurmd slurm-client munge)
 fi
 
 missing=()
