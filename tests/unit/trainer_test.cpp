@@ -2,11 +2,14 @@
 #include <cmath>
 
 #include "test_util.h"
+#include "vacc/comm/single_rank_communicator.h"
 #include "vacc/io/synthetic_data.h"
 #include "vacc/runtime/trainer.h"
 
 namespace vacc::test {
 namespace {
+
+SingleRankCommunicator one_rank;
 
 ModelConfig small_config() {
   return test_model_config({.vocab = 97, .hidden = 48, .ffn = 80, .layers = 2, .heads = 6,
@@ -17,7 +20,7 @@ ModelConfig small_config() {
 std::vector<double> run(const ModelConfig& c, TrainerOptions opt, int steps,
                         bool same_batch = false) {
   auto be = make_cpu_backend();
-  Trainer trainer(*be, c, opt, 0.0);
+  Trainer trainer(*be, one_rank, c, opt, 0.0);
   SyntheticData data(c.vocab_size, opt.seq_len, opt.seed);
   std::vector<double> losses;
   for (int s = 1; s <= steps; ++s)
@@ -53,7 +56,7 @@ TEST(Trainer, MicroBatchesGiveTheSameLosses) {
   auto whole = run(small_config(), options(), 5);
   for (int64_t m : {2, 4}) {
     TrainerOptions opt = options();
-    opt.micro_batches = m;
+    opt.parallel.micro_batches = m;
     expect_close(run(small_config(), opt, 5), whole, 1e-5, 0.0,
                  "losses with " + std::to_string(m) + " micro-batches");
   }
@@ -70,8 +73,8 @@ TEST(Trainer, LossFallsWhenFittingOneBatch) {
 TEST(Trainer, EvaluateMatchesTheTrainingLossAndChangesNothing) {
   auto be = make_cpu_backend();
   TrainerOptions opt = options();
-  opt.micro_batches = 2;
-  Trainer a(*be, small_config(), opt, 0.0), b(*be, small_config(), opt, 0.0);
+  opt.parallel.micro_batches = 2;
+  Trainer a(*be, one_rank, small_config(), opt, 0.0), b(*be, one_rank, small_config(), opt, 0.0);
   SyntheticData data(97, opt.seq_len, 3);
   TokenBatch batch = data.batch(1, opt.batch);
   EvalResult before = a.evaluate(batch);
@@ -89,15 +92,15 @@ TEST(Trainer, EvaluateMatchesTheTrainingLossAndChangesNothing) {
 
 TEST(Trainer, RejectsABatchThatDoesNotDivide) {
   TrainerOptions opt = options();
-  opt.micro_batches = 3;
+  opt.parallel.micro_batches = 3;
   auto be = make_cpu_backend();
-  EXPECT_THROW(Trainer(*be, small_config(), opt, 0.0), Error);
+  EXPECT_THROW(Trainer(*be, one_rank, small_config(), opt, 0.0), Error);
 }
 
 TEST(Trainer, RejectsTokensOutsideTheVocabulary) {
   auto be = make_cpu_backend();
   TrainerOptions opt = options();
-  Trainer trainer(*be, small_config(), opt, 0.0);
+  Trainer trainer(*be, one_rank, small_config(), opt, 0.0);
   TokenBatch b = SyntheticData(97, opt.seq_len, 1).batch(1, opt.batch);
   b.ids[5] = 97;
   try {
@@ -111,7 +114,7 @@ TEST(Trainer, RejectsTokensOutsideTheVocabulary) {
 TEST(Trainer, MemoryBudgetOverrunNamesTheCategory) {
   auto be = make_cpu_backend(256 * 1024);
   try {
-    Trainer trainer(*be, small_config(), options(), 0.0);
+    Trainer trainer(*be, one_rank, small_config(), options(), 0.0);
     FAIL() << "expected an out-of-memory error";
   } catch (const Error& e) {
     std::string msg = e.what();

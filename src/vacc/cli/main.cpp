@@ -9,6 +9,7 @@ int main(int argc, char** argv) {
   CLI::App app{"vacc: many devices, one accelerator, for training language models"};
   app.require_subcommand(1);
   vacc::cli::add_train_command(app);
+  vacc::cli::set_train_command_line(argc, argv);
   vacc::cli::add_init_command(app);
   vacc::cli::add_tokenize_command(app);
   vacc::cli::add_eval_command(app);

@@ -1,14 +1,21 @@
-// `vacc train`: train or fine-tune a model on one device: a Hugging Face folder (--model) or
-// a randomly initialised config (--model-config), on a JSONL dataset (--data) or synthetic
-// tokens (--synthetic). Logs every step in the seed's form, evaluates, saves in Hugging Face
-// format, and draws the loss curve.
+// `vacc train`: train or fine-tune a model on the current accelerator: a Hugging Face folder
+// (--model) or a randomly initialised config (--model-config), on a JSONL dataset (--data)
+// or synthetic tokens (--synthetic). On a flavor of several devices the command starts one
+// rank per device through the flavor's launcher (mpirun / srun), each running this same
+// command; a one-device flavor runs in-process. Logs every step in the seed's form,
+// evaluates, saves in Hugging Face format, and draws the loss curve.
 #include <cstdio>
 #include <filesystem>
 #include <memory>
 #include <optional>
 #include <sstream>
+#include <thread>
+
+#include <unistd.h>
 
 #include "vacc/cli/commands.h"
+#include "vacc/comm/communicator.h"
+#include "vacc/comm/mpi_process.h"
 #include "vacc/core/byte_size.h"
 #include "vacc/core/error.h"
 #include "vacc/core/logging.h"
@@ -17,6 +24,7 @@
 #include "vacc/io/tokenizer.h"
 #include "vacc/kernels/profiling_backend.h"
 #include "vacc/launch/accelerator_state.h"
+#include "vacc/launch/launcher.h"
 #include "vacc/runtime/device_peak.h"
 #include "vacc/runtime/hf_checkpoint.h"
 #include "vacc/runtime/loss_curve_svg.h"
@@ -31,6 +39,8 @@ namespace fs = std::filesystem;
 struct TrainArgs {
   std::string model, model_config, data, tokenizer, save, metrics_out, dtype = "f32";
   std::string memory_budget, lr_schedule = "constant", max_shard_size = "5GB", save_dtype, flavor;
+  std::string parallel;
+  double comm_timeout_s = 30.0;
   bool synthetic = false, profile = false, mask_prompt = false, pack = false;
   bool skip_bad_lines = false;
   int64_t batch = 8, seq_len = 128, steps = 0, epochs = 0, micro_batches = 1, warmup_steps = 0;
@@ -77,28 +87,104 @@ EvalResult evaluate(Trainer& trainer, const SftDataset& data, int64_t chunk) {
   return total;
 }
 
-void run_train(const TrainArgs& a) {
-  VACC_CHECK(a.model.empty() != a.model_config.empty(),
-             "vacc train: give exactly one of --model DIR (a Hugging Face folder) and "
-             "--model-config CONFIG.json (random initialisation)");
-  VACC_CHECK(a.synthetic != !a.data.empty(),
-             "vacc train: give exactly one of --data FILE.jsonl and --synthetic");
-  VACC_CHECK(a.steps >= 0 && a.epochs >= 0, "--steps and --epochs must not be negative");
-  VACC_CHECK(!(a.steps > 0 && a.epochs > 0), "give --steps or --epochs, not both");
-  const ModelConfig config =
-      a.model.empty() ? ModelConfig::from_file(a.model_config) : load_hf_config(a.model);
-  // The accelerator: --flavor, else the one `vacc switch` remembered (default cpu-1).
-  const Flavor flavor = a.flavor.empty() ? current_flavor() : resolve_flavor(a.flavor);
-  VACC_CHECK(flavor.is_cpu() && flavor.total_devices() == 1, "vacc train: the accelerator ",
-             flavor.name, " has ", flavor.total_devices(),
-             " devices; this version trains on one CPU device only (run `vacc switch cpu-1` or "
-             "pass --flavor cpu-1)");
+// The command line of this process (main() passes it on), for the ranks to run again.
+std::vector<std::string> command_line;
+
+// Starts one rank per device through the flavor's launcher; each runs this same command
+// with the flavor pinned. Returns when the job has ended.
+void launch_ranks(const Flavor& flavor, const TrainArgs& a) {
+  const std::string spec = flavor.source_file.empty() ? flavor.name : flavor.source_file;
+  std::vector<std::string> rank_argv = pin_flavor(command_line, spec);
+  rank_argv[0] = fs::canonical("/proc/self/exe").string();
+  const int cores = int(std::max(1u, std::thread::hardware_concurrency()));
+  const LaunchCommand launch = make_launch_command(flavor, rank_argv, cores);
+  log_info("Requesting resources for the accelerator " + flavor.name + " (" + flavor.describe() +
+           ")");
+  log_info("Initializing the worker processes: " + launch.description);
+  setenv("VACC_JOB_PID", std::to_string(getpid()).c_str(), 1);
+  const int code = run_launch_command(launch);
+  if (code != 0) std::exit(code);  // the launcher has printed why
+}
+
+// Every rank's host and PID, gathered for the log and the status file.
+std::vector<std::pair<std::string, long>> gather_hosts(Communicator& comm) {
+  std::vector<std::pair<std::string, long>> hosts;
+  for (int r = 0; r < comm.size(); ++r) {
+    char record[256] = {};
+    if (comm.rank() == r)
+      std::snprintf(record, sizeof record, "%ld %s", long(getpid()), comm.host().c_str());
+    comm.broadcast_host(record, sizeof record, r);
+    char host[240] = {};
+    long pid = 0;
+    std::sscanf(record, "%ld %239s", &pid, host);
+    hosts.emplace_back(host, pid);
+  }
+  return hosts;
+}
+
+// Publishes the job for `vacc status` (rank 0 only; the launcher's PID names the job).
+struct StatusPublisher {
+  JobStatus status;
+  bool enabled = false;
+
+  void start(const Flavor& flavor, int64_t steps, const std::vector<std::pair<std::string, long>>& hosts,
+             size_t budget) {
+    const char* job_pid = std::getenv("VACC_JOB_PID");
+    status.pid = job_pid ? std::atol(job_pid) : long(getpid());
+    std::string cmd;
+    for (const std::string& part : command_line) cmd += (cmd.empty() ? "" : " ") + part;
+    status.command = cmd;
+    char when[64];
+    std::time_t now = std::time(nullptr);
+    std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", std::localtime(&now));
+    status.started = when;
+    status.flavor = flavor.name;
+    status.total_steps = steps;
+    for (size_t r = 0; r < hosts.size(); ++r)
+      status.devices.push_back({int(r), hosts[r].first, 0,
+                                budget == DeviceAllocator::kUnlimited ? 0 : uint64_t(budget)});
+    enabled = true;
+    publish();
+  }
+  void update(const StepMetrics& m) {
+    if (!enabled) return;
+    status.step = m.step;
+    for (size_t r = 0; r < status.devices.size() && r < m.memory_in_use_bytes.size(); ++r)
+      status.devices[r].memory_used = uint64_t(m.memory_in_use_bytes[r]);
+    publish();
+  }
+  void publish() {
+    try {
+      write_job_status(status);
+    } catch (const Error& e) {
+      log_warn(std::string("cannot publish the job status: ") + e.what());
+      enabled = false;
+    }
+  }
+  ~StatusPublisher() {
+    if (!enabled) return;
+    try {  // only our own entry: another job may have replaced it
+      auto current = read_job_status();
+      if (current && current->pid == status.pid) clear_job_status();
+    } catch (...) {
+    }
+  }
+};
+
+void train_on_rank(const TrainArgs& a, const Flavor& flavor, const ModelConfig& config,
+                   Communicator& comm) {
+  const bool rank0 = comm.rank() == 0;
   const size_t budget = !a.memory_budget.empty()
                             ? parse_byte_size(a.memory_budget, "--memory-budget")
                             : flavor.memory_budget_bytes_per_device();
   const size_t max_shard = parse_byte_size(a.max_shard_size, "--max-shard-size");
   const DType dtype = parse_dtype(a.dtype);
   const DType save_dtype = a.save_dtype.empty() ? DType::F32 : parse_dtype(a.save_dtype);
+  ParallelConfig parallel;
+  parallel.dp = comm.size();
+  parallel.micro_batches = a.micro_batches;
+  parallel = ParallelConfig::parse(a.parallel, parallel);
+  parallel.validate(comm.size(), a.batch);
 
   // The data, before anything expensive, so a bad dataset fails fast.
   DataSource source;
@@ -128,20 +214,25 @@ void run_train(const TrainArgs& a) {
                         : a.synthetic ? 10
                                       : std::max<int64_t>(1, a.epochs) * source.steps_per_epoch;
 
-  auto backend = make_cpu_backend(budget, a.threads);
+  const int cores = int(std::max(1u, std::thread::hardware_concurrency()));
+  const int threads = a.threads > 0 ? a.threads
+                      : comm.size() > 1 ? default_threads_per_rank(cores)
+                                        : 0;
+  auto backend = make_cpu_backend(budget, threads);
   TrainerOptions opt;
   opt.batch = a.batch;
   opt.seq_len = a.seq_len;
-  opt.micro_batches = a.micro_batches;
+  opt.parallel = parallel;
   opt.dtype = dtype;
   opt.lr = LrSchedule{LrSchedule::parse_kind(a.lr_schedule), a.lr, a.min_lr, a.warmup_steps, steps};
   opt.adam = AdamWConfig{float(a.beta1), float(a.beta2), float(a.eps), float(a.weight_decay)};
   opt.max_grad_norm = a.max_grad_norm;
   opt.seed = a.seed;
   if (!a.model.empty()) {
-    opt.load_weights = [&](Transformer& m) {
-      log_info("Loading checkpoint shards from " + a.model);
-      load_hf_checkpoint(a.model, m.backend(), m.config(), m.table(), m.parameters(), true);
+    opt.load_weights = [&](Backend& be, const ParameterTable& table, FlatRange range, Tensor& dst) {
+      log_info("Loading checkpoint shards from " + a.model +
+               (comm.size() > 1 ? " (each rank reads only its shard)" : ""));
+      load_hf_checkpoint(a.model, be, config, table, dst, rank0, range);
     };
   }
 
@@ -151,12 +242,27 @@ void run_train(const TrainArgs& a) {
                      (long long)config.hidden_size, (long long)config.num_heads,
                      (long long)config.num_kv_heads, (long long)config.vocab_size,
                      double(config.total_parameters()) / 1e6));
-  log_info("Accelerator: " + flavor.name + ", 1 device, " + backend->name() + ", memory budget " +
-           (budget == DeviceAllocator::kUnlimited ? std::string("unlimited") : format_bytes(budget)));
+  const auto hosts = gather_hosts(comm);
+  for (int r = 0; r < comm.size(); ++r)
+    log_info(strprintf("[%d/%d] Connecting to rank %d on %s (pid %ld)", r + 1, comm.size(), r,
+                       hosts[size_t(r)].first.c_str(), hosts[size_t(r)].second));
+  if (comm.size() > 1) {
+    log_info("Establishing links between the ranks (" + comm.name() + ")...");
+    double probe = 1.0;
+    comm.all_reduce_host(&probe, 1);
+    VACC_CHECK(probe == double(comm.size()), "the link check summed to ", probe, " over ",
+               comm.size(), " ranks");
+  }
+  log_info("Accelerator " + flavor.name + " is ready to use: " + std::to_string(comm.size()) +
+           " device(s), " + backend->name() +
+           ", memory budget " +
+           (budget == DeviceAllocator::kUnlimited ? std::string("unlimited") : format_bytes(budget)) +
+           " per device");
+  log_info("Configuration for parallelism is selected: " + parallel.describe(a.batch));
   // Measured on a backend of its own, so the probe's buffers do not count against the budget.
-  const double peak = measure_matmul_peak(*make_cpu_backend(DeviceAllocator::kUnlimited, a.threads), dtype);
-  log_info(strprintf("Measured peak (%s matrix products): %.1f GFLOP/s", dtype_name(dtype).c_str(),
-                     peak / 1e9));
+  const double peak = measure_matmul_peak(*make_cpu_backend(DeviceAllocator::kUnlimited, threads), dtype);
+  log_info(strprintf("Measured peak per device (%s matrix products): %.1f GFLOP/s",
+                     dtype_name(dtype).c_str(), peak / 1e9));
 
   // --profile times every op (synchronising around each); the steps get a little slower.
   std::unique_ptr<ProfilingBackend> profiler;
@@ -165,16 +271,18 @@ void run_train(const TrainArgs& a) {
     profiler = std::make_unique<ProfilingBackend>(*backend);
     device = profiler.get();
   }
-  Trainer trainer(*device, config, opt, peak);
-  MetricsFile metrics(a.metrics_out);
+  Trainer trainer(*device, comm, config, opt, peak);
+  MetricsFile metrics(rank0 ? a.metrics_out : std::string());
   const fs::path out_dir = a.save.empty() ? fs::path() : fs::path(a.save);
-  if (!out_dir.empty()) fs::create_directories(out_dir);
-  log_info(strprintf("Training: %lld steps, batch %lld x %lld tokens, %lld micro-batch(es), %s, "
-                     "lr %g (%s)",
+  if (!out_dir.empty() && rank0) fs::create_directories(out_dir);
+  log_info(strprintf("Training: %lld steps, batch %lld x %lld tokens, %lld micro-batch(es) per "
+                     "rank, %s, lr %g (%s)",
                      (long long)steps, (long long)a.batch, (long long)a.seq_len,
-                     (long long)a.micro_batches,
+                     (long long)parallel.micro_batches,
                      dtype == DType::BF16 ? "bf16 mixed precision" : "f32", a.lr,
                      a.lr_schedule.c_str()));
+  StatusPublisher status;
+  if (rank0) status.start(flavor, steps, hosts, budget);
 
   LossCurve curve;
   auto run_eval = [&](int64_t step) {
@@ -187,18 +295,28 @@ void run_train(const TrainArgs& a) {
   };
   auto save = [&](const fs::path& dir) {
     log_info("Saving the model to " + dir.string());
-    save_hf_checkpoint(dir.string(), trainer.model().backend(), config, trainer.model().table(),
-                       trainer.model().parameters(), save_dtype, max_shard, tok_dir);
-    if (!out_dir.empty())
+    HfSaveOptions so;
+    so.dtype = save_dtype;
+    so.max_shard_bytes = max_shard;
+    so.tokenizer_dir = tok_dir;
+    // Rank 0 writes while the others wait for it: give the wait the time a write can take.
+    const auto timeout = comm.timeout();
+    comm.set_timeout(std::max(timeout, std::chrono::milliseconds(3'600'000)));
+    trainer.save(dir.string(), so);
+    comm.set_timeout(timeout);
+    if (!out_dir.empty() && rank0)
       write_loss_curve_svg(curve, "vacc train: " + fs::path(a.model.empty() ? a.model_config : a.model).filename().string(),
                            (out_dir / "loss_curve.svg").string());
   };
 
   double timed_tokens = 0, timed_seconds = 0, timed_flops = 0;
+  std::vector<double> peaks;
   for (int64_t s = 1; s <= steps; ++s) {
     StepMetrics m = trainer.step(source.batch(s, a.batch));
     log_info(format_step_line(m, steps));
     metrics.write(m);
+    status.update(m);
+    peaks = m.peak_memory_bytes;
     curve.train.push_back({double(s), m.loss});
     if (s > 1 || steps == 1) {  // the first step includes one-time set-up
       timed_tokens += double(m.tokens);
@@ -212,18 +330,64 @@ void run_train(const TrainArgs& a) {
   }
   run_eval(steps);
   const double tps = timed_tokens / timed_seconds;
-  log_info(strprintf("Done: %.1f tokens/sec on average%s, MFU %.1f%%; peak memory %s", tps,
-                     steps > 1 ? " (after the first step)" : "",
-                     100.0 * timed_flops / timed_seconds / peak,
-                     format_bytes(backend->allocator().high_water_mark()).c_str()));
-  log_info("Memory at peak: " + backend->allocator().usage_report());
+  std::string per_rank;
+  for (size_t r = 0; r < peaks.size(); ++r)
+    per_rank += (r ? ", " : "") + format_bytes(size_t(peaks[r]));
+  log_info(strprintf("Done: %.1f tokens/sec on average%s, MFU %.1f%%; peak memory per device: %s",
+                     tps, steps > 1 ? " (after the first step)" : "",
+                     100.0 * timed_flops / timed_seconds / peak, per_rank.c_str()));
+  log_info("Memory at peak (rank 0): " + backend->allocator().usage_report());
   if (!out_dir.empty()) {
     save(out_dir);
     log_info("Loss curve: " + (out_dir / "loss_curve.svg").string());
   }
   if (profiler)
-    log_info("Profile of the timed steps (device time per op, summed over steps):\n" +
+    log_info("Profile of the timed steps (device time per op, summed over steps, rank 0):\n" +
              profiler->report(timed_seconds));
+}
+
+void run_train(const TrainArgs& a) {
+  VACC_CHECK(a.model.empty() != a.model_config.empty(),
+             "vacc train: give exactly one of --model DIR (a Hugging Face folder) and "
+             "--model-config CONFIG.json (random initialisation)");
+  VACC_CHECK(a.synthetic != !a.data.empty(),
+             "vacc train: give exactly one of --data FILE.jsonl and --synthetic");
+  VACC_CHECK(a.steps >= 0 && a.epochs >= 0, "--steps and --epochs must not be negative");
+  VACC_CHECK(!(a.steps > 0 && a.epochs > 0), "give --steps or --epochs, not both");
+  VACC_CHECK(a.comm_timeout_s > 0, "--comm-timeout must be positive");
+  const ModelConfig config =
+      a.model.empty() ? ModelConfig::from_file(a.model_config) : load_hf_config(a.model);
+  // The accelerator: --flavor, else the one `vacc switch` remembered (default cpu-1).
+  const Flavor flavor = a.flavor.empty() ? current_flavor() : resolve_flavor(a.flavor);
+  VACC_CHECK(flavor.is_cpu(), "vacc train: the accelerator ", flavor.name, " has ",
+             flavor.device_model, " devices; this version trains on CPU devices only (the CUDA "
+             "backend is not wired into training yet): `vacc switch cpu-N`");
+  if (flavor.total_devices() > 1 && !launched_as_rank()) {
+    // Cheap checks first, so a mistake does not start N processes to fail N times.
+    ParallelConfig p;
+    p.dp = flavor.total_devices();
+    p.micro_batches = a.micro_batches;
+    ParallelConfig::parse(a.parallel, p).validate(flavor.total_devices(), a.batch);
+    launch_ranks(flavor, a);
+    return;
+  }
+  std::unique_ptr<Communicator> comm = make_communicator();
+  comm->set_timeout(std::chrono::milliseconds(int64_t(a.comm_timeout_s * 1000)));
+  set_log_rank(comm->rank());
+  VACC_CHECK(comm->size() == flavor.total_devices(), "vacc train: started as ", comm->size(),
+             " rank(s), but the accelerator ", flavor.name, " has ", flavor.total_devices(),
+             " device(s)");
+  if (comm->size() == 1) {
+    train_on_rank(a, flavor, config, *comm);
+    return;
+  }
+  // One rank failing ends the job: its message, then MPI_Abort stops every rank.
+  try {
+    train_on_rank(a, flavor, config, *comm);
+  } catch (const std::exception& e) {
+    mpi_abort("vacc: error: rank " + std::to_string(comm->rank()) + " (host " + comm->host() +
+              "): " + e.what());
+  }
 }
 
 }  // namespace
@@ -284,11 +448,22 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--threads", args->threads, "CPU threads (0: all cores)")->capture_default_str();
   cmd->add_option("--flavor", args->flavor,
                   "Accelerator for this job (default: the one `vacc switch` chose)");
+  cmd->add_option("--parallel", args->parallel,
+                  "Fix the split: dp=N,zero=S,microbatches=M (default: data parallel over every "
+                  "device, ZeRO 0)");
+  cmd->add_option("--comm-timeout", args->comm_timeout_s,
+                  "Seconds a rank waits for the others before ending the job (a rank died or "
+                  "hangs)")
+      ->capture_default_str();
   cmd->add_option("--memory-budget", args->memory_budget,
                   "Device memory budget, e.g. 8g (default: the flavor's per-device memory)");
   cmd->add_flag("--profile", args->profile, "Time every kernel and print where the time goes");
   cmd->add_option("--metrics-out", args->metrics_out, "Write one JSON object per step here");
   cmd->callback([args] { run_train(*args); });
+}
+
+void set_train_command_line(int argc, char** argv) {
+  command_line.assign(argv, argv + argc);
 }
 
 }  // namespace vacc::cli

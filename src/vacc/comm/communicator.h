@@ -60,7 +60,8 @@ class Communicator {
   virtual std::unique_ptr<CommRequest> reduce_scatter_async(const Tensor& in, Tensor& out,
                                                             std::span<const int64_t> counts) = 0;
   // part (counts[rank()] elements) from every rank, concatenated in rank order into out
-  // (sum of counts elements) on every rank.
+  // (sum of counts elements) on every rank. part may be the rank's own place inside out
+  // (in place: part.data() == out.data() + sum(counts[0..rank)) elements).
   virtual std::unique_ptr<CommRequest> all_gather_async(const Tensor& part, Tensor& out,
                                                         std::span<const int64_t> counts) = 0;
 
@@ -85,14 +86,30 @@ class Communicator {
 
   // Drives outstanding async requests (call between compute steps).
   virtual void progress() = 0;
+
+  // ---- groups (the rank grid: data-, pipeline- and tensor-parallel groups) ----
+  // Collective: every rank calls it. Ranks with the same color form a new communicator, ordered
+  // by key (ties by rank). A negative color leaves this rank out (returns nullptr). The new
+  // communicator is independent of this one (its own messages, timeout copied from this one).
+  virtual std::unique_ptr<Communicator> split(int color, int key) {
+    fail(name(), " communicator: split is not supported");
+  }
 };
+
+// The timeout every communicator starts with: VACC_COMM_TIMEOUT_S (seconds, may be fractional)
+// when set, else 60 s. A value that is not a positive number throws vacc::Error naming it.
+std::chrono::milliseconds default_comm_timeout();
+
+// This machine's host name (for messages).
+std::string host_name();
 
 // The communicator for this process: MPI when launched by mpirun/srun with more than one
 // rank (or when VACC_FORCE_MPI is set), else a single rank. Initialises MPI on first use.
 std::unique_ptr<Communicator> make_communicator();
 
-// True when this process was started by mpirun or srun as one of several ranks
-// (OMPI_COMM_WORLD_SIZE, PMIX_RANK or SLURM_NTASKS in the environment).
+// True when this process was started by mpirun or srun as one of several ranks: the job size
+// in OMPI_COMM_WORLD_SIZE, PMI_SIZE or SLURM_STEP_NUM_TASKS (set by srun, unlike SLURM_NTASKS
+// which a batch script also sees) is above 1, or PMIX_RANK / PMI_RANK is set without a size.
 bool launched_as_rank();
 
 }  // namespace vacc

@@ -1,6 +1,9 @@
 #include "vacc/model/initialization.h"
 
+#include <algorithm>
 #include <cmath>
+
+#include "vacc/core/error.h"
 
 namespace vacc {
 namespace {
@@ -35,17 +38,30 @@ float counter_normal(uint64_t seed, const std::string& name, uint64_t index) {
 
 void initialize_parameters(Backend& backend, const ModelConfig& config,
                            const ParameterTable& table, uint64_t seed, Tensor& flat_params) {
+  initialize_parameters(backend, config, table, seed, flat_params, table.whole());
+}
+
+void initialize_parameters(Backend& backend, const ModelConfig& config,
+                           const ParameterTable& table, uint64_t seed, Tensor& flat_params,
+                           FlatRange range) {
+  VACC_CHECK(flat_params.numel() >= range.numel(), "initialize_parameters: ",
+             flat_params.numel(), " elements cannot hold the range of ", range.numel());
   for (const CheckpointTensor& ct : table.checkpoint_tensors()) {
-    std::vector<float> host(size_t(shape_numel(ct.shape)));
+    const int64_t start = table.entry(ct.entry).offset + ct.offset;
+    const int64_t lo = std::max(start, range.begin);
+    const int64_t hi = std::min(start + shape_numel(ct.shape), range.end);
+    if (lo >= hi) continue;
+    std::vector<float> host(size_t(hi - lo));
     if (ends_with(ct.name, "norm.weight")) {
       std::fill(host.begin(), host.end(), 1.0f);
     } else if (ends_with(ct.name, ".bias")) {
       std::fill(host.begin(), host.end(), 0.0f);
     } else {
       const float stddev = float(config.initializer_range);
-      for (size_t i = 0; i < host.size(); ++i) host[i] = stddev * counter_normal(seed, ct.name, i);
+      for (int64_t i = lo; i < hi; ++i)
+        host[size_t(i - lo)] = stddev * counter_normal(seed, ct.name, uint64_t(i - start));
     }
-    Tensor dst = flat_params.view(table.entry(ct.entry).offset + ct.offset, ct.shape);
+    Tensor dst = flat_params.view(lo - range.begin, {hi - lo});
     backend.upload(host.data(), dst);
   }
 }

@@ -16,8 +16,13 @@ namespace vacc {
 float counter_normal(uint64_t seed, const std::string& name, uint64_t index);
 
 // Fills the parameters (a flat f32 tensor laid out by `table`): weight matrices and
-// embeddings normal(0, initializer_range), norms 1, biases 0.
+// embeddings normal(0, initializer_range), norms 1, biases 0. With a range, flat_params
+// holds only elements [range.begin, range.end) of the layout (a rank's shard) and only
+// those are drawn.
 void initialize_parameters(Backend& backend, const ModelConfig& config,
                            const ParameterTable& table, uint64_t seed, Tensor& flat_params);
+void initialize_parameters(Backend& backend, const ModelConfig& config,
+                           const ParameterTable& table, uint64_t seed, Tensor& flat_params,
+                           FlatRange range);
 
 }  // namespace vacc

@@ -18,11 +18,19 @@ ParameterTable::ParameterTable(const ModelConfig& c, const ModelShard& s) {
   auto whole = [&](size_t e) {
     checkpoint_.push_back({entries_[e].name, e, 0, entries_[e].shape});
   };
+  // Closes the group begun at `start`.
+  auto close_group = [&](int64_t start) {
+    groups_.push_back({start, total_ - start});
+    return groups_.size() - 1;
+  };
   if (s.has_embedding) {
     embed_ = add("model.embed_tokens.weight", {c.vocab_size, C}, true);
     whole(embed_);
+    embed_group_ = close_group(0);
   }
+  first_layer_group_ = groups_.size();
   for (int64_t l = s.layer_begin; l < s.layer_end; ++l) {
+    const int64_t group_start = total_;
     const std::string p = "model.layers." + std::to_string(l) + ".";
     LayerEntries le{};
     le.input_norm = add(p + "input_layernorm.weight", {C}, false);
@@ -52,8 +60,10 @@ ParameterTable::ParameterTable(const ModelConfig& c, const ModelShard& s) {
     le.down_proj = add(p + "mlp.down_proj.weight", {C, F}, true);
     whole(le.down_proj);
     layers_.push_back(le);
+    close_group(group_start);
   }
   if (s.has_head) {
+    const int64_t group_start = total_;
     final_norm_ = add("model.norm.weight", {C}, false);
     whole(final_norm_);
     if (c.tie_word_embeddings && s.has_embedding) {
@@ -64,7 +74,24 @@ ParameterTable::ParameterTable(const ModelConfig& c, const ModelShard& s) {
       checkpoint_.push_back({c.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight",
                              lm_head_, 0, entries_[lm_head_].shape});
     }
+    head_group_ = close_group(group_start);
   }
+}
+
+Tensor ParameterTable::view_in_group(const Tensor& group_flat, size_t g, size_t i) const {
+  VACC_CHECK(g < groups_.size() && i < entries_.size(), "parameter group ", g, " / entry ", i,
+             " out of range");
+  const ParameterEntry& e = entries_[i];
+  VACC_CHECK(e.offset >= groups_[g].offset && e.offset + e.numel() <= groups_[g].end(),
+             "parameter ", e.name, " is not in group ", g);
+  return group_flat.view(e.offset - groups_[g].offset, e.shape);
+}
+
+size_t ParameterTable::group_of_entry(size_t i) const {
+  VACC_CHECK(i < entries_.size(), "parameter index ", i, " out of range");
+  for (size_t g = 0; g < groups_.size(); ++g)
+    if (entries_[i].offset >= groups_[g].offset && entries_[i].offset < groups_[g].end()) return g;
+  fail("parameter ", entries_[i].name, " belongs to no group");
 }
 
 size_t ParameterTable::find(const std::string& name) const {

@@ -34,6 +34,21 @@ struct CheckpointTensor {
   Shape shape;
 };
 
+// A contiguous range of the flat layout whose parameters are used together: the embedding,
+// one layer, or the head (final norm and an untied lm_head). A runtime that shards the
+// parameters (ZeRO-3) materialises one group at a time.
+struct ParameterGroup {
+  int64_t offset = 0, numel = 0;
+  int64_t end() const { return offset + numel; }
+};
+
+// Elements [begin, end) of a table's flat layout: the part of the parameters a rank holds.
+struct FlatRange {
+  int64_t begin = 0, end = 0;
+  int64_t numel() const { return end - begin; }
+  bool contains(int64_t b, int64_t e) const { return begin <= b && e <= end; }
+};
+
 // Indices of one layer's entries in the table.
 struct LayerEntries {
   size_t input_norm, qkv_weight, qkv_bias, o_proj, post_norm, gate_up, down_proj;
@@ -59,6 +74,17 @@ class ParameterTable {
 
   // The view of entry i inside a flat tensor laid out by this table.
   Tensor view(const Tensor& flat, size_t i) const;
+  // The view of entry i inside a tensor that holds only group g (laid out from its offset).
+  Tensor view_in_group(const Tensor& group_flat, size_t g, size_t i) const;
+
+  // Groups in order of use by forward: the embedding (if any), the layers, the head (if any).
+  const std::vector<ParameterGroup>& groups() const { return groups_; }
+  size_t embed_group() const { return embed_group_; }  // npos without embedding
+  size_t head_group() const { return head_group_; }    // npos without head
+  size_t layer_group(int64_t local_index) const { return first_layer_group_ + size_t(local_index); }
+  // The group whose range holds entry i.
+  size_t group_of_entry(size_t i) const;
+  FlatRange whole() const { return {0, total_}; }
 
  private:
   size_t add(std::string name, Shape shape, bool decay);
@@ -68,6 +94,8 @@ class ParameterTable {
   std::vector<LayerEntries> layers_;
   size_t embed_ = npos, final_norm_ = npos, lm_head_ = npos;
   int64_t total_ = 0;
+  std::vector<ParameterGroup> groups_;
+  size_t embed_group_ = npos, head_group_ = npos, first_layer_group_ = 0;
 };
 
 }  // namespace vacc

@@ -27,7 +27,7 @@ RopeTables make_rope_tables(Backend& be, double theta, int64_t head_dim, int64_t
 }
 
 Transformer::Transformer(Backend& backend, ModelConfig config, ModelShard shard, DType compute,
-                         int64_t max_seq_len)
+                         int64_t max_seq_len, const StoreFactory& make_store)
     : backend_(backend),
       config_(std::move(config)),
       shard_(shard),
@@ -36,24 +36,62 @@ Transformer::Transformer(Backend& backend, ModelConfig config, ModelShard shard,
       table_(config_, shard_) {
   VACC_CHECK(compute == DType::F32 || compute == DType::BF16, "compute dtype must be f32 or bf16");
   VACC_CHECK(max_seq_len > 0, "sequence length must be positive");
-  params_ = backend_.zeros({table_.total_numel()}, DType::F32, MemoryCategory::Parameters,
-                           "parameters (f32 master)");
-  grads_ = backend_.zeros({table_.total_numel()}, DType::F32, MemoryCategory::Gradients,
-                          "gradients");
-  compute_params_ = compute_ == DType::F32
-                        ? params_
-                        : backend_.zeros({table_.total_numel()}, compute_,
-                                         MemoryCategory::Parameters, "parameters (bf16 copy)");
+  if (make_store) {
+    store_ = make_store(table_);
+  } else {
+    auto resident = std::make_unique<ResidentParameterStore>(backend_, table_, compute_);
+    resident_ = resident.get();
+    store_ = std::move(resident);
+  }
   rope_ = make_rope_tables(backend_, config_.rope_theta, config_.head_dim, max_seq_len);
 }
 
-void Transformer::parameters_changed() {
-  if (compute_params_.data() != params_.data()) backend_.copy(params_, compute_params_);
+ResidentParameterStore& Transformer::resident() {
+  VACC_CHECK(resident_, "this model's parameters are held by a sharded store, not in flat "
+                        "buffers of its own");
+  return *resident_;
 }
 
-void Transformer::zero_gradients() { backend_.fill(grads_, 0.0f); }
+void Transformer::parameters_changed() {
+  if (resident_) resident_->refresh_compute_copy();
+}
 
-Tensor Transformer::compute_view(size_t entry) const { return table_.view(compute_params_, entry); }
+void Transformer::zero_gradients() {
+  if (resident_) backend_.fill(resident_->gradients(), 0.0f);
+}
+
+Tensor Transformer::compute_view(size_t entry) {
+  const size_t g = table_.group_of_entry(entry);
+  return table_.view_in_group(store_->compute(g), g, entry);
+}
+Tensor Transformer::master_view(size_t entry) {
+  const size_t g = table_.group_of_entry(entry);
+  return table_.view_in_group(store_->master(g), g, entry);
+}
+Tensor Transformer::grad_view(size_t entry) {
+  const size_t g = table_.group_of_entry(entry);
+  return table_.view_in_group(store_->gradients(g), g, entry);
+}
+
+BlockWeights Transformer::layer_weights(int64_t local) {
+  const size_t g = table_.layer_group(local);
+  return layer_views(local, store_->compute(g), store_->master(g));
+}
+BlockGrads Transformer::layer_grads(int64_t local) {
+  const Tensor grads = store_->gradients(table_.layer_group(local));
+  return layer_views(local, grads, grads);
+}
+
+void Transformer::acquire_head(Pass pass) {
+  store_->acquire(table_.head_group(), pass);
+  if (table_.group_of_entry(table_.lm_head()) != table_.head_group())
+    store_->acquire(table_.group_of_entry(table_.lm_head()), pass);
+}
+void Transformer::release_head(Pass pass) {
+  if (table_.group_of_entry(table_.lm_head()) != table_.head_group())
+    store_->release(table_.group_of_entry(table_.lm_head()), pass);
+  store_->release(table_.head_group(), pass);
+}
 
 BlockGeometry Transformer::geometry(int64_t batch, int64_t seq) const {
   BlockGeometry g;
@@ -68,14 +106,16 @@ BlockGeometry Transformer::geometry(int64_t batch, int64_t seq) const {
 BlockWeights Transformer::layer_views(int64_t local, const Tensor& matrices,
                                       const Tensor& vectors) const {
   const LayerEntries& e = table_.layer(local);
+  const size_t g = table_.layer_group(local);
+  auto in = [&](const Tensor& flat, size_t entry) { return table_.view_in_group(flat, g, entry); };
   BlockWeights w;
-  w.input_norm = table_.view(vectors, e.input_norm);
-  w.qkv_weight = table_.view(matrices, e.qkv_weight);
-  if (e.has_qkv_bias) w.qkv_bias = table_.view(vectors, e.qkv_bias);
-  w.o_proj = table_.view(matrices, e.o_proj);
-  w.post_norm = table_.view(vectors, e.post_norm);
-  w.gate_up = table_.view(matrices, e.gate_up);
-  w.down_proj = table_.view(matrices, e.down_proj);
+  w.input_norm = in(vectors, e.input_norm);
+  w.qkv_weight = in(matrices, e.qkv_weight);
+  if (e.has_qkv_bias) w.qkv_bias = in(vectors, e.qkv_bias);
+  w.o_proj = in(matrices, e.o_proj);
+  w.post_norm = in(vectors, e.post_norm);
+  w.gate_up = in(matrices, e.gate_up);
+  w.down_proj = in(matrices, e.down_proj);
   return w;
 }
 
@@ -113,21 +153,27 @@ Transformer::Activations Transformer::allocate_activations(int64_t batch, int64_
 
 void Transformer::embed(const Tensor& ids, Activations& act) {
   VACC_CHECK(shard_.has_embedding, "this shard has no embedding");
+  store_->acquire(table_.embed_group(), Pass::Forward);
   backend_.embedding_forward(ids, master_view(table_.embed_tokens()), 0, act.residual[0]);
+  store_->release(table_.embed_group(), Pass::Forward);
 }
 
 void Transformer::forward_layers(const Tensor& positions, Activations& act) {
   BlockGeometry g = geometry(act.batch, act.seq);
   BlockWorkspace& ws = workspace(act.batch, act.seq);
-  for (int64_t l = 0; l < shard_.num_layers(); ++l)
+  for (int64_t l = 0; l < shard_.num_layers(); ++l) {
+    store_->acquire(table_.layer_group(l), Pass::Forward);
     block_forward(backend_, g, layer_weights(l), act.residual[size_t(l)], positions, rope_,
                   act.layers[size_t(l)], ws, act.residual[size_t(l) + 1]);
+    store_->release(table_.layer_group(l), Pass::Forward);
+  }
 }
 
 void Transformer::head_forward_backward(const Tensor& labels, float grad_scale, Activations& act,
                                         Tensor& loss_sum, Tensor& dx) {
   VACC_CHECK(shard_.has_head, "this shard has no output head");
   const Tensor& last = act.residual.back();
+  acquire_head(Pass::Backward);
   backend_.rmsnorm_forward(last, master_view(table_.final_norm()), float(config_.rms_norm_eps),
                            act.final_norm, act.final_rstd);
   BlockWorkspace& ws = workspace(act.batch, act.seq);
@@ -137,21 +183,30 @@ void Transformer::head_forward_backward(const Tensor& labels, float grad_scale, 
   Tensor dnorm_w = grad_view(table_.final_norm());
   backend_.rmsnorm_backward(ws.dnorm, last, master_view(table_.final_norm()), act.final_rstd, dx,
                             false, dnorm_w);
+  // A tied lm_head's gradient is complete only after embed_backward.
+  store_->gradients_ready(table_.head_group());
+  release_head(Pass::Backward);
 }
 
 void Transformer::backward_layers(const Tensor& positions, Activations& act, Tensor& dx) {
   BlockGeometry g = geometry(act.batch, act.seq);
   BlockWorkspace& ws = workspace(act.batch, act.seq);
   for (int64_t l = shard_.num_layers() - 1; l >= 0; --l) {
+    const size_t group = table_.layer_group(l);
+    store_->acquire(group, Pass::Backward);
     BlockGrads grads = layer_grads(l);
     block_backward(backend_, g, layer_weights(l), act.residual[size_t(l)], positions, rope_,
                    act.layers[size_t(l)], dx, grads, ws, dx);
+    store_->gradients_ready(group);
+    store_->release(group, Pass::Backward);
   }
 }
 
 void Transformer::embed_backward(const Tensor& ids, const Tensor& dx) {
+  // Only the gradient is touched: the weights need not be acquired.
   Tensor dembed = grad_view(table_.embed_tokens());
   backend_.embedding_backward(ids, dx, 0, dembed);
+  store_->gradients_ready(table_.embed_group());
 }
 
 void Transformer::forward_backward(const Tensor& ids, const Tensor& positions,
@@ -173,21 +228,25 @@ void Transformer::forward_loss(const Tensor& ids, const Tensor& positions, const
   VACC_CHECK(shard_.has_embedding && shard_.has_head, "forward_loss runs a whole model");
   embed(ids, act);
   forward_layers(positions, act);
+  acquire_head(Pass::Forward);
   backend_.rmsnorm_forward(act.residual.back(), master_view(table_.final_norm()),
                            float(config_.rms_norm_eps), act.final_norm, act.final_rstd);
   backend_.classifier_cross_entropy(act.final_norm, compute_view(table_.lm_head()), labels, 1.0f,
                                     loss_sum, nullptr, nullptr);
+  release_head(Pass::Forward);
 }
 
 Tensor Transformer::logits(const Tensor& ids, const Tensor& positions, Activations& act) {
   VACC_CHECK(shard_.has_embedding && shard_.has_head, "logits need the whole model");
   embed(ids, act);
   forward_layers(positions, act);
+  acquire_head(Pass::Forward);
   backend_.rmsnorm_forward(act.residual.back(), master_view(table_.final_norm()),
                            float(config_.rms_norm_eps), act.final_norm, act.final_rstd);
   const int64_t N = act.batch * act.seq;
   Tensor out = backend_.empty({N, config_.vocab_size}, DType::F32, MemoryCategory::Buffers, "logits");
   backend_.matmul(act.final_norm, false, compute_view(table_.lm_head()), true, out);
+  release_head(Pass::Forward);
   return out;
 }
 
@@ -235,8 +294,12 @@ Tensor Transformer::decode(const Tensor& ids, KvCache& cache, bool all_rows) {
   Tensor act = buf({n, g.ffn}, compute_, "decode swiglu output");
 
   // The op sequence of block_forward, with attention over the cache.
+  store_->acquire(table_.embed_group(), Pass::Forward);
   backend_.embedding_forward(ids, master_view(table_.embed_tokens()), 0, x);
+  store_->release(table_.embed_group(), Pass::Forward);
   for (int64_t l = 0; l < L; ++l) {
+    const size_t group = table_.layer_group(l);
+    store_->acquire(group, Pass::Forward);
     const BlockWeights w = layer_weights(l);
     backend_.rmsnorm_forward(x, w.input_norm, g.eps, norm, rstd);
     backend_.matmul(norm, false, w.qkv_weight, true, qkv, 1.0f, 0.0f,
@@ -250,15 +313,18 @@ Tensor Transformer::decode(const Tensor& ids, KvCache& cache, bool all_rows) {
     backend_.swiglu_forward(gate_up, act);
     backend_.matmul(act, false, w.down_proj, true, partial);
     backend_.add(h, partial, x);
+    store_->release(group, Pass::Forward);
   }
   cache.advance(n);
 
   const Tensor last = all_rows ? x : x.rows(n - 1, n);
   const int64_t rows = last.size(0);
   Tensor final_norm = norm.rows(0, rows), final_rstd = rstd.rows(0, rows);
+  acquire_head(Pass::Forward);
   backend_.rmsnorm_forward(last, master_view(table_.final_norm()), g.eps, final_norm, final_rstd);
   Tensor out = buf({rows, config_.vocab_size}, DType::F32, "logits");
   backend_.matmul(final_norm, false, compute_view(table_.lm_head()), true, out);
+  release_head(Pass::Forward);
   return out;
 }
 

@@ -5,6 +5,7 @@
 // keep several in flight.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -12,6 +13,7 @@
 #include "vacc/model/kv_cache.h"
 #include "vacc/model/model_config.h"
 #include "vacc/model/model_shard.h"
+#include "vacc/model/parameter_store.h"
 #include "vacc/model/parameter_table.h"
 #include "vacc/model/transformer_block.h"
 
@@ -20,9 +22,14 @@ namespace vacc {
 class Transformer {
  public:
   // compute: F32 (everything f32) or BF16 (matrix products in bf16 with f32 accumulation;
-  // f32 master weights, norms, softmax and reductions).
+  // f32 master weights, norms, softmax and reductions). make_store: where the parameters live
+  // (given the model's table); unset, the model keeps them all resident in flat buffers.
+  using StoreFactory = std::function<std::unique_ptr<ParameterStore>(const ParameterTable&)>;
   Transformer(Backend& backend, ModelConfig config, ModelShard shard, DType compute,
-              int64_t max_seq_len);
+              int64_t max_seq_len, const StoreFactory& make_store = {});
+  // The store refers to the table inside the model: the model stays where it was built.
+  Transformer(const Transformer&) = delete;
+  Transformer& operator=(const Transformer&) = delete;
 
   const ModelConfig& config() const { return config_; }
   const ModelShard& shard() const { return shard_; }
@@ -32,9 +39,12 @@ class Transformer {
 
   // Positions [0, max_seq_len) have RoPE tables (the max_seq_len given at construction).
   int64_t max_seq_len() const { return max_seq_len_; }
-  Tensor& parameters() { return params_; }  // f32 master weights, flat
-  Tensor& gradients() { return grads_; }    // f32, flat, same layout
-  // Call after the master weights change (optimizer step, loading): refreshes the bf16 copy.
+  ParameterStore& store() { return *store_; }
+  // With the default (resident) store: the f32 master weights and gradients, flat.
+  Tensor& parameters() { return resident().parameters(); }
+  Tensor& gradients() { return resident().gradients(); }
+  // Resident store: call after the master weights change (optimizer step, loading) to
+  // refresh the bf16 copy; zero_gradients clears the gradients. Other stores do their own.
   void parameters_changed();
   void zero_gradients();
 
@@ -85,15 +95,20 @@ class Transformer {
   BlockGeometry geometry(int64_t batch, int64_t seq) const;
   // One layer's tensors: matrices from `matrices`, norms and biases from `vectors` (flat
   // buffers laid out by the table).
+  // Views into group tensors of the store (laid out from the group's offset).
   BlockWeights layer_views(int64_t local, const Tensor& matrices, const Tensor& vectors) const;
-  // Matrices from the compute copy, norms and biases from the f32 master weights.
-  BlockWeights layer_weights(int64_t local) const {
-    return layer_views(local, compute_params_, params_);
-  }
-  BlockGrads layer_grads(int64_t local) const { return layer_views(local, grads_, grads_); }
-  Tensor compute_view(size_t entry) const;  // matrices from the compute copy
-  Tensor master_view(size_t entry) const { return table_.view(params_, entry); }
-  Tensor grad_view(size_t entry) const { return table_.view(grads_, entry); }
+  // Matrices from the compute copy, norms and biases from the f32 master weights (the
+  // layer's group must be acquired).
+  BlockWeights layer_weights(int64_t local);
+  BlockGrads layer_grads(int64_t local);
+  // Entry views of an acquired group: matrices from the compute copy, master, gradient.
+  Tensor compute_view(size_t entry);
+  Tensor master_view(size_t entry);
+  Tensor grad_view(size_t entry);
+  // Acquires (or releases) the head group and, with tied embeddings, the embedding group.
+  void acquire_head(Pass pass);
+  void release_head(Pass pass);
+  ResidentParameterStore& resident();
   BlockWorkspace& workspace(int64_t batch, int64_t seq);
 
   Backend& backend_;
@@ -102,7 +117,8 @@ class Transformer {
   DType compute_;
   int64_t max_seq_len_;
   ParameterTable table_;
-  Tensor params_, grads_, compute_params_;
+  std::unique_ptr<ParameterStore> store_;
+  ResidentParameterStore* resident_ = nullptr;  // store_ when it is the default
   RopeTables rope_;
   BlockWorkspace workspace_;
   int64_t workspace_tokens_ = -1, workspace_seq_ = -1;

@@ -101,8 +101,16 @@ std::string describe(const ModelConfig& c) {
 // Loading
 
 // Copies one checkpoint tensor from the file into its place in the flat parameters.
+// The part of checkpoint tensor ct inside `range` of the flat layout: [lo, hi), empty if
+// lo >= hi.
+std::pair<int64_t, int64_t> overlap(const CheckpointTensor& ct, const ParameterTable& table,
+                                    FlatRange range) {
+  const int64_t start = table.entry(ct.entry).offset + ct.offset;
+  return {std::max(start, range.begin), std::min(start + shape_numel(ct.shape), range.end)};
+}
+
 void read_tensor(const SafetensorsFile& file, const SafetensorsEntry& e, const CheckpointTensor& ct,
-                 const ParameterTable& table, Backend& backend, Tensor& flat,
+                 const ParameterTable& table, Backend& backend, Tensor& flat, FlatRange range,
                  std::vector<float>& host) {
   VACC_CHECK(e.shape == ct.shape, file.path(), ": tensor ", quoted(ct.name), " has shape ",
              shape_str(e.shape), " but the model (config.json) needs ", shape_str(ct.shape));
@@ -111,8 +119,10 @@ void read_tensor(const SafetensorsFile& file, const SafetensorsEntry& e, const C
              "; expected a floating-point tensor (F32, BF16 or F16)");
   host.resize(size_t(e.numel()));
   file.read_f32(e, host.data());
-  Tensor dst = flat.view(table.entry(ct.entry).offset + ct.offset, ct.shape);
-  backend.upload(host.data(), dst);
+  const auto [lo, hi] = overlap(ct, table, range);
+  const int64_t start = table.entry(ct.entry).offset + ct.offset;
+  Tensor dst = flat.view(lo - range.begin, {hi - lo});
+  backend.upload(host.data() + (lo - start), dst);
 }
 
 // Checks the checkpoint's tensor names against the whole model: each name must belong to
@@ -541,9 +551,21 @@ std::vector<int> assign_shards(const std::vector<uint64_t>& tensor_bytes,
 
 void load_hf_checkpoint(const std::string& dir, Backend& backend, const ModelConfig& config,
                         const ParameterTable& table, Tensor& flat, bool progress) {
-  VACC_CHECK(flat.dtype() == DType::F32 && flat.numel() >= table.total_numel(), "loading ", dir,
-             ": the parameters must be an f32 tensor of at least ", table.total_numel(),
+  load_hf_checkpoint(dir, backend, config, table, flat, progress, table.whole());
+}
+
+void load_hf_checkpoint(const std::string& dir, Backend& backend, const ModelConfig& config,
+                        const ParameterTable& table, Tensor& flat, bool progress,
+                        FlatRange range) {
+  VACC_CHECK(flat.dtype() == DType::F32 && flat.numel() >= range.numel(), "loading ", dir,
+             ": the parameters must be an f32 tensor of at least ", range.numel(),
              " elements, got ", flat.str());
+  // The checkpoint tensors this range holds (some or all of their elements).
+  std::vector<const CheckpointTensor*> wanted;
+  for (const CheckpointTensor& ct : table.checkpoint_tensors()) {
+    const auto [lo, hi] = overlap(ct, table, range);
+    if (lo < hi) wanted.push_back(&ct);
+  }
   std::error_code ec;
   VACC_CHECK(fs::is_directory(dir, ec), dir, ": no such model folder");
   const std::string single = in_dir(dir, kSingleFile);
@@ -557,8 +579,8 @@ void load_hf_checkpoint(const std::string& dir, Backend& backend, const ModelCon
     for (const SafetensorsEntry& e : file.tensors()) names.push_back(e.name);
     check_names(
         names, [&](const std::string&) { return single; }, single, config);
-    for (const CheckpointTensor& ct : table.checkpoint_tensors())
-      read_tensor(file, file.at(ct.name), ct, table, backend, flat, host);
+    for (const CheckpointTensor* ct : wanted)
+      read_tensor(file, file.at(ct->name), *ct, table, backend, flat, range, host);
     bar.advance();
     return;
   }
@@ -579,8 +601,7 @@ void load_hf_checkpoint(const std::string& dir, Backend& backend, const ModelCon
 
   // The files holding this table's tensors, in name order, each opened once.
   std::map<std::string, std::vector<const CheckpointTensor*>> by_file;
-  for (const CheckpointTensor& ct : table.checkpoint_tensors())
-    by_file[index.file_of.at(ct.name)].push_back(&ct);
+  for (const CheckpointTensor* ct : wanted) by_file[index.file_of.at(ct->name)].push_back(ct);
   ProgressBar bar("Loading checkpoint shards", int64_t(by_file.size()), "shards", progress);
   for (const auto& [file_name, cts] : by_file) {
     const SafetensorsFile file = SafetensorsFile::open(in_dir(dir, file_name));
@@ -588,7 +609,7 @@ void load_hf_checkpoint(const std::string& dir, Backend& backend, const ModelCon
       const SafetensorsEntry* e = file.find(ct->name);
       VACC_CHECK(e, file.path(), ": no tensor ", quoted(ct->name), ", though ", kIndexFile,
                  " places it in this file");
-      read_tensor(file, *e, *ct, table, backend, flat, host);
+      read_tensor(file, *e, *ct, table, backend, flat, range, host);
     }
     bar.advance();
   }

@@ -66,6 +66,11 @@ ModelConfig load_hf_config(const std::string& dir);
 // on stderr. Throws vacc::Error naming the file and tensor on any problem.
 void load_hf_checkpoint(const std::string& dir, Backend& backend, const ModelConfig& config,
                         const ParameterTable& table, Tensor& flat_params_f32, bool progress);
+// The same for a rank's shard: flat_params_f32 holds elements [range.begin, range.end) of
+// the table's layout, and only the tensors overlapping the range are read.
+void load_hf_checkpoint(const std::string& dir, Backend& backend, const ModelConfig& config,
+                        const ParameterTable& table, Tensor& flat_params_f32, bool progress,
+                        FlatRange range);
 
 // A tensor of the checkpoint: its Hugging Face name and full shape.
 struct HfTensorInfo {

@@ -37,7 +37,10 @@ void MetricsFile::write(const StepMetrics& m) {
                    {"step_time_s", m.step_time_s},
                    {"tokens_per_sec", m.tokens_per_sec},
                    {"flops_per_sec", m.flops_per_sec},
-                   {"mfu", m.mfu}};
+                   {"mfu", m.mfu},
+                   {"devices", m.devices},
+                   {"peak_memory_bytes",
+                    std::vector<int64_t>(m.peak_memory_bytes.begin(), m.peak_memory_bytes.end())}};
   write_line(j.dump());
 }
 

@@ -1,0 +1,116 @@
+// ShardedParameterStore: the parameters, gradients and optimizer inputs of one
+// data-parallel rank, with ZeRO sharding over the ranks of a Communicator.
+//
+//   stage 0  every rank holds everything; gradients all-reduced
+//   stage 1  gradients reduce-scattered; the optimizer updates this rank's shard only
+//            (its AdamW moments are shard-sized); parameters all-gathered after the step
+//   stage 2  as 1, and the full gradient never exists: each group's gradient lives from
+//            its first write in a micro-batch until it is reduce-scattered into the shard
+//   stage 3  as 2, and only the shard of the master weights is kept: each group is
+//            all-gathered just before use (the next one prefetched) and freed after
+//
+// Gradient reduction runs as the model reports each group's gradient ready, while backward
+// goes on with the next layer (a bucket per group); finish_gradient_reduction() waits.
+// The shard of rank r is FlatPartition::owned(r) of the model's flat layout.
+#pragma once
+
+#include <deque>
+#include <map>
+#include <memory>
+
+#include "vacc/comm/communicator.h"
+#include "vacc/model/parameter_store.h"
+#include "vacc/runtime/flat_partition.h"
+
+namespace vacc {
+
+class ShardedParameterStore final : public ParameterStore {
+ public:
+  ShardedParameterStore(Backend& backend, Communicator& comm, const ParameterTable& table,
+                        DType compute, int zero_stage);
+  ~ShardedParameterStore() override;
+
+  Tensor master(size_t g) override;
+  Tensor compute(size_t g) override;
+  Tensor gradients(size_t g) override;
+  void acquire(size_t g, Pass pass) override;
+  void release(size_t g, Pass pass) override;
+  void gradients_ready(size_t g) override;
+
+  int zero_stage() const { return zero_; }
+  const FlatPartition& partition() const { return partition_; }
+  // This rank's shard of the layout (what it loads from a checkpoint and saves).
+  FlatRange owned() const { return owned_; }
+
+  // ---- the training step ----
+  void zero_gradients();
+  // Whether gradients_ready() of the coming micro-batch reduces (the last micro-batch of a
+  // step); with ZeRO 2 and 3 every micro-batch reduces, as the full gradient is not kept.
+  void set_last_micro_batch(bool last) { last_micro_batch_ = last; }
+  void finish_gradient_reduction();
+  // Sum of squares of the reduced gradient over the whole model (same on every rank).
+  double gradient_sum_of_squares();
+  // What this rank's optimizer updates: a range of the layout, its f32 master weights and
+  // its reduced gradient.
+  FlatRange optimizer_range() const { return zero_ == 0 ? FlatRange{0, total_} : owned_; }
+  Tensor optimizer_parameters();
+  Tensor optimizer_gradients();
+
+  // ---- weights in and out ----
+  // The master weights of owned(): fill them (initialisation, a checkpoint), then call
+  // parameters_loaded() (collective).
+  Tensor owned_master();
+  void parameters_loaded();
+  // After every optimizer step (collective with ZeRO 1 and 2: the updated shards are shared).
+  void parameters_updated();
+  // Master weights of `range` into host (f32). Collective with ZeRO 3 (every rank calls it
+  // with the same range in the same order; only the caller wanting values passes host).
+  void read_range(FlatRange range, float* host);
+  bool read_is_collective() const { return zero_ == 3; }
+
+ private:
+  struct Gathered {
+    Tensor master, compute;
+    int uses = 0;
+  };
+  struct Prefetch {
+    std::unique_ptr<CommRequest> request;
+    Tensor master;
+  };
+  struct PendingReduction {
+    std::unique_ptr<CommRequest> request;
+    Tensor source;       // the gradient being reduced (kept alive)
+    Tensor reduced;      // this rank's part of the sum (to add into the shard), if any
+    FlatRange part;      // where `reduced` goes in the layout
+  };
+
+  FlatRange group_range(size_t g) const;
+  void drop_gathered();
+  void share_owned_shards();
+  Tensor shard_view(Tensor& shard, FlatRange part);
+  void start_gather(size_t g, Tensor& out, std::unique_ptr<CommRequest>* async);
+  Gathered gather_now(size_t g);
+  void prefetch_after(size_t g, Pass pass);
+  void complete(PendingReduction& p);
+  void poll_reductions(size_t keep_at_most);
+
+  Backend& backend_;
+  Communicator& comm_;
+  const ParameterTable& table_;
+  DType compute_dtype_;
+  int zero_;
+  int64_t total_;
+  FlatPartition partition_;
+  FlatRange owned_;
+  bool last_micro_batch_ = true;
+
+  Tensor full_master_, full_compute_, full_grads_;  // stages 0-2 / 0-2 / 0-1
+  Tensor shard_master_;                            // stage 3
+  Tensor shard_grads_;                             // stages 1-3
+  std::map<size_t, Tensor> live_grads_;            // stages 2-3: this micro-batch's groups
+  std::map<size_t, Gathered> gathered_;            // stage 3
+  std::map<size_t, Prefetch> prefetched_;          // stage 3
+  std::deque<PendingReduction> pending_;
+};
+
+}  // namespace vacc
