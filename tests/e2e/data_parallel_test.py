@@ -97,9 +97,9 @@ with tempfile.TemporaryDirectory() as tmp:
           "cpu-1 metrics: devices 1 and one peak")
 
     peaks = {}
-    for devices, zero, micro in [(2, 0, 1), (2, 1, 1), (2, 2, 1), (2, 3, 1), (4, 0, 1), (4, 1, 2),
-                                 (4, 2, 1), (4, 3, 2), (8, 0, 1), (8, 1, 1), (8, 2, 1), (8, 3, 1),
-                                 (2, 3, 4), (2, 0, 2)]:
+    for devices, zero, micro in [(2, 0, 1), (2, 1, 1), (2, 2, 1), (2, 3, 1), (4, 0, 1), (4, 1, 1),
+                                 (4, 2, 1), (4, 3, 1), (8, 0, 1), (8, 1, 1), (8, 2, 1), (8, 3, 1),
+                                 (2, 3, 4), (2, 0, 2), (4, 1, 2), (4, 2, 2)]:
         tag = f"cpu{devices}-zero{zero}-mb{micro}"
         rows, weights, r = train(tmp, tag, f"cpu-{devices}", f"zero={zero},microbatches={micro}")
         if rows is None:
@@ -107,7 +107,7 @@ with tempfile.TemporaryDirectory() as tmp:
         compare(tag, rows, weights, base_rows, base_weights)
         check(all(x["devices"] == devices and len(x["peak_memory_bytes"]) == devices for x in rows),
               f"{tag}: metrics carry devices={devices} and {devices} peaks")
-        if devices == 4 and micro == 1 or (devices == 4 and zero in (1, 3)):
+        if devices == 4 and micro == 1:
             peaks[zero] = max(rows[-1]["peak_memory_bytes"])
         if devices == 4 and zero == 0:
             check("[4/4] Connecting to rank 3" in r.stdout, f"{tag}: the log connects 4 ranks")
@@ -118,7 +118,7 @@ with tempfile.TemporaryDirectory() as tmp:
         check(peaks[0] > peaks[1] > peaks[2] > peaks[3], f"ZeRO stages reduce peak memory: {peaks}")
 
     # A checkpoint saved on 4 devices with ZeRO-3 fine-tunes on 2 devices and on 1 alike.
-    model = os.path.join(tmp, "cpu4-zero3-mb2")
+    model = os.path.join(tmp, "cpu4-zero3-mb1")
     ft = []
     for flavor, parallel in [("cpu-1", ""), ("cpu-2", "zero=3"), ("cpu-4", "zero=1")]:
         metrics = os.path.join(tmp, f"ft-{flavor}.jsonl")
