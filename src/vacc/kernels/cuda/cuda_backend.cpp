@@ -1,0 +1,431 @@
+// CudaBackend: the Backend interface on one GPU. Each method checks its tensors (shape, dtype,
+// device) with the CPU backend's messages, then issues the op's kernels on the context's
+// stream without waiting (upload, download and synchronize wait).
+#include "vacc/kernels/cuda/cuda_backend.h"
+
+#include <cuda_runtime.h>
+
+#include <initializer_list>
+#include <utility>
+
+#include "vacc/core/error.h"
+#include "vacc/kernels/cuda/classifier_cross_entropy.h"
+#include "vacc/kernels/cuda/cuda_check.h"
+#include "vacc/kernels/cuda/cuda_context.h"
+#include "vacc/kernels/cuda/cuda_kernels.h"
+#include "vacc/kernels/tensor_checks.h"
+
+namespace vacc {
+namespace {
+
+using namespace checks;
+
+class CudaBackend final : public Backend {
+ public:
+  CudaBackend(int device_index, size_t budget) : ctx_(device_index, budget) {}
+
+  Device device() const override { return Device{Device::Kind::CUDA, ctx_.device_index()}; }
+  DeviceAllocator& allocator() override { return ctx_.allocator(); }
+  std::string name() const override {
+    return "cuda:" + std::to_string(ctx_.device_index()) + " (" + ctx_.device_name() +
+           ", cuBLASLt)";
+  }
+  void synchronize() override { ctx_.synchronize(); }
+
+  void upload(const void* host, Tensor& dst) override {
+    on_device("upload", "dst", dst);
+    ctx_.upload(host, dst.data(), dst.nbytes());
+  }
+  void download(const Tensor& src, void* host) override {
+    on_device("download", "src", src);
+    ctx_.download(src.data(), host, src.nbytes());
+  }
+  void copy(const Tensor& src, Tensor& dst) override {
+    on_device("copy", "src", src);
+    on_device("copy", "dst", dst);
+    expect(dst.defined() && dst.numel() == src.numel(), "copy", "dst", dst,
+           ("as many elements as " + src.str()).c_str());
+    if (src.dtype() == dst.dtype()) {
+      if (src.data() != dst.data() && src.nbytes() > 0)
+        VACC_CUDA_CHECK(cudaMemcpyAsync(dst.data(), src.data(), src.nbytes(),
+                                        cudaMemcpyDeviceToDevice, stream()));
+      return;
+    }
+    expect_float("copy", "src", src);
+    expect_float("copy", "dst", dst);
+    cuda::convert(src.data(), src.dtype(), dst.data(), dst.dtype(), src.numel(), stream());
+  }
+  void fill(Tensor& dst, float value) override {
+    on_device("fill", "dst", dst);
+    cuda::fill(dst.data(), dst.dtype(), value, dst.numel(), stream());
+  }
+
+  void add(const Tensor& a, const Tensor& b, Tensor& out) override {
+    on_device("add", "a", a);
+    on_device("add", "b", b);
+    on_device("add", "out", out);
+    expect_dtype("add", "a", a, DType::F32);
+    expect_shape("add", "b", b, a.shape());
+    expect_dtype("add", "b", b, DType::F32);
+    expect_shape("add", "out", out, a.shape());
+    expect_dtype("add", "out", out, DType::F32);
+    cuda::add(a.data_as<float>(), b.data_as<float>(), out.data_as<float>(), a.numel(), stream());
+  }
+  void scale(Tensor& x, float s) override {
+    on_device("scale", "x", x);
+    expect_dtype("scale", "x", x, DType::F32);
+    cuda::scale(x.data_as<float>(), s, x.numel(), stream());
+  }
+  void sum_of_squares(const Tensor& x, Tensor& acc) override {
+    on_device("sum_of_squares", "x", x);
+    on_device("sum_of_squares", "acc", acc);
+    expect_dtype("sum_of_squares", "x", x, DType::F32);
+    expect_shape("sum_of_squares", "acc", acc, {1});
+    expect_dtype("sum_of_squares", "acc", acc, DType::F32);
+    cuda::sum_of_squares(x.data_as<float>(), x.numel(), acc.data_as<float>(),
+                         ctx_.reduce_partials(), stream());
+  }
+
+  void matmul(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& out,
+              float alpha, float beta, const Tensor* bias) override {
+    const char* op = "matmul";
+    on_device(op, "a", a);
+    on_device(op, "b", b);
+    on_device(op, "out", out);
+    expect_2d(op, "a", a);
+    expect_2d(op, "b", b);
+    expect_2d(op, "out", out);
+    expect_float(op, "a", a);
+    expect(b.dtype() == a.dtype(), op, "b", b, ("the dtype of a, " + dtype_name(a.dtype())).c_str());
+    expect_float(op, "out", out);
+    int64_t M = trans_a ? a.size(1) : a.size(0), K = trans_a ? a.size(0) : a.size(1);
+    int64_t Kb = trans_b ? b.size(1) : b.size(0), N = trans_b ? b.size(0) : b.size(1);
+    expect(Kb == K, op, "b", b, ("an inner dimension of " + std::to_string(K)).c_str());
+    expect_shape(op, "out", out, {M, N});
+    if (bias) {
+      on_device(op, "bias", *bias);
+      expect_shape(op, "bias", *bias, {N});
+      expect_dtype(op, "bias", *bias, DType::F32);
+    }
+    VACC_CHECK(!(bias && alpha != 1.0f),
+               "matmul: a bias together with alpha != 1 is not supported");
+    VACC_CHECK(!(beta != 0.0f && out.dtype() != DType::F32),
+               "matmul: beta != 0 needs an f32 output");
+    ctx_.gemm(a.data(), trans_a, b.data(), trans_b, out.data(), M, N, K, a.dtype(), out.dtype(),
+              alpha, beta, bias ? bias->data_as<float>() : nullptr);
+  }
+  void bias_backward(const Tensor& dy, Tensor& dbias) override {
+    on_device("bias_backward", "dy", dy);
+    on_device("bias_backward", "dbias", dbias);
+    expect_2d("bias_backward", "dy", dy);
+    expect_dtype("bias_backward", "dy", dy, DType::F32);
+    expect_shape("bias_backward", "dbias", dbias, {dy.size(1)});
+    expect_dtype("bias_backward", "dbias", dbias, DType::F32);
+    cuda::bias_backward(dy.data_as<float>(), dbias.data_as<float>(), dy.size(0), dy.size(1),
+                        stream());
+  }
+
+  void embedding_forward(const Tensor& ids, const Tensor& table, int64_t vocab_start,
+                         Tensor& out) override {
+    const char* op = "embedding_forward";
+    on_device(op, "ids", ids);
+    on_device(op, "table", table);
+    on_device(op, "out", out);
+    expect_dtype(op, "ids", ids, DType::I32);
+    expect_2d(op, "table", table);
+    expect_dtype(op, "table", table, DType::F32);
+    expect_shape(op, "out", out, {ids.numel(), table.size(1)});
+    expect_dtype(op, "out", out, DType::F32);
+    cuda::embedding_forward(ids.data_as<int32_t>(), table.data_as<float>(), vocab_start,
+                            table.size(0), ids.numel(), table.size(1), out.data_as<float>(),
+                            stream());
+  }
+  void embedding_backward(const Tensor& ids, const Tensor& dout, int64_t vocab_start,
+                          Tensor& dtable) override {
+    const char* op = "embedding_backward";
+    on_device(op, "ids", ids);
+    on_device(op, "dout", dout);
+    on_device(op, "dtable", dtable);
+    expect_dtype(op, "ids", ids, DType::I32);
+    expect_2d(op, "dtable", dtable);
+    expect_dtype(op, "dtable", dtable, DType::F32);
+    expect_shape(op, "dout", dout, {ids.numel(), dtable.size(1)});
+    expect_dtype(op, "dout", dout, DType::F32);
+    cuda::embedding_backward(ids.data_as<int32_t>(), dout.data_as<float>(), vocab_start,
+                             dtable.size(0), ids.numel(), dtable.size(1), dtable.data_as<float>(),
+                             stream());
+  }
+
+  void rmsnorm_forward(const Tensor& x, const Tensor& weight, float eps, Tensor& out,
+                       Tensor& rstd) override {
+    const char* op = "rmsnorm_forward";
+    on_device(op, "x", x);
+    on_device(op, "weight", weight);
+    on_device(op, "out", out);
+    on_device(op, "rstd", rstd);
+    expect_2d(op, "x", x);
+    expect_dtype(op, "x", x, DType::F32);
+    expect_shape(op, "weight", weight, {x.size(1)});
+    expect_dtype(op, "weight", weight, DType::F32);
+    expect_shape(op, "out", out, x.shape());
+    expect_float(op, "out", out);
+    expect_shape(op, "rstd", rstd, {x.size(0)});
+    expect_dtype(op, "rstd", rstd, DType::F32);
+    cuda::rmsnorm_forward(x.data_as<float>(), weight.data_as<float>(), eps, x.size(0), x.size(1),
+                          out.data(), out.dtype(), rstd.data_as<float>(), stream());
+  }
+  void rmsnorm_backward(const Tensor& dout, const Tensor& x, const Tensor& weight,
+                        const Tensor& rstd, Tensor& dx, bool accumulate_dx,
+                        Tensor& dweight) override {
+    const char* op = "rmsnorm_backward";
+    using Named = std::pair<const char*, const Tensor*>;
+    for (const Named& t : std::initializer_list<Named>{{"dout", &dout}, {"x", &x},
+                                                       {"weight", &weight}, {"rstd", &rstd},
+                                                       {"dx", &dx}, {"dweight", &dweight}})
+      on_device(op, t.first, *t.second);
+    expect_2d(op, "x", x);
+    expect_dtype(op, "x", x, DType::F32);
+    for (const Tensor* t : std::initializer_list<const Tensor*>{&dout, &dx}) {
+      expect_shape(op, t == &dx ? "dx" : "dout", *t, x.shape());
+      expect_dtype(op, t == &dx ? "dx" : "dout", *t, DType::F32);
+    }
+    expect_shape(op, "weight", weight, {x.size(1)});
+    expect_dtype(op, "weight", weight, DType::F32);
+    expect_shape(op, "dweight", dweight, {x.size(1)});
+    expect_dtype(op, "dweight", dweight, DType::F32);
+    expect_shape(op, "rstd", rstd, {x.size(0)});
+    expect_dtype(op, "rstd", rstd, DType::F32);
+    cuda::rmsnorm_backward(dout.data_as<float>(), x.data_as<float>(), weight.data_as<float>(),
+                           rstd.data_as<float>(), x.size(0), x.size(1), dx.data_as<float>(),
+                           accumulate_dx, dweight.data_as<float>(), stream());
+  }
+
+  void rope(Tensor& x, const Tensor& positions, const Tensor& cos, const Tensor& sin,
+            int64_t num_heads, int64_t head_dim, bool inverse) override {
+    const char* op = "rope";
+    on_device(op, "x", x);
+    on_device(op, "positions", positions);
+    on_device(op, "cos", cos);
+    on_device(op, "sin", sin);
+    expect_2d(op, "x", x);
+    expect_dtype(op, "x", x, DType::F32);
+    expect(head_dim % 2 == 0 && num_heads * head_dim <= x.size(1), op, "x", x,
+           "rows holding num_heads heads of an even head_dim");
+    expect_shape(op, "positions", positions, {x.size(0)});
+    expect_dtype(op, "positions", positions, DType::I32);
+    expect_2d(op, "cos", cos);
+    expect(cos.size(1) == head_dim / 2, op, "cos", cos, "head_dim/2 columns");
+    expect_dtype(op, "cos", cos, DType::F32);
+    expect_shape(op, "sin", sin, cos.shape());
+    expect_dtype(op, "sin", sin, DType::F32);
+    // A position outside the tables is reported by the next synchronising call.
+    cuda::rope(x.data_as<float>(), x.size(0), x.size(1), positions.data_as<int32_t>(),
+               cos.data_as<float>(), sin.data_as<float>(), cos.size(0), num_heads, head_dim,
+               inverse, ctx_.device_error(), stream());
+  }
+
+  void swiglu_forward(const Tensor& gate_up, Tensor& out) override {
+    const char* op = "swiglu_forward";
+    on_device(op, "gate_up", gate_up);
+    on_device(op, "out", out);
+    expect_2d(op, "gate_up", gate_up);
+    expect_dtype(op, "gate_up", gate_up, DType::F32);
+    expect(gate_up.size(1) % 2 == 0, op, "gate_up", gate_up, "an even number of columns");
+    expect_shape(op, "out", out, {gate_up.size(0), gate_up.size(1) / 2});
+    expect_float(op, "out", out);
+    cuda::swiglu_forward(gate_up.data_as<float>(), gate_up.size(0), gate_up.size(1) / 2,
+                         out.data(), out.dtype(), stream());
+  }
+  void swiglu_backward(const Tensor& dout, const Tensor& gate_up, Tensor& dgate_up) override {
+    const char* op = "swiglu_backward";
+    on_device(op, "dout", dout);
+    on_device(op, "gate_up", gate_up);
+    on_device(op, "dgate_up", dgate_up);
+    expect_2d(op, "gate_up", gate_up);
+    expect_dtype(op, "gate_up", gate_up, DType::F32);
+    expect(gate_up.size(1) % 2 == 0, op, "gate_up", gate_up, "an even number of columns");
+    expect_shape(op, "dout", dout, {gate_up.size(0), gate_up.size(1) / 2});
+    expect_dtype(op, "dout", dout, DType::F32);
+    expect_shape(op, "dgate_up", dgate_up, gate_up.shape());
+    expect_float(op, "dgate_up", dgate_up);
+    cuda::swiglu_backward(dout.data_as<float>(), gate_up.data_as<float>(), gate_up.size(0),
+                          gate_up.size(1) / 2, dgate_up.data(), dgate_up.dtype(), stream());
+  }
+
+  void attention_forward(const Tensor& qkv, const AttentionShape& s, Tensor& out,
+                         Tensor& lse) override {
+    const char* op = "attention_forward";
+    on_device(op, "qkv", qkv);
+    on_device(op, "out", out);
+    on_device(op, "lse", lse);
+    check_attention_shape(s);
+    expect_shape(op, "qkv", qkv, {s.batch * s.seq, s.qkv_width()});
+    expect_dtype(op, "qkv", qkv, DType::F32);
+    expect_shape(op, "out", out, {s.batch * s.seq, s.q_heads * s.head_dim});
+    expect_float(op, "out", out);
+    expect_shape(op, "lse", lse, {s.batch, s.q_heads, s.seq});
+    expect_dtype(op, "lse", lse, DType::F32);
+    cuda::attention_forward(qkv.data_as<float>(), s.batch, s.seq, s.q_heads, s.kv_heads,
+                            s.head_dim, out.data(), out.dtype(), lse.data_as<float>(), stream());
+  }
+  void attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out,
+                          const Tensor& lse, const AttentionShape& s, Tensor& dqkv) override {
+    const char* op = "attention_backward";
+    on_device(op, "dout", dout);
+    on_device(op, "qkv", qkv);
+    on_device(op, "out", out);
+    on_device(op, "lse", lse);
+    on_device(op, "dqkv", dqkv);
+    check_attention_shape(s);
+    expect_shape(op, "qkv", qkv, {s.batch * s.seq, s.qkv_width()});
+    expect_dtype(op, "qkv", qkv, DType::F32);
+    expect_shape(op, "out", out, {s.batch * s.seq, s.q_heads * s.head_dim});
+    expect_float(op, "out", out);
+    expect_shape(op, "dout", dout, out.shape());
+    expect(dout.dtype() == out.dtype(), op, "dout", dout, "the dtype of out");
+    expect_shape(op, "lse", lse, {s.batch, s.q_heads, s.seq});
+    expect_dtype(op, "lse", lse, DType::F32);
+    expect_shape(op, "dqkv", dqkv, qkv.shape());
+    expect_dtype(op, "dqkv", dqkv, DType::F32);
+    const size_t bytes = cuda::attention_backward_scratch_bytes(s.batch, s.seq, s.q_heads,
+                                                                s.head_dim, out.dtype());
+    Tensor scratch = ctx_.scratch({int64_t((bytes + 3) / 4)}, DType::F32,
+                                  "attention backward scratch");
+    cuda::attention_backward(dout.data(), qkv.data_as<float>(), out.data(), out.dtype(),
+                             lse.data_as<float>(), s.batch, s.seq, s.q_heads, s.kv_heads,
+                             s.head_dim, dqkv.data_as<float>(), scratch.data(), stream());
+  }
+
+  void attention_decode(const Tensor& qkv, Tensor& k_cache, Tensor& v_cache, int64_t past_len,
+                        const AttentionShape& s, Tensor& out) override {
+    const char* op = "attention_decode";
+    on_device(op, "qkv", qkv);
+    on_device(op, "k_cache", k_cache);
+    on_device(op, "v_cache", v_cache);
+    on_device(op, "out", out);
+    check_attention_shape(s);
+    VACC_CHECK(s.batch == 1, op, ": decodes one sequence (batch 1), got batch ", s.batch);
+    expect_shape(op, "qkv", qkv, {s.seq, s.qkv_width()});
+    expect_dtype(op, "qkv", qkv, DType::F32);
+    expect(k_cache.defined() && k_cache.dim() == 2 && k_cache.size(1) == s.kv_heads * s.head_dim,
+           op, "k_cache", k_cache, "(max_len, kv_heads*head_dim)");
+    expect_dtype(op, "k_cache", k_cache, DType::F32);
+    expect_shape(op, "v_cache", v_cache, k_cache.shape());
+    expect_dtype(op, "v_cache", v_cache, DType::F32);
+    VACC_CHECK(past_len >= 0 && past_len + s.seq <= k_cache.size(0), op, ": ", s.seq,
+               " new tokens after ", past_len, " cached ones do not fit a KV cache of ",
+               k_cache.size(0), " positions");
+    expect_shape(op, "out", out, {s.seq, s.q_heads * s.head_dim});
+    expect_float(op, "out", out);
+    cuda::attention_decode(qkv.data_as<float>(), s.seq, s.q_heads, s.kv_heads, s.head_dim,
+                           k_cache.data_as<float>(), v_cache.data_as<float>(), past_len,
+                           out.data(), out.dtype(), stream());
+  }
+
+  void classifier_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor& labels,
+                                float grad_scale, Tensor& loss_sum, Tensor* dx,
+                                Tensor* dweight) override {
+    const char* op = "classifier_cross_entropy";
+    on_device(op, "x", x);
+    on_device(op, "weight", weight);
+    on_device(op, "labels", labels);
+    on_device(op, "loss_sum", loss_sum);
+    expect_2d(op, "x", x);
+    expect_float(op, "x", x);
+    expect_2d(op, "weight", weight);
+    expect(weight.size(1) == x.size(1) && weight.dtype() == x.dtype(), op, "weight", weight,
+           "(V, C) with the dtype of x");
+    expect_shape(op, "labels", labels, {x.size(0)});
+    expect_dtype(op, "labels", labels, DType::I32);
+    expect_shape(op, "loss_sum", loss_sum, {1});
+    expect_dtype(op, "loss_sum", loss_sum, DType::F32);
+    if (dx) {
+      on_device(op, "dx", *dx);
+      expect_shape(op, "dx", *dx, x.shape());
+      expect_dtype(op, "dx", *dx, DType::F32);
+    }
+    if (dweight) {
+      on_device(op, "dweight", *dweight);
+      expect_shape(op, "dweight", *dweight, weight.shape());
+      expect_dtype(op, "dweight", *dweight, DType::F32);
+    }
+    cuda::classifier_cross_entropy(ctx_, x, weight, labels, grad_scale, loss_sum, dx, dweight);
+  }
+
+  void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
+                  const AdamWParams& p) override {
+    const char* op = "adamw_step";
+    on_device(op, "param", param);
+    expect_dtype(op, "param", param, DType::F32);
+    for (const Tensor* t : std::initializer_list<const Tensor*>{&grad, &m, &v}) {
+      const char* what = t == &grad ? "grad" : (t == &m ? "m" : "v");
+      on_device(op, what, *t);
+      expect(t->defined() && t->numel() == param.numel() && t->dtype() == DType::F32, op, what,
+             *t, "f32 with the numel of param");
+    }
+    cuda::adamw_step(param.data_as<float>(), grad.data_as<float>(), m.data_as<float>(),
+                     v.data_as<float>(), param.numel(), p.lr, p.beta1, p.beta2, p.eps,
+                     p.weight_decay, p.step, p.grad_scale, stream());
+  }
+
+ private:
+  cudaStream_t stream() const { return ctx_.stream(); }
+
+  void on_device(const char* op, const char* what, const Tensor& t) const {
+    expect_device(op, what, t, device());
+  }
+
+  static void check_attention_shape(const AttentionShape& s) {
+    VACC_CHECK(s.batch > 0 && s.seq > 0 && s.q_heads > 0 && s.kv_heads > 0 && s.head_dim > 0 &&
+                   s.q_heads % s.kv_heads == 0,
+               "attention: q_heads (", s.q_heads, ") must be a positive multiple of kv_heads (",
+               s.kv_heads, ")");
+    VACC_CHECK(s.head_dim <= cuda::kMaxHeadDim, "attention: head_dim ", s.head_dim,
+               " is not supported by the CUDA kernels (at most ", cuda::kMaxHeadDim, ")");
+  }
+
+  cuda::CudaContext ctx_;
+};
+
+// Why no GPU can be used, or "" when one can.
+std::string probe_devices(int* count) {
+  int n = 0;
+  cudaError_t err = cudaGetDeviceCount(&n);
+  cudaGetLastError();  // leave no sticky error behind
+  if (count) *count = err == cudaSuccess ? n : 0;
+  if (err != cudaSuccess)
+    return std::string(cudaGetErrorName(err)) + ": " + cudaGetErrorString(err);
+  if (n == 0) return "the CUDA driver reports no devices";
+  return "";
+}
+
+}  // namespace
+
+int cuda_device_count() {
+  try {
+    int n = 0;
+    probe_devices(&n);
+    return n;
+  } catch (...) {
+    return 0;
+  }
+}
+
+std::string cuda_unavailable_reason() {
+  try {
+    return probe_devices(nullptr);
+  } catch (...) {
+    return "the CUDA runtime could not be queried";
+  }
+}
+
+std::unique_ptr<Backend> make_cuda_backend(int device_index, size_t memory_budget_bytes) {
+  int count = 0;
+  const std::string why = probe_devices(&count);
+  VACC_CHECK(count > 0, "no CUDA GPU can be used on this machine (", why, ")");
+  VACC_CHECK(device_index >= 0 && device_index < count, "CUDA device ", device_index,
+             " does not exist: this machine has ", count, " CUDA device(s)");
+  return std::make_unique<CudaBackend>(device_index, memory_budget_bytes);
+}
+
+}  // namespace vacc

@@ -1,0 +1,28 @@
+// The CUDA backend: every op of the Backend interface (backend.h) on one NVIDIA GPU, issued on
+// a compute stream owned by the backend. Matrix products through cuBLASLt; our own kernels for
+// the rest (kernels/cuda/*.cu). Built whenever nvcc is found (VACC_HAVE_CUDA is then defined
+// for the code that links vacc_kernels_cuda); see docs/cuda.md.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <string>
+
+#include "vacc/kernels/backend.h"
+
+namespace vacc {
+
+// The number of CUDA GPUs this process can use; 0 when there is none, no driver, or the driver
+// is too old for the runtime. Never throws.
+int cuda_device_count();
+
+// A short reason why cuda_device_count() is 0 ("no CUDA driver", "no CUDA-capable device",
+// ...), or "" when there are GPUs. Never throws.
+std::string cuda_unavailable_reason();
+
+// The backend for GPU `device_index` ("cuda:N"), its memory limited to memory_budget_bytes.
+// Throws vacc::Error naming the reason when there is no such GPU.
+std::unique_ptr<Backend> make_cuda_backend(int device_index = 0,
+                                           size_t memory_budget_bytes = DeviceAllocator::kUnlimited);
+
+}  // namespace vacc

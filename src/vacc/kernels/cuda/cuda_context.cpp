@@ -1,0 +1,107 @@
+#include "vacc/kernels/cuda/cuda_context.h"
+
+#include "vacc/kernels/cuda/cuda_check.h"
+#include "vacc/kernels/cuda/matmul_fallback.h"
+
+namespace vacc::cuda {
+namespace {
+
+// cuBLASLt's workspace: NVIDIA recommends 32 MiB on Hopper (4 MiB suffices before).
+constexpr size_t kWorkspaceBytes = size_t(32) << 20;
+
+}  // namespace
+
+CudaContext::CudaContext(int device_index, size_t budget_bytes)
+    : device_index_(device_index), allocator_(device_index, budget_bytes) {
+  int count = 0;
+  VACC_CUDA_CHECK(cudaGetDeviceCount(&count));
+  VACC_CHECK(device_index >= 0 && device_index < count, "CUDA device ", device_index,
+             " does not exist: this machine has ", count, " CUDA device(s)");
+  VACC_CUDA_CHECK(cudaSetDevice(device_index));
+  cudaDeviceProp prop{};
+  VACC_CUDA_CHECK(cudaGetDeviceProperties(&prop, device_index));
+  device_name_ = prop.name;
+  VACC_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  try {
+    workspace_ = scratch({int64_t(kWorkspaceBytes / 4)}, DType::F32, "cuBLASLt workspace");
+    reduce_partials_ = scratch({int64_t(kSumPartials) * 2}, DType::F32, "reduction partials");
+    device_error_ = scratch({int64_t(sizeof(DeviceError) / 4)}, DType::F32, "device error slot");
+    VACC_CUDA_CHECK(cudaMemsetAsync(device_error_.data(), 0, sizeof(DeviceError), stream_));
+    matmul_ = std::make_unique<CublasLtMatmul>(workspace_.data(), kWorkspaceBytes);
+    VACC_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  } catch (...) {
+    cudaStreamDestroy(stream_);
+    throw;
+  }
+}
+
+CudaContext::~CudaContext() {
+  cudaSetDevice(device_index_);
+  cudaStreamSynchronize(stream_);
+  matmul_.reset();
+  cudaStreamDestroy(stream_);
+  cudaGetLastError();
+}
+
+void CudaContext::gemm(const void* a, bool trans_a, const void* b, bool trans_b, void* out,
+                       int64_t M, int64_t N, int64_t K, DType in_dtype, DType out_dtype,
+                       float alpha, float beta, const float* bias) {
+  if (M == 0 || N == 0) return;
+  if (K == 0) {  // an empty product: out = beta * out (+ bias)
+    scale_add_bias(out, out_dtype, beta, bias, M, N, stream_);
+    return;
+  }
+  if (in_dtype == DType::F32 && out_dtype == DType::BF16) {
+    // cuBLASLt has no f32 x f32 -> bf16 product: compute in f32, then round.
+    Tensor tmp = scratch({M, N}, DType::F32, "matmul f32 result");
+    gemm(a, trans_a, b, trans_b, tmp.data(), M, N, K, in_dtype, DType::F32, alpha, 0.0f, bias);
+    convert(tmp.data(), DType::F32, out, DType::BF16, M * N, stream_);
+    return;
+  }
+  if (matmul_->run(a, trans_a, b, trans_b, out, M, N, K, in_dtype, out_dtype, alpha, beta, bias,
+                   stream_))
+    return;
+  if (bias && matmul_->run(a, trans_a, b, trans_b, out, M, N, K, in_dtype, out_dtype, alpha, beta,
+                           nullptr, stream_)) {
+    add_bias_rows(out, out_dtype, bias, M, N, stream_);
+    return;
+  }
+  matmul_fallback(a, trans_a, b, trans_b, out, M, N, K, in_dtype, out_dtype, alpha, beta, bias,
+                  stream_);
+}
+
+void CudaContext::upload(const void* host, void* device, size_t bytes) {
+  if (bytes == 0) return;
+  VACC_CUDA_CHECK(cudaMemcpyAsync(device, host, bytes, cudaMemcpyHostToDevice, stream_));
+  VACC_CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
+void CudaContext::download(const void* device, void* host, size_t bytes) {
+  if (bytes > 0) {
+    VACC_CUDA_CHECK(cudaMemcpyAsync(host, device, bytes, cudaMemcpyDeviceToHost, stream_));
+  }
+  synchronize();
+}
+
+void CudaContext::synchronize() {
+  VACC_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  check_device_error();
+}
+
+void CudaContext::check_device_error() {
+  DeviceError e{};
+  VACC_CUDA_CHECK(cudaMemcpyAsync(&e, device_error_.data(), sizeof e, cudaMemcpyDeviceToHost,
+                                  stream_));
+  VACC_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  if (e.code == kNoError) return;
+  VACC_CUDA_CHECK(cudaMemsetAsync(device_error_.data(), 0, sizeof(DeviceError), stream_));
+  VACC_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  switch (e.code) {
+    case kRopePositionOutOfRange:
+      fail("rope: position ", e.a, " of token ", e.b, " is outside the table of ", e.c,
+           " positions");
+    default: fail("a CUDA kernel reported error code ", e.code);
+  }
+}
+
+}  // namespace vacc::cuda

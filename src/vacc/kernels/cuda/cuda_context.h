@@ -1,0 +1,63 @@
+// CudaContext: what every CUDA op needs besides its tensors: the device, its caching
+// allocator, the compute stream all work is issued on, cuBLASLt with its workspace, and small
+// device scratch (reduction partials, the slot where kernels report bad input). CudaBackend
+// owns one; ops that are more than a kernel launch (the matrix product's fallbacks, the chunked
+// classifier) take it.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <memory>
+
+#include "vacc/core/tensor.h"
+#include "vacc/kernels/cuda/cuda_allocator.h"
+#include "vacc/kernels/cuda/cuda_kernels.h"
+#include "vacc/kernels/cuda/matmul_cublaslt.h"
+
+namespace vacc::cuda {
+
+class CudaContext {
+ public:
+  CudaContext(int device_index, size_t budget_bytes);
+  ~CudaContext();
+  CudaContext(const CudaContext&) = delete;
+  CudaContext& operator=(const CudaContext&) = delete;
+
+  int device_index() const { return device_index_; }
+  CudaAllocator& allocator() { return allocator_; }
+  cudaStream_t stream() const { return stream_; }
+  const std::string& device_name() const { return device_name_; }
+
+  // out (M, N) = alpha * op(a) @ op(b) + beta * out (+ bias): cuBLASLt, or a fallback for what
+  // it declines (K = 0, f32 inputs with a bf16 output, no algorithm for the alignment).
+  void gemm(const void* a, bool trans_a, const void* b, bool trans_b, void* out, int64_t M,
+            int64_t N, int64_t K, DType in_dtype, DType out_dtype, float alpha, float beta,
+            const float* bias);
+
+  // Host <-> device copies on the stream; both wait until the copy is done (so the host
+  // buffer may be reused at once). download first finishes all work issued before.
+  void upload(const void* host, void* device, size_t bytes);
+  void download(const void* device, void* host, size_t bytes);
+  // Waits for the stream, then throws if a kernel reported bad input (or the device failed).
+  void synchronize();
+
+  DeviceError* device_error() { return device_error_.data_as<DeviceError>(); }
+  double* reduce_partials() { return reduce_partials_.data_as<double>(); }
+
+  // A scratch tensor for one op (counted as Buffers).
+  Tensor scratch(Shape shape, DType dtype, std::string_view what) {
+    return Tensor(allocator_, std::move(shape), dtype, MemoryCategory::Buffers, what);
+  }
+
+ private:
+  void check_device_error();
+
+  int device_index_;
+  std::string device_name_;
+  CudaAllocator allocator_;  // declared before every tensor below: destroyed after them
+  cudaStream_t stream_ = nullptr;
+  Tensor workspace_, reduce_partials_, device_error_;
+  std::unique_ptr<CublasLtMatmul> matmul_;
+};
+
+}  // namespace vacc::cuda

@@ -1,0 +1,115 @@
+// The CUDA kernels' launchers on raw device pointers, one .cu file per op beside this header
+// (the matrix products are in matmul_cublaslt.h). CudaBackend (cuda_backend.cpp) checks the
+// tensors' shapes and dtypes and calls these; see backend.h for what each op computes. Every
+// launcher issues its work on `stream` and returns without waiting for it.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "vacc/core/dtype.h"
+
+namespace vacc::cuda {
+
+// Errors found by kernels (bad input that only the device sees) are written here, in device
+// memory, and reported by CudaBackend at its next synchronising call. The first error wins.
+struct DeviceError {
+  int code;  // 0: none; see DeviceErrorCode
+  int pad;
+  long long a, b, c;
+};
+enum DeviceErrorCode : int { kNoError = 0, kRopePositionOutOfRange = 1 };
+
+// ---- elementwise.cu ----
+void convert(const void* src, DType src_dtype, void* dst, DType dst_dtype, int64_t n,
+             cudaStream_t stream);
+void fill(void* dst, DType dtype, float value, int64_t n, cudaStream_t stream);
+void add(const float* a, const float* b, float* out, int64_t n, cudaStream_t stream);
+void scale(float* x, float s, int64_t n, cudaStream_t stream);
+// acc[0] += sum(x^2), summed in double in a fixed order (deterministic); `partials` is device
+// scratch of at least kSumPartials doubles.
+constexpr int kSumPartials = 1024;
+void sum_of_squares(const float* x, int64_t n, float* acc, double* partials, cudaStream_t stream);
+// dbias (N) += column sums of dy (M, N), each column summed in a fixed order.
+void bias_backward(const float* dy, float* dbias, int64_t M, int64_t N, cudaStream_t stream);
+// out (M, N) += bias (N) broadcast over rows; out f32 or bf16.
+void add_bias_rows(void* out, DType out_dtype, const float* bias, int64_t M, int64_t N,
+                   cudaStream_t stream);
+// out (M, N) = beta * out + bias (or 0 where bias is null): the product with K = 0.
+void scale_add_bias(void* out, DType out_dtype, float beta, const float* bias, int64_t M,
+                    int64_t N, cudaStream_t stream);
+
+// ---- embedding.cu ----
+void embedding_forward(const int32_t* ids, const float* table, int64_t vocab_start,
+                       int64_t vocab_size, int64_t n, int64_t c, float* out, cudaStream_t stream);
+// Scatter-add with atomicAdd: the order of the additions into one row is not fixed.
+void embedding_backward(const int32_t* ids, const float* dout, int64_t vocab_start,
+                        int64_t vocab_size, int64_t n, int64_t c, float* dtable,
+                        cudaStream_t stream);
+
+// ---- rmsnorm.cu ----
+void rmsnorm_forward(const float* x, const float* weight, float eps, int64_t n, int64_t c,
+                     void* out, DType out_dtype, float* rstd, cudaStream_t stream);
+void rmsnorm_backward(const float* dout, const float* x, const float* weight, const float* rstd,
+                      int64_t n, int64_t c, float* dx, bool accumulate_dx, float* dweight,
+                      cudaStream_t stream);
+
+// ---- rope.cu ----
+// Positions outside [0, max_positions) leave their row unchanged and set kRopePositionOutOfRange.
+void rope(float* x, int64_t n, int64_t row_width, const int32_t* positions, const float* cos,
+          const float* sin, int64_t max_positions, int64_t num_heads, int64_t head_dim,
+          bool inverse, DeviceError* error, cudaStream_t stream);
+
+// ---- swiglu.cu ----
+void swiglu_forward(const float* gate_up, int64_t n, int64_t f, void* out, DType out_dtype,
+                    cudaStream_t stream);
+void swiglu_backward(const float* dout, const float* gate_up, int64_t n, int64_t f,
+                     void* dgate_up, DType dgate_up_dtype, cudaStream_t stream);
+
+// ---- attention.cu ----
+// The largest head_dim the attention kernels take.
+constexpr int64_t kMaxHeadDim = 256;
+// qkv (B*T, (Hq + 2 Hkv) D); out (B*T, Hq D) of out_dtype; lse (B, Hq, T).
+void attention_forward(const float* qkv, int64_t batch, int64_t seq, int64_t q_heads,
+                       int64_t kv_heads, int64_t head_dim, void* out, DType out_dtype, float* lse,
+                       cudaStream_t stream);
+// Bytes of device scratch attention_backward needs.
+size_t attention_backward_scratch_bytes(int64_t batch, int64_t seq, int64_t q_heads,
+                                        int64_t head_dim, DType io_dtype);
+// dout and out (B*T, Hq D) of io_dtype; dqkv (B*T, (Hq + 2 Hkv) D) overwritten. `scratch` holds
+// attention_backward_scratch_bytes (D_i = rowsum(dO * O), and dO in f32 when io is bf16).
+void attention_backward(const void* dout, const float* qkv, const void* out, DType io_dtype,
+                        const float* lse, int64_t batch, int64_t seq, int64_t q_heads,
+                        int64_t kv_heads, int64_t head_dim, float* dqkv, void* scratch,
+                        cudaStream_t stream);
+
+// ---- attention_decode.cu ----
+void attention_decode(const float* qkv, int64_t n_new, int64_t q_heads, int64_t kv_heads,
+                      int64_t head_dim, float* k_cache, float* v_cache, int64_t past_len, void* out,
+                      DType out_dtype, cudaStream_t stream);
+
+// ---- softmax_cross_entropy.cu (the per-row part of classifier_cross_entropy.cpp) ----
+// For chunk row r (r < R), the input row rows[r] with label labels[rows[r]] (valid, not -100):
+// row_loss[r] = logsumexp(logits row) - logit[label]; if want_grad, the row's gradient
+// grad_scale * (softmax - onehot) overwrites the logits row (f32) or goes to dlogits_bf16.
+void softmax_cross_entropy_rows(float* logits, int64_t R, int64_t V, const int32_t* rows,
+                                const int32_t* labels, bool want_grad, float grad_scale,
+                                bf16* dlogits_bf16, float* row_loss, cudaStream_t stream);
+// dst (R, C) = src rows rows[0..R) of (*, C); element size 2 or 4 bytes.
+void gather_rows(const void* src, const int32_t* rows, int64_t R, int64_t C, size_t elem_size,
+                 void* dst, cudaStream_t stream);
+// dst rows rows[r] (of (*, C) f32) = src row r (R, C).
+void scatter_rows(const float* src, const int32_t* rows, int64_t R, int64_t C, float* dst,
+                  cudaStream_t stream);
+// Rows i of x (N, C) f32 whose labels[i] == -100 are set to zero.
+void zero_ignored_rows(float* x, const int32_t* labels, int64_t N, int64_t C, cudaStream_t stream);
+// loss_sum[0] += float(sum of row_loss[0..m) in double, fixed order).
+void add_loss_sum(const float* row_loss, int64_t m, float* loss_sum, cudaStream_t stream);
+
+// ---- adamw.cu ----
+void adamw_step(float* param, const float* grad, float* m, float* v, int64_t n, float lr,
+                float beta1, float beta2, float eps, float weight_decay, int64_t step,
+                float grad_scale, cudaStream_t stream);
+
+}  // namespace vacc::cuda

@@ -1,0 +1,76 @@
+// Device-side helpers shared by the .cu files: f32/bf16 loads and stores (bf16 rounding is
+// bit-identical to vacc::float_to_bf16 on the host), warp and block reductions, launch sizes.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+
+#include "vacc/core/dtype.h"
+
+namespace vacc::cuda {
+
+constexpr float kNegInf = -INFINITY;
+
+__device__ __forceinline__ float load(const float* p, int64_t i) { return p[i]; }
+__device__ __forceinline__ float load(const bf16* p, int64_t i) {
+  return __uint_as_float(uint32_t(p[i].bits) << 16);
+}
+__device__ __forceinline__ bf16 to_bf16(float f) {
+  uint32_t u = __float_as_uint(f);
+  if ((u & 0x7f800000u) == 0x7f800000u && (u & 0x7fffffu)) return bf16{uint16_t((u >> 16) | 0x40u)};
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return bf16{uint16_t(u >> 16)};
+}
+__device__ __forceinline__ void store(float* p, int64_t i, float v) { p[i] = v; }
+__device__ __forceinline__ void store(bf16* p, int64_t i, float v) { p[i] = to_bf16(v); }
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+__device__ __forceinline__ double warp_sum(double v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// Sum / max over the whole block (blockDim.x a multiple of 32, at most 1024), returned to every
+// thread. Every thread of the block must call it (it synchronises twice); `scratch` is shared
+// memory of 32 elements that the caller does not use across the call.
+template <typename T>
+__device__ __forceinline__ T block_sum(T v, T* scratch) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_sum(v);
+  __syncthreads();  // scratch may still be read by a previous reduction
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  T total = T(0);
+  for (int w = 0; w < warps; ++w) total += scratch[w];  // same order in every thread
+  return total;
+}
+__device__ __forceinline__ float block_max(float v, float* scratch) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_max(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  float m = kNegInf;
+  for (int w = 0; w < warps; ++w) m = fmaxf(m, scratch[w]);
+  return m;
+}
+
+inline unsigned grid_for(int64_t n, int threads, int64_t max_blocks = int64_t(1) << 20) {
+  int64_t blocks = (n + threads - 1) / threads;
+  if (blocks < 1) blocks = 1;
+  return unsigned(blocks < max_blocks ? blocks : max_blocks);
+}
+
+}  // namespace vacc::cuda

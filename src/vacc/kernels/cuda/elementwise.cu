@@ -1,0 +1,177 @@
+// Element-wise kernels and reductions over flat arrays. Grid-stride loops with 64-bit indices.
+#include "vacc/core/error.h"
+#include "vacc/kernels/cuda/cuda_check.h"
+#include "vacc/kernels/cuda/cuda_kernels.h"
+#include "vacc/kernels/cuda/device_math.cuh"
+
+namespace vacc::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+__device__ __forceinline__ int64_t first_index() {
+  return int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+}
+__device__ __forceinline__ int64_t grid_stride() { return int64_t(gridDim.x) * blockDim.x; }
+
+template <typename S, typename D>
+__global__ void convert_kernel(const S* src, D* dst, int64_t n) {
+  for (int64_t i = first_index(); i < n; i += grid_stride()) store(dst, i, load(src, i));
+}
+
+template <typename T>
+__global__ void fill_kernel(T* dst, float value, int64_t n) {
+  for (int64_t i = first_index(); i < n; i += grid_stride()) store(dst, i, value);
+}
+
+__global__ void fill_i32_kernel(int32_t* dst, int32_t value, int64_t n) {
+  for (int64_t i = first_index(); i < n; i += grid_stride()) dst[i] = value;
+}
+
+__global__ void add_kernel(const float* a, const float* b, float* out, int64_t n) {
+  for (int64_t i = first_index(); i < n; i += grid_stride()) out[i] = a[i] + b[i];
+}
+
+__global__ void scale_kernel(float* x, float s, int64_t n) {
+  for (int64_t i = first_index(); i < n; i += grid_stride()) x[i] *= s;
+}
+
+// Pass 1: block b sums squares of its grid-stride share into partials[b] (double).
+__global__ void sum_of_squares_kernel(const float* x, int64_t n, double* partials) {
+  __shared__ double scratch[32];
+  double s = 0.0;
+  for (int64_t i = first_index(); i < n; i += grid_stride()) s += double(x[i]) * double(x[i]);
+  s = block_sum(s, scratch);
+  if (threadIdx.x == 0) partials[blockIdx.x] = s;
+}
+
+// Pass 2 (one block): acc[0] += float(sum of the partials).
+__global__ void sum_partials_kernel(const double* partials, int count, float* acc) {
+  __shared__ double scratch[32];
+  double s = 0.0;
+  for (int i = threadIdx.x; i < count; i += blockDim.x) s += partials[i];
+  s = block_sum(s, scratch);
+  if (threadIdx.x == 0) acc[0] += float(s);
+}
+
+// Column sums: block (32, 32) owns 32 columns; thread (x, y) sums rows y, y + 32, ... of
+// column x, then the 32 partial sums of a column are added in order of y.
+__global__ void bias_backward_kernel(const float* dy, float* dbias, int64_t M, int64_t N) {
+  __shared__ float part[32][33];
+  const int64_t col = int64_t(blockIdx.x) * 32 + threadIdx.x;
+  float s = 0.0f;
+  if (col < N)
+    for (int64_t i = threadIdx.y; i < M; i += 32) s += dy[i * N + col];
+  part[threadIdx.y][threadIdx.x] = s;
+  __syncthreads();
+  if (threadIdx.y == 0 && col < N) {
+    float total = 0.0f;
+    for (int y = 0; y < 32; ++y) total += part[y][threadIdx.x];
+    dbias[col] += total;
+  }
+}
+
+template <typename T>
+__global__ void add_bias_rows_kernel(T* out, const float* bias, int64_t M, int64_t N) {
+  for (int64_t i = first_index(); i < M * N; i += grid_stride())
+    store(out, i, load(out, i) + bias[i % N]);
+}
+
+template <typename T>
+__global__ void scale_add_bias_kernel(T* out, float beta, const float* bias, int64_t M,
+                                      int64_t N) {
+  for (int64_t i = first_index(); i < M * N; i += grid_stride()) {
+    float prev = beta != 0.0f ? beta * load(out, i) : 0.0f;
+    store(out, i, prev + (bias ? bias[i % N] : 0.0f));
+  }
+}
+
+template <typename Fn>
+void dispatch(DType dtype, Fn&& fn) {
+  switch (dtype) {
+    case DType::F32: fn(static_cast<float*>(nullptr)); return;
+    case DType::BF16: fn(static_cast<bf16*>(nullptr)); return;
+    default: fail("expected an f32 or bf16 tensor, got ", dtype_name(dtype));
+  }
+}
+
+}  // namespace
+
+void convert(const void* src, DType src_dtype, void* dst, DType dst_dtype, int64_t n,
+             cudaStream_t stream) {
+  if (n == 0) return;
+  dispatch(src_dtype, [&](auto s_tag) {
+    using S = std::remove_pointer_t<decltype(s_tag)>;
+    dispatch(dst_dtype, [&](auto d_tag) {
+      using D = std::remove_pointer_t<decltype(d_tag)>;
+      convert_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(static_cast<const S*>(src),
+                                                                     static_cast<D*>(dst), n);
+    });
+  });
+  VACC_CUDA_CHECK_LAUNCH("convert_kernel");
+}
+
+void fill(void* dst, DType dtype, float value, int64_t n, cudaStream_t stream) {
+  if (n == 0) return;
+  if (dtype == DType::I32) {
+    fill_i32_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(static_cast<int32_t*>(dst),
+                                                                    int32_t(value), n);
+  } else {
+    dispatch(dtype, [&](auto tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      fill_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(static_cast<T*>(dst), value, n);
+    });
+  }
+  VACC_CUDA_CHECK_LAUNCH("fill_kernel");
+}
+
+void add(const float* a, const float* b, float* out, int64_t n, cudaStream_t stream) {
+  if (n == 0) return;
+  add_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(a, b, out, n);
+  VACC_CUDA_CHECK_LAUNCH("add_kernel");
+}
+
+void scale(float* x, float s, int64_t n, cudaStream_t stream) {
+  if (n == 0) return;
+  scale_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(x, s, n);
+  VACC_CUDA_CHECK_LAUNCH("scale_kernel");
+}
+
+void sum_of_squares(const float* x, int64_t n, float* acc, double* partials, cudaStream_t stream) {
+  if (n == 0) return;
+  const unsigned blocks = grid_for(n, kThreads, kSumPartials);
+  sum_of_squares_kernel<<<blocks, kThreads, 0, stream>>>(x, n, partials);
+  VACC_CUDA_CHECK_LAUNCH("sum_of_squares_kernel");
+  sum_partials_kernel<<<1, kThreads, 0, stream>>>(partials, int(blocks), acc);
+  VACC_CUDA_CHECK_LAUNCH("sum_partials_kernel");
+}
+
+void bias_backward(const float* dy, float* dbias, int64_t M, int64_t N, cudaStream_t stream) {
+  if (M == 0 || N == 0) return;
+  bias_backward_kernel<<<unsigned((N + 31) / 32), dim3(32, 32), 0, stream>>>(dy, dbias, M, N);
+  VACC_CUDA_CHECK_LAUNCH("bias_backward_kernel");
+}
+
+void add_bias_rows(void* out, DType out_dtype, const float* bias, int64_t M, int64_t N,
+                   cudaStream_t stream) {
+  if (M == 0 || N == 0) return;
+  dispatch(out_dtype, [&](auto tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    add_bias_rows_kernel<<<grid_for(M * N, kThreads), kThreads, 0, stream>>>(static_cast<T*>(out),
+                                                                            bias, M, N);
+  });
+  VACC_CUDA_CHECK_LAUNCH("add_bias_rows_kernel");
+}
+
+void scale_add_bias(void* out, DType out_dtype, float beta, const float* bias, int64_t M,
+                    int64_t N, cudaStream_t stream) {
+  if (M == 0 || N == 0) return;
+  dispatch(out_dtype, [&](auto tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    scale_add_bias_kernel<<<grid_for(M * N, kThreads), kThreads, 0, stream>>>(
+        static_cast<T*>(out), beta, bias, M, N);
+  });
+  VACC_CUDA_CHECK_LAUNCH("scale_add_bias_kernel");
+}
+
+}  // namespace vacc::cuda

@@ -1,0 +1,128 @@
+#include "vacc/kernels/cuda/matmul_cublaslt.h"
+
+#include "vacc/kernels/cuda/cuda_check.h"
+
+namespace vacc::cuda {
+namespace {
+
+cudaDataType_t cuda_type(DType t) {
+  switch (t) {
+    case DType::F32: return CUDA_R_32F;
+    case DType::BF16: return CUDA_R_16BF;
+    default: fail("matmul: unsupported dtype ", dtype_name(t));
+  }
+}
+
+// The largest power of two (at most 256) that divides the address.
+unsigned alignment_of(const void* p) {
+  const auto u = reinterpret_cast<uintptr_t>(p);
+  unsigned a = 1;
+  while (a < 256 && (u % (2 * a)) == 0) a *= 2;
+  return a;
+}
+
+template <typename T>
+void set_desc(cublasLtMatmulDesc_t desc, cublasLtMatmulDescAttributes_t attr, const T& value) {
+  VACC_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, attr, &value, sizeof value));
+}
+
+template <typename T>
+void set_pref(cublasLtMatmulPreference_t pref, cublasLtMatmulPreferenceAttributes_t attr,
+              const T& value) {
+  VACC_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, attr, &value, sizeof value));
+}
+
+}  // namespace
+
+CublasLtMatmul::CublasLtMatmul(void* workspace, size_t workspace_bytes)
+    : workspace_(workspace), workspace_bytes_(workspace_bytes) {
+  VACC_CUBLAS_CHECK(cublasLtCreate(&handle_));
+}
+
+CublasLtMatmul::~CublasLtMatmul() {
+  for (auto& [key, plan] : plans_) destroy(plan);
+  if (handle_) cublasLtDestroy(handle_);
+}
+
+void CublasLtMatmul::destroy(Plan& plan) {
+  if (plan.a) cublasLtMatrixLayoutDestroy(plan.a);
+  if (plan.b) cublasLtMatrixLayoutDestroy(plan.b);
+  if (plan.c) cublasLtMatrixLayoutDestroy(plan.c);
+  if (plan.desc) cublasLtMatmulDescDestroy(plan.desc);
+  plan = Plan{};
+}
+
+CublasLtMatmul::Plan& CublasLtMatmul::plan_for(const Key& key, const float* bias) {
+  auto it = plans_.find(key);
+  if (it != plans_.end()) return it->second;
+  auto [M, N, K, trans_a, trans_b, in_dtype, out_dtype, has_bias, align_a, align_b, align_out,
+        align_bias] = key;
+  (void)align_bias;
+  Plan plan;
+  try {
+    // Column-major view: D (N, M) = opA(b) (N, K) * opB(a) (K, M).
+    VACC_CUBLAS_CHECK(cublasLtMatmulDescCreate(&plan.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    const cublasOperation_t op_b = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+    const cublasOperation_t op_a = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+    set_desc(plan.desc, CUBLASLT_MATMUL_DESC_TRANSA, op_b);
+    set_desc(plan.desc, CUBLASLT_MATMUL_DESC_TRANSB, op_a);
+    if (has_bias) {
+      set_desc(plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, CUBLASLT_EPILOGUE_BIAS);
+      set_desc(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, int32_t(CUDA_R_32F));
+      // The heuristic looks at the bias pointer's alignment (it is part of the key).
+      set_desc(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, static_cast<const void*>(bias));
+    }
+    // b: row-major (K, N) is column-major (N, K), ld N; stored (N, K) when trans_b: (K, N), ld K.
+    VACC_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan.b, cuda_type(in_dtype), trans_b ? K : N,
+                                                 trans_b ? N : K, trans_b ? K : N));
+    // a: row-major (M, K) is column-major (K, M), ld K; stored (K, M) when trans_a: (M, K), ld M.
+    VACC_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan.a, cuda_type(in_dtype), trans_a ? M : K,
+                                                 trans_a ? K : M, trans_a ? M : K));
+    // out: row-major (M, N) is column-major (N, M), ld N.
+    VACC_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan.c, cuda_type(out_dtype), N, M, N));
+
+    cublasLtMatmulPreference_t pref = nullptr;
+    VACC_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+    cublasLtMatmulHeuristicResult_t result{};
+    int count = 0;
+    cublasStatus_t status = CUBLAS_STATUS_SUCCESS;
+    try {
+      set_pref(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, uint64_t(workspace_bytes_));
+      // cuBLASLt's "A" is b, its "B" is a; C and D are out.
+      set_pref(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, uint32_t(align_b));
+      set_pref(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, uint32_t(align_a));
+      set_pref(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, uint32_t(align_out));
+      set_pref(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, uint32_t(align_out));
+      status = cublasLtMatmulAlgoGetHeuristic(handle_, plan.desc, plan.b, plan.a, plan.c, plan.c,
+                                              pref, 1, &result, &count);
+    } catch (...) {
+      cublasLtMatmulPreferenceDestroy(pref);
+      throw;
+    }
+    cublasLtMatmulPreferenceDestroy(pref);
+    plan.found = status == CUBLAS_STATUS_SUCCESS && count > 0 &&
+                 result.state == CUBLAS_STATUS_SUCCESS;
+    if (plan.found) plan.algo = result.algo;
+  } catch (...) {
+    destroy(plan);
+    throw;
+  }
+  return plans_.emplace(key, plan).first->second;
+}
+
+bool CublasLtMatmul::run(const void* a, bool trans_a, const void* b, bool trans_b, void* out,
+                         int64_t M, int64_t N, int64_t K, DType in_dtype, DType out_dtype,
+                         float alpha, float beta, const float* bias, cudaStream_t stream) {
+  const Key key{M, N, K, trans_a, trans_b, in_dtype, out_dtype, bias != nullptr,
+                alignment_of(a), alignment_of(b), alignment_of(out),
+                bias ? alignment_of(bias) : 0u};
+  Plan& plan = plan_for(key, bias);
+  if (!plan.found) return false;
+  if (bias) set_desc(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, static_cast<const void*>(bias));
+  VACC_CUBLAS_CHECK(cublasLtMatmul(handle_, plan.desc, &alpha, b, plan.b, a, plan.a, &beta, out,
+                                   plan.c, out, plan.c, &plan.algo, workspace_, workspace_bytes_,
+                                   stream));
+  return true;
+}
+
+}  // namespace vacc::cuda

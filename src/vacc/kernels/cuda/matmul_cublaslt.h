@@ -1,0 +1,58 @@
+// Matrix products through cuBLASLt, on row-major matrices. cuBLASLt is column-major; a
+// row-major (R, C) matrix is the column-major (C, R) matrix with the same leading dimension,
+// so out = op(a) op(b) (row-major) is computed as out^T = op(b)^T op(a)^T (column-major):
+// cuBLASLt's "A" is our b and its "B" is our a, with the transposes carried over unchanged.
+// The bias epilogue adds a vector along cuBLASLt's rows, which are our columns: exactly
+// out (M, N) += bias (N) broadcast over rows.
+//
+// Descriptors and the heuristic's algorithm are cached per shape, dtype, transposes, bias and
+// pointer alignment: building them costs more than running a small product.
+#pragma once
+
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <map>
+#include <tuple>
+
+#include "vacc/core/dtype.h"
+
+namespace vacc::cuda {
+
+class CublasLtMatmul {
+ public:
+  // `workspace` is device memory of `workspace_bytes` that outlives this object.
+  CublasLtMatmul(void* workspace, size_t workspace_bytes);
+  ~CublasLtMatmul();
+  CublasLtMatmul(const CublasLtMatmul&) = delete;
+  CublasLtMatmul& operator=(const CublasLtMatmul&) = delete;
+
+  // out (M, N) = alpha * op(a) @ op(b) + beta * out (+ bias (N)), accumulated in f32. a and b
+  // have dtype in_dtype (F32 or BF16), out has out_dtype (F32, or BF16 with beta 0). Returns
+  // false (having issued nothing) when cuBLASLt has no algorithm for the combination; the
+  // caller then takes another route.
+  bool run(const void* a, bool trans_a, const void* b, bool trans_b, void* out, int64_t M,
+           int64_t N, int64_t K, DType in_dtype, DType out_dtype, float alpha, float beta,
+           const float* bias, cudaStream_t stream);
+
+ private:
+  struct Plan {
+    cublasLtMatmulDesc_t desc = nullptr;
+    cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+    cublasLtMatmulAlgo_t algo{};
+    bool found = false;
+  };
+  // M, N, K, trans_a, trans_b, in, out, has bias, alignments of a, b, out, bias.
+  using Key = std::tuple<int64_t, int64_t, int64_t, bool, bool, DType, DType, bool, unsigned,
+                         unsigned, unsigned, unsigned>;
+  Plan& plan_for(const Key& key, const float* bias);
+  static void destroy(Plan& plan);
+
+  cublasLtHandle_t handle_ = nullptr;
+  void* workspace_;
+  size_t workspace_bytes_;
+  std::map<Key, Plan> plans_;
+};
+
+}  // namespace vacc::cuda

@@ -1,0 +1,38 @@
+// Argument checks the backends share: each throws vacc::Error naming the op, the tensor, what
+// it is and what was expected ("matmul: b is f32[3, 4] on cpu:0; expected an inner dimension
+// of 5").
+#pragma once
+
+#include <string>
+
+#include "vacc/core/error.h"
+#include "vacc/core/tensor.h"
+
+namespace vacc::checks {
+
+inline void expect(bool cond, const char* op, const char* what, const Tensor& t, const char* rule) {
+  if (!cond) fail(op, ": ", what, " is ", t.defined() ? t.str() : "undefined", "; expected ", rule);
+}
+
+inline void expect_dtype(const char* op, const char* what, const Tensor& t, DType dt) {
+  expect(t.defined() && t.dtype() == dt, op, what, t, dtype_name(dt).c_str());
+}
+
+inline void expect_float(const char* op, const char* what, const Tensor& t) {
+  expect(t.defined() && (t.dtype() == DType::F32 || t.dtype() == DType::BF16), op, what, t,
+         "f32 or bf16");
+}
+
+inline void expect_shape(const char* op, const char* what, const Tensor& t, const Shape& s) {
+  expect(t.defined() && t.shape() == s, op, what, t, ("shape " + shape_str(s)).c_str());
+}
+
+inline void expect_2d(const char* op, const char* what, const Tensor& t) {
+  expect(t.defined() && t.dim() == 2, op, what, t, "a matrix");
+}
+
+inline void expect_device(const char* op, const char* what, const Tensor& t, const Device& d) {
+  expect(t.defined() && t.device() == d, op, what, t, ("a tensor on " + d.str()).c_str());
+}
+
+}  // namespace vacc::checks

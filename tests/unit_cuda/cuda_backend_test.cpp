@@ -1,0 +1,658 @@
+// The CUDA backend against the CPU backend: every op of backend.h run on both with the same
+// random inputs (uploaded from the same host values), outputs compared element by element.
+// Tolerances: f32 results as tight as the CPU kernel tests' bounds against their references
+// (the two backends differ only in summation order, exp implementations and, for attention
+// and the classifier, tiling), doubled where both backends are themselves approximations;
+// bf16 results may differ by one bf16 rounding step (2^-8 relative) where a value close to a
+// rounding boundary rounds differently, and bf16 products by the bounds the CPU tests state.
+// Without a GPU every test skips itself with the reason.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "test_util.h"
+#include "vacc/core/error.h"
+#include "vacc/kernels/backend.h"
+#include "vacc/kernels/cuda/cuda_backend.h"
+
+namespace vacc::test {
+namespace {
+
+constexpr double kBf16Step = 1.0 / 256;  // one bf16 rounding step, relative
+
+// Runs on any machine: the probe never throws, and without a GPU the factory says why.
+TEST(CudaDevices, CountIsSafeAndFactoryExplainsAMissingGpu) {
+  const int count = cuda_device_count();
+  EXPECT_GE(count, 0);
+  if (count > 0) {
+    EXPECT_EQ(cuda_unavailable_reason(), "");
+    return;
+  }
+  EXPECT_NE(cuda_unavailable_reason(), "");
+  try {
+    make_cuda_backend(0);
+    ADD_FAILURE() << "make_cuda_backend succeeded without a GPU";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("no CUDA GPU"), std::string::npos) << e.what();
+  }
+}
+
+class CudaBackendTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (cuda_device_count() == 0)
+      GTEST_SKIP() << "no CUDA GPU on this machine (" << cuda_unavailable_reason()
+                   << "): the CUDA backend is built but cannot run here";
+    gpu_ = make_cuda_backend(0);
+    cpu_ = make_cpu_backend();
+  }
+
+  Backend& gpu() { return *gpu_; }
+  Backend& cpu() { return *cpu_; }
+
+  std::unique_ptr<Backend> gpu_, cpu_;
+};
+
+std::vector<int32_t> random_ints(size_t n, int32_t lo, int32_t hi, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<int32_t> dist(lo, hi - 1);
+  std::vector<int32_t> v(n);
+  for (int32_t& x : v) x = dist(rng);
+  return v;
+}
+
+double max_abs(const std::vector<float>& v) {
+  double m = 0;
+  for (float x : v) m = std::max(m, std::abs(double(x)));
+  return m;
+}
+
+uint16_t bits_of(float f) { return float_to_bf16(f).bits; }
+
+// ---------------------------------------------------------------- data movement, element-wise
+
+TEST_F(CudaBackendTest, NameAndDevice) {
+  EXPECT_EQ(gpu().device(), (Device{Device::Kind::CUDA, 0}));
+  EXPECT_NE(gpu().name().find("cuda:0"), std::string::npos) << gpu().name();
+}
+
+TEST_F(CudaBackendTest, UploadDownloadCopyAndBf16RoundingAreBitExact) {
+  std::vector<float> v = random_vector(100003, 1, -1e3f, 1e3f);
+  const float specials[] = {0.0f,
+                            -0.0f,
+                            1.0f + 1.0f / 256,  // a tie: rounds to even
+                            1.0f + 3.0f / 256,
+                            1e-30f,
+                            -65504.0f,
+                            std::numeric_limits<float>::infinity(),
+                            -std::numeric_limits<float>::infinity(),
+                            std::numeric_limits<float>::quiet_NaN(),
+                            std::numeric_limits<float>::denorm_min()};
+  std::copy(std::begin(specials), std::end(specials), v.begin());
+  const int64_t n = int64_t(v.size());
+  Tensor f = to_device(gpu(), v, {n});
+  std::vector<float> back(v.size());
+  gpu().download(f, back.data());
+  EXPECT_EQ(0, std::memcmp(back.data(), v.data(), v.size() * 4)) << "upload/download round trip";
+
+  Tensor b = gpu().empty({n}, DType::BF16, MemoryCategory::Buffers, "bf16");
+  gpu().copy(f, b);
+  std::vector<bf16> bits(v.size());
+  gpu().download(b, bits.data());
+  size_t bad = 0;
+  for (size_t i = 0; i < v.size(); ++i) bad += bits[i].bits != bits_of(v[i]);
+  EXPECT_EQ(bad, 0u) << "f32 -> bf16 differs from float_to_bf16";
+
+  Tensor f2 = gpu().empty({n}, DType::F32, MemoryCategory::Buffers, "f32");
+  gpu().copy(b, f2);
+  std::vector<float> widened(v.size());
+  gpu().download(f2, widened.data());
+  bad = 0;
+  for (size_t i = 0; i < v.size(); ++i) {
+    const float want = bf16_to_float(bits[i]);
+    bad += std::memcmp(&want, &widened[i], 4) != 0;
+  }
+  EXPECT_EQ(bad, 0u) << "bf16 -> f32 is not exact";
+
+  Tensor same = gpu().empty({n}, DType::F32, MemoryCategory::Buffers, "copy");
+  gpu().copy(f, same);
+  gpu().download(same, back.data());
+  EXPECT_EQ(0, std::memcmp(back.data(), v.data(), v.size() * 4)) << "same-dtype copy";
+}
+
+TEST_F(CudaBackendTest, FillAddScale) {
+  const int64_t n = 70001;
+  for (DType dt : {DType::F32, DType::BF16}) {
+    Tensor t = gpu().empty({n}, dt, MemoryCategory::Buffers, "fill");
+    gpu().fill(t, 0.3f);
+    const float want = dt == DType::F32 ? 0.3f : bf16_to_float(float_to_bf16(0.3f));
+    expect_close(to_host(gpu(), t), std::vector<float>(size_t(n), want), 0.0, 0.0,
+                 "fill " + dtype_name(dt));
+  }
+  Tensor ids = gpu().empty({n}, DType::I32, MemoryCategory::Buffers, "fill i32");
+  gpu().fill(ids, 7.0f);
+  std::vector<int32_t> got(static_cast<size_t>(n));
+  gpu().download(ids, got.data());
+  EXPECT_EQ(std::count(got.begin(), got.end(), 7), n) << "fill i32";
+
+  auto a = random_vector(size_t(n), 2), b = random_vector(size_t(n), 3);
+  Tensor A = to_device(gpu(), a, {n}), B = to_device(gpu(), b, {n});
+  Tensor Out = gpu().empty({n}, DType::F32, MemoryCategory::Buffers, "out");
+  gpu().add(A, B, Out);
+  std::vector<float> sum(static_cast<size_t>(n));
+  for (size_t i = 0; i < sum.size(); ++i) sum[i] = a[i] + b[i];
+  expect_close(to_host(gpu(), Out), sum, 0.0, 0.0, "add");
+  gpu().add(A, B, A);  // out may be an input
+  expect_close(to_host(gpu(), A), sum, 0.0, 0.0, "add in place");
+  gpu().scale(B, -2.5f);
+  for (float& x : b) x *= -2.5f;
+  expect_close(to_host(gpu(), B), b, 0.0, 0.0, "scale");
+}
+
+TEST_F(CudaBackendTest, SumOfSquaresAccumulates) {
+  for (int64_t n : {int64_t(1), int64_t(1000), int64_t(3000017)}) {
+    auto x = random_vector(size_t(n), 4, -2.0f, 2.0f);
+    double want = 1.25;
+    for (float v : x) want += double(v) * double(v);
+    Tensor X = to_device(gpu(), x, {n});
+    Tensor Acc = to_device(gpu(), {1.25f}, {1});
+    gpu().sum_of_squares(X, Acc);
+    expect_close(to_host(gpu(), Acc), std::vector<double>{want}, 1e-6, 0.0,
+                 "sum_of_squares n=" + std::to_string(n));
+  }
+}
+
+TEST_F(CudaBackendTest, BiasBackwardAccumulates) {
+  const int64_t M = 1031, N = 77;
+  auto dy = random_vector(size_t(M * N), 5);
+  auto init = random_vector(size_t(N), 6);
+  std::vector<float> out[2];
+  Backend* bes[2] = {&gpu(), &cpu()};
+  for (int k = 0; k < 2; ++k) {
+    Tensor DY = to_device(*bes[k], dy, {M, N}), DB = to_device(*bes[k], init, {N});
+    bes[k]->bias_backward(DY, DB);
+    out[k] = to_host(*bes[k], DB);
+  }
+  expect_close(out[0], out[1], 1e-5, 1e-6 * double(M), "bias_backward");
+}
+
+// ---------------------------------------------------------------- matrix products
+
+struct MatmulCase {
+  int64_t M, N, K;
+  bool ta, tb;
+  DType in, out;
+  float alpha, beta;
+  bool bias;
+  int64_t offset;  // elements a, b and out start at inside larger buffers (alignment)
+};
+
+std::string describe(const MatmulCase& c) {
+  return "M=" + std::to_string(c.M) + " N=" + std::to_string(c.N) + " K=" + std::to_string(c.K) +
+         (c.ta ? " aT" : "") + (c.tb ? " bT" : "") + " in=" + dtype_name(c.in) +
+         " out=" + dtype_name(c.out) + " alpha=" + std::to_string(c.alpha) +
+         " beta=" + std::to_string(c.beta) + (c.bias ? " bias" : "") +
+         " offset=" + std::to_string(c.offset);
+}
+
+std::vector<float> run_matmul(Backend& be, const MatmulCase& c, const std::vector<float>& a,
+                              const std::vector<float>& b, const std::vector<float>& out0,
+                              const std::vector<float>& bias) {
+  const int64_t na = c.M * c.K, nb = c.K * c.N, no = c.M * c.N, off = c.offset;
+  Tensor A = to_device(be, a, {off + na}, c.in).view(off, c.ta ? Shape{c.K, c.M} : Shape{c.M, c.K});
+  Tensor B = to_device(be, b, {off + nb}, c.in).view(off, c.tb ? Shape{c.N, c.K} : Shape{c.K, c.N});
+  Tensor O = to_device(be, out0, {off + no}, c.out).view(off, {c.M, c.N});
+  Tensor Bias = to_device(be, bias, {c.N});
+  be.matmul(A, c.ta, B, c.tb, O, c.alpha, c.beta, c.bias ? &Bias : nullptr);
+  return to_host(be, O);
+}
+
+TEST_F(CudaBackendTest, MatmulMatchesCpu) {
+  std::vector<MatmulCase> cases;
+  for (DType in : {DType::F32, DType::BF16})
+    for (bool ta : {false, true})
+      for (bool tb : {false, true}) {
+        cases.push_back({37, 53, 29, ta, tb, in, DType::F32, 1.0f, 0.0f, false, 0});
+        cases.push_back({64, 128, 256, ta, tb, in, DType::F32, 0.5f, 1.0f, false, 0});
+        cases.push_back({33, 96, 64, ta, tb, in, DType::F32, 1.0f, 0.25f, true, 0});
+      }
+  cases.push_back({65, 130, 72, false, true, DType::BF16, DType::BF16, 1.0f, 0.0f, true, 0});
+  cases.push_back({65, 130, 72, false, false, DType::F32, DType::BF16, 1.0f, 0.0f, false, 0});
+  cases.push_back({31, 45, 17, false, true, DType::BF16, DType::F32, 1.0f, 0.0f, true, 1});
+  cases.push_back({31, 45, 17, true, false, DType::F32, DType::F32, 1.0f, 1.0f, false, 3});
+  cases.push_back({5, 7, 0, false, false, DType::F32, DType::F32, 1.0f, 0.5f, true, 0});  // K = 0
+  cases.push_back({300, 1000, 512, false, true, DType::BF16, DType::F32, 1.0f, 0.0f, false, 0});
+  for (const MatmulCase& c : cases) {
+    const int64_t off = c.offset;
+    auto a = random_vector(size_t(off + c.M * c.K), 7), b = random_vector(size_t(off + c.K * c.N), 8);
+    auto out0 = random_vector(size_t(off + c.M * c.N), 9), bias = random_vector(size_t(c.N), 10);
+    auto got = run_matmul(gpu(), c, a, b, out0, bias);
+    auto want = run_matmul(cpu(), c, a, b, out0, bias);
+    // Both accumulate in f32 from the same (rounded) inputs; a bf16 output may round one step
+    // apart where the f32 results straddle a rounding boundary.
+    const double scale = std::sqrt(double(std::max<int64_t>(c.K, 1)));
+    if (c.out == DType::F32)
+      expect_close(got, want, 1e-4, 1e-5 * scale, describe(c));
+    else
+      expect_close(got, want, kBf16Step, 1e-5 * scale, describe(c));
+  }
+}
+
+// ---------------------------------------------------------------- transformer ops
+
+TEST_F(CudaBackendTest, EmbeddingForwardAndBackwardOverAShard) {
+  const int64_t V = 53, C = 37, N = 300, start = 20;
+  auto table = random_vector(size_t(V * C), 11);
+  auto ids = random_ints(size_t(N), 0, int32_t(start + V + 10), 12);  // some outside the shard
+  ids[0] = int32_t(start);
+  ids[1] = int32_t(start + V - 1);
+  ids[2] = int32_t(start + V);
+  auto dout = random_vector(size_t(N * C), 13);
+  auto dt0 = random_vector(size_t(V * C), 14);
+  std::vector<float> out[2], dtable[2];
+  Backend* bes[2] = {&gpu(), &cpu()};
+  for (int k = 0; k < 2; ++k) {
+    Backend& be = *bes[k];
+    Tensor T = to_device(be, table, {V, C}), I = ids_to_device(be, ids);
+    Tensor O = be.empty({N, C}, DType::F32, MemoryCategory::Activations, "out");
+    be.fill(O, 123.0f);
+    be.embedding_forward(I, T, start, O);
+    out[k] = to_host(be, O);
+    Tensor DO = to_device(be, dout, {N, C}), DT = to_device(be, dt0, {V, C});
+    be.embedding_backward(I, DO, start, DT);
+    dtable[k] = to_host(be, DT);
+  }
+  expect_close(out[0], out[1], 0.0, 0.0, "embedding_forward (a copy: exact)");
+  // atomicAdd sums in another order than the CPU's token order.
+  expect_close(dtable[0], dtable[1], 1e-6, 1e-6, "embedding_backward");
+}
+
+TEST_F(CudaBackendTest, RmsNormForwardAndBackward) {
+  const int64_t N = 67, C = 896;
+  const float eps = 1e-6f;
+  auto x = random_vector(size_t(N * C), 15, -2.0f, 2.0f), w = random_vector(size_t(C), 16);
+  auto dout = random_vector(size_t(N * C), 17), dx0 = random_vector(size_t(N * C), 18);
+  auto dw0 = random_vector(size_t(C), 19);
+  Backend* bes[2] = {&gpu(), &cpu()};
+  for (DType out_dt : {DType::F32, DType::BF16}) {
+    std::vector<float> out[2], rstd[2];
+    for (int k = 0; k < 2; ++k) {
+      Backend& be = *bes[k];
+      Tensor X = to_device(be, x, {N, C}), W = to_device(be, w, {C});
+      Tensor O = be.empty({N, C}, out_dt, MemoryCategory::Activations, "out");
+      Tensor R = be.empty({N}, DType::F32, MemoryCategory::Activations, "rstd");
+      be.rmsnorm_forward(X, W, eps, O, R);
+      out[k] = to_host(be, O);
+      rstd[k] = to_host(be, R);
+    }
+    const std::string what = "rmsnorm_forward " + dtype_name(out_dt);
+    expect_close(out[0], out[1], out_dt == DType::F32 ? 1e-5 : kBf16Step + 1e-5, 1e-6, what);
+    expect_close(rstd[0], rstd[1], 1e-5, 0.0, what + " rstd");
+  }
+  for (bool accumulate : {false, true}) {
+    std::vector<float> dx[2], dw[2];
+    for (int k = 0; k < 2; ++k) {
+      Backend& be = *bes[k];
+      Tensor X = to_device(be, x, {N, C}), W = to_device(be, w, {C});
+      Tensor O = be.empty({N, C}, DType::F32, MemoryCategory::Activations, "out");
+      Tensor R = be.empty({N}, DType::F32, MemoryCategory::Activations, "rstd");
+      be.rmsnorm_forward(X, W, eps, O, R);
+      Tensor DO = to_device(be, dout, {N, C}), DX = to_device(be, dx0, {N, C});
+      Tensor DW = to_device(be, dw0, {C});
+      be.rmsnorm_backward(DO, X, W, R, DX, accumulate, DW);
+      dx[k] = to_host(be, DX);
+      dw[k] = to_host(be, DW);
+    }
+    const std::string what = std::string("rmsnorm_backward") + (accumulate ? " accumulate" : "");
+    expect_close(dx[0], dx[1], 1e-4, 1e-5 * max_abs(dx[1]), what + " dx");
+    expect_close(dw[0], dw[1], 1e-4, 1e-5 * max_abs(dw[1]), what + " dweight");
+  }
+}
+
+TEST_F(CudaBackendTest, RopeForwardInverseAndBadPosition) {
+  const int64_t N = 45, H = 5, D = 64, width = (H + 2) * D, max_pos = 100;
+  auto x = random_vector(size_t(N * width), 20);
+  auto cos = random_vector(size_t(max_pos * D / 2), 21), sin = random_vector(size_t(max_pos * D / 2), 22);
+  auto pos = random_ints(size_t(N), 0, int32_t(max_pos), 23);
+  Backend* bes[2] = {&gpu(), &cpu()};
+  for (bool inverse : {false, true}) {
+    std::vector<float> got[2];
+    for (int k = 0; k < 2; ++k) {
+      Backend& be = *bes[k];
+      Tensor X = to_device(be, x, {N, width}), P = ids_to_device(be, pos);
+      Tensor Cs = to_device(be, cos, {max_pos, D / 2}), Sn = to_device(be, sin, {max_pos, D / 2});
+      be.rope(X, P, Cs, Sn, H, D, inverse);
+      got[k] = to_host(be, X);
+    }
+    expect_close(got[0], got[1], 1e-6, 1e-6, inverse ? "rope inverse" : "rope");
+  }
+  // A position outside the table: reported (by the next synchronising call) with the CPU's
+  // message, and the backend stays usable.
+  auto bad = pos;
+  bad[7] = int32_t(max_pos);
+  Tensor X = to_device(gpu(), x, {N, width}), P = ids_to_device(gpu(), bad);
+  Tensor Cs = to_device(gpu(), cos, {max_pos, D / 2}), Sn = to_device(gpu(), sin, {max_pos, D / 2});
+  try {
+    gpu().rope(X, P, Cs, Sn, H, D, false);
+    gpu().synchronize();
+    ADD_FAILURE() << "a position outside the table was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("rope: position 100 of token 7"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_NO_THROW(gpu().synchronize());
+}
+
+TEST_F(CudaBackendTest, SwigluForwardAndBackward) {
+  const int64_t N = 57, F = 1000;
+  auto gu = random_vector(size_t(N * 2 * F), 24, -6.0f, 6.0f), dout = random_vector(size_t(N * F), 25);
+  Backend* bes[2] = {&gpu(), &cpu()};
+  for (DType dt : {DType::F32, DType::BF16}) {
+    std::vector<float> out[2], dgu[2];
+    for (int k = 0; k < 2; ++k) {
+      Backend& be = *bes[k];
+      Tensor GU = to_device(be, gu, {N, 2 * F}), DO = to_device(be, dout, {N, F});
+      Tensor O = be.empty({N, F}, dt, MemoryCategory::Activations, "out");
+      Tensor DGU = be.empty({N, 2 * F}, dt, MemoryCategory::Activations, "dgate_up");
+      be.swiglu_forward(GU, O);
+      be.swiglu_backward(DO, GU, DGU);
+      out[k] = to_host(be, O);
+      dgu[k] = to_host(be, DGU);
+    }
+    // The CPU's exp is a polynomial (about 1 ulp); the GPU's is expf.
+    const double rtol = dt == DType::F32 ? 1e-5 : kBf16Step + 1e-5;
+    expect_close(out[0], out[1], rtol, 1e-7, "swiglu_forward " + dtype_name(dt));
+    expect_close(dgu[0], dgu[1], rtol, 1e-6, "swiglu_backward " + dtype_name(dt));
+  }
+}
+
+// ---------------------------------------------------------------- attention
+
+struct AttnCase {
+  int64_t batch, seq, q_heads, kv_heads, head_dim;
+  std::string str() const {
+    return "B=" + std::to_string(batch) + " T=" + std::to_string(seq) +
+           " Hq=" + std::to_string(q_heads) + " Hkv=" + std::to_string(kv_heads) +
+           " D=" + std::to_string(head_dim);
+  }
+  AttentionShape shape() const { return AttentionShape{batch, seq, q_heads, kv_heads, head_dim}; }
+};
+
+const std::vector<AttnCase> kAttnCases = {
+    {1, 1, 1, 1, 8},       // a single token
+    {2, 7, 3, 1, 32},      // GQA 3, T below one tile
+    {1, 33, 3, 3, 64},     // T one past a tile, no GQA
+    {2, 130, 7, 1, 24},    // GQA 7, T past four tiles, head_dim not a multiple of 32
+    {1, 100, 14, 2, 64},   // GQA 7 (Qwen2.5-0.5B's head shape)
+    {3, 50, 4, 2, 128},    // head_dim 128, several sequences
+    {1, 70, 10, 1, 16},    // GQA 10
+    {1, 40, 4, 4, 256},    // the largest head_dim
+    {1, 257, 2, 1, 33},    // odd head_dim, T = 8 tiles + 1
+};
+
+TEST_F(CudaBackendTest, AttentionForwardMatchesCpu) {
+  for (const AttnCase& c : kAttnCases) {
+    const AttentionShape s = c.shape();
+    auto qkv = random_vector(size_t(c.batch * c.seq * s.qkv_width()), 26, -1.5f, 1.5f);
+    for (DType dt : {DType::F32, DType::BF16}) {
+      std::vector<float> out[2], lse[2];
+      Backend* bes[2] = {&gpu(), &cpu()};
+      for (int k = 0; k < 2; ++k) {
+        Backend& be = *bes[k];
+        Tensor QKV = to_device(be, qkv, {c.batch * c.seq, s.qkv_width()});
+        Tensor O = be.empty({c.batch * c.seq, c.q_heads * c.head_dim}, dt,
+                            MemoryCategory::Activations, "out");
+        Tensor L = be.empty({c.batch, c.q_heads, c.seq}, DType::F32, MemoryCategory::Activations,
+                            "lse");
+        be.attention_forward(QKV, s, O, L);
+        out[k] = to_host(be, O);
+        lse[k] = to_host(be, L);
+      }
+      const std::string what = c.str() + " " + dtype_name(dt);
+      if (dt == DType::F32)
+        expect_close(out[0], out[1], 2e-5, 2e-5, what + " out");
+      else
+        expect_close(out[0], out[1], kBf16Step, 1e-5, what + " out");
+      expect_close(lse[0], lse[1], 2e-5, 2e-5, what + " lse");
+    }
+  }
+}
+
+TEST_F(CudaBackendTest, AttentionBackwardMatchesCpu) {
+  for (const AttnCase& c : kAttnCases) {
+    const AttentionShape s = c.shape();
+    const int64_t rows = c.batch * c.seq, out_width = c.q_heads * c.head_dim;
+    auto qkv = random_vector(size_t(rows * s.qkv_width()), 27, -1.5f, 1.5f);
+    auto dout = random_vector(size_t(rows * out_width), 28);
+    for (DType dt : {DType::F32, DType::BF16}) {
+      // The forward's out and lse from the CPU, given to both backends: the backward of each
+      // then sees identical inputs.
+      std::vector<float> out, lse;
+      {
+        Tensor QKV = to_device(cpu(), qkv, {rows, s.qkv_width()});
+        Tensor O = cpu().empty({rows, out_width}, dt, MemoryCategory::Activations, "out");
+        Tensor L = cpu().empty({c.batch, c.q_heads, c.seq}, DType::F32,
+                               MemoryCategory::Activations, "lse");
+        cpu().attention_forward(QKV, s, O, L);
+        out = to_host(cpu(), O);
+        lse = to_host(cpu(), L);
+      }
+      std::vector<float> dqkv[2];
+      Backend* bes[2] = {&gpu(), &cpu()};
+      for (int k = 0; k < 2; ++k) {
+        Backend& be = *bes[k];
+        Tensor QKV = to_device(be, qkv, {rows, s.qkv_width()});
+        Tensor O = to_device(be, out, {rows, out_width}, dt);
+        Tensor DO = to_device(be, dout, {rows, out_width}, dt);
+        Tensor L = to_device(be, lse, {c.batch, c.q_heads, c.seq});
+        Tensor DQKV = to_device(be, std::vector<float>(size_t(rows * s.qkv_width()), 9.0f),
+                                {rows, s.qkv_width()});  // must be overwritten
+        be.attention_backward(DO, QKV, O, L, s, DQKV);
+        dqkv[k] = to_host(be, DQKV);
+      }
+      const double big = std::max(1.0, max_abs(dqkv[1]));
+      expect_close(dqkv[0], dqkv[1], 2e-4, 2e-4 * big, c.str() + " " + dtype_name(dt) + " dqkv");
+    }
+  }
+}
+
+TEST_F(CudaBackendTest, AttentionDecodeMatchesCpu) {
+  struct DecodeCase {
+    int64_t past, n_new, q_heads, kv_heads, head_dim;
+  };
+  const std::vector<DecodeCase> cases = {
+      {0, 13, 3, 3, 12}, {200, 1, 14, 2, 64}, {127, 3, 9, 3, 8}, {300, 5, 4, 4, 128},
+      {1, 1, 2, 1, 256}};
+  for (const DecodeCase& c : cases) {
+    const int64_t max_len = c.past + c.n_new + 4, kvw = c.kv_heads * c.head_dim;
+    const AttentionShape s{1, c.n_new, c.q_heads, c.kv_heads, c.head_dim};
+    auto qkv = random_vector(size_t(c.n_new * s.qkv_width()), 29, -1.5f, 1.5f);
+    auto kc = random_vector(size_t(max_len * kvw), 30, -1.5f, 1.5f);
+    auto vc = random_vector(size_t(max_len * kvw), 31, -1.5f, 1.5f);
+    const std::string what = "past=" + std::to_string(c.past) + " new=" + std::to_string(c.n_new) +
+                             " Hq=" + std::to_string(c.q_heads) + " D=" + std::to_string(c.head_dim);
+    for (DType dt : {DType::F32, DType::BF16}) {
+      std::vector<float> out[2], kout[2], vout[2];
+      Backend* bes[2] = {&gpu(), &cpu()};
+      for (int k = 0; k < 2; ++k) {
+        Backend& be = *bes[k];
+        Tensor QKV = to_device(be, qkv, {c.n_new, s.qkv_width()});
+        Tensor K = to_device(be, kc, {max_len, kvw}), V = to_device(be, vc, {max_len, kvw});
+        Tensor O = be.empty({c.n_new, c.q_heads * c.head_dim}, dt, MemoryCategory::Buffers, "out");
+        be.attention_decode(QKV, K, V, c.past, s, O);
+        out[k] = to_host(be, O);
+        kout[k] = to_host(be, K);
+        vout[k] = to_host(be, V);
+      }
+      expect_close(kout[0], kout[1], 0.0, 0.0, what + " k_cache");
+      expect_close(vout[0], vout[1], 0.0, 0.0, what + " v_cache");
+      if (dt == DType::F32)
+        expect_close(out[0], out[1], 1e-5, 1e-6, what + " out f32");
+      else
+        expect_close(out[0], out[1], kBf16Step, 1e-6, what + " out bf16");
+    }
+  }
+}
+
+// ---------------------------------------------------------------- classifier, optimizer
+
+struct ClassifierResult {
+  std::vector<float> loss, dx, dw;
+};
+
+ClassifierResult run_classifier(Backend& be, const std::vector<float>& x,
+                                const std::vector<float>& w, const std::vector<int32_t>& labels,
+                                int64_t n, int64_t c, int64_t v, DType dt, float grad_scale,
+                                const std::vector<float>& dw0, bool want_dx, bool want_dw) {
+  Tensor X = to_device(be, x, {n, c}, dt), W = to_device(be, w, {v, c}, dt);
+  Tensor L = ids_to_device(be, labels);
+  Tensor Loss = to_device(be, {2.5f}, {1});  // accumulated onto
+  Tensor DX = to_device(be, std::vector<float>(size_t(n * c), 7.0f), {n, c});  // overwritten
+  Tensor DW = to_device(be, dw0, {v, c});
+  be.classifier_cross_entropy(X, W, L, grad_scale, Loss, want_dx ? &DX : nullptr,
+                              want_dw ? &DW : nullptr);
+  return {to_host(be, Loss), to_host(be, DX), to_host(be, DW)};
+}
+
+std::vector<int32_t> labels_with_ignored(int64_t n, int64_t v, double ignore_fraction,
+                                         uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<int32_t> label(0, int32_t(v - 1));
+  std::uniform_real_distribution<double> u(0.0, 1.0);
+  std::vector<int32_t> out(static_cast<size_t>(n));
+  for (auto& l : out) l = u(rng) < ignore_fraction ? -100 : label(rng);
+  return out;
+}
+
+TEST_F(CudaBackendTest, ClassifierCrossEntropyMatchesCpu) {
+  struct Case {
+    int64_t n, c, v;
+    double ignore;
+  };
+  // The last case has more counted rows than one 128 MiB logits chunk holds (4 chunks).
+  const std::vector<Case> cases = {
+      {1, 8, 5, 0.0}, {37, 64, 1000, 0.0}, {64, 96, 3001, 0.4}, {50, 32, 17, 1.0},
+      {4500, 64, 32768, 0.1}};
+  for (const Case& k : cases) {
+    auto x = random_vector(size_t(k.n * k.c), 32);
+    const float wr = 3.0f / std::sqrt(float(k.c));
+    auto w = random_vector(size_t(k.v * k.c), 33, -wr, wr);
+    auto labels = labels_with_ignored(k.n, k.v, k.ignore, 34);
+    auto dw0 = random_vector(size_t(k.v * k.c), 35, -0.01f, 0.01f);
+    for (DType dt : {DType::F32, DType::BF16}) {
+      for (int mode = 0; mode < 3; ++mode) {  // both gradients, dx only, forward only
+        const bool want_dx = mode <= 1, want_dw = mode == 0;
+        auto g = run_classifier(gpu(), x, w, labels, k.n, k.c, k.v, dt, 0.37f, dw0, want_dx, want_dw);
+        auto r = run_classifier(cpu(), x, w, labels, k.n, k.c, k.v, dt, 0.37f, dw0, want_dx, want_dw);
+        const bool bf = dt == DType::BF16;
+        const std::string what = "N=" + std::to_string(k.n) + " V=" + std::to_string(k.v) + " " +
+                                 dtype_name(dt) + " mode " + std::to_string(mode);
+        expect_close(g.loss, r.loss, bf ? 2e-4 : 2e-5, 1e-5, what + " loss");
+        // bf16: the logit gradients are rounded to bf16 before the products, and a logit that
+        // differs in its last f32 bits may round one bf16 step apart.
+        const double grad_rtol = bf ? 2e-2 : 2e-4, grad_floor = bf ? 1e-2 : 1e-4;
+        expect_close(g.dx, r.dx, grad_rtol, grad_floor * max_abs(r.dx) + 1e-12, what + " dx");
+        expect_close(g.dw, r.dw, grad_rtol, grad_floor * max_abs(r.dw) + 1e-12, what + " dw");
+      }
+    }
+  }
+}
+
+TEST_F(CudaBackendTest, ClassifierRejectsBadLabelsBeforeTouchingOutputs) {
+  const int64_t n = 6, c = 8, v = 10;
+  auto x = random_vector(size_t(n * c), 36), w = random_vector(size_t(v * c), 37);
+  std::vector<int32_t> labels = {1, -100, 3, 10, 2, 0};
+  std::string messages[2];
+  Backend* bes[2] = {&gpu(), &cpu()};
+  for (int k = 0; k < 2; ++k) {
+    Backend& be = *bes[k];
+    Tensor X = to_device(be, x, {n, c}), W = to_device(be, w, {v, c});
+    Tensor L = ids_to_device(be, labels), Loss = to_device(be, {1.0f}, {1});
+    Tensor DX = to_device(be, std::vector<float>(size_t(n * c), 7.0f), {n, c});
+    try {
+      be.classifier_cross_entropy(X, W, L, 1.0f, Loss, &DX, nullptr);
+      ADD_FAILURE() << "label 10 of 10 classes was accepted";
+    } catch (const Error& e) {
+      messages[k] = e.what();
+    }
+    EXPECT_EQ(to_host(be, Loss)[0], 1.0f);
+    EXPECT_EQ(to_host(be, DX)[0], 7.0f);
+  }
+  EXPECT_EQ(messages[0], messages[1]);
+}
+
+TEST_F(CudaBackendTest, AdamWStepsMatchCpu) {
+  const int64_t n = 100003;
+  auto p0 = random_vector(size_t(n), 38), m0 = random_vector(size_t(n), 39, -0.1f, 0.1f);
+  auto v0 = random_vector(size_t(n), 40, 0.0f, 0.01f);
+  std::vector<float> p[2], m[2], v[2];
+  Backend* bes[2] = {&gpu(), &cpu()};
+  for (int k = 0; k < 2; ++k) {
+    Backend& be = *bes[k];
+    Tensor P = to_device(be, p0, {n}), M = to_device(be, m0, {n}), V = to_device(be, v0, {n});
+    for (int64_t step = 1; step <= 3; ++step) {
+      Tensor G = to_device(be, random_vector(size_t(n), 41 + uint64_t(step)), {n});
+      AdamWParams hp;
+      hp.lr = 1e-3f;
+      hp.weight_decay = 0.1f;
+      hp.step = step;
+      hp.grad_scale = 0.7f;
+      be.adamw_step(P, G, M, V, hp);
+    }
+    p[k] = to_host(be, P);
+    m[k] = to_host(be, M);
+    v[k] = to_host(be, V);
+  }
+  expect_close(p[0], p[1], 1e-6, 1e-4 * 1e-3, "param");
+  expect_close(m[0], m[1], 1e-6, 1e-7, "m");
+  expect_close(v[0], v[1], 1e-6, 1e-8, "v");
+}
+
+// ---------------------------------------------------------------- memory and argument checks
+
+TEST_F(CudaBackendTest, AllocatorCountsBudgetAndHighWaterMark) {
+  auto be = make_cuda_backend(0, size_t(256) << 20);
+  DeviceAllocator& alloc = be->allocator();
+  const size_t base = alloc.in_use();  // the backend's own buffers (cuBLASLt workspace, ...)
+  {
+    Tensor a = be->empty({1000, 1000}, DType::F32, MemoryCategory::Activations, "a");
+    Tensor b = be->empty({10, 10}, DType::BF16, MemoryCategory::Parameters, "b");
+    EXPECT_EQ(alloc.in_use(), base + 4000000 + 200);
+    EXPECT_EQ(alloc.in_use(MemoryCategory::Parameters), 200u);
+  }
+  EXPECT_EQ(alloc.in_use(), base);
+  EXPECT_GE(alloc.high_water_mark(), base + 4000200);
+  {
+    // Freed blocks are reused: the same sizes again do not grow the device's usage.
+    Tensor a = be->empty({1000, 1000}, DType::F32, MemoryCategory::Activations, "a again");
+    be->fill(a, 1.0f);
+    EXPECT_EQ(to_host(*be, a)[999999], 1.0f);
+  }
+  try {
+    Tensor huge = be->empty({int64_t(300) << 20}, DType::F32, MemoryCategory::Activations, "huge");
+    ADD_FAILURE() << "a tensor over the budget was allocated";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("out of memory on cuda:0"), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(CudaBackendTest, TensorsOnAnotherDeviceAreRejected) {
+  Tensor host = to_device(cpu(), {1.0f, 2.0f}, {2});
+  Tensor dev = to_device(gpu(), {1.0f, 2.0f}, {2});
+  try {
+    gpu().add(host, dev, dev);
+    ADD_FAILURE() << "a host tensor was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("expected a tensor on cuda:0"), std::string::npos)
+        << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace vacc::test
