@@ -40,7 +40,7 @@ struct TrainArgs {
   std::string model, model_config, data, tokenizer, save, metrics_out, dtype = "f32";
   std::string memory_budget, lr_schedule = "constant", max_shard_size = "5GB", save_dtype, flavor;
   std::string parallel;
-  double comm_timeout_s = 30.0;
+  double comm_timeout_s = 20.0;
   bool synthetic = false, profile = false, mask_prompt = false, pack = false;
   bool skip_bad_lines = false;
   int64_t batch = 8, seq_len = 128, steps = 0, epochs = 0, micro_batches = 1, warmup_steps = 0;
