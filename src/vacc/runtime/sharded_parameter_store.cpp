@@ -42,6 +42,7 @@ ShardedParameterStore::ShardedParameterStore(Backend& backend, Communicator& com
   if (zero_ >= 1)
     shard_grads_ = backend_.zeros({shard}, DType::F32, MemoryCategory::Gradients,
                                   "gradient shard");
+  reduced_this_step_.assign(table_.groups().size(), false);
 }
 
 ShardedParameterStore::~ShardedParameterStore() {
@@ -176,9 +177,18 @@ void ShardedParameterStore::gradients_ready(size_t g) {
       live_grads_.erase(it);
     }
     p.part = partition_.owned_part(range, comm_.rank());
-    p.reduced = backend_.empty({p.part.numel()}, DType::F32, MemoryCategory::Gradients,
-                               "reduced gradient bucket");
-    p.request = comm_.reduce_scatter_async(p.source, p.reduced, partition_.counts(range));
+    // The first reduction of a group in a step writes the shard directly; later micro-batches
+    // (ZeRO 2/3) reduce into a temporary that is then added.
+    Tensor out;
+    if (reduced_this_step_[g]) {
+      p.reduced = backend_.empty({p.part.numel()}, DType::F32, MemoryCategory::Gradients,
+                                 "reduced gradient bucket");
+      out = p.reduced;
+    } else {
+      out = shard_view(shard_grads_, p.part);
+      reduced_this_step_[g] = true;
+    }
+    p.request = comm_.reduce_scatter_async(p.source, out, partition_.counts(range));
   }
   pending_.push_back(std::move(p));
   poll_reductions(kMaxPendingReductions);
@@ -186,7 +196,7 @@ void ShardedParameterStore::gradients_ready(size_t g) {
 
 void ShardedParameterStore::complete(PendingReduction& p) {
   p.request->wait();
-  if (p.part.numel() > 0) {
+  if (p.reduced.defined() && p.part.numel() > 0) {
     Tensor dst = shard_view(shard_grads_, p.part);
     backend_.add(dst, p.reduced, dst);
   }
@@ -209,7 +219,8 @@ void ShardedParameterStore::finish_gradient_reduction() {
 
 void ShardedParameterStore::zero_gradients() {
   if (full_grads_.defined()) backend_.fill(full_grads_, 0.0f);
-  if (shard_grads_.defined()) backend_.fill(shard_grads_, 0.0f);
+  // Every element of the shard is overwritten by its group's first reduction of the step.
+  reduced_this_step_.assign(table_.groups().size(), false);
 }
 
 double ShardedParameterStore::gradient_sum_of_squares() {

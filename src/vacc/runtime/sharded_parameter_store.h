@@ -80,7 +80,8 @@ class ShardedParameterStore final : public ParameterStore {
   struct PendingReduction {
     std::unique_ptr<CommRequest> request;
     Tensor source;       // the gradient being reduced (kept alive)
-    Tensor reduced;      // this rank's part of the sum (to add into the shard), if any
+    Tensor reduced;      // this rank's part of the sum, to add into the shard (else the
+                         // reduction wrote into the shard directly)
     FlatRange part;      // where `reduced` goes in the layout
   };
 
@@ -111,6 +112,7 @@ class ShardedParameterStore final : public ParameterStore {
   std::map<size_t, Gathered> gathered_;            // stage 3
   std::map<size_t, Prefetch> prefetched_;          // stage 3
   std::deque<PendingReduction> pending_;
+  std::vector<bool> reduced_this_step_;  // per group: its shard part already holds a sum
 };
 
 }  // namespace vacc
