@@ -5,6 +5,7 @@ accumulation; a job saved on N devices loads on M; --metrics-out carries the dev
 rank's peak memory, and ZeRO shards the memory as it should."""
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -135,6 +136,22 @@ with tempfile.TemporaryDirectory() as tmp:
             check(worst <= 1e-5, f"fine-tune losses agree across flavors (worst {worst:.2e})")
         check(ft[0][0] < base_rows[0]["loss"] - 0.05,
               f"the saved model starts where training ended ({ft[0][0]} vs fresh {base_rows[0]['loss']})")
+
+    # The product's promise: `vacc switch cpu-4 && vacc train` and `vacc switch cpu-1 && vacc
+    # train` print the same losses.
+    env = dict(os.environ, VACC_HOME=os.path.join(tmp, "home"))
+    printed = {}
+    for flavor in ("cpu-4", "cpu-1"):
+        sw = subprocess.run([VACC, "switch", flavor], capture_output=True, text=True, env=env, timeout=60)
+        check(sw.returncode == 0, f"vacc switch {flavor}: {sw.stderr}")
+        r = subprocess.run([VACC, "train", "--model-config", os.path.join(tmp, "config.json"),
+                            "--synthetic", "--batch", "8", "--seq-len", "32", "--steps", "5"],
+                           capture_output=True, text=True, env=env, timeout=600)
+        check(r.returncode == 0 and f"Accelerator {flavor} is ready" in r.stdout,
+              f"vacc train after vacc switch {flavor}: {r.stdout[-2000:]} {r.stderr[-2000:]}")
+        printed[flavor] = [float(x) for x in re.findall(r"\| Loss: ([0-9.]+) \|", r.stdout)]
+    check(len(printed["cpu-1"]) == 5 and printed["cpu-4"] == printed["cpu-1"],
+          f"the same printed losses after vacc switch cpu-4 and cpu-1: {printed}")
 
     # Clear errors before any rank starts.
     r = subprocess.run([VACC, "train", "--model-config", os.path.join(tmp, "config.json"),

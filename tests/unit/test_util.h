@@ -79,6 +79,18 @@ inline std::vector<float> round_bf16(std::vector<float> v) {
 }
 
 // Expects |got - want| <= atol + rtol * |want| everywhere; reports the worst element.
+// Runs f and expects a vacc::Error whose message contains `needle`.
+template <typename F>
+void expect_error(F&& f, const std::string& needle) {
+  try {
+    f();
+    ADD_FAILURE() << "expected an error mentioning '" << needle << "'";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos)
+        << "the error '" << e.what() << "' does not mention '" << needle << "'";
+  }
+}
+
 template <typename A, typename B>
 void expect_close(const A& got, const B& want, double rtol, double atol, const std::string& what) {
   ASSERT_EQ(got.size(), want.size()) << what;

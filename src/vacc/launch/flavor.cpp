@@ -2,6 +2,7 @@
 #include "vacc/launch/flavor.h"
 
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -183,8 +184,13 @@ Flavor load_flavor_file(const std::string& path) {
   } else {
     fail(where("launcher.kind"), " must be 'local', 'mpirun' or 'slurm' (got '", kind, "')");
   }
-  if (launcher.contains("hostfile"))
-    f.launcher.hostfile = string(launcher, "hostfile", "launcher.hostfile");
+  if (launcher.contains("hostfile")) {
+    // A relative hostfile is next to the flavor file.
+    std::filesystem::path host_path = string(launcher, "hostfile", "launcher.hostfile");
+    if (host_path.is_relative())
+      host_path = std::filesystem::absolute(std::filesystem::path(path).parent_path() / host_path);
+    f.launcher.hostfile = host_path.string();
+  }
   if (launcher.contains("partition"))
     f.launcher.partition = string(launcher, "partition", "launcher.partition");
   VACC_CHECK(

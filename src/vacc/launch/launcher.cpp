@@ -67,9 +67,7 @@ LaunchCommand make_launch_command(const Flavor& flavor, const std::vector<std::s
       a = {"mpirun"};
       if (geteuid() == 0) a.push_back("--allow-run-as-root");
       a.insert(a.end(), {"-np", std::to_string(n), "--bind-to", "none"});
-      if (flavor.launcher.kind == LauncherKind::Mpirun) {
-        VACC_CHECK(!flavor.launcher.hostfile.empty(), "flavor ", flavor.name,
-                   ": launcher \"mpirun\" needs a \"hostfile\"");
+      if (flavor.launcher.kind == LauncherKind::Mpirun && !flavor.launcher.hostfile.empty()) {
         a.insert(a.end(), {"--hostfile", flavor.launcher.hostfile, "--map-by",
                            "ppr:" + std::to_string(flavor.devices_per_node) + ":node"});
         for (const char* var : kForwardedEnv)
@@ -125,6 +123,11 @@ std::string describe_rank_failure(const std::vector<std::string>& lines) {
     if (std::regex_search(line, m, exit_re)) exit_code = m[1].str();
     if (std::regex_search(line, m, host_re)) host = m[1].str();
   }
+  // A rank that failed with an error printed it, naming itself, before aborting the job.
+  static const std::regex own_re(R"(vacc: error: rank (\d+) \(host ([^)]+)\): )");
+  for (const std::string& line : lines)
+    if (std::regex_search(line, m, own_re))
+      return "rank " + m[1].str() + " on host " + m[2].str() + " failed (its error is above)";
   for (const std::string& line : lines)
     if (std::regex_search(line, m, abort_re))
       return "rank " + m[1].str() + " stopped the job (its error is above)";
