@@ -83,6 +83,11 @@ class Communicator {
   // ---- point to point (pipeline stages) ----
   virtual void send(const Tensor& buf, int peer) = 0;
   virtual void recv(Tensor& buf, int peer) = 0;
+  // Started now, finished by the request; buf must stay untouched until then. Messages
+  // between two ranks arrive in the order they were sent. A schedule that posts its sends
+  // this way and receives in order cannot deadlock on send/recv pairs.
+  virtual std::unique_ptr<CommRequest> send_async(const Tensor& buf, int peer);
+  virtual std::unique_ptr<CommRequest> recv_async(Tensor& buf, int peer);
 
   // Drives outstanding async requests (call between compute steps).
   virtual void progress() = 0;

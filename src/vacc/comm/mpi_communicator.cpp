@@ -407,7 +407,7 @@ void MpiCommunicator::barrier() {
   run_blocking(*ctx_, op);
 }
 
-void MpiCommunicator::send(const Tensor& buf, int peer) {
+std::unique_ptr<CommRequest> MpiCommunicator::send_async(const Tensor& buf, int peer) {
   check_comm_tensor("send", "buf", buf, Device::Kind::CPU, "mpi");
   check_peer(*ctx_, "send", peer);
   auto op = std::make_shared<MpiOp>();
@@ -418,10 +418,10 @@ void MpiCommunicator::send(const Tensor& buf, int peer) {
   in_pieces(*ctx_, *op, int64_t(buf.nbytes()), [&](int64_t offset, int n, MPI_Request* r) {
     return MPI_Isend(data + offset, n, MPI_BYTE, peer, kPointToPointTag, ctx_->comm, r);
   });
-  run_blocking(*ctx_, op);
+  return make_request(ctx_, std::move(op));
 }
 
-void MpiCommunicator::recv(Tensor& buf, int peer) {
+std::unique_ptr<CommRequest> MpiCommunicator::recv_async(Tensor& buf, int peer) {
   check_comm_tensor("recv", "buf", buf, Device::Kind::CPU, "mpi");
   check_peer(*ctx_, "recv", peer);
   auto op = std::make_shared<MpiOp>();
@@ -433,8 +433,12 @@ void MpiCommunicator::recv(Tensor& buf, int peer) {
     op->expected_bytes.push_back(n);
     return MPI_Irecv(data + offset, n, MPI_BYTE, peer, kPointToPointTag, ctx_->comm, r);
   });
-  run_blocking(*ctx_, op);
+  return make_request(ctx_, std::move(op));
 }
+
+void MpiCommunicator::send(const Tensor& buf, int peer) { send_async(buf, peer)->wait(); }
+
+void MpiCommunicator::recv(Tensor& buf, int peer) { recv_async(buf, peer)->wait(); }
 
 void MpiCommunicator::progress() {
   // Any MPI_Test drives MPI's progress engine; testing each live request also retires it.

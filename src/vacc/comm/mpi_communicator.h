@@ -46,6 +46,8 @@ class MpiCommunicator final : public Communicator {
 
   void send(const Tensor& buf, int peer) override;
   void recv(Tensor& buf, int peer) override;
+  std::unique_ptr<CommRequest> send_async(const Tensor& buf, int peer) override;
+  std::unique_ptr<CommRequest> recv_async(Tensor& buf, int peer) override;
 
   void progress() override;
   std::unique_ptr<Communicator> split(int color, int key) override;
