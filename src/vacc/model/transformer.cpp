@@ -228,6 +228,11 @@ void Transformer::forward_loss(const Tensor& ids, const Tensor& positions, const
   VACC_CHECK(shard_.has_embedding && shard_.has_head, "forward_loss runs a whole model");
   embed(ids, act);
   forward_layers(positions, act);
+  head_loss(labels, act, loss_sum);
+}
+
+void Transformer::head_loss(const Tensor& labels, Activations& act, Tensor& loss_sum) {
+  VACC_CHECK(shard_.has_head, "this shard has no output head");
   acquire_head(Pass::Forward);
   backend_.rmsnorm_forward(act.residual.back(), master_view(table_.final_norm()),
                            float(config_.rms_norm_eps), act.final_norm, act.final_rstd);

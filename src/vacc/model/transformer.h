@@ -90,6 +90,8 @@ class Transformer {
   // dx: gradient w.r.t. residual[L] in, w.r.t. residual[0] out (in place).
   void backward_layers(const Tensor& positions, Activations& act, Tensor& dx);
   void embed_backward(const Tensor& ids, const Tensor& dx);
+  // Final norm, output projection and loss without gradients (evaluation on the last stage).
+  void head_loss(const Tensor& labels, Activations& act, Tensor& loss_sum);
 
  private:
   BlockGeometry geometry(int64_t batch, int64_t seq) const;
