@@ -61,6 +61,14 @@ void CudaContext::gemm(const void* a, bool trans_a, const void* b, bool trans_b,
   if (matmul_->run(a, trans_a, b, trans_b, out, M, N, K, in_dtype, out_dtype, alpha, beta, bias,
                    stream_))
     return;
+  if (bias && out_dtype == DType::BF16) {
+    // No bias epilogue for a bf16 output: add the bias in f32 and round once (rounding the
+    // product first and then its sum with the bias loses the digits the bias cancels).
+    Tensor tmp = scratch({M, N}, DType::F32, "matmul f32 result");
+    gemm(a, trans_a, b, trans_b, tmp.data(), M, N, K, in_dtype, DType::F32, alpha, 0.0f, bias);
+    convert(tmp.data(), DType::F32, out, DType::BF16, M * N, stream_);
+    return;
+  }
   if (bias && matmul_->run(a, trans_a, b, trans_b, out, M, N, K, in_dtype, out_dtype, alpha, beta,
                            nullptr, stream_)) {
     add_bias_rows(out, out_dtype, bias, M, N, stream_);

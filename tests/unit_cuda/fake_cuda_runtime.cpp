@@ -1,0 +1,243 @@
+// The CUDA runtime and cuBLASLt functions the CUDA backend calls, implemented on the host for
+// the simulator build (cuda_sim.h): one simulated device whose memory is host memory, streams
+// that finish every operation before returning, and a cuBLASLt whose matrix product follows the
+// library's documented column-major contract with plain loops (so the backend's row-major
+// mapping onto it is checked, not mirrored). It declines (no algorithm) a bf16 output with a
+// bias epilogue and any operand aligned to less than 4 bytes, so the backend's fallbacks run too.
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+
+#include <cstdlib>
+#include <cstring>
+
+#include "vacc/core/dtype.h"
+
+namespace {
+
+struct FakeDesc {
+  cublasComputeType_t compute;
+  cudaDataType_t scale;
+  cublasOperation_t transa = CUBLAS_OP_N, transb = CUBLAS_OP_N;
+  cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_DEFAULT;
+  const void* bias = nullptr;
+  int32_t bias_type = -1;
+};
+struct FakeLayout {
+  cudaDataType_t type;
+  uint64_t rows, cols;
+  int64_t ld;
+};
+struct FakePreference {
+  uint64_t workspace = 0;
+  uint32_t align[4] = {256, 256, 256, 256};  // A, B, C, D
+};
+
+FakeDesc& desc_of(cublasLtMatmulDesc_t d) { return *reinterpret_cast<FakeDesc*>(d); }
+FakeLayout& layout_of(cublasLtMatrixLayout_t l) { return *reinterpret_cast<FakeLayout*>(l); }
+FakePreference& pref_of(cublasLtMatmulPreference_t p) { return *reinterpret_cast<FakePreference*>(p); }
+
+float load(const void* p, cudaDataType_t t, int64_t i) {
+  if (t == CUDA_R_32F) return static_cast<const float*>(p)[i];
+  return vacc::bf16_to_float(static_cast<const vacc::bf16*>(p)[i]);
+}
+void store(void* p, cudaDataType_t t, int64_t i, float v) {
+  if (t == CUDA_R_32F)
+    static_cast<float*>(p)[i] = v;
+  else
+    static_cast<vacc::bf16*>(p)[i] = vacc::float_to_bf16(v);
+}
+
+// m, n, k of D = op(A) op(B), or false when the layouts do not fit together.
+bool shapes(const FakeDesc& d, const FakeLayout& a, const FakeLayout& b, const FakeLayout& c,
+            uint64_t* m, uint64_t* n, uint64_t* k) {
+  *m = c.rows;
+  *n = c.cols;
+  const uint64_t am = d.transa == CUBLAS_OP_N ? a.rows : a.cols;
+  *k = d.transa == CUBLAS_OP_N ? a.cols : a.rows;
+  const uint64_t bk = d.transb == CUBLAS_OP_N ? b.rows : b.cols;
+  const uint64_t bn = d.transb == CUBLAS_OP_N ? b.cols : b.rows;
+  return am == *m && bk == *k && bn == *n && a.ld >= int64_t(a.rows) && b.ld >= int64_t(b.rows) &&
+         c.ld >= int64_t(c.rows);
+}
+
+}  // namespace
+
+struct cublasLtContext {
+  int unused;
+};
+
+extern "C" {
+
+// ---- CUDA runtime ----
+cudaError_t cudaGetDeviceCount(int* count) {
+  *count = 1;
+  return cudaSuccess;
+}
+cudaError_t cudaSetDevice(int) { return cudaSuccess; }
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int) {
+  std::memset(prop, 0, sizeof *prop);
+  std::strcpy(prop->name, "vacc_sim CPU simulator");
+  return cudaSuccess;
+}
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned int) {
+  static int dummy;
+  *stream = reinterpret_cast<cudaStream_t>(&dummy);
+  return cudaSuccess;
+}
+cudaError_t cudaStreamDestroy(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
+cudaError_t cudaMalloc(void** p, size_t size) {
+  *p = std::aligned_alloc(256, (size + 255) / 256 * 256);
+  return *p ? cudaSuccess : cudaErrorMemoryAllocation;
+}
+cudaError_t cudaFree(void* p) {
+  std::free(p);
+  return cudaSuccess;
+}
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, cudaMemcpyKind, cudaStream_t) {
+  std::memmove(dst, src, count);
+  return cudaSuccess;
+}
+cudaError_t cudaMemsetAsync(void* p, int value, size_t count, cudaStream_t) {
+  std::memset(p, value, count);
+  return cudaSuccess;
+}
+cudaError_t cudaGetLastError() { return cudaSuccess; }
+const char* cudaGetErrorName(cudaError_t e) { return e == cudaSuccess ? "cudaSuccess" : "cudaError"; }
+const char* cudaGetErrorString(cudaError_t) { return "(simulated CUDA runtime)"; }
+
+// ---- cuBLASLt ----
+cublasStatus_t cublasLtCreate(cublasLtHandle_t* handle) {
+  *handle = new cublasLtContext{};
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtDestroy(cublasLtHandle_t handle) {
+  delete handle;
+  return CUBLAS_STATUS_SUCCESS;
+}
+const char* cublasLtGetStatusName(cublasStatus_t) { return "CUBLAS_STATUS_(simulated)"; }
+const char* cublasLtGetStatusString(cublasStatus_t) { return "(simulated cuBLASLt)"; }
+
+cublasStatus_t cublasLtMatmulDescCreate(cublasLtMatmulDesc_t* desc, cublasComputeType_t compute,
+                                        cudaDataType_t scale) {
+  auto* d = new FakeDesc{};
+  d->compute = compute;
+  d->scale = scale;
+  *desc = reinterpret_cast<cublasLtMatmulDesc_t>(d);
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulDescDestroy(cublasLtMatmulDesc_t desc) {
+  delete &desc_of(desc);
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t desc,
+                                              cublasLtMatmulDescAttributes_t attr,
+                                              const void* buf, size_t size) {
+  FakeDesc& d = desc_of(desc);
+  auto get = [&](auto& field) {
+    if (size != sizeof field) return CUBLAS_STATUS_INVALID_VALUE;
+    std::memcpy(&field, buf, size);
+    return CUBLAS_STATUS_SUCCESS;
+  };
+  switch (attr) {
+    case CUBLASLT_MATMUL_DESC_TRANSA: return get(d.transa);
+    case CUBLASLT_MATMUL_DESC_TRANSB: return get(d.transb);
+    case CUBLASLT_MATMUL_DESC_EPILOGUE: return get(d.epilogue);
+    case CUBLASLT_MATMUL_DESC_BIAS_POINTER: return get(d.bias);
+    case CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE: return get(d.bias_type);
+    default: return CUBLAS_STATUS_NOT_SUPPORTED;
+  }
+}
+
+cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t* layout, cudaDataType type,
+                                          uint64_t rows, uint64_t cols, int64_t ld) {
+  *layout = reinterpret_cast<cublasLtMatrixLayout_t>(new FakeLayout{type, rows, cols, ld});
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatrixLayoutDestroy(const cublasLtMatrixLayout_t layout) {
+  delete &layout_of(layout);
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasLtMatmulPreferenceCreate(cublasLtMatmulPreference_t* pref) {
+  *pref = reinterpret_cast<cublasLtMatmulPreference_t>(new FakePreference{});
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulPreferenceDestroy(cublasLtMatmulPreference_t pref) {
+  delete &pref_of(pref);
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t pref,
+                                                    cublasLtMatmulPreferenceAttributes_t attr,
+                                                    const void* buf, size_t size) {
+  FakePreference& p = pref_of(pref);
+  if (attr == CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES && size == 8) {
+    std::memcpy(&p.workspace, buf, 8);
+    return CUBLAS_STATUS_SUCCESS;
+  }
+  if (attr >= CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES &&
+      attr <= CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES && size == 4) {
+    std::memcpy(&p.align[attr - CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES], buf, 4);
+    return CUBLAS_STATUS_SUCCESS;
+  }
+  return CUBLAS_STATUS_NOT_SUPPORTED;
+}
+
+cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtMatmulDesc_t desc,
+                                              cublasLtMatrixLayout_t a, cublasLtMatrixLayout_t b,
+                                              cublasLtMatrixLayout_t c, cublasLtMatrixLayout_t d,
+                                              cublasLtMatmulPreference_t pref, int requested,
+                                              cublasLtMatmulHeuristicResult_t results[],
+                                              int* count) {
+  *count = 0;
+  if (requested <= 0) return CUBLAS_STATUS_INVALID_VALUE;
+  const FakeDesc& dd = desc_of(desc);
+  uint64_t m, n, k;
+  if (a == nullptr || b == nullptr || c != d || !shapes(dd, layout_of(a), layout_of(b), layout_of(c), &m, &n, &k))
+    return CUBLAS_STATUS_INVALID_VALUE;
+  if (dd.compute != CUBLAS_COMPUTE_32F || dd.scale != CUDA_R_32F) return CUBLAS_STATUS_NOT_SUPPORTED;
+  const bool bias = dd.epilogue == CUBLASLT_EPILOGUE_BIAS;
+  if (bias && layout_of(c).type != CUDA_R_32F) return CUBLAS_STATUS_NOT_SUPPORTED;
+  for (uint32_t al : pref_of(pref).align)
+    if (al < 4) return CUBLAS_STATUS_NOT_SUPPORTED;
+  std::memset(&results[0], 0, sizeof results[0]);
+  results[0].state = CUBLAS_STATUS_SUCCESS;
+  *count = 1;
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const void* alpha,
+                              const void* A, cublasLtMatrixLayout_t adesc, const void* B,
+                              cublasLtMatrixLayout_t bdesc, const void* beta, const void* C,
+                              cublasLtMatrixLayout_t cdesc, void* D, cublasLtMatrixLayout_t ddesc,
+                              const cublasLtMatmulAlgo_t*, void*, size_t, cudaStream_t) {
+  const FakeDesc& d = desc_of(desc);
+  const FakeLayout &a = layout_of(adesc), &b = layout_of(bdesc), &c = layout_of(cdesc),
+                   &dl = layout_of(ddesc);
+  uint64_t m, n, k;
+  if (!shapes(d, a, b, dl, &m, &n, &k) || c.rows != dl.rows || c.cols != dl.cols)
+    return CUBLAS_STATUS_INVALID_VALUE;
+  const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
+  const bool bias = d.epilogue == CUBLASLT_EPILOGUE_BIAS;
+  if (bias && (!d.bias || (d.bias_type != -1 && d.bias_type != CUDA_R_32F)))
+    return CUBLAS_STATUS_INVALID_VALUE;
+  for (uint64_t j = 0; j < n; ++j)
+    for (uint64_t i = 0; i < m; ++i) {
+      float acc = 0.0f;
+      for (uint64_t p = 0; p < k; ++p) {
+        const float x = d.transa == CUBLAS_OP_N ? load(A, a.type, int64_t(i + p * a.ld))
+                                                : load(A, a.type, int64_t(p + i * a.ld));
+        const float y = d.transb == CUBLAS_OP_N ? load(B, b.type, int64_t(p + j * b.ld))
+                                                : load(B, b.type, int64_t(j + p * b.ld));
+        acc += x * y;
+      }
+      float v = al * acc;
+      if (be != 0.0f) v += be * load(C, c.type, int64_t(i + j * c.ld));
+      if (bias) v += static_cast<const float*>(d.bias)[i];
+      store(D, dl.type, int64_t(i + j * dl.ld), v);
+    }
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+}  // extern "C"
