@@ -45,7 +45,8 @@ TEST(ParallelConfig, ParsesAndExplains) {
   expect_error([&] { c.validate(4, 12); }, "multiple of 8");
   expect_error([&] { c.validate(2, 16); }, "dp=4");
   expect_error([] { ParallelConfig::parse("zero=4", {}); }, "zero");
-  expect_error([] { ParallelConfig::parse("tp=2", {}); }, "not supported yet");
+  expect_error([] { ParallelConfig::parse("recompute=most", {}); }, "selective");
+  EXPECT_EQ(ParallelConfig::parse("pp=2,tp=2,schedule=gpipe", {}).devices(), 4);
   expect_error([] { ParallelConfig::parse("dp", {}); }, "KEY=VALUE");
   expect_error([] { ParallelConfig::parse("speed=11", {}); }, "unknown key");
 }

@@ -87,6 +87,23 @@ EvalResult evaluate(Trainer& trainer, const SftDataset& data, int64_t chunk) {
   return total;
 }
 
+// --parallel with the rest filled in: dp takes the devices pp x tp leave (plain data
+// parallelism without --parallel), micro-batches from --micro-batches. Checked against the
+// devices, the batch and the model.
+ParallelConfig resolve_parallel(const TrainArgs& a, int devices, const ModelConfig& config) {
+  ParallelConfig p;
+  p.dp = 0;  // not given
+  p.micro_batches = a.micro_batches;
+  p = ParallelConfig::parse(a.parallel, p);
+  if (p.dp == 0) {
+    VACC_CHECK(devices % (p.pp * p.tp) == 0, "--parallel pp=", p.pp, ",tp=", p.tp, ": ",
+               p.pp * p.tp, " does not divide the accelerator's ", devices, " devices");
+    p.dp = devices / (p.pp * p.tp);
+  }
+  p.validate(devices, a.batch, &config);
+  return p;
+}
+
 // The command line of this process (main() passes it on), for the ranks to run again.
 std::vector<std::string> command_line;
 
@@ -180,11 +197,7 @@ void train_on_rank(const TrainArgs& a, const Flavor& flavor, const ModelConfig& 
   const size_t max_shard = parse_byte_size(a.max_shard_size, "--max-shard-size");
   const DType dtype = parse_dtype(a.dtype);
   const DType save_dtype = a.save_dtype.empty() ? DType::F32 : parse_dtype(a.save_dtype);
-  ParallelConfig parallel;
-  parallel.dp = comm.size();
-  parallel.micro_batches = a.micro_batches;
-  parallel = ParallelConfig::parse(a.parallel, parallel);
-  parallel.validate(comm.size(), a.batch);
+  const ParallelConfig parallel = resolve_parallel(a, comm.size(), config);
 
   // The data, before anything expensive, so a bad dataset fails fast.
   DataSource source;
@@ -364,10 +377,7 @@ void run_train(const TrainArgs& a) {
              "backend is not wired into training yet): `vacc switch cpu-N`");
   if (flavor.total_devices() > 1 && !launched_as_rank()) {
     // Cheap checks first, so a mistake does not start N processes to fail N times.
-    ParallelConfig p;
-    p.dp = flavor.total_devices();
-    p.micro_batches = a.micro_batches;
-    ParallelConfig::parse(a.parallel, p).validate(flavor.total_devices(), a.batch);
+    resolve_parallel(a, flavor.total_devices(), config);
     launch_ranks(flavor, a);
     return;
   }

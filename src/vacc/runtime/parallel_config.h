@@ -1,6 +1,7 @@
-// ParallelConfig: how a job is split over the devices of the accelerator. For now data
-// parallelism with ZeRO sharding and micro-batches (gradient accumulation); pipeline and
-// tensor parallelism come with their own issue. `--parallel dp=4,zero=2,microbatches=2`.
+// ParallelConfig: how a job is split over the devices of the accelerator — the rank grid
+// dp x pp x tp, the ZeRO stage within each data-parallel group, micro-batches (gradient
+// accumulation, and what a pipeline schedules), activation recomputation and the pipeline
+// schedule. `--parallel dp=2,pp=2,tp=2,microbatches=8,recompute=full,zero=1`.
 #pragma once
 
 #include <cstdint>
@@ -8,22 +9,36 @@
 
 namespace vacc {
 
+struct ModelConfig;
+
+enum class PipelineScheduleKind { OneFOneB, GPipe };
+
 struct ParallelConfig {
-  int dp = 1;                 // data-parallel ranks
+  int dp = 1;                 // data-parallel replicas
+  int pp = 1;                 // pipeline stages
+  int tp = 1;                 // tensor-parallel ranks per stage
   int zero = 0;               // 0: replicas; 1: optimizer state sharded; 2: + gradients;
                               // 3: + parameters (gathered layer by layer)
-  int64_t micro_batches = 1;  // per data-parallel rank, per step (gradient accumulation)
+  int64_t micro_batches = 1;  // per data-parallel replica, per step
+  std::string recompute = "none";  // none | selective | full
+  PipelineScheduleKind schedule = PipelineScheduleKind::OneFOneB;
 
-  // "dp=2,zero=1,microbatches=4" (any subset; keys dp, zero, microbatches). Errors name the
-  // key and the allowed values; pp/tp/recompute are refused as not yet supported.
+  int devices() const { return dp * pp * tp; }
+
+  // "dp=2,pp=2,tp=2,zero=1,microbatches=8,recompute=full,schedule=gpipe" (any subset; the
+  // rest from `defaults`). Errors name the key and the allowed values.
   static ParallelConfig parse(const std::string& text, ParallelConfig defaults);
-  // Checks it against the devices and the batch: dp must equal the device count, and the
-  // global batch must divide into dp x micro_batches micro-batches.
-  void validate(int devices, int64_t global_batch) const;
+  // Checks it against the devices, the batch and (when given) the model: dp*pp*tp must equal
+  // the device count, the global batch must divide into dp x micro_batches, a stage needs a
+  // layer, tp must divide the heads and the FFN.
+  void validate(int devices, int64_t global_batch, const ModelConfig* model = nullptr) const;
   int64_t micro_batch_size(int64_t global_batch) const { return global_batch / dp / micro_batches; }
-  // The seed's words: "num_stages : 1, num_micro_batches : 4, batch_per_device : 2, No TP,
-  // recomputation : false, distribute_param : true" plus dp and the ZeRO stage.
+  // The seed's words: "num_stages : 2, num_micro_batches : 8, batch_per_device : 1, No TP,
+  // recomputation : false, distribute_param : true" plus dp, ZeRO and the schedule.
   std::string describe(int64_t global_batch) const;
+
+ private:
+  bool devices_count_ok(int devices) const;
 };
 
 }  // namespace vacc

@@ -160,9 +160,15 @@ Tensor ShardedParameterStore::gradients(size_t g) {
   return it->second;
 }
 
+void ShardedParameterStore::defer_reduction(size_t g, std::function<void(Tensor&)> combine) {
+  VACC_CHECK(g < table_.groups().size(), "defer_reduction: no parameter group ", g);
+  deferred_[g] = std::move(combine);
+}
+
 void ShardedParameterStore::gradients_ready(size_t g) {
   const FlatRange range = group_range(g);
-  if (zero_ < 2 && !last_micro_batch_) return;  // accumulate locally; reduce once per step
+  if (deferred_.count(g) && !finishing_) return;  // combined and reduced at the end
+  if (zero_ < 2 && !last_micro_batch_ && !finishing_) return;  // accumulate; reduce once
   PendingReduction p;
   if (zero_ == 0) {
     p.source = full_grads_.view(range.begin, {range.numel()});
@@ -212,6 +218,18 @@ void ShardedParameterStore::poll_reductions(size_t keep_at_most) {
 }
 
 void ShardedParameterStore::finish_gradient_reduction() {
+  finishing_ = true;
+  try {
+    for (auto& [g, combine] : deferred_) {
+      Tensor grads = gradients(g);
+      combine(grads);
+      gradients_ready(g);
+    }
+  } catch (...) {
+    finishing_ = false;
+    throw;
+  }
+  finishing_ = false;
   poll_reductions(0);
   VACC_CHECK(live_grads_.empty(), live_grads_.size(),
              " gradient bucket(s) were written but never reported ready");
@@ -223,18 +241,23 @@ void ShardedParameterStore::zero_gradients() {
   reduced_this_step_.assign(table_.groups().size(), false);
 }
 
-double ShardedParameterStore::gradient_sum_of_squares() {
+double ShardedParameterStore::gradient_square_sum(FlatRange exclude) {
+  // ZeRO 0: every rank holds the whole reduced gradient, so dp rank 0 speaks for the group.
+  if (zero_ == 0 && comm_.rank() != 0) return 0.0;
+  const FlatRange mine = zero_ == 0 ? FlatRange{0, total_} : owned_;
+  Tensor& grads = zero_ == 0 ? full_grads_ : shard_grads_;
   Tensor acc = backend_.zeros({1}, DType::F32, MemoryCategory::Buffers, "gradient norm");
-  if (zero_ == 0) {
-    backend_.sum_of_squares(full_grads_, acc);  // reduced: the same on every rank
-  } else if (owned_.numel() > 0) {
-    backend_.sum_of_squares(shard_grads_.view(0, {owned_.numel()}), acc);
-  }
+  // mine minus exclude: at most two pieces.
+  auto clamp = [&](int64_t x) { return std::min(std::max(x, mine.begin), mine.end); };
+  std::vector<FlatRange> pieces{mine};
+  if (exclude.numel() > 0)
+    pieces = {{mine.begin, clamp(exclude.begin)}, {clamp(exclude.end), mine.end}};
+  for (const FlatRange& piece : pieces)
+    if (piece.numel() > 0)
+      backend_.sum_of_squares(grads.view(piece.begin - mine.begin, {piece.numel()}), acc);
   float local = 0.0f;
   backend_.download(acc, &local);
-  double sum = double(local);
-  if (zero_ > 0) comm_.all_reduce_host(&sum, 1);
-  return sum;
+  return double(local);
 }
 
 Tensor ShardedParameterStore::optimizer_parameters() {

@@ -15,6 +15,7 @@
 #pragma once
 
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 
@@ -48,8 +49,14 @@ class ShardedParameterStore final : public ParameterStore {
   // step); with ZeRO 2 and 3 every micro-batch reduces, as the full gradient is not kept.
   void set_last_micro_batch(bool last) { last_micro_batch_ = last; }
   void finish_gradient_reduction();
-  // Sum of squares of the reduced gradient over the whole model (same on every rank).
-  double gradient_sum_of_squares();
+  // Groups whose gradient must first be combined with another stage's (a tied embedding
+  // split between the first and the last pipeline stage): they accumulate locally through
+  // the whole step, then finish_gradient_reduction() calls `combine` on the group's gradient
+  // (every rank of the dp group, in group order) before reducing it over the dp group.
+  void defer_reduction(size_t g, std::function<void(Tensor& group_gradient)> combine);
+  // This rank's share of the squared gradient norm of the stage, the range `exclude` left
+  // out (a tied copy counted elsewhere): summed over the dp group it gives the stage's total.
+  double gradient_square_sum(FlatRange exclude = {});
   // What this rank's optimizer updates: a range of the layout, its f32 master weights and
   // its reduced gradient.
   FlatRange optimizer_range() const { return zero_ == 0 ? FlatRange{0, total_} : owned_; }
@@ -113,6 +120,8 @@ class ShardedParameterStore final : public ParameterStore {
   std::map<size_t, Prefetch> prefetched_;          // stage 3
   std::deque<PendingReduction> pending_;
   std::vector<bool> reduced_this_step_;  // per group: its shard part already holds a sum
+  std::map<size_t, std::function<void(Tensor&)>> deferred_;
+  bool finishing_ = false;  // inside finish_gradient_reduction (deferred groups reduce now)
 };
 
 }  // namespace vacc

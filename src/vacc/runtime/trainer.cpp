@@ -34,6 +34,24 @@ TokenBatch padded_slice(const TokenBatch& batch, int64_t first, int64_t count) {
   return part;
 }
 
+// The shard of pipeline stage `stage`: its layers, the embedding on the first stage, the
+// final norm, output projection and loss on the last.
+ModelShard stage_shard(const ModelConfig& config, const ParallelConfig& par, int stage,
+                       int64_t seq_len) {
+  const auto ranges = split_layers(config, par.pp, seq_len);
+  ModelShard shard = ModelShard::whole(config);
+  shard.layer_begin = ranges[size_t(stage)].first;
+  shard.layer_end = ranges[size_t(stage)].second;
+  shard.has_embedding = stage == 0;
+  shard.has_head = stage == par.pp - 1;
+  return shard;
+}
+
+FlatRange entry_range(const ParameterTable& table, size_t entry) {
+  const ParameterEntry& e = table.entry(entry);
+  return {e.offset, e.offset + e.numel()};
+}
+
 }  // namespace
 
 Trainer::Trainer(Backend& backend, Communicator& comm, const ModelConfig& config,
@@ -42,14 +60,17 @@ Trainer::Trainer(Backend& backend, Communicator& comm, const ModelConfig& config
   const ParallelConfig& par = options_.parallel;
   VACC_CHECK(options_.batch > 0, "--batch must be positive (got ", options_.batch, ")");
   VACC_CHECK(options_.seq_len > 0, "--seq-len must be positive (got ", options_.seq_len, ")");
-  par.validate(comm_.size(), options_.batch);
+  par.validate(comm_.size(), options_.batch, &config);
+  VACC_CHECK(par.tp == 1, "tensor parallelism is not wired into training yet (tp=", par.tp, ")");
   VACC_CHECK(options_.seq_len <= config.max_position_embeddings, "--seq-len ", options_.seq_len,
              " exceeds the model's max_position_embeddings (", config.max_position_embeddings,
              ")");
+  grid_ = std::make_unique<RankGrid>(comm_, par);
+  const int stage = grid_->pp_rank();
   model_ = std::make_unique<Transformer>(
-      backend_, config, ModelShard::whole(config), options_.dtype, options_.seq_len,
-      [&](const ParameterTable& table) {
-        auto store = std::make_unique<ShardedParameterStore>(backend_, comm_, table,
+      backend_, config, stage_shard(config, par, stage, options_.seq_len), options_.dtype,
+      options_.seq_len, [&](const ParameterTable& table) {
+        auto store = std::make_unique<ShardedParameterStore>(backend_, grid_->dp(), table,
                                                              options_.dtype, par.zero);
         store_ = store.get();
         return store;
@@ -62,23 +83,130 @@ Trainer::Trainer(Backend& backend, Communicator& comm, const ModelConfig& config
     initialize_parameters(backend_, config, model_->table(), options_.seed, owned,
                           store_->owned());
   store_->parameters_loaded();
+  tie_embedding_across_stages();
   optimizer_ = std::make_unique<AdamW>(backend_, store_->optimizer_parameters(),
                                        store_->optimizer_gradients(),
                                        segments_in(model_->table(), store_->optimizer_range()),
                                        options_.adam);
-  buffers_ = EvalBuffers::allocate(*model_, par.micro_batch_size(options_.batch),
-                                   options_.seq_len);
+
+  micro_ = par.micro_batch_size(options_.batch);
+  actions_ = pipeline_actions(par.schedule, stage, par.pp, par.micro_batches);
+  const int64_t in_flight = pipeline_in_flight(par.schedule, stage, par.pp, par.micro_batches);
+  const int64_t n = micro_ * options_.seq_len;
+  for (int64_t i = 0; i < in_flight; ++i) {
+    Slot s;
+    s.act = model_->allocate_activations(micro_, options_.seq_len);
+    s.ids = backend_.empty({n}, DType::I32, MemoryCategory::Buffers, "token ids");
+    s.labels = backend_.empty({n}, DType::I32, MemoryCategory::Buffers, "labels");
+    slots_.push_back(std::move(s));
+  }
+  positions_ = backend_.empty({n}, DType::I32, MemoryCategory::Buffers, "positions");
+  std::vector<int32_t> pos(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) pos[size_t(i)] = int32_t(i % options_.seq_len);
+  backend_.upload(pos.data(), positions_);
+  loss_sum_ = backend_.zeros({1}, DType::F32, MemoryCategory::Buffers, "loss sum");
+  dx_ = backend_.empty({n, config.hidden_size}, DType::F32, MemoryCategory::Buffers,
+                       "residual gradient");
+}
+
+// Tied embeddings on different stages: the first stage's embedding and the last stage's
+// output projection start equal (the same checkpoint tensor) and stay equal because their
+// gradients are summed before each update.
+void Trainer::tie_embedding_across_stages() {
+  const ModelConfig& c = model_->config();
+  if (!c.tie_word_embeddings || options_.parallel.pp == 1) return;
+  const ParameterTable& table = model_->table();
+  Communicator* ends = grid_->embedding();
+  if (!ends) return;
+  const size_t entry = grid_->first_stage() ? table.embed_tokens() : table.lm_head();
+  const size_t group = table.group_of_entry(entry);
+  const FlatRange range = entry_range(table, entry);
+  const int64_t offset = range.begin - table.groups()[group].offset;
+  store_->defer_reduction(group, [ends, offset, range](Tensor& grads) {
+    Tensor tied = grads.view(offset, {range.numel()});
+    ends->all_reduce(tied);
+  });
+  if (grid_->last_stage()) tied_copy_ = range;
+}
+
+void Trainer::upload_micro_batch(const TokenBatch& part, Slot& slot) {
+  if (grid_->first_stage()) backend_.upload(part.ids.data(), slot.ids);
+  if (grid_->last_stage()) backend_.upload(part.labels.data(), slot.labels);
+}
+
+void Trainer::forward(Slot& slot) {
+  if (grid_->first_stage()) {
+    model_->embed(slot.ids, slot.act);
+  } else {
+    if (slot.sent) slot.sent->wait();
+    grid_->world().recv(slot.act.residual[0], grid_->stage_rank(grid_->pp_rank() - 1));
+  }
+  model_->forward_layers(positions_, slot.act);
+  if (!grid_->last_stage()) {
+    if (slot.sent) slot.sent->wait();
+    slot.sent = grid_->world().send_async(slot.act.residual.back(),
+                                          grid_->stage_rank(grid_->pp_rank() + 1));
+  }
+}
+
+void Trainer::backward(Slot& slot, float grad_scale) {
+  if (grid_->last_stage())
+    model_->head_forward_backward(slot.labels, grad_scale, slot.act, loss_sum_, dx_);
+  else
+    grid_->world().recv(dx_, grid_->stage_rank(grid_->pp_rank() + 1));
+  model_->backward_layers(positions_, slot.act, dx_);
+  if (grid_->first_stage()) {
+    model_->embed_backward(slot.ids, dx_);
+  } else {
+    // The gradient travels in a buffer of its own: dx_ is overwritten by the next backward.
+    while (grad_sends_.size() >= 2) {
+      grad_sends_.front().second->wait();
+      grad_sends_.pop_front();
+    }
+    Tensor out = backend_.empty(dx_.shape(), DType::F32, MemoryCategory::Buffers,
+                                "gradient to the previous stage");
+    backend_.copy(dx_, out);
+    auto request = grid_->world().send_async(out, grid_->stage_rank(grid_->pp_rank() - 1));
+    grad_sends_.emplace_back(std::move(out), std::move(request));
+  }
+  if (slot.sent) {  // the slot's output must have left before the slot is reused
+    slot.sent->wait();
+    slot.sent.reset();
+  }
+}
+
+void Trainer::wait_sends() {
+  for (auto& [buf, request] : grad_sends_) request->wait();
+  grad_sends_.clear();
+  for (Slot& s : slots_)
+    if (s.sent) {
+      s.sent->wait();
+      s.sent.reset();
+    }
 }
 
 EvalResult Trainer::evaluate(const TokenBatch& batch) {
-  // Every rank runs the same number of micro-batches (ZeRO 3 gathers in every one).
-  const int64_t per_rank = (batch.batch + comm_.size() - 1) / comm_.size();
-  EvalResult r;
-  if (per_rank > 0)
-    r = evaluate_loss(*model_, buffers_, padded_slice(batch, comm_.rank() * per_rank, per_rank));
-  double sums[2] = {r.loss_sum, double(r.tokens)};
-  comm_.all_reduce_host(sums, 2);
-  return EvalResult{sums[0], int64_t(sums[1])};
+  VACC_CHECK(batch.seq == options_.seq_len, "evaluation sequences of ", batch.seq,
+             " tokens do not match the trainer's ", options_.seq_len);
+  check_token_batch(batch, model_->config().vocab_size);
+  // Every replica runs the same number of micro-batches (ZeRO 3 gathers in every one).
+  const int dp = options_.parallel.dp;
+  const int64_t per_replica = (batch.batch + dp - 1) / dp;
+  const int64_t chunks = (per_replica + micro_ - 1) / micro_;
+  TokenBatch mine = padded_slice(batch, grid_->dp_rank() * per_replica, chunks * micro_);
+  backend_.fill(loss_sum_, 0.0f);
+  Slot& slot = slots_[0];
+  for (int64_t c = 0; c < chunks; ++c) {
+    upload_micro_batch(mine.slice(c * micro_, (c + 1) * micro_), slot);
+    forward(slot);
+    if (grid_->last_stage()) model_->head_loss(slot.labels, slot.act, loss_sum_);
+  }
+  wait_sends();
+  float local = 0.0f;
+  backend_.download(loss_sum_, &local);
+  double sum = grid_->last_stage() && grid_->tp_rank() == 0 ? double(local) : 0.0;
+  comm_.all_reduce_host(&sum, 1);
+  return EvalResult{sum, batch.counted_tokens()};
 }
 
 StepMetrics Trainer::step(const TokenBatch& batch) {
@@ -90,33 +218,39 @@ StepMetrics Trainer::step(const TokenBatch& batch) {
   auto t0 = std::chrono::steady_clock::now();
 
   store_->zero_gradients();
-  backend_.fill(buffers_.loss_sum, 0.0f);
+  backend_.fill(loss_sum_, 0.0f);
   // Loss is the mean over every counted token of the global batch.
   const float grad_scale = counted > 0 ? 1.0f / float(counted) : 0.0f;
   const ParallelConfig& par = options_.parallel;
-  const int64_t micro = par.micro_batch_size(options_.batch);
-  const int64_t first = comm_.rank() * (options_.batch / par.dp);
-  for (int64_t mb = 0; mb < par.micro_batches; ++mb) {
-    TokenBatch part = batch.slice(first + mb * micro, first + (mb + 1) * micro);
-    backend_.upload(part.ids.data(), buffers_.ids);
-    backend_.upload(part.labels.data(), buffers_.labels);
-    store_->set_last_micro_batch(mb + 1 == par.micro_batches);
-    model_->forward_backward(buffers_.ids, buffers_.positions, buffers_.labels, grad_scale,
-                             buffers_.activations, buffers_.loss_sum);
+  const int64_t first = grid_->dp_rank() * (options_.batch / par.dp);
+  for (const PipelineAction& a : actions_) {
+    Slot& slot = slots_[size_t(a.micro_batch % int64_t(slots_.size()))];
+    if (a.kind == PipelineAction::Kind::Forward) {
+      const int64_t begin = first + a.micro_batch * micro_;
+      upload_micro_batch(batch.slice(begin, begin + micro_), slot);
+      forward(slot);
+    } else {
+      store_->set_last_micro_batch(a.micro_batch + 1 == par.micro_batches);
+      backward(slot, grad_scale);
+    }
   }
+  wait_sends();
   store_->finish_gradient_reduction();
   StepMetrics m;
   m.step = ++steps_;
-  m.grad_norm = std::sqrt(store_->gradient_sum_of_squares());
+  double square_sum = store_->gradient_square_sum(tied_copy_);
+  comm_.all_reduce_host(&square_sum, 1);
+  m.grad_norm = std::sqrt(square_sum);
   m.lr = options_.lr.at(m.step);
   optimizer_->step(float(m.lr), clip_factor(m.grad_norm, options_.max_grad_norm));
   store_->parameters_updated();
   float local_loss = 0.0f;
-  backend_.download(buffers_.loss_sum, &local_loss);  // waits for the device
-  // One host reduction: the loss sum, then each rank's peak and current memory in its slot.
+  backend_.download(loss_sum_, &local_loss);  // waits for the device
+  // One host reduction: the loss sum (from the last stage), then each rank's peak and
+  // current memory in its slot.
   const int n = comm_.size(), r = comm_.rank();
   std::vector<double> sums(1 + 2 * size_t(n), 0.0);
-  sums[0] = double(local_loss);
+  if (grid_->last_stage() && grid_->tp_rank() == 0) sums[0] = double(local_loss);
   sums[1 + size_t(r)] = double(backend_.allocator().high_water_mark());
   sums[1 + size_t(n + r)] = double(backend_.allocator().in_use());
   comm_.all_reduce_host(sums.data(), int64_t(sums.size()));
@@ -137,30 +271,50 @@ StepMetrics Trainer::step(const TokenBatch& batch) {
   return m;
 }
 
-std::vector<float> Trainer::gather_parameters() {
-  const FlatRange whole = model_->table().whole();
-  std::vector<float> out(size_t(whole.numel()));
-  store_->read_range(whole, out.data());
-  return out;
-}
-
 void Trainer::save(const std::string& dir, const HfSaveOptions& options) {
-  const ParameterTable& table = model_->table();
-  std::map<std::string, FlatRange> range_of;
-  for (const CheckpointTensor& ct : table.checkpoint_tensors()) {
-    const int64_t start = table.entry(ct.entry).offset + ct.offset;
-    range_of[ct.name] = {start, start + shape_numel(ct.shape)};
-  }
   const ModelConfig& config = model_->config();
-  if (comm_.rank() == 0) {
-    write_hf_checkpoint(
-        dir, config,
-        [&](const HfTensorInfo& t, float* out) { store_->read_range(range_of.at(t.name), out); },
-        options);
-  } else if (store_->read_is_collective()) {
-    // The same tensors in the same order as rank 0's writer asks for them.
-    for (const HfTensorInfo& t : hf_checkpoint_tensors(config))
-      store_->read_range(range_of.at(t.name), nullptr);
+  const ParallelConfig& par = options_.parallel;
+  // Where each checkpoint tensor lives: the first stage holding it, and its range there.
+  std::map<std::string, std::pair<int, FlatRange>> where;
+  for (int stage = par.pp - 1; stage >= 0; --stage) {
+    const ParameterTable table(config, stage_shard(config, par, stage, options_.seq_len));
+    for (const CheckpointTensor& ct : table.checkpoint_tensors()) {
+      const int64_t start = table.entry(ct.entry).offset + ct.offset;
+      where[ct.name] = {stage, {start, start + shape_numel(ct.shape)}};
+    }
+  }
+  const int writer = 0;
+  std::vector<float> buffer;
+  // Every rank walks the tensors in the writer's order; the stage holding a tensor produces
+  // it (collectively within its dp group under ZeRO 3) and its dp rank 0 sends it over.
+  auto fetch = [&](const HfTensorInfo& t, float* out) {
+    const auto& [stage, range] = where.at(t.name);
+    const int holder = stage * par.dp * par.tp;  // the stage's dp rank 0, tp rank 0
+    if (grid_->pp_rank() == stage) {
+      const bool produce = comm_.rank() == holder;
+      if (produce && !out) {
+        buffer.resize(size_t(range.numel()));
+        out = buffer.data();
+      }
+      if (produce || store_->read_is_collective()) store_->read_range(range, produce ? out : nullptr);
+      if (produce && holder != writer) {
+        Tensor t_host = backend_.empty({range.numel()}, DType::F32, MemoryCategory::Buffers,
+                                       "checkpoint tensor");
+        backend_.upload(out, t_host);
+        comm_.send(t_host, writer);
+      }
+    }
+    if (comm_.rank() == writer && holder != writer) {
+      Tensor t_host = backend_.empty({range.numel()}, DType::F32, MemoryCategory::Buffers,
+                                     "checkpoint tensor");
+      comm_.recv(t_host, holder);
+      backend_.download(t_host, out);
+    }
+  };
+  if (comm_.rank() == writer) {
+    write_hf_checkpoint(dir, config, fetch, options);
+  } else {
+    for (const HfTensorInfo& t : hf_checkpoint_tensors(config)) fetch(t, nullptr);
   }
   comm_.barrier();  // the folder is complete when save returns on any rank
 }

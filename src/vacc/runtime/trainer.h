@@ -1,14 +1,17 @@
-// Trainer: the training-step loop of one data-parallel rank. It owns the model and the
-// optimizer of its shard, runs its share of the *global* batch as micro-batches (gradient
-// accumulation), has the gradients reduced across ranks while backward runs (ZeRO stages
-// through a ShardedParameterStore), clips the global gradient norm, updates the weights,
-// and times each step only after the device has finished.
+// Trainer: the training-step loop of one rank of the dp x pp x tp grid. It owns the model of
+// its shard (a pipeline stage's layers) and the optimizer of its ZeRO shard, runs its data-
+// parallel replica's share of the *global* batch as micro-batches through the pipeline
+// schedule (1F1B or GPipe; activations and their gradients sent between neighbouring
+// stages), has the gradients reduced over its dp group while backward runs, clips the
+// global gradient norm, updates the weights, and times each step only after the device has
+// finished.
 //
-// The global batch is the same on every rank and on any number of ranks: rank r of dp takes
-// sequences [r*B/dp, (r+1)*B/dp), and the loss is the mean over every counted token of the
-// whole batch, so the losses and weights do not depend on the device count.
+// The global batch is the same on every rank and on any number of ranks: replica r of dp
+// takes sequences [r*B/dp, (r+1)*B/dp), and the loss is the mean over every counted token of
+// the whole batch, so the losses and weights do not depend on the split.
 #pragma once
 
+#include <deque>
 #include <functional>
 #include <memory>
 #include <string>
@@ -22,6 +25,8 @@
 #include "vacc/runtime/evaluation.h"
 #include "vacc/runtime/hf_checkpoint.h"
 #include "vacc/runtime/parallel_config.h"
+#include "vacc/runtime/pipeline_schedule.h"
+#include "vacc/runtime/rank_grid.h"
 #include "vacc/runtime/sharded_parameter_store.h"
 
 namespace vacc {
@@ -54,7 +59,8 @@ struct StepMetrics {
 
 class Trainer {
  public:
-  // peak_flops: one device's measured peak for MFU (0: MFU reported as 0).
+  // peak_flops: one device's measured peak for MFU (0: MFU reported as 0). comm: every rank
+  // of the job; options.parallel gives the grid.
   Trainer(Backend& backend, Communicator& comm, const ModelConfig& config, TrainerOptions options,
           double peak_flops);
 
@@ -62,26 +68,44 @@ class Trainer {
   ShardedParameterStore& store() { return *store_; }
   AdamW& optimizer() { return *optimizer_; }
   Communicator& communicator() { return comm_; }
+  RankGrid& grid() { return *grid_; }
   // One optimizer step over the global batch (collective).
   StepMetrics step(const TokenBatch& batch);
   // Loss over any number of sequences (of the trainer's length) without touching gradients;
-  // the sequences are split over the ranks (collective; the same result on every rank).
+  // the sequences are split over the replicas (collective; the same result on every rank).
   EvalResult evaluate(const TokenBatch& batch);
-  // The master weights of the whole model, flat (collective with ZeRO 3).
-  std::vector<float> gather_parameters();
-  // Saves the model as a Hugging Face folder (collective: rank 0 writes; with ZeRO 3 every
-  // rank contributes its shard tensor by tensor, never gathering the whole model).
+  // Saves the model as a Hugging Face folder (collective: world rank 0 writes, pulling one
+  // checkpoint tensor at a time from the stage and shards holding it; no rank ever holds
+  // the whole model).
   void save(const std::string& dir, const HfSaveOptions& options);
 
  private:
+  // Activations and inputs of one micro-batch in flight.
+  struct Slot {
+    Transformer::Activations act;
+    Tensor ids, labels;
+    std::unique_ptr<CommRequest> sent;  // the forward output on its way to the next stage
+  };
+  void upload_micro_batch(const TokenBatch& part, Slot& slot);
+  void forward(Slot& slot);
+  void backward(Slot& slot, float grad_scale);
+  void wait_sends();
+  void tie_embedding_across_stages();
+
   Backend& backend_;
   Communicator& comm_;
   TrainerOptions options_;
   double peak_flops_;
+  std::unique_ptr<RankGrid> grid_;
   ShardedParameterStore* store_ = nullptr;  // owned by the model
   std::unique_ptr<Transformer> model_;
   std::unique_ptr<AdamW> optimizer_;
-  EvalBuffers buffers_;  // activations and inputs of one micro-batch
+  std::vector<PipelineAction> actions_;
+  std::vector<Slot> slots_;
+  Tensor positions_, loss_sum_, dx_;
+  std::deque<std::pair<Tensor, std::unique_ptr<CommRequest>>> grad_sends_;
+  FlatRange tied_copy_;  // the last stage's copy of a tied embedding (counted once in norms)
+  int64_t micro_ = 0;
   int64_t steps_ = 0;
 };
 
