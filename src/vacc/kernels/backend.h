@@ -12,6 +12,7 @@
 #include <memory>
 
 #include "vacc/core/device_allocator.h"
+#include "vacc/core/error.h"
 #include "vacc/core/tensor.h"
 
 namespace vacc {
@@ -136,6 +137,32 @@ class Backend {
   virtual void classifier_cross_entropy(const Tensor& x, const Tensor& weight,
                                         const Tensor& labels, float grad_scale, Tensor& loss_sum,
                                         Tensor* dx, Tensor* dweight) = 0;
+
+  // Vocabulary-parallel cross-entropy: weight (V_shard, C) holds vocabulary rows
+  // [vocab_start, vocab_start + V_shard) of the output projection; each tensor-parallel rank
+  // runs these on its shard, and the caller combines the ranks' results. Row-chunked like
+  // classifier_cross_entropy (the (N, V_shard) logits are never all held); labels i32 (N),
+  // -100 ignored; x and weight both f32 or both bf16.
+  //
+  // Forward: for each counted row, lse (N) f32 = log-sum-exp of the shard's logits x @
+  // weight^T, and target_logit (N) f32 = the logit of the label when the label is in the
+  // shard, else 0. Ignored rows give 0 and 0. (Overwrites both.) The loss of a row is then
+  // log(sum over ranks of exp(lse_r)) - (sum over ranks of target_logit_r).
+  virtual void classifier_logsumexp(const Tensor& x, const Tensor& weight, int64_t vocab_start,
+                                    const Tensor& labels, Tensor& lse, Tensor& target_logit) {
+    fail("classifier_logsumexp is not implemented on backend ", name());
+  }
+  // Backward, given lse_global (N) f32: the log-sum-exp over the WHOLE vocabulary (every
+  // rank's). dlogits = grad_scale * (exp(logits - lse_global) - onehot(label) where the label
+  // is in the shard), zero for ignored rows. If dx is given, dx (N, C) = dlogits @ weight (this
+  // shard's partial input gradient; overwrites; the caller sums it over the ranks); if dweight
+  // is given, dweight (V_shard, C) += dlogits^T @ x.
+  virtual void classifier_cross_entropy_backward(const Tensor& x, const Tensor& weight,
+                                                 int64_t vocab_start, const Tensor& labels,
+                                                 const Tensor& lse_global, float grad_scale,
+                                                 Tensor* dx, Tensor* dweight) {
+    fail("classifier_cross_entropy_backward is not implemented on backend ", name());
+  }
 
   // ---- optimizer ----
   // AdamW with decoupled weight decay and bias correction on f32 tensors of equal numel:

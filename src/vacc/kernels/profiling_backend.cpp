@@ -149,6 +149,27 @@ void ProfilingBackend::classifier_cross_entropy(const Tensor& x, const Tensor& w
         products * 2.0 * double(x.size(0)) * double(x.size(1)) * double(weight.size(0)),
         [&] { inner_.classifier_cross_entropy(x, weight, labels, grad_scale, loss_sum, dx, dweight); });
 }
+void ProfilingBackend::classifier_logsumexp(const Tensor& x, const Tensor& weight,
+                                            int64_t vocab_start, const Tensor& labels, Tensor& lse,
+                                            Tensor& target_logit) {
+  timed("classifier_logsumexp",
+        2.0 * double(x.size(0)) * double(x.size(1)) * double(weight.size(0)),
+        [&] { inner_.classifier_logsumexp(x, weight, vocab_start, labels, lse, target_logit); });
+}
+void ProfilingBackend::classifier_cross_entropy_backward(const Tensor& x, const Tensor& weight,
+                                                         int64_t vocab_start,
+                                                         const Tensor& labels,
+                                                         const Tensor& lse_global,
+                                                         float grad_scale, Tensor* dx,
+                                                         Tensor* dweight) {
+  // The logits are recomputed, then one product per gradient.
+  double products = 1 + (dx ? 1 : 0) + (dweight ? 1 : 0);
+  timed("classifier_cross_entropy_backward",
+        products * 2.0 * double(x.size(0)) * double(x.size(1)) * double(weight.size(0)), [&] {
+          inner_.classifier_cross_entropy_backward(x, weight, vocab_start, labels, lse_global,
+                                                   grad_scale, dx, dweight);
+        });
+}
 void ProfilingBackend::adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
                                   const AdamWParams& p) {
   timed("adamw_step", 0, [&] { inner_.adamw_step(param, grad, m, v, p); });

@@ -66,6 +66,12 @@ class ProfilingBackend final : public Backend {
   void classifier_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor& labels,
                                 float grad_scale, Tensor& loss_sum, Tensor* dx,
                                 Tensor* dweight) override;
+  void classifier_logsumexp(const Tensor& x, const Tensor& weight, int64_t vocab_start,
+                            const Tensor& labels, Tensor& lse, Tensor& target_logit) override;
+  void classifier_cross_entropy_backward(const Tensor& x, const Tensor& weight,
+                                         int64_t vocab_start, const Tensor& labels,
+                                         const Tensor& lse_global, float grad_scale, Tensor* dx,
+                                         Tensor* dweight) override;
   void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
                   const AdamWParams& p) override;
 

@@ -176,3 +176,160 @@ double classifier_cross_entropy(const void* x, const void* weight, DType in_dtyp
 }
 
 }  // namespace vacc::cpu
+
+// ---- vocabulary-parallel pieces ----
+// The same row chunks over a shard of the vocabulary: the forward pass keeps per row only the
+// shard's log-sum-exp and the label's logit; the backward pass recomputes the chunk's logits
+// and turns them into dlogits with the global log-sum-exp the caller combined from every
+// shard.
+
+namespace vacc::cpu {
+namespace {
+
+// The counted rows of a vocabulary shard's call, in row chunks, with each chunk's rows of x
+// (gathered when they are not contiguous).
+class ShardRowChunks {
+ public:
+  ShardRowChunks(const char* op, const void* x, DType in_dtype, const int32_t* labels, int64_t n,
+                 int64_t c, int64_t v)
+      : x_(static_cast<const unsigned char*>(x)), c_(c), esize_(dtype_size(in_dtype)) {
+    VACC_CHECK(in_dtype == DType::F32 || in_dtype == DType::BF16, op,
+               ": x and weight must be f32 or bf16, got ", dtype_name(in_dtype));
+    VACC_CHECK(n >= 0 && c >= 0 && v > 0, op, ": bad sizes N=", n, " C=", c, " V_shard=", v);
+    rows_.reserve(size_t(n));
+    for (int64_t i = 0; i < n; ++i) {
+      const int32_t l = labels[i];
+      if (l == kIgnoreLabel) continue;
+      VACC_CHECK(l >= 0, op, ": label ", l, " of row ", i,
+                 " is negative (and is not the ignore label -100)");
+      rows_.push_back(i);
+    }
+    const int64_t m = counted();
+    const int64_t max_rows = std::max<int64_t>(1, kChunkBytes / (v * int64_t(sizeof(float))));
+    const int64_t num_chunks = std::max<int64_t>(1, (m + max_rows - 1) / max_rows);
+    chunk_rows_ = std::max<int64_t>(1, (m + num_chunks - 1) / num_chunks);
+  }
+
+  int64_t counted() const { return int64_t(rows_.size()); }
+  int64_t chunk_rows() const { return chunk_rows_; }
+  int64_t row(int64_t k) const { return rows_[size_t(k)]; }
+  // Counted rows [r0, r0 + R) are one row range of x?
+  bool contiguous(int64_t r0, int64_t R) const { return row(r0 + R - 1) - row(r0) == R - 1; }
+  // The (R, C) rows of x for counted rows [r0, r0 + R).
+  const void* x_chunk(int64_t r0, int64_t R) {
+    const size_t row_bytes = size_t(c_) * esize_;
+    if (contiguous(r0, R)) return x_ + size_t(row(r0)) * row_bytes;
+    gather_.resize(size_t(chunk_rows_) * row_bytes);
+    for (int64_t r = 0; r < R; ++r)
+      std::memcpy(gather_.data() + size_t(r) * row_bytes, x_ + size_t(row(r0 + r)) * row_bytes,
+                  row_bytes);
+    return gather_.data();
+  }
+
+ private:
+  const unsigned char* x_;
+  int64_t c_;
+  size_t esize_;
+  std::vector<int64_t> rows_;
+  int64_t chunk_rows_ = 1;
+  std::vector<unsigned char> gather_;
+};
+
+// The shard's column of a label, or -1 when the label is outside [vocab_start, + v).
+inline int64_t shard_column(int32_t label, int64_t vocab_start, int64_t v) {
+  const int64_t j = int64_t(label) - vocab_start;
+  return j >= 0 && j < v ? j : -1;
+}
+
+}  // namespace
+
+void classifier_logsumexp(const void* x, const void* weight, DType in_dtype,
+                          const int32_t* labels, int64_t n, int64_t c, int64_t v,
+                          int64_t vocab_start, float* lse, float* target_logit) {
+  ShardRowChunks chunks("classifier_logsumexp", x, in_dtype, labels, n, c, v);
+  std::fill(lse, lse + n, 0.0f);
+  std::fill(target_logit, target_logit + n, 0.0f);
+  const int64_t m = chunks.counted();
+  if (m == 0) return;
+  std::vector<float> logits(size_t(chunks.chunk_rows()) * size_t(v));
+  for (int64_t r0 = 0; r0 < m; r0 += chunks.chunk_rows()) {
+    const int64_t R = std::min(chunks.chunk_rows(), m - r0);
+    matmul(chunks.x_chunk(r0, R), false, weight, true, logits.data(), R, v, c, in_dtype,
+           DType::F32, 1.0f, 0.0f, nullptr);
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < R; ++r) {
+      const float* lr = logits.data() + size_t(r) * size_t(v);
+      const int64_t i = chunks.row(r0 + r);
+      float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
+      for (int64_t j = 0; j < v; ++j) mx = std::max(mx, lr[j]);
+      float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+      for (int64_t j = 0; j < v; ++j) sum += exp_nonpositive(lr[j] - mx);
+      lse[i] = std::log(sum) + mx;
+      const int64_t col = shard_column(labels[i], vocab_start, v);
+      target_logit[i] = col >= 0 ? lr[col] : 0.0f;
+    }
+  }
+}
+
+void classifier_cross_entropy_backward(const void* x, const void* weight, DType in_dtype,
+                                       const int32_t* labels, int64_t n, int64_t c, int64_t v,
+                                       int64_t vocab_start, const float* lse_global,
+                                       float grad_scale, float* dx, float* dweight) {
+  ShardRowChunks chunks("classifier_cross_entropy_backward", x, in_dtype, labels, n, c, v);
+  if (!dx && !dweight) return;
+  const int64_t m = chunks.counted();
+  if (dx && m < n) {  // ignored rows get a zero gradient
+    for (int64_t i = 0; i < n; ++i)
+      if (labels[i] == kIgnoreLabel)
+        std::memset(dx + size_t(i) * size_t(c), 0, size_t(c) * sizeof(float));
+  }
+  if (m == 0) return;
+  const bool bf16_mode = in_dtype == DType::BF16;
+  const int64_t rows = chunks.chunk_rows();
+  std::vector<float> logits(size_t(rows) * size_t(v));
+  std::vector<uint16_t> dlog_bf16(bf16_mode ? size_t(rows) * size_t(v) : 0);
+  std::vector<float> dxgather;
+  for (int64_t r0 = 0; r0 < m; r0 += rows) {
+    const int64_t R = std::min(rows, m - r0);
+    const void* xc = chunks.x_chunk(r0, R);
+    matmul(xc, false, weight, true, logits.data(), R, v, c, in_dtype, DType::F32, 1.0f, 0.0f,
+           nullptr);
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < R; ++r) {
+      float* lr = logits.data() + size_t(r) * size_t(v);
+      const int64_t i = chunks.row(r0 + r);
+      const float g = lse_global[i];
+      const int64_t col = shard_column(labels[i], vocab_start, v);
+      // logits - lse_global is at most rounding above 0: fast_exp's range covers it.
+#pragma omp simd
+      for (int64_t j = 0; j < v; ++j) lr[j] = grad_scale * fast_exp(lr[j] - g);
+      if (col >= 0) lr[col] -= grad_scale;
+      if (bf16_mode) {
+        uint16_t* d = dlog_bf16.data() + size_t(r) * size_t(v);
+#pragma omp simd
+        for (int64_t j = 0; j < v; ++j) d[j] = to_bf16_bits(lr[j]);
+      }
+    }
+    const void* dlog = bf16_mode ? static_cast<const void*>(dlog_bf16.data())
+                                 : static_cast<const void*>(logits.data());
+    if (dx) {
+      if (chunks.contiguous(r0, R)) {
+        matmul(dlog, false, weight, false, dx + size_t(chunks.row(r0)) * size_t(c), R, c, v,
+               in_dtype, DType::F32, 1.0f, 0.0f, nullptr);
+      } else {
+        dxgather.resize(size_t(rows) * size_t(c));
+        matmul(dlog, false, weight, false, dxgather.data(), R, c, v, in_dtype, DType::F32, 1.0f,
+               0.0f, nullptr);
+        for (int64_t r = 0; r < R; ++r)
+          std::memcpy(dx + size_t(chunks.row(r0 + r)) * size_t(c),
+                      dxgather.data() + size_t(r) * size_t(c), size_t(c) * sizeof(float));
+      }
+    }
+    if (dweight)
+      matmul(dlog, true, xc, false, dweight, v, c, R, in_dtype, DType::F32, 1.0f, 1.0f, nullptr);
+  }
+}
+
+}  // namespace vacc::cpu

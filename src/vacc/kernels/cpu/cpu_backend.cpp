@@ -294,6 +294,40 @@ class CpuBackend final : public Backend {
     loss_sum.data_as<float>()[0] += float(loss);
   }
 
+  void classifier_logsumexp(const Tensor& x, const Tensor& weight, int64_t vocab_start,
+                            const Tensor& labels, Tensor& lse, Tensor& target_logit) override {
+    const char* op = "classifier_logsumexp";
+    check_classifier_shard(op, x, weight, vocab_start, labels);
+    expect_shape(op, "lse", lse, {x.size(0)});
+    expect_dtype(op, "lse", lse, DType::F32);
+    expect_shape(op, "target_logit", target_logit, {x.size(0)});
+    expect_dtype(op, "target_logit", target_logit, DType::F32);
+    cpu::classifier_logsumexp(x.data(), weight.data(), x.dtype(), labels.data_as<int32_t>(),
+                              x.size(0), x.size(1), weight.size(0), vocab_start,
+                              lse.data_as<float>(), target_logit.data_as<float>());
+  }
+  void classifier_cross_entropy_backward(const Tensor& x, const Tensor& weight,
+                                         int64_t vocab_start, const Tensor& labels,
+                                         const Tensor& lse_global, float grad_scale, Tensor* dx,
+                                         Tensor* dweight) override {
+    const char* op = "classifier_cross_entropy_backward";
+    check_classifier_shard(op, x, weight, vocab_start, labels);
+    expect_shape(op, "lse_global", lse_global, {x.size(0)});
+    expect_dtype(op, "lse_global", lse_global, DType::F32);
+    if (dx) {
+      expect_shape(op, "dx", *dx, x.shape());
+      expect_dtype(op, "dx", *dx, DType::F32);
+    }
+    if (dweight) {
+      expect_shape(op, "dweight", *dweight, weight.shape());
+      expect_dtype(op, "dweight", *dweight, DType::F32);
+    }
+    cpu::classifier_cross_entropy_backward(
+        x.data(), weight.data(), x.dtype(), labels.data_as<int32_t>(), x.size(0), x.size(1),
+        weight.size(0), vocab_start, lse_global.data_as<float>(), grad_scale,
+        dx ? dx->data_as<float>() : nullptr, dweight ? dweight->data_as<float>() : nullptr);
+  }
+
   void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
                   const AdamWParams& p) override {
     const char* op = "adamw_step";
@@ -308,6 +342,18 @@ class CpuBackend final : public Backend {
   }
 
  private:
+  // x (N, C) and a vocabulary shard weight (V_shard, C) of the same float dtype; labels (N).
+  static void check_classifier_shard(const char* op, const Tensor& x, const Tensor& weight,
+                                     int64_t vocab_start, const Tensor& labels) {
+    expect_2d(op, "x", x);
+    expect_float(op, "x", x);
+    expect_2d(op, "weight", weight);
+    expect(weight.size(1) == x.size(1) && weight.dtype() == x.dtype(), op, "weight", weight,
+           "(V_shard, C) with the dtype of x");
+    expect_shape(op, "labels", labels, {x.size(0)});
+    expect_dtype(op, "labels", labels, DType::I32);
+    VACC_CHECK(vocab_start >= 0, op, ": vocab_start must not be negative (got ", vocab_start, ")");
+  }
   static void check_attention_shape(const AttentionShape& s) {
     VACC_CHECK(s.batch > 0 && s.seq > 0 && s.q_heads > 0 && s.kv_heads > 0 && s.head_dim > 0 &&
                    s.q_heads % s.kv_heads == 0,

@@ -72,6 +72,18 @@ double classifier_cross_entropy(const void* x, const void* weight, DType in_dtyp
                                 const int32_t* labels, int64_t n, int64_t c, int64_t v,
                                 float grad_scale, float* dx, float* dweight);
 
+// Vocabulary-parallel pieces (see Backend::classifier_logsumexp and
+// classifier_cross_entropy_backward): weight (v, C) holds vocabulary rows [vocab_start,
+// vocab_start + v). lse and target_logit (N) overwritten (0 for ignored rows); dx (N, C)
+// overwritten if non-null; dweight (v, C) accumulated if non-null.
+void classifier_logsumexp(const void* x, const void* weight, DType in_dtype,
+                          const int32_t* labels, int64_t n, int64_t c, int64_t v,
+                          int64_t vocab_start, float* lse, float* target_logit);
+void classifier_cross_entropy_backward(const void* x, const void* weight, DType in_dtype,
+                                       const int32_t* labels, int64_t n, int64_t c, int64_t v,
+                                       int64_t vocab_start, const float* lse_global,
+                                       float grad_scale, float* dx, float* dweight);
+
 // ---- adamw.cpp ----
 void adamw_step(float* param, const float* grad, float* m, float* v, int64_t n, float lr,
                 float beta1, float beta2, float eps, float weight_decay, int64_t step,
