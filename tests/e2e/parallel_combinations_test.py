@@ -85,7 +85,32 @@ with tempfile.TemporaryDirectory() as tmp:
             check(got is not None, f"{name} {flavor} {parallel}: runs: {out}")
             compare(f"{name} {flavor} {parallel}", got, base)
 
+    # --trace: one step of every rank as Chrome trace JSON (what Perfetto opens).
     path = os.path.join(tmp, "tied-gqa.json")
+    trace = os.path.join(tmp, "trace.json")
+    r = subprocess.run([VACC, "train", "--model-config", path, "--synthetic", "--batch", "8",
+                        "--seq-len", "16", "--steps", "3", "--flavor", "cpu-4", "--parallel",
+                        "pp=4,microbatches=4", "--trace", trace], capture_output=True, text=True,
+                       timeout=600)
+    check(r.returncode == 0 and os.path.exists(trace), f"--trace writes {trace}: {r.stderr}")
+    if os.path.exists(trace):
+        events = json.load(open(trace))["traceEvents"]
+        spans = [e for e in events if e["ph"] == "X"]
+        names = {e["pid"]: e["args"]["name"] for e in events if e["ph"] == "M"}
+        check(sorted(names) == [0, 1, 2, 3] and "stage 3" in names[3], f"one named process per rank: {names}")
+        for rank in range(4):
+            mine = sorted((e for e in spans if e["pid"] == rank and e["cat"] in ("forward", "backward")),
+                          key=lambda e: e["ts"])
+            kinds = [e["name"].split()[0] for e in mine]
+            kinds = [k for k in kinds if k in ("forward", "backward")]
+            check(kinds.count("forward") == 4 and kinds.count("backward") == 4,
+                  f"rank {rank}: 4 forward and 4 backward spans: {kinds}")
+            # 1F1B: stage s runs 3 - s warm-up forwards, then alternates one forward and one
+            # backward: 4 - s forwards come before its first backward.
+            check("backward" in kinds and kinds.index("backward") == 4 - rank,
+                  f"rank {rank}: 1F1B order {kinds}")
+        check(any(e["cat"] == "pipeline" for e in spans), "pipeline send/recv spans")
+
     for flavor, parallel, needle in [
         ("cpu-4", "pp=8", "8 does not divide the accelerator's 4 devices"),
         ("cpu-4", "pp=2,dp=4", "needs 8 devices"),

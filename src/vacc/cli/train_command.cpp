@@ -39,7 +39,8 @@ namespace fs = std::filesystem;
 struct TrainArgs {
   std::string model, model_config, data, tokenizer, save, metrics_out, dtype = "f32";
   std::string memory_budget, lr_schedule = "constant", max_shard_size = "5GB", save_dtype, flavor;
-  std::string parallel;
+  std::string parallel, trace;
+  int64_t trace_step = 0;
   double comm_timeout_s = 20.0;
   bool synthetic = false, profile = false, mask_prompt = false, pack = false;
   bool skip_bad_lines = false;
@@ -324,8 +325,15 @@ void train_on_rank(const TrainArgs& a, const Flavor& flavor, const ModelConfig& 
 
   double timed_tokens = 0, timed_seconds = 0, timed_flops = 0;
   std::vector<double> peaks;
+  // The traced step: the second by default (the first includes one-time set-up).
+  const int64_t trace_step = a.trace.empty() ? 0 : a.trace_step > 0 ? a.trace_step : std::min<int64_t>(2, steps);
   for (int64_t s = 1; s <= steps; ++s) {
-    StepMetrics m = trainer.step(source.batch(s, a.batch));
+    StepMetrics m = trainer.step(source.batch(s, a.batch), s == trace_step);
+    if (s == trace_step) {
+      trainer.write_trace(a.trace);
+      log_info("Trace of step " + std::to_string(s) + " written to " + a.trace +
+               " (open it in https://ui.perfetto.dev)");
+    }
     log_info(format_step_line(m, steps));
     metrics.write(m);
     status.update(m);
@@ -461,6 +469,9 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--parallel", args->parallel,
                   "Fix the split: dp=N,zero=S,microbatches=M (default: data parallel over every "
                   "device, ZeRO 0)");
+  cmd->add_option("--trace", args->trace,
+                  "Write one step's timeline of every rank (Chrome trace JSON, for Perfetto)");
+  cmd->add_option("--trace-step", args->trace_step, "The step to trace (default 2)");
   cmd->add_option("--comm-timeout", args->comm_timeout_s,
                   "Seconds a rank waits for the others before ending the job (a rank died or "
                   "hangs)")

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "vacc/core/error.h"
+#include "vacc/core/text_file.h"
 #include "vacc/core/json_file.h"
 
 namespace vacc {
@@ -25,19 +26,7 @@ void write_atomically(const std::string& path, const std::string& text) {
   std::error_code ec;
   fs::create_directories(fs::path(path).parent_path(), ec);
   VACC_CHECK(!ec, "cannot create ", fs::path(path).parent_path().string(), ": ", ec.message());
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    VACC_CHECK(out.good(), "cannot write ", tmp);
-    out << text;
-    out.flush();
-    VACC_CHECK(out.good(), "cannot write ", tmp);
-  }
-  fs::rename(tmp, path, ec);
-  if (ec) {
-    fs::remove(tmp);
-    fail("cannot replace ", path, ": ", ec.message());
-  }
+  write_file_atomically(path, text);
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "vacc/core/error.h"
+#include "vacc/core/text_file.h"
 
 namespace vacc {
 namespace {
@@ -104,16 +105,7 @@ std::string render_loss_curve_svg(const LossCurve& curve, const std::string& tit
 
 void write_loss_curve_svg(const LossCurve& curve, const std::string& title,
                           const std::string& path) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    VACC_CHECK(out.good(), "cannot write the loss curve ", tmp);
-    out << render_loss_curve_svg(curve, title);
-    VACC_CHECK(out.good(), "writing the loss curve ", tmp, " failed");
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  VACC_CHECK(!ec, "cannot move the loss curve into place at ", path, ": ", ec.message());
+  write_file_atomically(path, render_loss_curve_svg(curve, title));
 }
 
 }  // namespace vacc

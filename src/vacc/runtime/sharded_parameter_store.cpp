@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "vacc/core/error.h"
+#include "vacc/core/trace.h"
 
 namespace vacc {
 namespace {
@@ -94,10 +95,12 @@ ShardedParameterStore::Gathered ShardedParameterStore::gather_now(size_t g) {
   Gathered gathered;
   auto pre = prefetched_.find(g);
   if (pre != prefetched_.end()) {
+    TraceSpan span("communication", "wait for prefetched group " + std::to_string(g), 1);
     pre->second.request->wait();
     gathered.master = pre->second.master;
     prefetched_.erase(pre);
   } else {
+    TraceSpan span("communication", "all-gather parameters of group " + std::to_string(g), 1);
     std::unique_ptr<CommRequest> request;
     start_gather(g, gathered.master, &request);
     request->wait();
@@ -170,6 +173,9 @@ void ShardedParameterStore::gradients_ready(size_t g) {
   if (deferred_.count(g) && !finishing_) return;  // combined and reduced at the end
   if (zero_ < 2 && !last_micro_batch_ && !finishing_) return;  // accumulate; reduce once
   PendingReduction p;
+  p.started_us = Trace::instance().now_us();
+  p.what = std::string(zero_ == 0 ? "all-reduce" : "reduce-scatter") + " gradients of group " +
+           std::to_string(g);
   if (zero_ == 0) {
     p.source = full_grads_.view(range.begin, {range.numel()});
     p.request = comm_.all_reduce_async(p.source);
@@ -202,6 +208,8 @@ void ShardedParameterStore::gradients_ready(size_t g) {
 
 void ShardedParameterStore::complete(PendingReduction& p) {
   p.request->wait();
+  Trace& trace = Trace::instance();
+  trace.add(p.what, "communication", 1, p.started_us, trace.now_us());
   if (p.reduced.defined() && p.part.numel() > 0) {
     Tensor dst = shard_view(shard_grads_, p.part);
     backend_.add(dst, p.reduced, dst);

@@ -90,6 +90,8 @@ class ShardedParameterStore final : public ParameterStore {
     Tensor reduced;      // this rank's part of the sum, to add into the shard (else the
                          // reduction wrote into the shard directly)
     FlatRange part;      // where `reduced` goes in the layout
+    std::string what;    // for the trace
+    int64_t started_us = 0;
   };
 
   FlatRange group_range(size_t g) const;

@@ -6,6 +6,10 @@
 #include <map>
 
 #include "vacc/core/error.h"
+#include "vacc/core/text_file.h"
+#include "vacc/core/trace.h"
+
+#include <nlohmann/json.hpp>
 #include "vacc/model/initialization.h"
 #include "vacc/optim/gradient_clipping.h"
 
@@ -75,6 +79,7 @@ Trainer::Trainer(Backend& backend, Communicator& comm, const ModelConfig& config
         store_ = store.get();
         return store;
       });
+  model_->set_recompute(options_.recompute);
   // Each rank fills only its shard; the store shares the shards where ranks keep replicas.
   Tensor owned = store_->owned_master();
   if (options_.load_weights)
@@ -123,6 +128,7 @@ void Trainer::tie_embedding_across_stages() {
   const FlatRange range = entry_range(table, entry);
   const int64_t offset = range.begin - table.groups()[group].offset;
   store_->defer_reduction(group, [ends, offset, range](Tensor& grads) {
+    TraceSpan span("communication", "sum tied embedding gradient (first + last stage)", 1);
     Tensor tied = grads.view(offset, {range.numel()});
     ends->all_reduce(tied);
   });
@@ -134,13 +140,16 @@ void Trainer::upload_micro_batch(const TokenBatch& part, Slot& slot) {
   if (grid_->last_stage()) backend_.upload(part.labels.data(), slot.labels);
 }
 
-void Trainer::forward(Slot& slot) {
+void Trainer::forward(Slot& slot, int64_t micro_batch) {
   if (grid_->first_stage()) {
+    TraceSpan span("forward", "embed " + std::to_string(micro_batch));
     model_->embed(slot.ids, slot.act);
   } else {
     if (slot.sent) slot.sent->wait();
+    TraceSpan span("pipeline", "recv activations " + std::to_string(micro_batch), 1);
     grid_->world().recv(slot.act.residual[0], grid_->stage_rank(grid_->pp_rank() - 1));
   }
+  TraceSpan span("forward", "forward " + std::to_string(micro_batch));
   model_->forward_layers(positions_, slot.act);
   if (!grid_->last_stage()) {
     if (slot.sent) slot.sent->wait();
@@ -149,11 +158,16 @@ void Trainer::forward(Slot& slot) {
   }
 }
 
-void Trainer::backward(Slot& slot, float grad_scale) {
-  if (grid_->last_stage())
+void Trainer::backward(Slot& slot, int64_t micro_batch, float grad_scale) {
+  const std::string mb = std::to_string(micro_batch);
+  if (grid_->last_stage()) {
+    TraceSpan span("forward", "head and loss " + mb);
     model_->head_forward_backward(slot.labels, grad_scale, slot.act, loss_sum_, dx_);
-  else
+  } else {
+    TraceSpan span("pipeline", "recv gradient " + mb, 1);
     grid_->world().recv(dx_, grid_->stage_rank(grid_->pp_rank() + 1));
+  }
+  TraceSpan span("backward", "backward " + mb);
   model_->backward_layers(positions_, slot.act, dx_);
   if (grid_->first_stage()) {
     model_->embed_backward(slot.ids, dx_);
@@ -198,7 +212,7 @@ EvalResult Trainer::evaluate(const TokenBatch& batch) {
   Slot& slot = slots_[0];
   for (int64_t c = 0; c < chunks; ++c) {
     upload_micro_batch(mine.slice(c * micro_, (c + 1) * micro_), slot);
-    forward(slot);
+    forward(slot, c);
     if (grid_->last_stage()) model_->head_loss(slot.labels, slot.act, loss_sum_);
   }
   wait_sends();
@@ -209,12 +223,16 @@ EvalResult Trainer::evaluate(const TokenBatch& batch) {
   return EvalResult{sum, batch.counted_tokens()};
 }
 
-StepMetrics Trainer::step(const TokenBatch& batch) {
+StepMetrics Trainer::step(const TokenBatch& batch, bool trace) {
   VACC_CHECK(batch.batch == options_.batch && batch.seq == options_.seq_len, "a batch of ",
              batch.batch, "x", batch.seq, " tokens does not match the trainer's ", options_.batch,
              "x", options_.seq_len);
   check_token_batch(batch, model_->config().vocab_size);
   const int64_t counted = batch.counted_tokens();  // of the global batch
+  if (trace) {
+    comm_.barrier();  // one origin for every rank's clock
+    Trace::instance().start();
+  }
   auto t0 = std::chrono::steady_clock::now();
 
   store_->zero_gradients();
@@ -228,22 +246,31 @@ StepMetrics Trainer::step(const TokenBatch& batch) {
     if (a.kind == PipelineAction::Kind::Forward) {
       const int64_t begin = first + a.micro_batch * micro_;
       upload_micro_batch(batch.slice(begin, begin + micro_), slot);
-      forward(slot);
+      forward(slot, a.micro_batch);
     } else {
       store_->set_last_micro_batch(a.micro_batch + 1 == par.micro_batches);
-      backward(slot, grad_scale);
+      backward(slot, a.micro_batch, grad_scale);
     }
   }
-  wait_sends();
-  store_->finish_gradient_reduction();
+  {
+    TraceSpan span("communication", "wait for sends and gradient reduction");
+    wait_sends();
+    store_->finish_gradient_reduction();
+  }
   StepMetrics m;
   m.step = ++steps_;
   double square_sum = store_->gradient_square_sum(tied_copy_);
   comm_.all_reduce_host(&square_sum, 1);
   m.grad_norm = std::sqrt(square_sum);
   m.lr = options_.lr.at(m.step);
-  optimizer_->step(float(m.lr), clip_factor(m.grad_norm, options_.max_grad_norm));
-  store_->parameters_updated();
+  {
+    TraceSpan span("optimizer", "AdamW step");
+    optimizer_->step(float(m.lr), clip_factor(m.grad_norm, options_.max_grad_norm));
+  }
+  {
+    TraceSpan span("communication", "share updated parameters", 1);
+    store_->parameters_updated();
+  }
   float local_loss = 0.0f;
   backend_.download(loss_sum_, &local_loss);  // waits for the device
   // One host reduction: the loss sum (from the last stage), then each rank's peak and
@@ -260,6 +287,7 @@ StepMetrics Trainer::step(const TokenBatch& batch) {
   m.memory_in_use_bytes.assign(sums.begin() + 1 + n, sums.end());
   backend_.synchronize();
   m.step_time_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (trace) Trace::instance().stop();
 
   m.loss = counted > 0 ? loss_sum / double(counted) : 0.0;
   m.tokens = batch.batch * batch.seq;
@@ -317,6 +345,47 @@ void Trainer::save(const std::string& dir, const HfSaveOptions& options) {
     for (const HfTensorInfo& t : hf_checkpoint_tensors(config)) fetch(t, nullptr);
   }
   comm_.barrier();  // the folder is complete when save returns on any rank
+}
+
+void Trainer::write_trace(const std::string& path) {
+  nlohmann::json meta{{"name", "process_name"},
+                      {"ph", "M"},
+                      {"pid", comm_.rank()},
+                      {"args",
+                       {{"name", "rank " + std::to_string(comm_.rank()) + " (stage " +
+                                     std::to_string(grid_->pp_rank()) + ", dp " +
+                                     std::to_string(grid_->dp_rank()) + ", tp " +
+                                     std::to_string(grid_->tp_rank()) + ") on " + comm_.host()}}}};
+  std::string mine = meta.dump();
+  const std::string events = Trace::instance().events_json(comm_.rank());
+  if (!events.empty()) mine += "," + events;
+  // Rank 0 collects every rank's text: the lengths first, then the bytes.
+  const int n = comm_.size();
+  std::vector<double> lengths(size_t(n), 0.0);
+  lengths[size_t(comm_.rank())] = double(mine.size());
+  comm_.all_reduce_host(lengths.data(), n);
+  auto as_tensor = [&](size_t bytes) {
+    return backend_.empty({int64_t((bytes + 3) / 4)}, DType::I32, MemoryCategory::Buffers,
+                          "trace text");
+  };
+  if (comm_.rank() != 0) {
+    Tensor t = as_tensor(mine.size());
+    std::vector<char> padded((mine.size() + 3) / 4 * 4, ' ');
+    std::copy(mine.begin(), mine.end(), padded.begin());
+    backend_.upload(padded.data(), t);
+    comm_.send(t, 0);
+    return;
+  }
+  std::string all = mine;
+  for (int r = 1; r < n; ++r) {
+    const size_t bytes = size_t(lengths[size_t(r)]);
+    Tensor t = as_tensor(bytes);
+    comm_.recv(t, r);
+    std::vector<char> text(size_t(t.numel()) * 4);
+    backend_.download(t, text.data());
+    all += "," + std::string(text.data(), bytes);
+  }
+  write_file_atomically(path, "{\"displayTimeUnit\": \"ms\", \"traceEvents\": [" + all + "]}\n");
 }
 
 }  // namespace vacc

@@ -40,6 +40,7 @@ struct TrainerOptions {
   AdamWConfig adam;
   double max_grad_norm = 1.0;  // <= 0: no clipping
   uint64_t seed = 0;
+  Recompute recompute = Recompute::None;  // activation recomputation per layer
   // Fills `dst` with the f32 master weights of elements `range` of the table's layout (this
   // rank's shard; e.g. from a checkpoint); unset: random initialisation from `seed`.
   std::function<void(Backend&, const ParameterTable&, FlatRange range, Tensor& dst)> load_weights;
@@ -69,8 +70,13 @@ class Trainer {
   AdamW& optimizer() { return *optimizer_; }
   Communicator& communicator() { return comm_; }
   RankGrid& grid() { return *grid_; }
-  // One optimizer step over the global batch (collective).
-  StepMetrics step(const TokenBatch& batch);
+  // One optimizer step over the global batch (collective). With trace, the step's timeline
+  // is recorded (see write_trace).
+  StepMetrics step(const TokenBatch& batch, bool trace = false);
+  // Writes the traced step of every rank as one Chrome trace JSON file (collective; rank 0
+  // writes, via a temporary file and rename). One process per rank, named with its place in
+  // the grid; thread 0 compute, thread 1 communication.
+  void write_trace(const std::string& path);
   // Loss over any number of sequences (of the trainer's length) without touching gradients;
   // the sequences are split over the replicas (collective; the same result on every rank).
   EvalResult evaluate(const TokenBatch& batch);
@@ -87,8 +93,8 @@ class Trainer {
     std::unique_ptr<CommRequest> sent;  // the forward output on its way to the next stage
   };
   void upload_micro_batch(const TokenBatch& part, Slot& slot);
-  void forward(Slot& slot);
-  void backward(Slot& slot, float grad_scale);
+  void forward(Slot& slot, int64_t micro_batch);
+  void backward(Slot& slot, int64_t micro_batch, float grad_scale);
   void wait_sends();
   void tie_embedding_across_stages();
 
