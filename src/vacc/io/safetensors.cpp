@@ -311,8 +311,17 @@ const void* SafetensorsFile::data(const SafetensorsEntry& e) const {
 }
 
 void SafetensorsFile::read_f32(const SafetensorsEntry& e, float* dst) const {
-  const unsigned char* src = data_area_ + e.begin;
-  const size_t n = size_t(e.numel());
+  read_f32(e, 0, e.numel(), dst);
+}
+
+void SafetensorsFile::read_f32(const SafetensorsEntry& e, int64_t first, int64_t count,
+                               float* dst) const {
+  VACC_CHECK(first >= 0 && count >= 0 && first + count <= e.numel(), path_, ": elements [", first,
+             ", ", first + count, ") are outside tensor ", quoted(e.name), " of ", e.numel(),
+             " elements");
+  const size_t esize = safetensors_dtype_size(e.dtype);
+  const unsigned char* src = data_area_ + e.begin + size_t(first) * esize;
+  const size_t n = size_t(count);
   if (e.dtype == "F32") {
     std::memcpy(dst, src, n * 4);
   } else if (e.dtype == "BF16") {

@@ -64,6 +64,8 @@ class SafetensorsFile {
   // other dtypes throw vacc::Error.
   void read_f32(const SafetensorsEntry& entry, float* dst) const;
   std::vector<float> read_f32(const SafetensorsEntry& entry) const;
+  // Elements [first, first + count) of the tensor (row-major), converted the same way.
+  void read_f32(const SafetensorsEntry& entry, int64_t first, int64_t count, float* dst) const;
   // Copies an I32 or I64 tensor into dst (numel int32s); values must fit 32 bits.
   void read_i32(const SafetensorsEntry& entry, int32_t* dst) const;
 

@@ -58,8 +58,10 @@ void initialize_parameters(Backend& backend, const ModelConfig& config,
       std::fill(host.begin(), host.end(), 0.0f);
     } else {
       const float stddev = float(config.initializer_range);
+      // A piece of a tensor draws the numbers of its elements' places in the whole tensor.
       for (int64_t i = lo; i < hi; ++i)
-        host[size_t(i - lo)] = stddev * counter_normal(seed, ct.name, uint64_t(i - start));
+        host[size_t(i - lo)] =
+            stddev * counter_normal(seed, ct.name, uint64_t(ct.full_index(i - start)));
     }
     Tensor dst = flat_params.view(lo - range.begin, {hi - lo});
     backend.upload(host.data(), dst);

@@ -16,7 +16,9 @@ namespace vacc {
 float counter_normal(uint64_t seed, const std::string& name, uint64_t index);
 
 // Fills the parameters (a flat f32 tensor laid out by `table`): weight matrices and
-// embeddings normal(0, initializer_range), norms 1, biases 0. With a range, flat_params
+// embeddings normal(0, initializer_range), norms 1, biases 0. A tensor-parallel piece of a
+// checkpoint tensor (CheckpointTensor row/column ranges) gets the values of its slice of the
+// whole tensor: element (i, j) draws number (row_begin + i) * full_cols + col_begin + j. With a range, flat_params
 // holds only elements [range.begin, range.end) of the layout (a rank's shard) and only
 // those are drawn.
 void initialize_parameters(Backend& backend, const ModelConfig& config,

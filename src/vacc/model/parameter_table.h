@@ -25,14 +25,40 @@ struct ParameterEntry {
   int64_t numel() const { return shape_numel(shape); }
 };
 
-// A Hugging Face checkpoint tensor (or the shard's part of it) inside an entry: elements
-// [offset, offset + numel(shape)) of entry `entry`.
+// A Hugging Face checkpoint tensor, or the shard's piece of it, inside an entry: elements
+// [offset, offset + numel(shape)) of entry `entry`, row-major with `shape`. The piece is the
+// block of rows [row_begin, row_begin + shape[0]) and columns [col_begin, col_begin +
+// shape[1]) of the whole tensor of shape full_shape (a 1-D piece: elements [row_begin,
+// row_begin + shape[0])). A tensor-parallel shard holds row slices of q/k/v, gate/up, their
+// biases, the embedding and lm_head; column slices of o_proj and down_proj; norms whole.
 struct CheckpointTensor {
   std::string name;  // e.g. "model.layers.3.self_attn.k_proj.weight"
   size_t entry = 0;
   int64_t offset = 0;
-  Shape shape;
+  Shape shape;       // the piece
+  Shape full_shape;  // the checkpoint's tensor
+  int64_t row_begin = 0, col_begin = 0;
+  // How many tp ranks hold this same piece: 1 for a split tensor, tp_size for a whole one
+  // (norms), ModelShard::kv_replicas for replicated k/v heads. (1 without tensor parallelism.)
+  int replicas = 1;
+
+  int64_t numel() const { return shape_numel(shape); }
+  bool is_whole() const { return shape == full_shape; }
+  // Columns of the piece and of the whole tensor (1 for a 1-D tensor).
+  int64_t cols() const { return shape.size() == 2 ? shape[1] : 1; }
+  int64_t full_cols() const { return full_shape.size() == 2 ? full_shape[1] : 1; }
+  // The index in the whole tensor (row-major) of element i of the piece.
+  int64_t full_index(int64_t i) const {
+    return (row_begin + i / cols()) * full_cols() + col_begin + i % cols();
+  }
 };
+
+// Writes a piece's values (numel(piece.shape) floats, row-major) into their place in `full`,
+// a host buffer holding the whole tensor (numel(piece.full_shape) floats): how a saver
+// assembles a checkpoint tensor from the tensor-parallel ranks' pieces.
+void place_checkpoint_piece(const CheckpointTensor& piece, const float* values, float* full);
+// The inverse: copies the piece's values out of the whole tensor.
+void extract_checkpoint_piece(const CheckpointTensor& piece, const float* full, float* values);
 
 // A contiguous range of the flat layout whose parameters are used together: the embedding,
 // one layer, or the head (final norm and an untied lm_head). A runtime that shards the
@@ -86,6 +112,13 @@ class ParameterTable {
   size_t group_of_entry(size_t i) const;
   FlatRange whole() const { return {0, total_}; }
 
+  // With replicated key/value heads (ModelShard::kv_replicas > 1): the ranges of the flat
+  // layout holding the k and v rows of each layer's qkv weight and bias (one range per
+  // entry, in layout order). Their gradients are partial on each replica: the runtime sums
+  // them over the tp ranks of ModelShard::kv_replica_group() (after each backward, before
+  // the optimizer or any data-parallel reduction). Empty when the kv heads are split.
+  const std::vector<FlatRange>& kv_replica_ranges() const { return kv_replica_ranges_; }
+
  private:
   size_t add(std::string name, Shape shape, bool decay);
 
@@ -96,6 +129,7 @@ class ParameterTable {
   int64_t total_ = 0;
   std::vector<ParameterGroup> groups_;
   size_t embed_group_ = npos, head_group_ = npos, first_layer_group_ = 0;
+  std::vector<FlatRange> kv_replica_ranges_;
 };
 
 }  // namespace vacc

@@ -112,17 +112,29 @@ std::pair<int64_t, int64_t> overlap(const CheckpointTensor& ct, const ParameterT
 void read_tensor(const SafetensorsFile& file, const SafetensorsEntry& e, const CheckpointTensor& ct,
                  const ParameterTable& table, Backend& backend, Tensor& flat, FlatRange range,
                  std::vector<float>& host) {
-  VACC_CHECK(e.shape == ct.shape, file.path(), ": tensor ", quoted(ct.name), " has shape ",
-             shape_str(e.shape), " but the model (config.json) needs ", shape_str(ct.shape));
+  VACC_CHECK(e.shape == ct.full_shape, file.path(), ": tensor ", quoted(ct.name), " has shape ",
+             shape_str(e.shape), " but the model (config.json) needs ", shape_str(ct.full_shape));
   VACC_CHECK(e.dtype == "F32" || e.dtype == "BF16" || e.dtype == "F16" || e.dtype == "F64",
              file.path(), ": tensor ", quoted(ct.name), " has dtype ", e.dtype,
              "; expected a floating-point tensor (F32, BF16 or F16)");
-  host.resize(size_t(e.numel()));
-  file.read_f32(e, host.data());
   const auto [lo, hi] = overlap(ct, table, range);
   const int64_t start = table.entry(ct.entry).offset + ct.offset;
+  // Elements [first, end) of the piece (the tensor itself, or a tensor-parallel slice of its
+  // rows or columns): a run of whole rows of the file is contiguous; a column slice is read
+  // row by row.
+  const int64_t first = lo - start, end = hi - start, cols = ct.cols();
+  host.resize(size_t(end - first));
+  if (cols == ct.full_cols()) {
+    file.read_f32(e, ct.full_index(first), end - first, host.data());
+  } else {
+    for (int64_t i = first; i < end;) {
+      const int64_t row_end = std::min(end, (i / cols + 1) * cols);
+      file.read_f32(e, ct.full_index(i), row_end - i, host.data() + (i - first));
+      i = row_end;
+    }
+  }
   Tensor dst = flat.view(lo - range.begin, {hi - lo});
-  backend.upload(host.data() + (lo - start), dst);
+  backend.upload(host.data(), dst);
 }
 
 // Checks the checkpoint's tensor names against the whole model: each name must belong to

@@ -33,9 +33,12 @@
 // then describes exactly what was saved. If anything fails before the renames, DIR is left
 // as it was (and the staging folder removed).
 //
-// Tensor-parallel slices (a table whose q/k/v or FFN entries hold only some heads or
-// columns) are not loadable yet: their shapes differ from the file's and load_hf_checkpoint
-// reports the mismatch. Saving needs the whole model's table.
+// Tensor-parallel shards (ModelShard::tensor_parallel: a table whose entries hold some
+// heads, FFN columns or vocabulary rows) load their slices: the file's tensor must have the
+// piece's full_shape, and only the piece's rows (or, for o_proj and down_proj, columns) are
+// read. Saving needs the whole model's table; a runtime saving from tensor-parallel ranks
+// assembles each tensor from the ranks' pieces with place_checkpoint_piece
+// (parameter_table.h) inside its HfTensorSource.
 #pragma once
 
 #include <cstddef>
