@@ -8,7 +8,7 @@
 #include "vacc/comm/single_rank_communicator.h"
 #include "vacc/io/synthetic_data.h"
 #include "vacc/runtime/flat_partition.h"
-#include "vacc/runtime/parallel_config.h"
+#include "vacc/plan/parallel_config.h"
 #include "vacc/runtime/trainer.h"
 
 namespace vacc::test {

@@ -1,4 +1,4 @@
-#include "vacc/runtime/parallel_config.h"
+#include "vacc/plan/parallel_config.h"
 
 #include <charconv>
 #include <sstream>

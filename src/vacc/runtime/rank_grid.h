@@ -7,7 +7,7 @@
 #include <memory>
 
 #include "vacc/comm/communicator.h"
-#include "vacc/runtime/parallel_config.h"
+#include "vacc/plan/parallel_config.h"
 
 namespace vacc {
 

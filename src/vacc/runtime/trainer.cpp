@@ -4,14 +4,14 @@
 #include <chrono>
 #include <cmath>
 #include <map>
+#include <nlohmann/json.hpp>
 
 #include "vacc/core/error.h"
 #include "vacc/core/text_file.h"
 #include "vacc/core/trace.h"
-
-#include <nlohmann/json.hpp>
 #include "vacc/model/initialization.h"
 #include "vacc/optim/gradient_clipping.h"
+#include "vacc/plan/stage_split.h"
 
 namespace vacc {
 namespace {

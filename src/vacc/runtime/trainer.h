@@ -24,7 +24,7 @@
 #include "vacc/optim/lr_schedule.h"
 #include "vacc/runtime/evaluation.h"
 #include "vacc/runtime/hf_checkpoint.h"
-#include "vacc/runtime/parallel_config.h"
+#include "vacc/plan/parallel_config.h"
 #include "vacc/runtime/pipeline_schedule.h"
 #include "vacc/runtime/rank_grid.h"
 #include "vacc/runtime/sharded_parameter_store.h"

@@ -1,0 +1,144 @@
+#include "vacc/plan/memory_model.h"
+
+#include <algorithm>
+#include <cstdio>
+
+#include "vacc/core/device_allocator.h"
+#include "vacc/model/model_shard.h"
+#include "vacc/model/parameter_table.h"
+#include "vacc/plan/stage_split.h"
+
+namespace vacc {
+namespace {
+
+constexpr double kF32 = 4.0;
+
+// ZeRO's shard of a layout of `total` elements (FlatPartition's rule: ceil, 16-aligned).
+int64_t shard_size(int64_t total, int ranks) {
+  return ((total + ranks - 1) / ranks + 15) / 16 * 16;
+}
+
+int64_t owned(int64_t total, int ranks, int rank) {
+  const int64_t s = shard_size(total, ranks);
+  const int64_t begin = std::min(total, int64_t(rank) * s);
+  return std::min(total, begin + s) - begin;
+}
+
+// Bytes one micro-batch keeps per layer under a recomputation mode, and what the shared
+// recompute scratch holds (N tokens; mirrors BlockActivations).
+struct LayerActivations {
+  double kept = 0, scratch = 0;
+};
+
+LayerActivations layer_activations(const ModelShard& s, const ModelConfig& c, int64_t batch,
+                                   int64_t seq, double compute_bytes, const std::string& mode) {
+  const double N = double(batch * seq), C = double(c.hidden_size), F = double(s.ffn_size);
+  const double D = double(c.head_dim), hq = double(s.q_heads), hkv = double(s.kv_heads);
+  const double norms = 2 * N * C * compute_bytes + 2 * N * kF32;        // norm1/2, rstd1/2
+  const double attention = N * (hq + 2 * hkv) * D * kF32                // qkv
+                           + N * hq * D * kF32 + N * hq * kF32;         // attn, lse
+  const double mlp = N * C * kF32 + N * 2 * F * kF32 + N * F * compute_bytes;  // h, gate_up, act
+  const double all = norms + attention + mlp;
+  if (mode == "full") return {0, all};
+  if (mode == "selective") return {norms + mlp, attention};
+  return {all, 0};
+}
+
+}  // namespace
+
+std::string MemoryBreakdown::str() const {
+  char buf[256];
+  std::snprintf(buf, sizeof buf,
+                "%s (parameters %s, gradients %s, optimizer state %s, activations %s, buffers %s)",
+                format_bytes(size_t(total())).c_str(), format_bytes(size_t(parameters)).c_str(),
+                format_bytes(size_t(gradients)).c_str(),
+                format_bytes(size_t(optimizer_state)).c_str(),
+                format_bytes(size_t(activations)).c_str(), format_bytes(size_t(buffers)).c_str());
+  return buf;
+}
+
+MemoryBreakdown predict_rank_memory(const ModelConfig& c, const ParallelConfig& p,
+                                    const MemoryQuery& q, int stage, int dp_rank) {
+  const auto ranges = split_layers(c, p.pp, q.seq_len);
+  ModelShard shard = ModelShard::whole(c);
+  shard.layer_begin = ranges[size_t(stage)].first;
+  shard.layer_end = ranges[size_t(stage)].second;
+  shard.has_embedding = stage == 0;
+  shard.has_head = stage == p.pp - 1;
+  const ParameterTable table(c, shard);
+  const double cb = q.dtype == DType::BF16 ? 2.0 : 4.0;
+  const bool mixed = q.dtype == DType::BF16;
+  const int64_t P = table.total_numel();
+  const int64_t mine = owned(P, p.dp, dp_rank);
+  const int64_t micro = q.global_batch / p.dp / p.micro_batches;
+  const double N = double(micro * q.seq_len), C = double(c.hidden_size);
+  const double F = double(shard.ffn_size), D = double(c.head_dim);
+  const double hq = double(shard.q_heads), W = (hq + 2 * double(shard.kv_heads)) * D;
+
+  // The largest groups (ZeRO-3 gathers and ZeRO-2/3 buckets are a group at a time).
+  int64_t largest_layer = 0, embed = 0, head = 0;
+  for (size_t g = 0; g < table.groups().size(); ++g) {
+    const int64_t n = table.groups()[g].numel;
+    if (g == table.embed_group()) embed = n;
+    else if (g == table.head_group()) head = n;
+    else largest_layer = std::max(largest_layer, n);
+  }
+  const bool tied_here = c.tie_word_embeddings && shard.has_embedding && shard.has_head;
+  const bool tied_split = c.tie_word_embeddings && p.pp > 1 && (shard.has_embedding || shard.has_head);
+
+  MemoryBreakdown m;
+  // Parameters: the f32 master (all, or the shard), the bf16 compute copy, ZeRO-3's gathered
+  // groups at the peak (the head, with a tied embedding the embedding too, and one prefetched
+  // layer).
+  if (p.zero < 3) {
+    m.parameters = kF32 * double(P) + (mixed ? 2.0 * double(P) : 0.0);
+  } else {
+    const double gathered = double(std::max<int64_t>(head + (tied_here ? embed : 0), embed) +
+                                   largest_layer);
+    m.parameters = kF32 * double(shard_size(P, p.dp)) + (kF32 + (mixed ? 2.0 : 0.0)) * gathered;
+  }
+  // Gradients: full (ZeRO 0/1), the shard (1-3), buckets in flight (2/3: the tied embedding
+  // through the whole backward, the current group and two being reduced).
+  const double shard_bytes = kF32 * double(shard_size(P, p.dp));
+  if (p.zero == 0) m.gradients = kF32 * double(P);
+  if (p.zero == 1) m.gradients = kF32 * double(P) + shard_bytes;
+  if (p.zero >= 2) {
+    const double live = double((tied_here || tied_split ? embed + head : head) + 2 * largest_layer);
+    m.gradients = shard_bytes + kF32 * live;
+  }
+  m.optimizer_state = 2 * kF32 * double(p.zero == 0 ? P : mine);
+
+  // Activations: the micro-batches in flight (1F1B: pp - stage; GPipe: all), each with the
+  // residual stream of the stage's layers and what each layer keeps; one recompute scratch.
+  const int64_t in_flight = p.schedule == PipelineScheduleKind::GPipe
+                                ? p.micro_batches
+                                : std::min<int64_t>(p.pp - stage, p.micro_batches);
+  const LayerActivations la = layer_activations(shard, c, micro, q.seq_len, cb, p.recompute);
+  const double L = double(shard.num_layers());
+  double per_micro = (L + 1) * N * C * kF32 + L * la.kept;
+  if (shard.has_head) per_micro += N * C * cb + N * kF32;  // final norm, rstd
+  m.activations = double(in_flight) * per_micro + la.scratch;
+
+  // Buffers: the layer workspace, the trainer's ids/labels/positions and residual gradient,
+  // pipeline gradient sends, RoPE tables, small scalars.
+  double ws = 3 * N * C * kF32 + N * F * kF32 + N * 2 * F * cb + N * hq * D * kF32 + N * W * kF32;
+  if (mixed) ws += N * C * 2 + N * hq * D * 2 + N * W * 2;
+  m.buffers = ws + N * C * kF32 /* model's dx scratch */ + N * C * kF32 /* trainer's dx */ +
+              double(in_flight) * 2 * N * 4 + N * 4 /* ids, labels, positions */ +
+              (stage > 0 ? 2 * N * C * kF32 : 0.0) /* gradient sends */ +
+              2 * double(q.seq_len) * D / 2 * kF32 /* rope */;
+  return m;
+}
+
+MemoryBreakdown predict_peak_memory(const ModelConfig& c, const ParallelConfig& p,
+                                    const MemoryQuery& q) {
+  MemoryBreakdown best;
+  for (int stage = 0; stage < p.pp; ++stage)
+    for (int dp_rank : {0, p.dp - 1}) {
+      MemoryBreakdown m = predict_rank_memory(c, p, q, stage, dp_rank);
+      if (m.total() > best.total()) best = m;
+    }
+  return best;
+}
+
+}  // namespace vacc

@@ -1,0 +1,36 @@
+// Memory model: what one rank of a plan holds at its peak, by the categories of the
+// DeviceAllocator (parameters, gradients, optimizer state, activations, buffers), computed
+// from the model config and the plan alone. It mirrors what the runtime allocates (the
+// parameter table's exact layout; the activations each layer keeps under the recomputation
+// mode; the micro-batches a pipeline schedule holds in flight; ZeRO's shards, gathered
+// groups and gradient buckets), and is checked against the allocator's high-water mark.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "vacc/core/dtype.h"
+#include "vacc/model/model_config.h"
+#include "vacc/plan/parallel_config.h"
+
+namespace vacc {
+
+struct MemoryBreakdown {
+  double parameters = 0, gradients = 0, optimizer_state = 0, activations = 0, buffers = 0;
+  double total() const { return parameters + gradients + optimizer_state + activations + buffers; }
+  std::string str() const;
+};
+
+struct MemoryQuery {
+  int64_t global_batch = 1, seq_len = 1;
+  DType dtype = DType::F32;
+};
+
+// The rank at (stage, dp_rank) — tensor-parallel ranks of a stage hold alike.
+MemoryBreakdown predict_rank_memory(const ModelConfig& config, const ParallelConfig& plan,
+                                    const MemoryQuery& query, int stage, int dp_rank);
+// The largest of every rank's prediction.
+MemoryBreakdown predict_peak_memory(const ModelConfig& config, const ParallelConfig& plan,
+                                    const MemoryQuery& query);
+
+}  // namespace vacc
