@@ -131,6 +131,25 @@ BlockWorkspace& Transformer::workspace(int64_t batch, int64_t seq) {
   return workspace_;
 }
 
+BlockActivations Transformer::layer_activations(Activations& act, int64_t l) {
+  const BlockActivations& kept = act.layers[size_t(l)];
+  if (act.recompute == Recompute::None) return kept;
+  if (scratch_tokens_ != act.batch * act.seq || scratch_seq_ != act.seq ||
+      scratch_mode_ != act.recompute) {
+    recompute_scratch_ = BlockActivations{};  // free the old buffers first
+    recompute_out_ = Tensor{};
+    const BlockGeometry g = geometry(act.batch, act.seq);
+    recompute_scratch_ = BlockActivations::allocate_recomputed(backend_, g, act.recompute);
+    if (act.recompute == Recompute::Full)
+      recompute_out_ = backend_.empty({g.tokens(), config_.hidden_size}, DType::F32,
+                                      MemoryCategory::Activations, "recompute scratch: output");
+    scratch_tokens_ = act.batch * act.seq;
+    scratch_seq_ = act.seq;
+    scratch_mode_ = act.recompute;
+  }
+  return kept.completed_by(recompute_scratch_);
+}
+
 Transformer::Activations Transformer::allocate_activations(int64_t batch, int64_t seq) {
   VACC_CHECK(seq <= max_seq_len_, "sequence length ", seq, " exceeds the model's maximum of ",
              max_seq_len_, " set at construction");
@@ -138,12 +157,13 @@ Transformer::Activations Transformer::allocate_activations(int64_t batch, int64_
   Activations act;
   act.batch = batch;
   act.seq = seq;
+  act.recompute = recompute_;
   BlockGeometry g = geometry(batch, seq);
   for (int64_t l = 0; l <= shard_.num_layers(); ++l)
     act.residual.push_back(
         backend_.empty({N, C}, DType::F32, MemoryCategory::Activations, "residual stream"));
   for (int64_t l = 0; l < shard_.num_layers(); ++l)
-    act.layers.push_back(BlockActivations::allocate(backend_, g));
+    act.layers.push_back(BlockActivations::allocate(backend_, g, recompute_));
   if (shard_.has_head) {
     act.final_norm = backend_.empty({N, C}, compute_, MemoryCategory::Activations, "final norm");
     act.final_rstd = backend_.empty({N}, DType::F32, MemoryCategory::Activations, "final rstd");
@@ -163,8 +183,9 @@ void Transformer::forward_layers(const Tensor& positions, Activations& act) {
   BlockWorkspace& ws = workspace(act.batch, act.seq);
   for (int64_t l = 0; l < shard_.num_layers(); ++l) {
     store_->acquire(table_.layer_group(l), Pass::Forward);
-    block_forward(backend_, g, layer_weights(l), act.residual[size_t(l)], positions, rope_,
-                  act.layers[size_t(l)], ws, act.residual[size_t(l) + 1]);
+    BlockActivations layer = layer_activations(act, l);
+    block_forward(backend_, g, layer_weights(l), act.residual[size_t(l)], positions, rope_, layer,
+                  ws, act.residual[size_t(l) + 1], hooks_);
     store_->release(table_.layer_group(l), Pass::Forward);
   }
 }
@@ -194,9 +215,19 @@ void Transformer::backward_layers(const Tensor& positions, Activations& act, Ten
   for (int64_t l = shard_.num_layers() - 1; l >= 0; --l) {
     const size_t group = table_.layer_group(l);
     store_->acquire(group, Pass::Backward);
+    const BlockWeights w = layer_weights(l);
+    // Recomputation: what the layer did not keep, by the forward pass's own ops on its own
+    // inputs (bitwise the same tensors). Full reruns the layer from its input, its output
+    // going to a scratch (residual[l + 1] may still be on its way to the next stage).
+    BlockActivations layer = layer_activations(act, l);
+    if (act.recompute == Recompute::Full)
+      block_forward(backend_, g, w, act.residual[size_t(l)], positions, rope_, layer, ws,
+                    recompute_out_, hooks_);
+    else if (act.recompute == Recompute::Selective)
+      block_attention_forward(backend_, g, w, positions, rope_, layer);
     BlockGrads grads = layer_grads(l);
-    block_backward(backend_, g, layer_weights(l), act.residual[size_t(l)], positions, rope_,
-                   act.layers[size_t(l)], dx, grads, ws, dx);
+    block_backward(backend_, g, w, act.residual[size_t(l)], positions, rope_, layer, dx, grads,
+                   ws, dx, hooks_);
     store_->gradients_ready(group);
     store_->release(group, Pass::Backward);
   }

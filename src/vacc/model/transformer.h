@@ -15,6 +15,7 @@
 #include "vacc/model/model_shard.h"
 #include "vacc/model/parameter_store.h"
 #include "vacc/model/parameter_table.h"
+#include "vacc/model/recompute.h"
 #include "vacc/model/transformer_block.h"
 
 namespace vacc {
@@ -48,10 +49,21 @@ class Transformer {
   void parameters_changed();
   void zero_gradients();
 
+  // Activation recomputation (see recompute.h) for the activations allocated from now on:
+  // call before allocate_activations. Default None.
+  void set_recompute(Recompute mode) { recompute_ = mode; }
+  Recompute recompute() const { return recompute_; }
+  // Tensor-parallel reductions used by the layers' forward, recomputation and backward
+  // (nullptr: none, one device). The hooks must outlive their use.
+  void set_tensor_parallel_hooks(const TensorParallelHooks* hooks) { hooks_ = hooks; }
+
   // Everything one micro-batch keeps between forward and backward.
   struct Activations {
     int64_t batch = 0, seq = 0;
+    Recompute recompute = Recompute::None;  // the model's setting when allocated
     std::vector<Tensor> residual;          // layer inputs (N, C); residual[L] the last output
+    // What each layer keeps (BlockActivations::allocate for `recompute`); the tensors it
+    // does not keep live in the model's recompute scratch, shared by every layer.
     std::vector<BlockActivations> layers;
     Tensor final_norm, final_rstd;         // (N, C) compute, (N)
   };
@@ -112,6 +124,9 @@ class Transformer {
   void release_head(Pass pass);
   ResidentParameterStore& resident();
   BlockWorkspace& workspace(int64_t batch, int64_t seq);
+  // Layer l's activations: the kept tensors of act.layers[l], the rest from the recompute
+  // scratch (allocated for act's geometry and mode on first use).
+  BlockActivations layer_activations(Activations& act, int64_t l);
 
   Backend& backend_;
   ModelConfig config_;
@@ -125,6 +140,13 @@ class Transformer {
   BlockWorkspace workspace_;
   int64_t workspace_tokens_ = -1, workspace_seq_ = -1;
   Tensor dx_scratch_;
+  Recompute recompute_ = Recompute::None;
+  const TensorParallelHooks* hooks_ = nullptr;
+  // Recomputation: the tensors layers do not keep, and (full) the recomputed layer output.
+  BlockActivations recompute_scratch_;
+  Tensor recompute_out_;
+  int64_t scratch_tokens_ = -1, scratch_seq_ = -1;
+  Recompute scratch_mode_ = Recompute::None;
 };
 
 // Cos/sin tables of rotate-half RoPE for positions [0, max_positions), computed as Hugging

@@ -1,5 +1,7 @@
 #include "vacc/model/transformer_block.h"
 
+#include <string>
+
 namespace vacc {
 namespace {
 
@@ -13,25 +15,74 @@ const Tensor& as_compute(Backend& be, const Tensor& src, Tensor& scratch) {
   return scratch;
 }
 
-}  // namespace
+// The tensors of BlockActivations, as bits of a mask.
+enum ActivationPart : unsigned {
+  kNorm1 = 1u << 0, kRstd1 = 1u << 1, kQkv = 1u << 2, kAttn = 1u << 3, kLse = 1u << 4,
+  kH = 1u << 5, kNorm2 = 1u << 6, kRstd2 = 1u << 7, kGateUp = 1u << 8, kSwiglu = 1u << 9,
+  kAllParts = (1u << 10) - 1,
+};
 
-BlockActivations BlockActivations::allocate(Backend& be, const BlockGeometry& g) {
+// What a layer keeps under `mode`; the rest is recomputed before its backward.
+unsigned kept_parts(Recompute mode) {
+  switch (mode) {
+    case Recompute::None: return kAllParts;
+    case Recompute::Selective: return kAllParts & ~(kQkv | kAttn | kLse);
+    case Recompute::Full: return 0;
+  }
+  return kAllParts;
+}
+
+BlockActivations allocate_parts(Backend& be, const BlockGeometry& g, unsigned parts,
+                                std::string_view prefix) {
   const int64_t N = g.tokens(), C = g.hidden, F = g.ffn;
   const AttentionShape& a = g.attention;
   BlockActivations act;
-  act.norm1 = be.empty({N, C}, g.compute, kAct, "norm1");
-  act.rstd1 = be.empty({N}, DType::F32, kAct, "rstd1");
-  act.qkv = be.empty({N, a.qkv_width()}, DType::F32, kAct, "qkv");
+  auto make = [&](unsigned part, Tensor& t, Shape shape, DType dt, std::string_view what) {
+    if (parts & part)
+      t = be.empty(std::move(shape), dt, kAct, std::string(prefix) + std::string(what));
+  };
+  make(kNorm1, act.norm1, {N, C}, g.compute, "norm1");
+  make(kRstd1, act.rstd1, {N}, DType::F32, "rstd1");
+  make(kQkv, act.qkv, {N, a.qkv_width()}, DType::F32, "qkv");
   // f32 even in bf16 mode: attention backward's rowsum(dO * O) must see the O it computed
   // (with a bf16 O it amplifies rounding where values are alike).
-  act.attn = be.empty({N, a.q_heads * a.head_dim}, DType::F32, kAct, "attention output");
-  act.lse = be.empty({a.batch, a.q_heads, a.seq}, DType::F32, kAct, "attention lse");
-  act.h = be.empty({N, C}, DType::F32, kAct, "residual h");
-  act.norm2 = be.empty({N, C}, g.compute, kAct, "norm2");
-  act.rstd2 = be.empty({N}, DType::F32, kAct, "rstd2");
-  act.gate_up = be.empty({N, 2 * F}, DType::F32, kAct, "gate_up");
-  act.act = be.empty({N, F}, g.compute, kAct, "swiglu output");
+  make(kAttn, act.attn, {N, a.q_heads * a.head_dim}, DType::F32, "attention output");
+  make(kLse, act.lse, {a.batch, a.q_heads, a.seq}, DType::F32, "attention lse");
+  make(kH, act.h, {N, C}, DType::F32, "residual h");
+  make(kNorm2, act.norm2, {N, C}, g.compute, "norm2");
+  make(kRstd2, act.rstd2, {N}, DType::F32, "rstd2");
+  make(kGateUp, act.gate_up, {N, 2 * F}, DType::F32, "gate_up");
+  make(kSwiglu, act.act, {N, F}, g.compute, "swiglu output");
   return act;
+}
+
+}  // namespace
+
+BlockActivations BlockActivations::allocate(Backend& be, const BlockGeometry& g, Recompute mode) {
+  return allocate_parts(be, g, kept_parts(mode), "");
+}
+
+BlockActivations BlockActivations::allocate_recomputed(Backend& be, const BlockGeometry& g,
+                                                       Recompute mode) {
+  return allocate_parts(be, g, kAllParts & ~kept_parts(mode), "recompute scratch: ");
+}
+
+BlockActivations BlockActivations::completed_by(const BlockActivations& scratch) const {
+  BlockActivations out = *this;
+  auto fill = [](Tensor& t, const Tensor& from) {
+    if (!t.defined()) t = from;
+  };
+  fill(out.norm1, scratch.norm1);
+  fill(out.rstd1, scratch.rstd1);
+  fill(out.qkv, scratch.qkv);
+  fill(out.attn, scratch.attn);
+  fill(out.lse, scratch.lse);
+  fill(out.h, scratch.h);
+  fill(out.norm2, scratch.norm2);
+  fill(out.rstd2, scratch.rstd2);
+  fill(out.gate_up, scratch.gate_up);
+  fill(out.act, scratch.act);
+  return out;
 }
 
 BlockWorkspace BlockWorkspace::allocate(Backend& be, const BlockGeometry& g) {
@@ -53,16 +104,22 @@ BlockWorkspace BlockWorkspace::allocate(Backend& be, const BlockGeometry& g) {
   return ws;
 }
 
-void block_forward(Backend& be, const BlockGeometry& g, const BlockWeights& w, const Tensor& x,
-                   const Tensor& positions, const RopeTables& rope, BlockActivations& act,
-                   BlockWorkspace& ws, Tensor& out, const TensorParallelHooks* hooks) {
+void block_attention_forward(Backend& be, const BlockGeometry& g, const BlockWeights& w,
+                             const Tensor& positions, const RopeTables& rope,
+                             BlockActivations& act) {
   const AttentionShape& a = g.attention;
-  // Attention: h = x + o_proj(attention(rope(qkv(norm1(x)))))
-  be.rmsnorm_forward(x, w.input_norm, g.eps, act.norm1, act.rstd1);
   be.matmul(act.norm1, false, w.qkv_weight, true, act.qkv, 1.0f, 0.0f,
             w.qkv_bias.defined() ? &w.qkv_bias : nullptr);
   be.rope(act.qkv, positions, rope.cos, rope.sin, a.q_heads + a.kv_heads, a.head_dim, false);
   be.attention_forward(act.qkv, a, act.attn, act.lse);
+}
+
+void block_forward(Backend& be, const BlockGeometry& g, const BlockWeights& w, const Tensor& x,
+                   const Tensor& positions, const RopeTables& rope, BlockActivations& act,
+                   BlockWorkspace& ws, Tensor& out, const TensorParallelHooks* hooks) {
+  // Attention: h = x + o_proj(attention(rope(qkv(norm1(x)))))
+  be.rmsnorm_forward(x, w.input_norm, g.eps, act.norm1, act.rstd1);
+  block_attention_forward(be, g, w, positions, rope, act);
   be.matmul(as_compute(be, act.attn, ws.attn_c), false, w.o_proj, true, ws.partial);
   if (hooks && hooks->reduce_forward) hooks->reduce_forward(ws.partial);
   be.add(x, ws.partial, act.h);

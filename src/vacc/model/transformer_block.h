@@ -8,6 +8,7 @@
 #include <functional>
 
 #include "vacc/kernels/backend.h"
+#include "vacc/model/recompute.h"
 
 namespace vacc {
 
@@ -41,7 +42,16 @@ struct BlockActivations {
   Tensor gate_up;      // (N, 2F) f32
   Tensor act;          // (N, F) compute dtype: input of down_proj
 
-  static BlockActivations allocate(Backend& be, const BlockGeometry& g);
+  // The tensors a layer keeps between forward and backward under `mode`: all of them for
+  // None; all but qkv, attn and lse for Selective; none for Full (undefined tensors).
+  static BlockActivations allocate(Backend& be, const BlockGeometry& g,
+                                   Recompute mode = Recompute::None);
+  // The tensors `mode` recomputes (the complement of allocate's), for one scratch shared by
+  // every layer ("recompute scratch" activations): qkv, attn, lse for Selective; all for
+  // Full; none for None.
+  static BlockActivations allocate_recomputed(Backend& be, const BlockGeometry& g, Recompute mode);
+  // These tensors, with each undefined one taken from `scratch`.
+  BlockActivations completed_by(const BlockActivations& scratch) const;
 };
 
 // Scratch space reused by every layer (not kept between layers).
@@ -73,6 +83,14 @@ struct TensorParallelHooks {
 void block_forward(Backend& be, const BlockGeometry& g, const BlockWeights& w, const Tensor& x,
                    const Tensor& positions, const RopeTables& rope, BlockActivations& act,
                    BlockWorkspace& ws, Tensor& out, const TensorParallelHooks* hooks = nullptr);
+
+// The attention internals of block_forward, from act.norm1 (written by block_forward's input
+// norm): act.qkv = norm1 qkv_weight^T (+ bias) with RoPE, act.attn and act.lse = attention.
+// block_forward runs it; selective recomputation reruns it before block_backward, so the
+// recomputed tensors are bitwise those of the forward pass.
+void block_attention_forward(Backend& be, const BlockGeometry& g, const BlockWeights& w,
+                             const Tensor& positions, const RopeTables& rope,
+                             BlockActivations& act);
 
 // dx (N, C) = gradient w.r.t. x given dout w.r.t. the output; grads accumulate. dx may
 // alias dout.
