@@ -174,8 +174,13 @@ Transformer::Activations Transformer::allocate_activations(int64_t batch, int64_
 void Transformer::embed(const Tensor& ids, Activations& act) {
   VACC_CHECK(shard_.has_embedding, "this shard has no embedding");
   store_->acquire(table_.embed_group(), Pass::Forward);
-  backend_.embedding_forward(ids, master_view(table_.embed_tokens()), 0, act.residual[0]);
+  backend_.embedding_forward(ids, master_view(table_.embed_tokens()), shard_.vocab_begin,
+                             act.residual[0]);
   store_->release(table_.embed_group(), Pass::Forward);
+  // A vocabulary shard embeds only its own tokens (zeros elsewhere): the sum over the tp
+  // ranks is the embedding.
+  if (shard_.vocab_parallel(config_))
+    vocab_parallel_hooks("the vocabulary-parallel embedding").reduce_forward(act.residual[0]);
 }
 
 void Transformer::forward_layers(const Tensor& positions, Activations& act) {
@@ -199,8 +204,12 @@ void Transformer::head_forward_backward(const Tensor& labels, float grad_scale, 
                            act.final_norm, act.final_rstd);
   BlockWorkspace& ws = workspace(act.batch, act.seq);
   Tensor dhead = grad_view(table_.lm_head());
-  backend_.classifier_cross_entropy(act.final_norm, compute_view(table_.lm_head()), labels,
-                                    grad_scale, loss_sum, &ws.dnorm, &dhead);
+  if (shard_.vocab_parallel(config_))
+    vocab_parallel_cross_entropy(act.final_norm, compute_view(table_.lm_head()), labels,
+                                 grad_scale, loss_sum, &ws.dnorm, &dhead);
+  else
+    backend_.classifier_cross_entropy(act.final_norm, compute_view(table_.lm_head()), labels,
+                                      grad_scale, loss_sum, &ws.dnorm, &dhead);
   Tensor dnorm_w = grad_view(table_.final_norm());
   backend_.rmsnorm_backward(ws.dnorm, last, master_view(table_.final_norm()), act.final_rstd, dx,
                             false, dnorm_w);
@@ -236,7 +245,7 @@ void Transformer::backward_layers(const Tensor& positions, Activations& act, Ten
 void Transformer::embed_backward(const Tensor& ids, const Tensor& dx) {
   // Only the gradient is touched: the weights need not be acquired.
   Tensor dembed = grad_view(table_.embed_tokens());
-  backend_.embedding_backward(ids, dx, 0, dembed);
+  backend_.embedding_backward(ids, dx, shard_.vocab_begin, dembed);
   store_->gradients_ready(table_.embed_group());
 }
 
@@ -267,8 +276,12 @@ void Transformer::head_loss(const Tensor& labels, Activations& act, Tensor& loss
   acquire_head(Pass::Forward);
   backend_.rmsnorm_forward(act.residual.back(), master_view(table_.final_norm()),
                            float(config_.rms_norm_eps), act.final_norm, act.final_rstd);
-  backend_.classifier_cross_entropy(act.final_norm, compute_view(table_.lm_head()), labels, 1.0f,
-                                    loss_sum, nullptr, nullptr);
+  if (shard_.vocab_parallel(config_))
+    vocab_parallel_cross_entropy(act.final_norm, compute_view(table_.lm_head()), labels, 1.0f,
+                                 loss_sum, nullptr, nullptr);
+  else
+    backend_.classifier_cross_entropy(act.final_norm, compute_view(table_.lm_head()), labels,
+                                      1.0f, loss_sum, nullptr, nullptr);
   release_head(Pass::Forward);
 }
 
@@ -280,10 +293,52 @@ Tensor Transformer::logits(const Tensor& ids, const Tensor& positions, Activatio
   backend_.rmsnorm_forward(act.residual.back(), master_view(table_.final_norm()),
                            float(config_.rms_norm_eps), act.final_norm, act.final_rstd);
   const int64_t N = act.batch * act.seq;
-  Tensor out = backend_.empty({N, config_.vocab_size}, DType::F32, MemoryCategory::Buffers, "logits");
+  Tensor out = backend_.empty({N, shard_.vocab_size}, DType::F32, MemoryCategory::Buffers, "logits");
   backend_.matmul(act.final_norm, false, compute_view(table_.lm_head()), true, out);
   release_head(Pass::Forward);
   return out;
+}
+
+const TensorParallelHooks& Transformer::vocab_parallel_hooks(const char* what) const {
+  VACC_CHECK(hooks_ && hooks_->reduce_forward && hooks_->reduce_backward &&
+                 hooks_->combine_logsumexp && hooks_->reduce_sum,
+             what, " of this shard (vocabulary rows [", shard_.vocab_begin, ", ",
+             shard_.vocab_end(), ") of ", config_.vocab_size,
+             ") needs tensor-parallel hooks (set_tensor_parallel_hooks with reduce_forward, "
+             "reduce_backward, combine_logsumexp and reduce_sum)");
+  return *hooks_;
+}
+
+void Transformer::vocab_parallel_cross_entropy(const Tensor& x, const Tensor& weight,
+                                               const Tensor& labels, float grad_scale,
+                                               Tensor& loss_sum, Tensor* dx, Tensor* dweight) {
+  const TensorParallelHooks& hooks = vocab_parallel_hooks("the vocabulary-parallel output head");
+  const int64_t N = x.size(0);
+  Tensor lse = backend_.empty({N}, DType::F32, MemoryCategory::Buffers, "vocabulary-parallel lse");
+  Tensor target = backend_.empty({N}, DType::F32, MemoryCategory::Buffers,
+                                 "vocabulary-parallel label logits");
+  backend_.classifier_logsumexp(x, weight, shard_.vocab_begin, labels, lse, target);
+  hooks.combine_logsumexp(lse);  // the log-sum-exp over the whole vocabulary
+  hooks.reduce_sum(target);      // the label's logit, from the rank holding it
+  // The loss: summed in row order in double on the host (the same on every tp rank). Ignored
+  // rows carry no loss (their combined lse is not 0: they are skipped by label).
+  std::vector<float> lse_host(static_cast<size_t>(N)), target_host(static_cast<size_t>(N));
+  std::vector<int32_t> label_host(static_cast<size_t>(N));
+  backend_.download(lse, lse_host.data());
+  backend_.download(target, target_host.data());
+  backend_.download(labels, label_host.data());
+  double loss = 0.0;
+  for (size_t i = 0; i < size_t(N); ++i)
+    if (label_host[i] != -100) loss += double(lse_host[i]) - double(target_host[i]);
+  const float loss_f = float(loss);
+  Tensor add = backend_.empty({1}, DType::F32, MemoryCategory::Buffers, "loss of a micro-batch");
+  backend_.upload(&loss_f, add);
+  backend_.add(loss_sum, add, loss_sum);
+  if (dx || dweight) {
+    backend_.classifier_cross_entropy_backward(x, weight, shard_.vocab_begin, labels, lse,
+                                               grad_scale, dx, dweight);
+    if (dx) hooks.reduce_backward(*dx);  // each rank's vocabulary adds its part
+  }
 }
 
 KvCache Transformer::make_kv_cache(int64_t max_len) {
@@ -294,7 +349,7 @@ KvCache Transformer::make_kv_cache(int64_t max_len) {
 
 Tensor Transformer::decode(const Tensor& ids, KvCache& cache, bool all_rows) {
   VACC_CHECK(shard_.has_embedding && shard_.has_head && shard_.q_heads == config_.num_heads &&
-                 shard_.ffn_size == config_.intermediate_size,
+                 shard_.ffn_size == config_.intermediate_size && !shard_.vocab_parallel(config_),
              "decode needs the whole model on one device");
   VACC_CHECK(ids.defined() && ids.dim() == 1 && ids.dtype() == DType::I32 && ids.numel() > 0,
              "decode: ids must be a non-empty i32 vector, got ",

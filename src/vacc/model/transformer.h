@@ -54,7 +54,9 @@ class Transformer {
   void set_recompute(Recompute mode) { recompute_ = mode; }
   Recompute recompute() const { return recompute_; }
   // Tensor-parallel reductions used by the layers' forward, recomputation and backward
-  // (nullptr: none, one device). The hooks must outlive their use.
+  // (nullptr: none, one device). The hooks must outlive their use. A shard holding part of
+  // the vocabulary (ModelShard::tensor_parallel) also needs them in the embedding and the
+  // output head, with all four fields set.
   void set_tensor_parallel_hooks(const TensorParallelHooks* hooks) { hooks_ = hooks; }
 
   // Everything one micro-batch keeps between forward and backward.
@@ -79,7 +81,8 @@ class Transformer {
   void forward_loss(const Tensor& ids, const Tensor& positions, const Tensor& labels,
                     Activations& act, Tensor& loss_sum);
 
-  // Logits (batch*seq, V) f32 for evaluation and tests.
+  // Logits (batch*seq, V) f32 for evaluation and tests. On a vocabulary-parallel shard, the
+  // shard's columns (batch*seq, shard().vocab_size): vocabulary [vocab_begin, vocab_end()).
   Tensor logits(const Tensor& ids, const Tensor& positions, Activations& act);
 
   // ---- text generation (a whole-model shard only) ----
@@ -123,6 +126,14 @@ class Transformer {
   void acquire_head(Pass pass);
   void release_head(Pass pass);
   ResidentParameterStore& resident();
+  // Vocabulary parallelism (the shard holds part of the vocabulary): the hooks, checked to be
+  // set (`what` names the user for the error); the fused cross-entropy over the tp ranks,
+  // adding the whole-vocabulary loss to loss_sum and, if given, the gradients (dx summed over
+  // the ranks, dweight this shard's rows).
+  const TensorParallelHooks& vocab_parallel_hooks(const char* what) const;
+  void vocab_parallel_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor& labels,
+                                    float grad_scale, Tensor& loss_sum, Tensor* dx,
+                                    Tensor* dweight);
   BlockWorkspace& workspace(int64_t batch, int64_t seq);
   // Layer l's activations: the kept tensors of act.layers[l], the rest from the recompute
   // scratch (allocated for act's geometry and mode on first use).

@@ -74,9 +74,21 @@ struct RopeTables {
   Tensor cos, sin;  // (max_positions, head_dim/2) f32
 };
 
+// The tensor-parallel communication the model asks for; each is in place over the tp ranks
+// and every rank of the group calls it at the same point.
 struct TensorParallelHooks {
-  std::function<void(Tensor&)> reduce_forward;   // sums partial (N, C) outputs
-  std::function<void(Tensor&)> reduce_backward;  // sums partial (N, C) input gradients
+  // Sums partial (N, C) outputs: o_proj and down_proj products, and the vocabulary-parallel
+  // embedding (rows of ids outside a rank's vocabulary are zero there).
+  std::function<void(Tensor&)> reduce_forward;
+  // Sums partial (N, C) input gradients: of the qkv and gate_up products, and of the
+  // vocabulary-parallel output head.
+  std::function<void(Tensor&)> reduce_backward;
+  // Vocabulary-parallel cross-entropy (the model's vocabulary split over the tp ranks):
+  // combine_logsumexp turns each rank's per-row log-sum-exp lse_r (N) f32 into the global
+  // log(sum over ranks of exp(lse_r)), the same on every rank; reduce_sum sums an (N) f32
+  // tensor (the label logits) over the ranks.
+  std::function<void(Tensor&)> combine_logsumexp;
+  std::function<void(Tensor&)> reduce_sum;
 };
 
 // out (N, C) = the layer applied to x (N, C). out may not alias x.
