@@ -591,6 +591,77 @@ TEST_F(CudaBackendTest, ClassifierRejectsBadLabelsBeforeTouchingOutputs) {
   EXPECT_EQ(messages[0], messages[1]);
 }
 
+// The vocabulary-parallel pieces on one shard [vocab_start, vocab_start + V_shard) of a larger
+// vocabulary: labels inside and outside the shard, ignored rows; the backward pass gets the same
+// lse_global on both backends (the CPU's shard lse plus what other shards would add).
+TEST_F(CudaBackendTest, VocabularyParallelClassifierMatchesCpu) {
+  struct Case {
+    int64_t n, c, v_shard, vocab_start;
+    double ignore;
+  };
+  const std::vector<Case> cases = {
+      {37, 64, 700, 300, 0.3}, {64, 96, 3001, 0, 0.0}, {20, 16, 50, 1000, 1.0}, {5, 8, 7, 3, 0.2}};
+  for (const Case& k : cases) {
+    const int64_t vocab = k.vocab_start + k.v_shard + 500;
+    auto x = random_vector(size_t(k.n * k.c), 42);
+    const float wr = 3.0f / std::sqrt(float(k.c));
+    auto w = random_vector(size_t(k.v_shard * k.c), 43, -wr, wr);
+    auto labels = labels_with_ignored(k.n, vocab, k.ignore, 44);
+    auto dw0 = random_vector(size_t(k.v_shard * k.c), 45, -0.01f, 0.01f);
+    for (DType dt : {DType::F32, DType::BF16}) {
+      const bool bf = dt == DType::BF16;
+      const std::string what = "N=" + std::to_string(k.n) + " V_shard=" + std::to_string(k.v_shard) +
+                               " start=" + std::to_string(k.vocab_start) + " " + dtype_name(dt);
+      std::vector<float> lse[2], target[2], dx[2], dw[2];
+      std::vector<float> lse_global;
+      Backend* bes[2] = {&cpu(), &gpu()};  // the CPU first: its lse makes lse_global
+      for (int b = 0; b < 2; ++b) {
+        Backend& be = *bes[b];
+        Tensor X = to_device(be, x, {k.n, k.c}, dt), W = to_device(be, w, {k.v_shard, k.c}, dt);
+        Tensor L = ids_to_device(be, labels);
+        Tensor Lse = to_device(be, std::vector<float>(size_t(k.n), 9.0f), {k.n});
+        Tensor Tl = to_device(be, std::vector<float>(size_t(k.n), 9.0f), {k.n});
+        be.classifier_logsumexp(X, W, k.vocab_start, L, Lse, Tl);
+        lse[b] = to_host(be, Lse);
+        target[b] = to_host(be, Tl);
+        if (b == 0) {
+          lse_global = lse[0];
+          for (float& g : lse_global) g += 0.5f;
+        }
+        Tensor G = to_device(be, lse_global, {k.n});
+        Tensor DX = to_device(be, std::vector<float>(size_t(k.n * k.c), 7.0f), {k.n, k.c});
+        Tensor DW = to_device(be, dw0, {k.v_shard, k.c});
+        be.classifier_cross_entropy_backward(X, W, k.vocab_start, L, G, 0.37f, &DX, &DW);
+        be.classifier_cross_entropy_backward(X, W, k.vocab_start, L, G, 0.37f, nullptr, nullptr);
+        dx[b] = to_host(be, DX);
+        dw[b] = to_host(be, DW);
+      }
+      expect_close(lse[1], lse[0], 2e-5, 2e-5, what + " lse");
+      expect_close(target[1], target[0], 2e-5, 2e-5, what + " target_logit");
+      const double grad_rtol = bf ? 2e-2 : 2e-4, grad_floor = bf ? 1e-2 : 1e-4;
+      expect_close(dx[1], dx[0], grad_rtol, grad_floor * max_abs(dx[0]) + 1e-12, what + " dx");
+      expect_close(dw[1], dw[0], grad_rtol, grad_floor * max_abs(dw[0]) + 1e-12, what + " dw");
+    }
+  }
+  // A negative label (not -100) is rejected with the CPU's message.
+  std::string messages[2];
+  Backend* bes[2] = {&gpu(), &cpu()};
+  for (int b = 0; b < 2; ++b) {
+    Backend& be = *bes[b];
+    Tensor X = to_device(be, random_vector(16, 46), {2, 8}), W = to_device(be, random_vector(24, 47), {3, 8});
+    Tensor L = ids_to_device(be, {1, -5});
+    Tensor Lse = be.empty({2}, DType::F32, MemoryCategory::Buffers, "lse");
+    Tensor Tl = be.empty({2}, DType::F32, MemoryCategory::Buffers, "target");
+    try {
+      be.classifier_logsumexp(X, W, 0, L, Lse, Tl);
+      ADD_FAILURE() << "label -5 was accepted";
+    } catch (const Error& e) {
+      messages[b] = e.what();
+    }
+  }
+  EXPECT_EQ(messages[0], messages[1]);
+}
+
 TEST_F(CudaBackendTest, AdamWStepsMatchCpu) {
   const int64_t n = 100003;
   auto p0 = random_vector(size_t(n), 38), m0 = random_vector(size_t(n), 39, -0.1f, 0.1f);

@@ -346,6 +346,41 @@ TEST(CudaKernelsSim, SoftmaxCrossEntropyRowsAndHelpers) {
     for (float l : loss) want_total += double(l);
     EXPECT_NEAR(total, want_total, 1e-5);
   }
+  // Vocabulary shard [vocab_start, vocab_start + V): labels 3 and 999 outside, 500 and 0 as
+  // well when vocab_start = 200 (label 500 is column 300).
+  const int64_t vocab_start = 200;
+  for (bool bf : {false, true}) {
+    std::vector<float> lse(size_t(N), 9.0f), target(size_t(N), 9.0f);
+    cuda::shard_logsumexp_rows(logits0.data(), R, V, rows.data(), labels.data(), vocab_start,
+                               lse.data(), target.data(), kStream);
+    std::vector<float> g(size_t(N), 0.0f);
+    for (int64_t r = 0; r < R; ++r) {
+      const float* l = logits0.data() + r * V;
+      const int64_t i = rows[size_t(r)], col = labels[size_t(i)] - vocab_start;
+      double mx = -INFINITY, sum = 0;
+      for (int64_t j = 0; j < V; ++j) mx = std::max(mx, double(l[j]));
+      for (int64_t j = 0; j < V; ++j) sum += std::exp(double(l[j]) - mx);
+      EXPECT_NEAR(lse[size_t(i)], std::log(sum) + mx, 1e-5) << "shard lse row " << i;
+      EXPECT_EQ(target[size_t(i)], col >= 0 && col < V ? l[col] : 0.0f) << "target row " << i;
+      g[size_t(i)] = lse[size_t(i)] + 0.25f;  // as if other shards added to the sum
+    }
+    EXPECT_EQ(lse[1], 9.0f) << "ignored rows are the caller's (the backend zeroes them first)";
+    auto logits = logits0;
+    std::vector<bf16> dl(size_t(R * V));
+    cuda::shard_softmax_grad_rows(logits.data(), R, V, rows.data(), labels.data(), vocab_start,
+                                  g.data(), gs, bf ? dl.data() : nullptr, kStream);
+    for (int64_t r = 0; r < R; ++r) {
+      const float* l = logits0.data() + r * V;
+      const int64_t i = rows[size_t(r)], col = labels[size_t(i)] - vocab_start;
+      std::vector<float> want(static_cast<size_t>(V)), got(static_cast<size_t>(V));
+      for (int64_t j = 0; j < V; ++j) {
+        want[size_t(j)] = float(gs * (std::exp(double(l[j]) - g[size_t(i)]) - (j == col ? 1 : 0)));
+        got[size_t(j)] = bf ? bf16_to_float(dl[size_t(r * V + j)]) : logits[size_t(r * V + j)];
+      }
+      expect_close(got, want, bf ? kBf16Step : 1e-5, 1e-7, "shard dlogits row " + std::to_string(r));
+    }
+  }
+
   auto x = random_vector(size_t(N * C), 32);
   std::vector<float> gathered(size_t(R * C));
   cuda::gather_rows(x.data(), rows.data(), R, C, sizeof(float), gathered.data(), kStream);

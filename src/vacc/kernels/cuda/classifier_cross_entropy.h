@@ -1,6 +1,7 @@
-// The chunked output projection + cross-entropy on the GPU (see backend.h for the contract and
-// kernels/cpu/classifier_cross_entropy.cpp for the algorithm, which this follows chunk for
-// chunk). The tensors are already checked by CudaBackend.
+// The chunked output projection + cross-entropy on the GPU, whole-vocabulary and
+// vocabulary-parallel (see backend.h for the contracts and kernels/cpu/classifier_cross_entropy.cpp
+// for the algorithm, which these follow chunk for chunk). The tensors are already checked by
+// CudaBackend.
 #pragma once
 
 #include "vacc/core/tensor.h"
@@ -11,5 +12,14 @@ namespace vacc::cuda {
 void classifier_cross_entropy(CudaContext& ctx, const Tensor& x, const Tensor& weight,
                               const Tensor& labels, float grad_scale, Tensor& loss_sum,
                               Tensor* dx, Tensor* dweight);
+
+void classifier_logsumexp(CudaContext& ctx, const Tensor& x, const Tensor& weight,
+                          int64_t vocab_start, const Tensor& labels, Tensor& lse,
+                          Tensor& target_logit);
+
+void classifier_cross_entropy_backward(CudaContext& ctx, const Tensor& x, const Tensor& weight,
+                                       int64_t vocab_start, const Tensor& labels,
+                                       const Tensor& lse_global, float grad_scale, Tensor* dx,
+                                       Tensor* dweight);
 
 }  // namespace vacc::cuda

@@ -352,6 +352,41 @@ class CudaBackend final : public Backend {
     cuda::classifier_cross_entropy(ctx_, x, weight, labels, grad_scale, loss_sum, dx, dweight);
   }
 
+  void classifier_logsumexp(const Tensor& x, const Tensor& weight, int64_t vocab_start,
+                            const Tensor& labels, Tensor& lse, Tensor& target_logit) override {
+    const char* op = "classifier_logsumexp";
+    check_classifier_shard(op, x, weight, vocab_start, labels);
+    on_device(op, "lse", lse);
+    on_device(op, "target_logit", target_logit);
+    expect_shape(op, "lse", lse, {x.size(0)});
+    expect_dtype(op, "lse", lse, DType::F32);
+    expect_shape(op, "target_logit", target_logit, {x.size(0)});
+    expect_dtype(op, "target_logit", target_logit, DType::F32);
+    cuda::classifier_logsumexp(ctx_, x, weight, vocab_start, labels, lse, target_logit);
+  }
+  void classifier_cross_entropy_backward(const Tensor& x, const Tensor& weight,
+                                         int64_t vocab_start, const Tensor& labels,
+                                         const Tensor& lse_global, float grad_scale, Tensor* dx,
+                                         Tensor* dweight) override {
+    const char* op = "classifier_cross_entropy_backward";
+    check_classifier_shard(op, x, weight, vocab_start, labels);
+    on_device(op, "lse_global", lse_global);
+    expect_shape(op, "lse_global", lse_global, {x.size(0)});
+    expect_dtype(op, "lse_global", lse_global, DType::F32);
+    if (dx) {
+      on_device(op, "dx", *dx);
+      expect_shape(op, "dx", *dx, x.shape());
+      expect_dtype(op, "dx", *dx, DType::F32);
+    }
+    if (dweight) {
+      on_device(op, "dweight", *dweight);
+      expect_shape(op, "dweight", *dweight, weight.shape());
+      expect_dtype(op, "dweight", *dweight, DType::F32);
+    }
+    cuda::classifier_cross_entropy_backward(ctx_, x, weight, vocab_start, labels, lse_global,
+                                            grad_scale, dx, dweight);
+  }
+
   void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
                   const AdamWParams& p) override {
     const char* op = "adamw_step";
@@ -373,6 +408,22 @@ class CudaBackend final : public Backend {
 
   void on_device(const char* op, const char* what, const Tensor& t) const {
     expect_device(op, what, t, device());
+  }
+
+  // x (N, C) and a vocabulary shard weight (V_shard, C) of the same float dtype; labels (N).
+  void check_classifier_shard(const char* op, const Tensor& x, const Tensor& weight,
+                              int64_t vocab_start, const Tensor& labels) const {
+    on_device(op, "x", x);
+    on_device(op, "weight", weight);
+    on_device(op, "labels", labels);
+    expect_2d(op, "x", x);
+    expect_float(op, "x", x);
+    expect_2d(op, "weight", weight);
+    expect(weight.size(1) == x.size(1) && weight.dtype() == x.dtype(), op, "weight", weight,
+           "(V_shard, C) with the dtype of x");
+    expect_shape(op, "labels", labels, {x.size(0)});
+    expect_dtype(op, "labels", labels, DType::I32);
+    VACC_CHECK(vocab_start >= 0, op, ": vocab_start must not be negative (got ", vocab_start, ")");
   }
 
   static void check_attention_shape(const AttentionShape& s) {

@@ -1,6 +1,7 @@
-// The per-row kernels of the chunked classifier + cross-entropy (classifier_cross_entropy.cpp
-// does the products): one block per logits row computes its max, sum of exponentials, loss and
-// gradient; helpers gather and scatter the chunk's rows and sum the row losses in a fixed order.
+// The per-row kernels of the chunked classifier + cross-entropy and of its vocabulary-parallel
+// pieces (classifier_cross_entropy.cpp does the products): one block per logits row computes
+// its max, sum of exponentials, loss or log-sum-exp, and gradient; helpers gather and scatter
+// the chunk's rows and sum the row losses in a fixed order.
 #include "vacc/kernels/cuda/cuda_check.h"
 #include "vacc/kernels/cuda/cuda_kernels.h"
 #include "vacc/kernels/cuda/device_math.cuh"
@@ -36,6 +37,50 @@ __global__ void __launch_bounds__(kThreads)
       dlogits_bf16[r * V + j] = to_bf16(gj);
     else
       lr[j] = gj;
+  }
+}
+
+// Vocabulary shard, forward: lse and the label's logit (0 when outside the shard) of row r,
+// written at its input row rows[r].
+__global__ void __launch_bounds__(kThreads)
+    shard_logsumexp_kernel(const float* logits, int64_t V, const int32_t* rows,
+                           const int32_t* labels, int64_t vocab_start, float* lse,
+                           float* target_logit) {
+  __shared__ float scratch[32];
+  const int64_t r = blockIdx.x;
+  const float* lr = logits + r * V;
+  const int64_t i = rows[r];
+  float mx = kNegInf;
+  for (int64_t j = threadIdx.x; j < V; j += blockDim.x) mx = fmaxf(mx, lr[j]);
+  mx = block_max(mx, scratch);
+  float sum = 0.0f;
+  for (int64_t j = threadIdx.x; j < V; j += blockDim.x) sum += expf(lr[j] - mx);
+  sum = block_sum(sum, scratch);
+  if (threadIdx.x == 0) {
+    const int64_t col = int64_t(labels[i]) - vocab_start;
+    lse[i] = logf(sum) + mx;
+    target_logit[i] = col >= 0 && col < V ? lr[col] : 0.0f;
+  }
+}
+
+// Vocabulary shard, backward: dlogits = grad_scale * (exp(logit - lse_global) - onehot) for
+// row r (input row rows[r]), in place (f32) or into dlogits_bf16.
+__global__ void shard_softmax_grad_kernel(float* logits, int64_t V, const int32_t* rows,
+                                          const int32_t* labels, int64_t vocab_start,
+                                          const float* lse_global, float grad_scale,
+                                          bf16* dlogits_bf16) {
+  const int64_t r = blockIdx.x;
+  float* lr = logits + r * V;
+  const int64_t i = rows[r];
+  const float g = lse_global[i];
+  const int64_t col = int64_t(labels[i]) - vocab_start;
+  for (int64_t j = threadIdx.x; j < V; j += blockDim.x) {
+    float d = grad_scale * expf(lr[j] - g);
+    if (j == col) d -= grad_scale;
+    if (dlogits_bf16)
+      dlogits_bf16[r * V + j] = to_bf16(d);
+    else
+      lr[j] = d;
   }
 }
 
@@ -77,6 +122,24 @@ void softmax_cross_entropy_rows(float* logits, int64_t R, int64_t V, const int32
   softmax_cross_entropy_kernel<<<unsigned(R), kThreads, 0, stream>>>(
       logits, V, rows, labels, want_grad, grad_scale, dlogits_bf16, row_loss);
   VACC_CUDA_CHECK_LAUNCH("softmax_cross_entropy_kernel");
+}
+
+void shard_logsumexp_rows(const float* logits, int64_t R, int64_t V, const int32_t* rows,
+                          const int32_t* labels, int64_t vocab_start, float* lse,
+                          float* target_logit, cudaStream_t stream) {
+  if (R == 0) return;
+  shard_logsumexp_kernel<<<unsigned(R), kThreads, 0, stream>>>(logits, V, rows, labels,
+                                                               vocab_start, lse, target_logit);
+  VACC_CUDA_CHECK_LAUNCH("shard_logsumexp_kernel");
+}
+
+void shard_softmax_grad_rows(float* logits, int64_t R, int64_t V, const int32_t* rows,
+                             const int32_t* labels, int64_t vocab_start, const float* lse_global,
+                             float grad_scale, bf16* dlogits_bf16, cudaStream_t stream) {
+  if (R == 0) return;
+  shard_softmax_grad_kernel<<<unsigned(R), kThreads, 0, stream>>>(
+      logits, V, rows, labels, vocab_start, lse_global, grad_scale, dlogits_bf16);
+  VACC_CUDA_CHECK_LAUNCH("shard_softmax_grad_kernel");
 }
 
 void gather_rows(const void* src, const int32_t* rows, int64_t R, int64_t C, size_t elem_size,
