@@ -8,6 +8,7 @@
 // folder into a shard (the slice of the whole model's initialisation), and the ranks' pieces
 // assembled with place_checkpoint_piece giving back the whole tensors.
 //
+// f32, and bf16 compute with looser tolerances; no recomputation, selective and full.
 // Cases: a Qwen2-like model (biases, tied embeddings, 2 kv heads: split at tp=2, replicated
 // at tp=4), a Llama-like one (untied, no biases, kv heads that tp divides) and a multi-query
 // one (1 kv head, replicated on every rank). With 4 ranks, tp=4 and two groups of tp=2.
@@ -31,6 +32,7 @@
 #include "vacc/model/initialization.h"
 #include "vacc/model/model_shard.h"
 #include "vacc/model/parameter_table.h"
+#include "vacc/model/recompute.h"
 #include "vacc/model/transformer.h"
 #include "vacc/runtime/hf_checkpoint.h"
 
@@ -135,9 +137,22 @@ std::unique_ptr<Communicator> tp_group(int tp_size) {
   return world().split(world().rank() / tp_size, world().rank());
 }
 
-void run_case(const ModelConfig& c, int tp_size) {
+// Tolerances: f32 agrees to 1e-5 (loss relative; gradients and logits of the tensor's
+// largest); bf16 matrix products round their operands, and a different summation order flips
+// some roundings, so bf16 gets 1e-3 on the loss and 3e-2 on gradients and logits.
+struct Tolerance {
+  double loss, grad;
+};
+Tolerance tolerance(DType compute) {
+  return compute == DType::F32 ? Tolerance{1e-5, 1e-5} : Tolerance{1e-3, 3e-2};
+}
+
+void run_case(const ModelConfig& c, int tp_size, DType compute = DType::F32,
+              Recompute recompute = Recompute::None) {
   SCOPED_TRACE(c.architecture + " tp=" + std::to_string(tp_size) + " kv_heads=" +
-               std::to_string(c.num_kv_heads));
+               std::to_string(c.num_kv_heads) + " " + dtype_name(compute) + " recompute=" +
+               recompute_name(recompute));
+  const Tolerance tol = tolerance(compute);
   const std::unique_ptr<Communicator> group = tp_group(tp_size);
   Communicator& tp = *group;
   ASSERT_EQ(tp.size(), tp_size);
@@ -146,7 +161,7 @@ void run_case(const ModelConfig& c, int tp_size) {
   const float grad_scale = 0.25f;
 
   // The whole model.
-  Transformer whole(*be, c, ModelShard::whole(c), DType::F32, kSeq);
+  Transformer whole(*be, c, ModelShard::whole(c), compute, kSeq);
   initialize_parameters(*be, c, whole.table(), kSeed, whole.parameters());
   whole.parameters_changed();
   whole.zero_gradients();
@@ -158,7 +173,8 @@ void run_case(const ModelConfig& c, int tp_size) {
   // This rank's tp shard.
   const ModelShard shard =
       ModelShard::tensor_parallel(c, 0, c.num_layers, true, true, tp.rank(), tp_size);
-  Transformer model(*be, c, shard, DType::F32, kSeq);
+  Transformer model(*be, c, shard, compute, kSeq);
+  model.set_recompute(recompute);
   initialize_parameters(*be, c, model.table(), kSeed, model.parameters());
   model.parameters_changed();
   model.zero_gradients();
@@ -169,7 +185,7 @@ void run_case(const ModelConfig& c, int tp_size) {
   model.forward_backward(mb.ids, mb.positions, mb.labels, grad_scale, act, loss);
 
   const double want_loss = loss_of(*be, whole_loss), got_loss = loss_of(*be, loss);
-  EXPECT_NEAR(got_loss, want_loss, 1e-5 * std::abs(want_loss)) << "loss";
+  EXPECT_NEAR(got_loss, want_loss, tol.loss * std::abs(want_loss)) << "loss";
 
   // Replicated kv heads: their k/v gradient rows are partial on each replica.
   std::unique_ptr<Communicator> kv = tp.split(int(shard.kv_head_begin), tp.rank());
@@ -189,14 +205,15 @@ void run_case(const ModelConfig& c, int tp_size) {
     for (float v : full) max_abs = std::max(max_abs, std::abs(v));
     ASSERT_GT(max_abs, 0.0f) << ct.name;
     test::expect_close(piece_values(*be, model.gradients(), model.table(), ct), want, 0.0,
-                       1e-5 * max_abs, "gradient of " + ct.name + " on tp rank " +
+                       tol.grad * max_abs, "gradient of " + ct.name + " on tp rank " +
                                            std::to_string(tp.rank()));
   }
 
   // Evaluation: forward_loss, and the shard's columns of the logits.
   Tensor eval_loss = be->zeros({1}, DType::F32, MemoryCategory::Buffers, "eval loss");
   model.forward_loss(mb.ids, mb.positions, mb.labels, act, eval_loss);
-  EXPECT_NEAR(loss_of(*be, eval_loss), want_loss, 1e-5 * std::abs(want_loss)) << "forward_loss";
+  EXPECT_NEAR(loss_of(*be, eval_loss), want_loss, tol.loss * std::abs(want_loss))
+      << "forward_loss";
   const std::vector<float> whole_logits = test::to_host(*be, whole.logits(mb.ids, mb.positions, whole_act));
   const Tensor logits = model.logits(mb.ids, mb.positions, act);
   ASSERT_EQ(logits.shape(), (Shape{kBatch * kSeq, shard.vocab_size}));
@@ -208,7 +225,7 @@ void run_case(const ModelConfig& c, int tp_size) {
       want_logits.push_back(whole_logits[size_t(i * c.vocab_size + j)]);
       max_logit = std::max(max_logit, std::abs(want_logits.back()));
     }
-  test::expect_close(got_logits, want_logits, 0.0, 1e-5 * max_logit, "logits");
+  test::expect_close(got_logits, want_logits, 0.0, tol.grad * max_logit, "logits");
 }
 
 #define REQUIRE_RANKS()                                                               \
@@ -232,6 +249,16 @@ TEST(TensorParallel, MultiQueryKvHeadReplicatedOnEveryRank) {
   REQUIRE_RANKS();
   for (int tp : {2, 4})
     if (world().size() % tp == 0) run_case(multi_query(), tp);
+}
+
+// Recomputation reruns the layers' forward with its all-reduces before backward; bf16 compute.
+TEST(TensorParallel, RecomputationAndBf16) {
+  REQUIRE_RANKS();
+  const int tp = world().size() % 4 == 0 ? 4 : 2;
+  for (Recompute mode : {Recompute::Selective, Recompute::Full})
+    run_case(qwen_like(), tp, DType::F32, mode);
+  run_case(qwen_like(), tp, DType::BF16);
+  run_case(llama_like(), tp, DType::BF16, Recompute::Full);
 }
 
 // Without hooks a vocabulary-parallel shard refuses to run, naming what it needs.
