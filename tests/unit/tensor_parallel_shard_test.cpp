@@ -169,6 +169,19 @@ TEST(TensorParallelShard, TablePiecesDescribeTheirSlices) {
   const ParameterEntry& bias = t.entry(t.layer(0).qkv_bias);
   EXPECT_EQ(t.kv_replica_ranges()[1].begin, bias.offset + 8);
   EXPECT_EQ(t.kv_replica_ranges()[1].end, bias.offset + 16);
+  // Replicas 2 and 3 (rank 3's vocabulary, and so its embedding, is smaller): the same
+  // offsets within the layer groups.
+  const ParameterTable t2(c, ModelShard::tensor_parallel(c, 0, 2, true, true, 2, 4));
+  ASSERT_NE(t2.total_numel(), t.total_numel());
+  ASSERT_EQ(t2.kv_replica_ranges().size(), t.kv_replica_ranges().size());
+  for (size_t i = 0; i < t.kv_replica_ranges().size(); ++i) {
+    const FlatRange a = t.kv_replica_ranges()[i], b = t2.kv_replica_ranges()[i];
+    const ParameterGroup& ga = t.groups()[t.layer_group(int64_t(i / 2))];
+    const ParameterGroup& gb = t2.groups()[t2.layer_group(int64_t(i / 2))];
+    EXPECT_TRUE(ga.offset <= a.begin && a.end <= ga.end()) << i;
+    EXPECT_EQ(a.begin - ga.offset, b.begin - gb.offset) << i;
+    EXPECT_EQ(a.numel(), b.numel()) << i;
+  }
   // Split kv heads: nothing to reduce; the whole model: pieces are whole tensors.
   EXPECT_TRUE(ParameterTable(c, ModelShard::tensor_parallel(c, 0, 2, true, true, 0, 2))
                   .kv_replica_ranges()

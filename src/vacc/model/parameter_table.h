@@ -117,6 +117,9 @@ class ParameterTable {
   // entry, in layout order). Their gradients are partial on each replica: the runtime sums
   // them over the tp ranks of ModelShard::kv_replica_group() (after each backward, before
   // the optimizer or any data-parallel reduction). Empty when the kv heads are split.
+  // Each range lies inside one layer's group, at the same offset from the group's start on
+  // every replica (the layer groups of all tp ranks have one layout; the flat offsets
+  // themselves differ where the ranks' vocabulary ranges, and so their embeddings, differ).
   const std::vector<FlatRange>& kv_replica_ranges() const { return kv_replica_ranges_; }
 
  private:
