@@ -319,7 +319,7 @@ TEST(Recompute, TrainerOptionTrainsIdentically) {
       opt.lr.peak_lr = 3e-3;
       opt.seed = 7;
       opt.parallel.micro_batches = 2;
-      opt.recompute = mode;
+      opt.parallel.recompute = mode;
       auto be = make_cpu_backend();
       Trainer trainer(*be, one_rank, c, opt, 0.0);
       EXPECT_EQ(trainer.model().recompute(), mode);
@@ -352,7 +352,7 @@ TEST(Recompute, DISABLED_BenchModelPeaks) {
       opt.batch = 4;
       opt.seq_len = 512;
       opt.dtype = dt;
-      opt.recompute = mode;
+      opt.parallel.recompute = mode;
       auto be = make_cpu_backend();
       Trainer trainer(*be, one_rank, c, opt, 0.0);
       SyntheticData data(c.vocab_size, opt.seq_len, 1);

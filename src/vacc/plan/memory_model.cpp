@@ -31,7 +31,7 @@ struct LayerActivations {
 };
 
 LayerActivations layer_activations(const ModelShard& s, const ModelConfig& c, int64_t batch,
-                                   int64_t seq, double compute_bytes, const std::string& mode) {
+                                   int64_t seq, double compute_bytes, Recompute mode) {
   const double N = double(batch * seq), C = double(c.hidden_size), F = double(s.ffn_size);
   const double D = double(c.head_dim), hq = double(s.q_heads), hkv = double(s.kv_heads);
   const double norms = 2 * N * C * compute_bytes + 2 * N * kF32;        // norm1/2, rstd1/2
@@ -39,8 +39,9 @@ LayerActivations layer_activations(const ModelShard& s, const ModelConfig& c, in
                            + N * hq * D * kF32 + N * hq * kF32;         // attn, lse
   const double mlp = N * C * kF32 + N * 2 * F * kF32 + N * F * compute_bytes;  // h, gate_up, act
   const double all = norms + attention + mlp;
-  if (mode == "full") return {0, all};
-  if (mode == "selective") return {norms + mlp, attention};
+  // Full also keeps a scratch for the recomputed layer's output (N, C) f32.
+  if (mode == Recompute::Full) return {0, all + N * C * kF32};
+  if (mode == Recompute::Selective) return {norms + mlp, attention};
   return {all, 0};
 }
 

@@ -44,7 +44,7 @@ ParallelConfig ParallelConfig::parse(const std::string& text, ParallelConfig c) 
     else if (key == "recompute") {
       VACC_CHECK(value == "none" || value == "selective" || value == "full",
                  "--parallel: recompute=", value, " is not valid; use none, selective or full");
-      c.recompute = value;
+      c.recompute = parse_recompute(value);
     } else if (key == "schedule") {
       VACC_CHECK(value == "1f1b" || value == "gpipe", "--parallel: schedule=", value,
                  " is not valid; use 1f1b or gpipe");
@@ -83,7 +83,8 @@ std::string ParallelConfig::describe(int64_t global_batch) const {
   s << "num_stages : " << pp << ", num_micro_batches : " << micro_batches
     << ", batch_per_device : " << micro_batch_size(global_batch) << ", "
     << (tp > 1 ? "TP : " + std::to_string(tp) : std::string("No TP"))
-    << ", recomputation : " << (recompute == "none" ? "false" : recompute)
+    << ", recomputation : "
+    << (recompute == Recompute::None ? std::string("false") : recompute_name(recompute))
     << ", distribute_param : " << (zero >= 3 ? "true" : "false") << " (data parallel " << dp
     << ", ZeRO stage " << zero;
   if (pp > 1) s << ", " << (schedule == PipelineScheduleKind::GPipe ? "GPipe" : "1F1B");

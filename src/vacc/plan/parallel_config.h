@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <string>
 
+#include "vacc/model/recompute.h"
+
 namespace vacc {
 
 struct ModelConfig;
@@ -20,7 +22,7 @@ struct ParallelConfig {
   int zero = 0;               // 0: replicas; 1: optimizer state sharded; 2: + gradients;
                               // 3: + parameters (gathered layer by layer)
   int64_t micro_batches = 1;  // per data-parallel replica, per step
-  std::string recompute = "none";  // none | selective | full
+  Recompute recompute = Recompute::None;  // activation recomputation per layer
   PipelineScheduleKind schedule = PipelineScheduleKind::OneFOneB;
 
   int devices() const { return dp * pp * tp; }

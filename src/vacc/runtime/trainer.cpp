@@ -79,7 +79,7 @@ Trainer::Trainer(Backend& backend, Communicator& comm, const ModelConfig& config
         store_ = store.get();
         return store;
       });
-  model_->set_recompute(options_.recompute);
+  model_->set_recompute(par.recompute);
   // Each rank fills only its shard; the store shares the shards where ranks keep replicas.
   Tensor owned = store_->owned_master();
   if (options_.load_weights)

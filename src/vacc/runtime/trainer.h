@@ -40,7 +40,6 @@ struct TrainerOptions {
   AdamWConfig adam;
   double max_grad_norm = 1.0;  // <= 0: no clipping
   uint64_t seed = 0;
-  Recompute recompute = Recompute::None;  // activation recomputation per layer
   // Fills `dst` with the f32 master weights of elements `range` of the table's layout (this
   // rank's shard; e.g. from a checkpoint); unset: random initialisation from `seed`.
   std::function<void(Backend&, const ParameterTable&, FlatRange range, Tensor& dst)> load_weights;
