@@ -1,0 +1,153 @@
+// Timing of the CUDA backend's ops at the shape of one Qwen2.5-0.5B layer (hidden 896, 14 q /
+// 2 kv heads of 64, FFN 4864, vocabulary 151936), for a session with a GPU (see docs/cuda.md):
+//   build/bin/cuda_ops_bench [tokens=1024] [batch=1]
+// Each op runs once to warm up, then `reps` times between two synchronize() calls; the figure
+// is the mean. FLOP rates count 2 M N K per product; bandwidths the bytes each op must move.
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "vacc/core/error.h"
+#include "vacc/kernels/cuda/cuda_backend.h"
+
+using namespace vacc;
+
+namespace {
+
+Tensor random_tensor(Backend& be, Shape shape, DType dt, float range, uint64_t seed) {
+  std::vector<float> host(size_t(shape_numel(shape)));
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> u(-range, range);
+  for (float& x : host) x = u(rng);
+  Tensor f = be.empty(shape, DType::F32, MemoryCategory::Buffers, "bench");
+  be.upload(host.data(), f);
+  if (dt == DType::F32) return f;
+  Tensor t = be.empty(shape, dt, MemoryCategory::Buffers, "bench");
+  be.copy(f, t);
+  return t;
+}
+
+void report(Backend& be, const std::string& name, double flops, double bytes,
+            const std::function<void()>& fn, int reps = 20) {
+  fn();
+  be.synchronize();
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < reps; ++i) fn();
+  be.synchronize();
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / reps;
+  std::printf("%-34s %9.3f ms", name.c_str(), s * 1e3);
+  if (flops > 0) std::printf("  %7.1f TFLOP/s", flops / s * 1e-12);
+  if (bytes > 0) std::printf("  %7.1f GB/s", bytes / s * 1e-9);
+  std::printf("\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int64_t T = argc > 1 ? std::atoll(argv[1]) : 1024, B = argc > 2 ? std::atoll(argv[2]) : 1;
+  const int64_t N = B * T, C = 896, F = 4864, Hq = 14, Hkv = 2, D = 64, V = 151936;
+  const int64_t QKV = (Hq + 2 * Hkv) * D;
+  if (cuda_device_count() == 0) {
+    std::fprintf(stderr, "cuda_ops_bench: no CUDA GPU on this machine (%s)\n",
+                 cuda_unavailable_reason().c_str());
+    return 1;
+  }
+  try {
+    auto be = make_cuda_backend(0);
+    std::printf("%s, %lld tokens (batch %lld x %lld)\n", be->name().c_str(), (long long)N,
+                (long long)B, (long long)T);
+    Backend& g = *be;
+    for (DType dt : {DType::BF16, DType::F32}) {
+      const std::string tag = " " + dtype_name(dt);
+      Tensor x = random_tensor(g, {N, C}, dt, 1.0f, 1);
+      Tensor wqkv = random_tensor(g, {QKV, C}, dt, 0.05f, 2), bqkv = random_tensor(g, {QKV}, DType::F32, 0.1f, 3);
+      Tensor wgu = random_tensor(g, {2 * F, C}, dt, 0.05f, 4), wdown = random_tensor(g, {C, F}, dt, 0.05f, 5);
+      Tensor act = random_tensor(g, {N, F}, dt, 1.0f, 6);
+      Tensor qkv = g.empty({N, QKV}, DType::F32, MemoryCategory::Activations, "qkv");
+      Tensor gu = g.empty({N, 2 * F}, DType::F32, MemoryCategory::Activations, "gate_up");
+      Tensor y = g.empty({N, C}, DType::F32, MemoryCategory::Activations, "y");
+      Tensor dwgu = g.zeros({2 * F, C}, DType::F32, MemoryCategory::Gradients, "dw");
+      Tensor dgu = random_tensor(g, {N, 2 * F}, dt, 1.0f, 7);
+      Tensor dx = g.empty({N, C}, DType::F32, MemoryCategory::Activations, "dx");
+      report(g, "matmul qkv (+bias)" + tag, 2.0 * N * QKV * C, 0,
+             [&] { g.matmul(x, false, wqkv, true, qkv, 1.0f, 0.0f, &bqkv); });
+      report(g, "matmul gate_up" + tag, 2.0 * N * 2 * F * C, 0,
+             [&] { g.matmul(x, false, wgu, true, gu); });
+      report(g, "matmul down" + tag, 2.0 * N * C * F, 0, [&] { g.matmul(act, false, wdown, true, y); });
+      report(g, "matmul gate_up dX" + tag, 2.0 * N * 2 * F * C, 0,
+             [&] { g.matmul(dgu, false, wgu, false, dx); });
+      report(g, "matmul gate_up dW (beta 1)" + tag, 2.0 * N * 2 * F * C, 0,
+             [&] { g.matmul(dgu, true, x, false, dwgu, 1.0f, 1.0f); });
+    }
+
+    Tensor qkv = random_tensor(g, {N, QKV}, DType::F32, 1.5f, 8);
+    AttentionShape s{B, T, Hq, Hkv, D};
+    for (DType dt : {DType::BF16, DType::F32}) {
+      Tensor out = g.empty({N, Hq * D}, dt, MemoryCategory::Activations, "attn");
+      Tensor lse = g.empty({B, Hq, T}, DType::F32, MemoryCategory::Activations, "lse");
+      Tensor dout = random_tensor(g, {N, Hq * D}, dt, 1.0f, 9);
+      Tensor dqkv = g.empty({N, QKV}, DType::F32, MemoryCategory::Activations, "dqkv");
+      const double fwd = 2.0 * B * Hq * T * T * D;  // causal: half of 4 B H T^2 D
+      report(g, "attention forward " + dtype_name(dt), fwd, 0,
+             [&] { g.attention_forward(qkv, s, out, lse); });
+      report(g, "attention backward " + dtype_name(dt), 2.5 * fwd, 0,
+             [&] { g.attention_backward(dout, qkv, out, lse, s, dqkv); });
+    }
+
+    {
+      Tensor x = random_tensor(g, {N, C}, DType::BF16, 1.0f, 10);
+      Tensor w = random_tensor(g, {V, C}, DType::BF16, 0.05f, 11);
+      std::vector<int32_t> labels(static_cast<size_t>(N));
+      for (int64_t i = 0; i < N; ++i) labels[size_t(i)] = int32_t((i * 7919) % V);
+      Tensor L = g.empty({N}, DType::I32, MemoryCategory::Buffers, "labels");
+      g.upload(labels.data(), L);
+      Tensor loss = g.zeros({1}, DType::F32, MemoryCategory::Buffers, "loss");
+      Tensor dX = g.empty({N, C}, DType::F32, MemoryCategory::Activations, "dx");
+      Tensor dW = g.zeros({V, C}, DType::F32, MemoryCategory::Gradients, "dw");
+      report(g, "classifier+CE forward bf16", 2.0 * N * V * C, 0,
+             [&] { g.classifier_cross_entropy(x, w, L, 1.0f, loss, nullptr, nullptr); }, 5);
+      report(g, "classifier+CE fwd+bwd bf16", 6.0 * N * V * C, 0,
+             [&] { g.classifier_cross_entropy(x, w, L, 1.0f, loss, &dX, &dW); }, 5);
+    }
+
+    {
+      Tensor x = random_tensor(g, {N, C}, DType::F32, 1.0f, 12), w = random_tensor(g, {C}, DType::F32, 1.0f, 13);
+      Tensor out = g.empty({N, C}, DType::BF16, MemoryCategory::Activations, "out");
+      Tensor rstd = g.empty({N}, DType::F32, MemoryCategory::Activations, "rstd");
+      Tensor dx = g.empty({N, C}, DType::F32, MemoryCategory::Activations, "dx");
+      Tensor dw = g.zeros({C}, DType::F32, MemoryCategory::Gradients, "dw");
+      report(g, "rmsnorm forward (bf16 out)", 0, double(N * C) * 6,
+             [&] { g.rmsnorm_forward(x, w, 1e-6f, out, rstd); });
+      report(g, "rmsnorm backward", 0, double(N * C) * 12,
+             [&] { g.rmsnorm_backward(x, x, w, rstd, dx, false, dw); });
+      Tensor gu = random_tensor(g, {N, 2 * F}, DType::F32, 2.0f, 14);
+      Tensor a = g.empty({N, F}, DType::BF16, MemoryCategory::Activations, "act");
+      Tensor dout = random_tensor(g, {N, F}, DType::F32, 1.0f, 15);
+      Tensor dgu = g.empty({N, 2 * F}, DType::BF16, MemoryCategory::Activations, "dgu");
+      report(g, "swiglu forward (bf16 out)", 0, double(N * F) * 10, [&] { g.swiglu_forward(gu, a); });
+      report(g, "swiglu backward (bf16 out)", 0, double(N * F) * 16,
+             [&] { g.swiglu_backward(dout, gu, dgu); });
+    }
+
+    {
+      const int64_t P = 494032768;  // Qwen2.5-0.5B's parameters
+      Tensor p = g.zeros({P}, DType::F32, MemoryCategory::Parameters, "p");
+      Tensor gr = g.zeros({P}, DType::F32, MemoryCategory::Gradients, "g");
+      Tensor m = g.zeros({P}, DType::F32, MemoryCategory::OptimizerState, "m");
+      Tensor v = g.zeros({P}, DType::F32, MemoryCategory::OptimizerState, "v");
+      Tensor acc = g.zeros({1}, DType::F32, MemoryCategory::Buffers, "acc");
+      AdamWParams hp;
+      report(g, "adamw step (494M parameters)", 0, double(P) * 28, [&] { g.adamw_step(p, gr, m, v, hp); }, 5);
+      report(g, "sum_of_squares (494M)", 0, double(P) * 4, [&] { g.sum_of_squares(gr, acc); }, 5);
+    }
+    std::printf("peak memory: %s\n", g.allocator().usage_report().c_str());
+  } catch (const Error& e) {
+    std::fprintf(stderr, "cuda_ops_bench: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
