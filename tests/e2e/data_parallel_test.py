@@ -6,10 +6,12 @@ rank's peak memory, and ZeRO shards the memory as it should."""
 import json
 import os
 import re
-import struct
 import subprocess
 import sys
 import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from safetensors_read import read_safetensors  # noqa: E402
 
 VACC = sys.argv[1]
 failures = []
@@ -29,25 +31,6 @@ CONFIG = {
     "tie_word_embeddings": True, "hidden_act": "silu", "torch_dtype": "float32",
 }
 STEPS = 20
-
-
-def read_safetensors(folder):
-    """{name: list of floats} of every .safetensors file in the folder (F32 only)."""
-    out = {}
-    for name in sorted(os.listdir(folder)):
-        if not name.endswith(".safetensors"):
-            continue
-        with open(os.path.join(folder, name), "rb") as f:
-            n = struct.unpack("<Q", f.read(8))[0]
-            header = json.loads(f.read(n))
-            data = f.read()
-        for key, t in header.items():
-            if key == "__metadata__":
-                continue
-            assert t["dtype"] == "F32", t
-            b, e = t["data_offsets"]
-            out[key] = struct.unpack(f"<{(e - b) // 4}f", data[b:e])
-    return out
 
 
 def train(tmp, tag, flavor, parallel="", extra=()):

@@ -10,6 +10,9 @@ import subprocess
 import sys
 import tempfile
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from safetensors_read import max_abs_difference, read_safetensors  # noqa: E402
+
 VACC = sys.argv[1]
 failures = []
 STEPS = 10
@@ -32,12 +35,12 @@ def config(tied, layers=4, heads=4, kv=2, bias=True):
     }
 
 
-def losses(cfg_path, flavor, parallel, batch=8):
+def losses(cfg_path, flavor, parallel, batch=8, save=None):
     """The per-step losses at full precision (from --metrics-out), and the log."""
     metrics = cfg_path + ".metrics.jsonl"
     cmd = [VACC, "train", "--model-config", cfg_path, "--synthetic", "--batch", str(batch),
            "--seq-len", "16", "--steps", str(STEPS), "--lr", "3e-3", "--weight-decay", "0.01",
-           "--flavor", flavor, "--metrics-out", metrics]
+           "--flavor", flavor, "--metrics-out", metrics] + (["--save", save] if save else [])
     if parallel:
         cmd += ["--parallel", parallel]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
@@ -54,8 +57,14 @@ def compare(tag, got, base):
     print(f"{tag}: worst {worst:.1e}", flush=True)
 
 
-# (flavor, --parallel) pairs; tp and recompute are added when the model supports them.
+# (flavor, --parallel) pairs.
 COMBOS = [
+    ("cpu-4", "tp=4"),
+    ("cpu-4", "tp=2,dp=2,zero=3,recompute=selective"),
+    ("cpu-4", "tp=2,pp=2,microbatches=2,recompute=full"),
+    ("cpu-8", "dp=2,pp=2,tp=2,microbatches=4,recompute=full,zero=1"),
+    ("cpu-8", "tp=2,pp=4,microbatches=4,schedule=gpipe,zero=2"),
+    ("cpu-8", "tp=4,dp=2,zero=2,recompute=selective"),
     ("cpu-4", "pp=2,dp=2"),
     ("cpu-4", "pp=2,dp=2,zero=1,microbatches=2"),
     ("cpu-4", "pp=4,microbatches=4"),
@@ -76,14 +85,21 @@ with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, name + ".json")
         with open(path, "w") as f:
             json.dump(cfg, f)
-        base, out = losses(path, "cpu-1", "")
+        base_dir = os.path.join(tmp, name + "-cpu1")
+        base, out = losses(path, "cpu-1", "", save=base_dir)
         check(base is not None, f"{name}: cpu-1 runs: {out}")
         if base is None:
             continue
-        for flavor, parallel in COMBOS:
-            got, out = losses(path, flavor, parallel)
+        for i, (flavor, parallel) in enumerate(COMBOS):
+            # Some runs also save: the folder must hold the weights cpu-1 saved.
+            save = os.path.join(tmp, f"{name}-{i}") if "tp=" in parallel and "pp=" in parallel else None
+            got, out = losses(path, flavor, parallel, save=save)
             check(got is not None, f"{name} {flavor} {parallel}: runs: {out}")
             compare(f"{name} {flavor} {parallel}", got, base)
+            if save and got is not None:
+                worst, scale = max_abs_difference(read_safetensors(save), read_safetensors(base_dir))
+                check(worst is not None and worst <= 1e-4 * max(1.0, scale),
+                      f"{name} {flavor} {parallel}: saved weights equal cpu-1's (worst {worst})")
 
     # --trace: one step of every rank as Chrome trace JSON (what Perfetto opens).
     path = os.path.join(tmp, "tied-gqa.json")

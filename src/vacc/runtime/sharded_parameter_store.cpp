@@ -172,6 +172,10 @@ void ShardedParameterStore::gradients_ready(size_t g) {
   const FlatRange range = group_range(g);
   if (deferred_.count(g) && !finishing_) return;  // combined and reduced at the end
   if (zero_ < 2 && !last_micro_batch_ && !finishing_) return;  // accumulate; reduce once
+  if (pre_reduce_) {
+    Tensor grads = gradients(g);
+    pre_reduce_(g, grads);
+  }
   PendingReduction p;
   p.started_us = Trace::instance().now_us();
   p.what = std::string(zero_ == 0 ? "all-reduce" : "reduce-scatter") + " gradients of group " +
@@ -249,23 +253,23 @@ void ShardedParameterStore::zero_gradients() {
   reduced_this_step_.assign(table_.groups().size(), false);
 }
 
-double ShardedParameterStore::gradient_square_sum(FlatRange exclude) {
+double ShardedParameterStore::gradient_square_sum(const std::vector<FlatRange>& exclude) {
   // ZeRO 0: every rank holds the whole reduced gradient, so dp rank 0 speaks for the group.
   if (zero_ == 0 && comm_.rank() != 0) return 0.0;
   const FlatRange mine = zero_ == 0 ? FlatRange{0, total_} : owned_;
   Tensor& grads = zero_ == 0 ? full_grads_ : shard_grads_;
-  Tensor acc = backend_.zeros({1}, DType::F32, MemoryCategory::Buffers, "gradient norm");
-  // mine minus exclude: at most two pieces.
-  auto clamp = [&](int64_t x) { return std::min(std::max(x, mine.begin), mine.end); };
-  std::vector<FlatRange> pieces{mine};
-  if (exclude.numel() > 0)
-    pieces = {{mine.begin, clamp(exclude.begin)}, {clamp(exclude.end), mine.end}};
-  for (const FlatRange& piece : pieces)
-    if (piece.numel() > 0)
-      backend_.sum_of_squares(grads.view(piece.begin - mine.begin, {piece.numel()}), acc);
-  float local = 0.0f;
-  backend_.download(acc, &local);
-  return double(local);
+  auto square_sum = [&](FlatRange r) {
+    const int64_t b = std::max(r.begin, mine.begin), e = std::min(r.end, mine.end);
+    if (b >= e) return 0.0;
+    Tensor acc = backend_.zeros({1}, DType::F32, MemoryCategory::Buffers, "gradient norm");
+    backend_.sum_of_squares(grads.view(b - mine.begin, {e - b}), acc);
+    float v = 0.0f;
+    backend_.download(acc, &v);
+    return double(v);
+  };
+  double sum = square_sum(mine);
+  for (const FlatRange& r : exclude) sum -= square_sum(r);
+  return sum;
 }
 
 Tensor ShardedParameterStore::optimizer_parameters() {

@@ -54,9 +54,15 @@ class ShardedParameterStore final : public ParameterStore {
   // the whole step, then finish_gradient_reduction() calls `combine` on the group's gradient
   // (every rank of the dp group, in group order) before reducing it over the dp group.
   void defer_reduction(size_t g, std::function<void(Tensor& group_gradient)> combine);
-  // This rank's share of the squared gradient norm of the stage, the range `exclude` left
-  // out (a tied copy counted elsewhere): summed over the dp group it gives the stage's total.
-  double gradient_square_sum(FlatRange exclude = {});
+  // Runs just before a group's gradient is reduced over the dp group (once per reduction):
+  // tensor parallelism sums the partial gradients of replicated key/value rows here.
+  void set_pre_reduce(std::function<void(size_t group, Tensor& group_gradient)> hook) {
+    pre_reduce_ = std::move(hook);
+  }
+  // This rank's share of the squared gradient norm of the stage, the ranges `exclude` left
+  // out (disjoint; copies counted on another rank): summed over the dp group it gives the
+  // stage's total.
+  double gradient_square_sum(const std::vector<FlatRange>& exclude = {});
   // What this rank's optimizer updates: a range of the layout, its f32 master weights and
   // its reduced gradient.
   FlatRange optimizer_range() const { return zero_ == 0 ? FlatRange{0, total_} : owned_; }
@@ -123,6 +129,7 @@ class ShardedParameterStore final : public ParameterStore {
   std::deque<PendingReduction> pending_;
   std::vector<bool> reduced_this_step_;  // per group: its shard part already holds a sum
   std::map<size_t, std::function<void(Tensor&)>> deferred_;
+  std::function<void(size_t, Tensor&)> pre_reduce_;
   bool finishing_ = false;  // inside finish_gradient_reduction (deferred groups reduce now)
 };
 

@@ -38,17 +38,15 @@ TokenBatch padded_slice(const TokenBatch& batch, int64_t first, int64_t count) {
   return part;
 }
 
-// The shard of pipeline stage `stage`: its layers, the embedding on the first stage, the
-// final norm, output projection and loss on the last.
+// The shard of pipeline stage `stage` and tensor-parallel rank `tp_rank`: the stage's layers
+// (their heads, FFN columns and vocabulary rows of this tp rank), the embedding on the first
+// stage, the final norm, output projection and loss on the last.
 ModelShard stage_shard(const ModelConfig& config, const ParallelConfig& par, int stage,
-                       int64_t seq_len) {
+                       int tp_rank, int64_t seq_len) {
   const auto ranges = split_layers(config, par.pp, seq_len);
-  ModelShard shard = ModelShard::whole(config);
-  shard.layer_begin = ranges[size_t(stage)].first;
-  shard.layer_end = ranges[size_t(stage)].second;
-  shard.has_embedding = stage == 0;
-  shard.has_head = stage == par.pp - 1;
-  return shard;
+  return ModelShard::tensor_parallel(config, ranges[size_t(stage)].first,
+                                     ranges[size_t(stage)].second, stage == 0,
+                                     stage == par.pp - 1, tp_rank, par.tp);
 }
 
 FlatRange entry_range(const ParameterTable& table, size_t entry) {
@@ -65,14 +63,14 @@ Trainer::Trainer(Backend& backend, Communicator& comm, const ModelConfig& config
   VACC_CHECK(options_.batch > 0, "--batch must be positive (got ", options_.batch, ")");
   VACC_CHECK(options_.seq_len > 0, "--seq-len must be positive (got ", options_.seq_len, ")");
   par.validate(comm_.size(), options_.batch, &config);
-  VACC_CHECK(par.tp == 1, "tensor parallelism is not wired into training yet (tp=", par.tp, ")");
   VACC_CHECK(options_.seq_len <= config.max_position_embeddings, "--seq-len ", options_.seq_len,
              " exceeds the model's max_position_embeddings (", config.max_position_embeddings,
              ")");
   grid_ = std::make_unique<RankGrid>(comm_, par);
   const int stage = grid_->pp_rank();
   model_ = std::make_unique<Transformer>(
-      backend_, config, stage_shard(config, par, stage, options_.seq_len), options_.dtype,
+      backend_, config, stage_shard(config, par, stage, grid_->tp_rank(), options_.seq_len),
+      options_.dtype,
       options_.seq_len, [&](const ParameterTable& table) {
         auto store = std::make_unique<ShardedParameterStore>(backend_, grid_->dp(), table,
                                                              options_.dtype, par.zero);
@@ -89,6 +87,7 @@ Trainer::Trainer(Backend& backend, Communicator& comm, const ModelConfig& config
                           store_->owned());
   store_->parameters_loaded();
   tie_embedding_across_stages();
+  connect_tensor_parallel();
   optimizer_ = std::make_unique<AdamW>(backend_, store_->optimizer_parameters(),
                                        store_->optimizer_gradients(),
                                        segments_in(model_->table(), store_->optimizer_range()),
@@ -133,6 +132,72 @@ void Trainer::tie_embedding_across_stages() {
     ends->all_reduce(tied);
   });
   if (grid_->last_stage()) tied_copy_ = range;
+}
+
+// Tensor parallelism: the model's hooks sum partial results over the tp group, and the
+// gradients of key/value heads that several tp ranks replicate are summed among them before
+// the data-parallel reduction.
+void Trainer::connect_tensor_parallel() {
+  if (options_.parallel.tp == 1) return;
+  Communicator& tp = grid_->tp();
+  auto sum = [&tp](Tensor& t) {
+    TraceSpan span("tensor parallel", "all-reduce " + std::to_string(t.numel()) + " values", 1);
+    tp.all_reduce(t);
+  };
+  tp_hooks_.reduce_forward = sum;
+  tp_hooks_.reduce_backward = sum;
+  tp_hooks_.reduce_sum = sum;
+  tp_hooks_.combine_logsumexp = [this, &tp](Tensor& lse) {
+    // Every rank's per-row log-sum-exp, gathered, then log(sum_r exp(lse_r)) on the host.
+    TraceSpan span("tensor parallel", "combine log-sum-exp", 1);
+    const int64_t n = lse.numel(), ranks = tp.size();
+    Tensor all = backend_.empty({n * ranks}, DType::F32, MemoryCategory::Buffers, "lse of every tp rank");
+    const std::vector<int64_t> counts(static_cast<size_t>(ranks), n);
+    tp.all_gather(lse, all, counts);
+    std::vector<float> host(size_t(n * ranks)), out(static_cast<size_t>(n));
+    backend_.download(all, host.data());
+    for (int64_t i = 0; i < n; ++i) {
+      float m = -INFINITY;
+      for (int64_t r = 0; r < ranks; ++r) m = std::max(m, host[size_t(r * n + i)]);
+      double s = 0.0;
+      for (int64_t r = 0; r < ranks; ++r) s += std::exp(double(host[size_t(r * n + i)] - m));
+      out[size_t(i)] = std::isfinite(m) ? float(double(m) + std::log(s)) : m;
+    }
+    backend_.upload(out.data(), lse);
+  };
+  model_->set_tensor_parallel_hooks(&tp_hooks_);
+
+  const ModelShard& shard = model_->shard();
+  if (shard.kv_replicas <= 1) return;
+  const std::vector<int> group = shard.kv_replica_group();
+  kv_replicas_ = tp.split(group.front(), grid_->tp_rank());
+  const ParameterTable& table = model_->table();
+  Communicator* kv = kv_replicas_.get();
+  store_->set_pre_reduce([&table, kv](size_t g, Tensor& grads) {
+    const ParameterGroup& pg = table.groups()[g];
+    for (const FlatRange& r : table.kv_replica_ranges())
+      if (r.begin >= pg.offset && r.end <= pg.end()) {
+        Tensor rows = grads.view(r.begin - pg.offset, {r.numel()});
+        kv->all_reduce(rows);
+      }
+  });
+}
+
+// Gradient pieces another rank of the stage counts in the global norm: the last stage's copy
+// of a tied embedding, and pieces replicated over tp ranks (norms; shared key/value heads),
+// counted by the first rank of their replicas only.
+std::vector<FlatRange> Trainer::copies_counted_elsewhere() const {
+  std::vector<FlatRange> out;
+  if (tied_copy_.numel() > 0) out.push_back(tied_copy_);
+  const ParameterTable& table = model_->table();
+  for (const CheckpointTensor& ct : table.checkpoint_tensors()) {
+    if (ct.replicas <= 1 || grid_->tp_rank() % ct.replicas == 0) continue;
+    const int64_t start = table.entry(ct.entry).offset + ct.offset;
+    const FlatRange r{start, start + ct.numel()};
+    if (!(r.begin >= tied_copy_.begin && r.end <= tied_copy_.end && tied_copy_.numel() > 0))
+      out.push_back(r);
+  }
+  return out;
 }
 
 void Trainer::upload_micro_batch(const TokenBatch& part, Slot& slot) {
@@ -259,7 +324,7 @@ StepMetrics Trainer::step(const TokenBatch& batch, bool trace) {
   }
   StepMetrics m;
   m.step = ++steps_;
-  double square_sum = store_->gradient_square_sum(tied_copy_);
+  double square_sum = store_->gradient_square_sum(copies_counted_elsewhere());
   comm_.all_reduce_host(&square_sum, 1);
   m.grad_norm = std::sqrt(square_sum);
   m.lr = options_.lr.at(m.step);
@@ -302,41 +367,54 @@ StepMetrics Trainer::step(const TokenBatch& batch, bool trace) {
 void Trainer::save(const std::string& dir, const HfSaveOptions& options) {
   const ModelConfig& config = model_->config();
   const ParallelConfig& par = options_.parallel;
-  // Where each checkpoint tensor lives: the first stage holding it, and its range there.
-  std::map<std::string, std::pair<int, FlatRange>> where;
-  for (int stage = par.pp - 1; stage >= 0; --stage) {
-    const ParameterTable table(config, stage_shard(config, par, stage, options_.seq_len));
-    for (const CheckpointTensor& ct : table.checkpoint_tensors()) {
-      const int64_t start = table.entry(ct.entry).offset + ct.offset;
-      where[ct.name] = {stage, {start, start + shape_numel(ct.shape)}};
+  // Each checkpoint tensor's pieces: one per tp rank of the first stage holding it.
+  struct Piece {
+    int stage, tp_rank;
+    FlatRange range;  // in that rank's layout
+    CheckpointTensor ct;
+  };
+  std::map<std::string, std::vector<Piece>> pieces;
+  for (int stage = 0; stage < par.pp; ++stage) {
+    std::map<std::string, std::vector<Piece>> here;
+    for (int t = 0; t < par.tp; ++t) {
+      const ParameterTable table(config, stage_shard(config, par, stage, t, options_.seq_len));
+      for (const CheckpointTensor& ct : table.checkpoint_tensors()) {
+        const int64_t start = table.entry(ct.entry).offset + ct.offset;
+        here[ct.name].push_back({stage, t, {start, start + ct.numel()}, ct});
+      }
     }
+    for (auto& [name, list] : here) pieces.emplace(name, std::move(list));
   }
   const int writer = 0;
-  std::vector<float> buffer;
-  // Every rank walks the tensors in the writer's order; the stage holding a tensor produces
-  // it (collectively within its dp group under ZeRO 3) and its dp rank 0 sends it over.
+  std::vector<float> piece_values;
+  // Every rank walks the tensors in the writer's order. The (dp rank 0) rank holding a piece
+  // produces it — with ZeRO 3 collectively with its dp group — and sends it to the writer,
+  // which places it into the whole tensor.
   auto fetch = [&](const HfTensorInfo& t, float* out) {
-    const auto& [stage, range] = where.at(t.name);
-    const int holder = stage * par.dp * par.tp;  // the stage's dp rank 0, tp rank 0
-    if (grid_->pp_rank() == stage) {
+    for (const Piece& p : pieces.at(t.name)) {
+      const int holder = p.stage * par.dp * par.tp + p.tp_rank;
+      const bool mine = grid_->pp_rank() == p.stage && grid_->tp_rank() == p.tp_rank;
       const bool produce = comm_.rank() == holder;
-      if (produce && !out) {
-        buffer.resize(size_t(range.numel()));
-        out = buffer.data();
+      if (produce || comm_.rank() == writer) piece_values.resize(size_t(p.range.numel()));
+      if (mine && (produce || store_->read_is_collective()))
+        store_->read_range(p.range, produce ? piece_values.data() : nullptr);
+      if (holder == writer) {
+        if (produce) place_checkpoint_piece(p.ct, piece_values.data(), out);
+        continue;
       }
-      if (produce || store_->read_is_collective()) store_->read_range(range, produce ? out : nullptr);
-      if (produce && holder != writer) {
-        Tensor t_host = backend_.empty({range.numel()}, DType::F32, MemoryCategory::Buffers,
-                                       "checkpoint tensor");
-        backend_.upload(out, t_host);
-        comm_.send(t_host, writer);
+      Tensor buf;
+      if (produce || comm_.rank() == writer)
+        buf = backend_.empty({p.range.numel()}, DType::F32, MemoryCategory::Buffers,
+                             "checkpoint piece");
+      if (produce) {
+        backend_.upload(piece_values.data(), buf);
+        comm_.send(buf, writer);
       }
-    }
-    if (comm_.rank() == writer && holder != writer) {
-      Tensor t_host = backend_.empty({range.numel()}, DType::F32, MemoryCategory::Buffers,
-                                     "checkpoint tensor");
-      comm_.recv(t_host, holder);
-      backend_.download(t_host, out);
+      if (comm_.rank() == writer) {
+        comm_.recv(buf, holder);
+        backend_.download(buf, piece_values.data());
+        place_checkpoint_piece(p.ct, piece_values.data(), out);
+      }
     }
   };
   if (comm_.rank() == writer) {
@@ -358,7 +436,10 @@ void Trainer::write_trace(const std::string& path) {
                                      std::to_string(grid_->tp_rank()) + ") on " + comm_.host()}}}};
   std::string mine = meta.dump();
   const std::string events = Trace::instance().events_json(comm_.rank());
-  if (!events.empty()) mine += "," + events;
+  if (!events.empty()) {
+    mine.push_back(',');
+    mine.append(events);
+  }
   // Rank 0 collects every rank's text: the lengths first, then the bytes.
   const int n = comm_.size();
   std::vector<double> lengths(size_t(n), 0.0);
@@ -383,7 +464,8 @@ void Trainer::write_trace(const std::string& path) {
     comm_.recv(t, r);
     std::vector<char> text(size_t(t.numel()) * 4);
     backend_.download(t, text.data());
-    all += "," + std::string(text.data(), bytes);
+    all.push_back(',');
+    all.append(text.data(), bytes);
   }
   write_file_atomically(path, "{\"displayTimeUnit\": \"ms\", \"traceEvents\": [" + all + "]}\n");
 }

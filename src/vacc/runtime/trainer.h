@@ -96,6 +96,8 @@ class Trainer {
   void backward(Slot& slot, int64_t micro_batch, float grad_scale);
   void wait_sends();
   void tie_embedding_across_stages();
+  void connect_tensor_parallel();
+  std::vector<FlatRange> copies_counted_elsewhere() const;
 
   Backend& backend_;
   Communicator& comm_;
@@ -110,6 +112,8 @@ class Trainer {
   Tensor positions_, loss_sum_, dx_;
   std::deque<std::pair<Tensor, std::unique_ptr<CommRequest>>> grad_sends_;
   FlatRange tied_copy_;  // the last stage's copy of a tied embedding (counted once in norms)
+  TensorParallelHooks tp_hooks_;
+  std::unique_ptr<Communicator> kv_replicas_;  // tp ranks sharing this rank's key/value heads
   int64_t micro_ = 0;
   int64_t steps_ = 0;
 };
