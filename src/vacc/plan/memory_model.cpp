@@ -61,11 +61,10 @@ std::string MemoryBreakdown::str() const {
 MemoryBreakdown predict_rank_memory(const ModelConfig& c, const ParallelConfig& p,
                                     const MemoryQuery& q, int stage, int dp_rank) {
   const auto ranges = split_layers(c, p.pp, q.seq_len);
-  ModelShard shard = ModelShard::whole(c);
-  shard.layer_begin = ranges[size_t(stage)].first;
-  shard.layer_end = ranges[size_t(stage)].second;
-  shard.has_embedding = stage == 0;
-  shard.has_head = stage == p.pp - 1;
+  // Tensor-parallel rank 0 (the ranks of a stage differ by at most a vocabulary row).
+  const ModelShard shard =
+      ModelShard::tensor_parallel(c, ranges[size_t(stage)].first, ranges[size_t(stage)].second,
+                                  stage == 0, stage == p.pp - 1, 0, p.tp);
   const ParameterTable table(c, shard);
   const double cb = q.dtype == DType::BF16 ? 2.0 : 4.0;
   const bool mixed = q.dtype == DType::BF16;
@@ -127,7 +126,8 @@ MemoryBreakdown predict_rank_memory(const ModelConfig& c, const ParallelConfig& 
   m.buffers = ws + N * C * kF32 /* model's dx scratch */ + N * C * kF32 /* trainer's dx */ +
               double(in_flight) * 2 * N * 4 + N * 4 /* ids, labels, positions */ +
               (stage > 0 ? 2 * N * C * kF32 : 0.0) /* gradient sends */ +
-              2 * double(q.seq_len) * D / 2 * kF32 /* rope */;
+              2 * double(q.seq_len) * D / 2 * kF32 /* rope */ +
+              (p.tp > 1 && shard.has_head ? double(p.tp + 2) * N * kF32 : 0.0) /* lse */;
   return m;
 }
 
