@@ -7,30 +7,12 @@
 #include "vacc/core/error.h"
 #include "vacc/kernels/backend.h"
 #include "vacc/kernels/cpu/cpu_kernels.h"
+#include "vacc/kernels/tensor_checks.h"
 
 namespace vacc {
 namespace {
 
-void expect(bool cond, const char* op, const char* what, const Tensor& t, const char* rule) {
-  if (!cond) fail(op, ": ", what, " is ", t.defined() ? t.str() : "undefined", "; expected ", rule);
-}
-
-void expect_dtype(const char* op, const char* what, const Tensor& t, DType dt) {
-  expect(t.defined() && t.dtype() == dt, op, what, t, dtype_name(dt).c_str());
-}
-
-void expect_float(const char* op, const char* what, const Tensor& t) {
-  expect(t.defined() && (t.dtype() == DType::F32 || t.dtype() == DType::BF16), op, what, t,
-         "f32 or bf16");
-}
-
-void expect_shape(const char* op, const char* what, const Tensor& t, const Shape& s) {
-  expect(t.defined() && t.shape() == s, op, what, t, ("shape " + shape_str(s)).c_str());
-}
-
-void expect_2d(const char* op, const char* what, const Tensor& t) {
-  expect(t.defined() && t.dim() == 2, op, what, t, "a matrix");
-}
+using namespace checks;  // argument checks shared with the other backends
 
 class CpuBackend final : public Backend {
  public:
