@@ -1,0 +1,191 @@
+#include "vacc/plan/cost_model.h"
+
+#include <algorithm>
+#include <cstdio>
+
+#include "vacc/model/model_shard.h"
+#include "vacc/plan/stage_split.h"
+
+namespace vacc {
+namespace {
+
+constexpr double kF32 = 4.0;
+
+struct StageShape {
+  double layers = 0, q_heads = 0, kv_heads = 0, ffn = 0, vocab = 0;
+  bool embedding = false, head = false;
+  double parameters = 0, largest_group = 0;
+};
+
+StageShape stage_shape(const ModelConfig& c, const ParallelConfig& p, int64_t begin, int64_t end,
+                       int stage) {
+  const ModelShard s =
+      ModelShard::tensor_parallel(c, begin, end, stage == 0, stage == p.pp - 1, 0, p.tp);
+  StageShape out;
+  out.layers = double(s.num_layers());
+  out.q_heads = double(s.q_heads);
+  out.kv_heads = double(s.kv_heads);
+  out.ffn = double(s.ffn_size);
+  out.vocab = double(s.vocab_size);
+  out.embedding = s.has_embedding;
+  out.head = s.has_head;
+  const double C = double(c.hidden_size), D = double(c.head_dim);
+  const double W = (out.q_heads + 2 * out.kv_heads) * D;
+  double layer = C * W + out.q_heads * D * C + 3 * C * out.ffn + 2 * C;
+  if (c.attention_bias) layer += W;
+  out.largest_group = layer;
+  out.parameters = out.layers * layer;
+  const double table = out.vocab * C;
+  if (out.embedding) out.parameters += table;
+  if (out.head) out.parameters += C + (c.tie_word_embeddings && out.embedding ? 0 : table);
+  return out;
+}
+
+}  // namespace
+
+double ring_all_reduce_seconds(double bytes, int n, const LinkSpec& link) {
+  if (n <= 1 || bytes <= 0) return 0;
+  return 2.0 * (n - 1) * link.latency + 2.0 * (n - 1) / n * bytes / link.bandwidth;
+}
+
+double ring_all_gather_seconds(double bytes, int n, const LinkSpec& link) {
+  if (n <= 1 || bytes <= 0) return 0;
+  return (n - 1) * link.latency + double(n - 1) / n * bytes / link.bandwidth;
+}
+
+double ring_reduce_scatter_seconds(double bytes, int n, const LinkSpec& link) {
+  return ring_all_gather_seconds(bytes, n, link);
+}
+
+const LinkSpec& group_link(const ClusterSpec& cluster, int stride, int size) {
+  return int64_t(stride) * size > cluster.devices_per_node ? cluster.inter_node : cluster.intra_node;
+}
+
+std::string CostBreakdown::str() const {
+  char buf[512];
+  std::snprintf(buf, sizeof buf,
+                "%.4g s (pipeline %.4g s of which bubble %.4g s; slowest stage: compute %.4g s, "
+                "tp %.4g s, p2p %.4g s, zero-3 gathers %.4g s; dp reduction %.4g s, exposed "
+                "%.4g s; parameter gather %.4g s; optimizer %.4g s)",
+                step_s, pipeline_s, bubble_s, compute_s, tp_comm_s, p2p_comm_s, zero_gather_s,
+                dp_comm_s, dp_exposed_s, param_gather_s, optimizer_s);
+  return buf;
+}
+
+CostBreakdown predict_step_time(const ModelConfig& c, const ParallelConfig& p,
+                                const CostQuery& q, const ClusterSpec& cluster) {
+  const DeviceProfile& dev = cluster.profile;
+  const DType dt = q.dtype;
+  const double cb = dt == DType::BF16 ? 2.0 : 4.0;
+  const int64_t micro = q.global_batch / p.dp / p.micro_batches;
+  const double M = double(p.micro_batches);
+  const double S = double(q.seq_len), N = double(micro) * S;
+  const double C = double(c.hidden_size), D = double(c.head_dim);
+  const LinkSpec& tp_link = group_link(cluster, 1, p.tp);
+  const LinkSpec& dp_link = group_link(cluster, p.tp, p.dp);
+  const LinkSpec& pp_link = group_link(cluster, p.tp * p.dp, p.pp);
+
+  CostBreakdown out;
+  out.model_flops = c.training_flops(q.global_batch * q.seq_len, q.global_batch * q.seq_len, q.seq_len);
+  const auto ranges = split_layers(c, p.pp, q.seq_len);
+  struct StageCost {
+    double compute = 0, backward = 0, tp = 0, p2p = 0, gather = 0, micro = 0;
+    double dp = 0, dp_exposed = 0, param_gather = 0, optimizer = 0;
+  };
+  std::vector<StageCost> stages(size_t(p.pp));
+  for (int s = 0; s < p.pp; ++s) {
+    const StageShape sh = stage_shape(c, p, ranges[size_t(s)].first, ranges[size_t(s)].second, s);
+    StageCost& st = stages[size_t(s)];
+    const double hq = sh.q_heads, hkv = sh.kv_heads, F = sh.ffn, W = (hq + 2 * hkv) * D;
+    // One layer, forward, one micro-batch.
+    const double qkv = dev.matmul_seconds(dt, N, W, C);
+    const double core = double(micro) * hq *
+                        (dev.matmul_seconds(dt, S, S, D) + dev.matmul_seconds(dt, S, D, S));
+    const double rest = dev.matmul_seconds(dt, N, C, hq * D) + dev.matmul_seconds(dt, N, 2 * F, C) +
+                        dev.matmul_seconds(dt, N, C, F);
+    const double elementwise = dev.memory_seconds((12 * N * C + 4 * N * W + 6 * N * F) * kF32);
+    const double fwd = qkv + core + rest + elementwise;
+    double recompute = 0;
+    if (p.recompute == Recompute::Full) recompute = fwd;
+    if (p.recompute == Recompute::Selective) recompute = qkv + core;
+    double layer_fwd = sh.layers * fwd, layer_bwd = sh.layers * (2 * fwd + recompute);
+    if (sh.head) {
+      const double head = dev.matmul_seconds(dt, N, sh.vocab, C);
+      const double ce = dev.memory_seconds(3 * N * sh.vocab * kF32);
+      layer_fwd += head + ce;
+      layer_bwd += 2 * head + ce;
+    }
+    st.compute = layer_fwd + layer_bwd;
+    st.backward = layer_bwd;
+    // Tensor parallelism: 2 all-reduces forward and 2 backward per layer (not overlapped), and
+    // the vocabulary-parallel loss's small ones.
+    st.tp = sh.layers * 4 * ring_all_reduce_seconds(N * C * cb, p.tp, tp_link);
+    if (sh.head) st.tp += 3 * ring_all_reduce_seconds(N * kF32, p.tp, tp_link);
+    // Pipeline sends: activations in, their gradient back.
+    const double hop = p.pp > 1 ? pp_link.latency + N * C * kF32 / pp_link.bandwidth : 0.0;
+    st.p2p = (s > 0 ? hop : 0.0) + (s < p.pp - 1 ? hop : 0.0);
+    double busy = st.compute + st.tp;
+    // ZeRO-3: the stage's parameters gathered for forward and again for backward, prefetched
+    // a group ahead (hidden behind compute but for the first group).
+    const double P = sh.parameters;
+    if (p.zero >= 3 && p.dp > 1) {
+      st.gather = 2 * ring_all_gather_seconds(P * kF32, p.dp, dp_link);
+      const double first = st.gather * sh.largest_group / std::max(P, 1.0);
+      busy = std::max(busy, st.gather) + first;
+    }
+    st.micro = busy + st.p2p;
+    // Gradient reduction over dp: one all-reduce at the end (ZeRO 0/1) overlapped with the last
+    // micro-batch's backward, or a reduce-scatter per micro-batch (ZeRO 2/3) overlapped with
+    // each backward; the last bucket (a layer's gradients) is never hidden.
+    if (p.dp > 1) {
+      const double bytes = P * kF32;
+      const double last_bucket_share = sh.largest_group / std::max(P, 1.0);
+      if (p.zero >= 2) {
+        const double rs = ring_reduce_scatter_seconds(bytes, p.dp, dp_link);
+        st.dp = M * rs;
+        st.dp_exposed = M * std::max(rs - st.backward, 0.0) +
+                        rs * last_bucket_share;
+      } else {
+        const double ar = ring_all_reduce_seconds(bytes, p.dp, dp_link);
+        st.dp = ar;
+        st.dp_exposed = std::max(ar - st.backward, ar * last_bucket_share);
+      }
+      if (p.zero >= 1 && p.zero <= 2)
+        st.param_gather = ring_all_gather_seconds(P * kF32, p.dp, dp_link);
+    }
+    // AdamW over the owned parameters: master, gradient, two moments (read + write), plus the
+    // compute copy under bf16.
+    const double owned = p.zero >= 1 ? P / p.dp : P;
+    st.optimizer = dev.memory_seconds(owned * (7 * kF32 + (dt == DType::BF16 ? 2.0 : 0.0)));
+    out.stage_time_s.push_back(st.micro);
+  }
+
+  double sum = 0, slowest = 0;
+  size_t worst = 0;
+  for (size_t s = 0; s < stages.size(); ++s) {
+    sum += stages[s].micro;
+    if (stages[s].micro > slowest) slowest = stages[s].micro, worst = s;
+  }
+  out.pipeline_s = sum + (M - 1) * slowest;
+  out.bubble_s = out.pipeline_s - M * slowest;
+  const StageCost& w = stages[worst];
+  out.compute_s = M * w.compute;
+  out.tp_comm_s = M * w.tp;
+  out.p2p_comm_s = M * w.p2p;
+  out.zero_gather_s = M * w.gather;
+  double tail = 0;
+  for (const StageCost& st : stages) {
+    const double t = st.dp_exposed + st.param_gather + st.optimizer;
+    if (t > tail) {
+      tail = t;
+      out.dp_comm_s = st.dp;
+      out.dp_exposed_s = st.dp_exposed;
+      out.param_gather_s = st.param_gather;
+      out.optimizer_s = st.optimizer;
+    }
+  }
+  out.step_s = out.pipeline_s + tail;
+  return out;
+}
+
+}  // namespace vacc

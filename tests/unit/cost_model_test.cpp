@@ -1,0 +1,129 @@
+// The cost model against hand-computed cases: a tiny model on an ideal device (efficiency 1
+// at every size, unlimited memory bandwidth), so the step time is FLOPs / peak plus the
+// alpha-beta link terms, worked out by hand below.
+#include <gtest/gtest.h>
+
+#include "vacc/core/error.h"
+#include "vacc/plan/cost_model.h"
+
+namespace vacc {
+namespace {
+
+ModelConfig tiny() {
+  ModelConfig c;
+  c.vocab_size = 256;
+  c.hidden_size = 64;
+  c.intermediate_size = 128;
+  c.num_layers = 2;
+  c.num_heads = 4;
+  c.num_kv_heads = 2;
+  c.head_dim = 16;
+  c.attention_bias = false;
+  c.tie_word_embeddings = false;
+  return c;
+}
+
+ClusterSpec ideal(int devices) {
+  ClusterSpec k;
+  k.devices = devices;
+  k.devices_per_node = devices;
+  k.intra_node = {1e9, 1e-6};
+  k.inter_node = {1e8, 1e-5};
+  k.profile.name = "ideal";
+  k.profile.peak_bf16_flops = k.profile.peak_fp32_flops = 1e12;
+  k.profile.peak_efficiency = 1.0;
+  k.profile.half_work = 0;
+  k.profile.memory_bandwidth = 1e30;
+  return k;
+}
+
+// N = 2 sequences x 8 tokens = 16 rows; W = (4 + 2 x 2) x 16 = 128.
+// A layer's forward matrix products: 2 x 16 x (128x64 + 64x64 + 256x64 + 128x64) = 1179648,
+// the attention core: 2 sequences x 4 heads x 2 products x 2 x 8 x 8 x 16 = 32768.
+constexpr double kLayerFwd = 1179648 + 32768;
+constexpr double kHeadFwd = 2.0 * 16 * 256 * 64;  // 524288
+
+TEST(CostModel, RingCollectives) {
+  const LinkSpec link{10e9, 1e-5};
+  EXPECT_DOUBLE_EQ(ring_all_reduce_seconds(1e9, 4, link), 6e-5 + 1.5 * 1e9 / 10e9);
+  EXPECT_DOUBLE_EQ(ring_all_gather_seconds(1e9, 4, link), 3e-5 + 0.75 * 1e9 / 10e9);
+  EXPECT_EQ(ring_all_reduce_seconds(1e9, 1, link), 0.0);
+}
+
+TEST(CostModel, GroupLinkByRankOrder) {
+  ClusterSpec k = ideal(64);
+  k.devices_per_node = 8;
+  EXPECT_EQ(&group_link(k, 1, 8), &k.intra_node);   // tp=8: one node
+  EXPECT_EQ(&group_link(k, 2, 4), &k.intra_node);   // dp=4 over tp=2: one node
+  EXPECT_EQ(&group_link(k, 8, 8), &k.inter_node);   // dp=8 over tp=8: eight nodes
+  EXPECT_EQ(&group_link(k, 4, 4), &k.inter_node);   // spans two nodes
+}
+
+TEST(CostModel, OneDeviceIsFlopsOverPeak) {
+  ParallelConfig p;
+  const CostQuery q{2, 8, DType::F32};
+  const CostBreakdown c = predict_step_time(tiny(), p, q, ideal(1));
+  EXPECT_NEAR(c.step_s, 3 * (2 * kLayerFwd + kHeadFwd) / 1e12, 1e-15);
+  EXPECT_EQ(c.bubble_s, 0.0);
+  p.recompute = Recompute::Full;  // + one more forward of every layer
+  EXPECT_NEAR(predict_step_time(tiny(), p, q, ideal(1)).step_s,
+              (3 * (2 * kLayerFwd + kHeadFwd) + 2 * kLayerFwd) / 1e12, 1e-15);
+}
+
+TEST(CostModel, PipelineCriticalPath) {
+  ParallelConfig p;
+  p.pp = 2;
+  p.micro_batches = 4;
+  const CostQuery q{8, 8, DType::F32};  // micro-batches of 2 sequences, N = 16
+  // One layer per stage; the last also has the head. Each stage sends or receives one
+  // (16 x 64) f32 activation per direction: 1 us + 4096 B / 1 GB/s.
+  const double hop = 1e-6 + 16 * 64 * 4 / 1e9;
+  const double s0 = 3 * kLayerFwd / 1e12 + hop, s1 = 3 * (kLayerFwd + kHeadFwd) / 1e12 + hop;
+  const CostBreakdown c = predict_step_time(tiny(), p, q, ideal(2));
+  EXPECT_NEAR(c.step_s, s0 + s1 + 3 * s1, 1e-15);
+  EXPECT_NEAR(c.bubble_s, s0, 1e-15);
+  ASSERT_EQ(c.stage_time_s.size(), 2u);
+}
+
+TEST(CostModel, DataParallelGradientReduction) {
+  ParallelConfig p;
+  p.dp = 2;
+  const CostQuery q{4, 8, DType::F32};
+  // Parameters: 2 layers x 36992 + embedding 16384 + head 16384 + final norm 64 = 106816.
+  const double bytes = 106816.0 * 4;
+  const double ar = 2 * 1e-6 + bytes / 1e9;  // ring all-reduce over 2 ranks
+  const double compute = 3 * (2 * kLayerFwd + kHeadFwd) / 1e12;
+  const double backward = compute * 2 / 3;
+  const CostBreakdown c = predict_step_time(tiny(), p, q, ideal(2));
+  EXPECT_NEAR(c.dp_comm_s, ar, 1e-15);
+  EXPECT_NEAR(c.step_s, compute + (ar - backward), 1e-14);
+  // ZeRO-1 adds the all-gather of the updated parameters.
+  p.zero = 1;
+  EXPECT_NEAR(predict_step_time(tiny(), p, q, ideal(2)).step_s,
+              compute + (ar - backward) + (1e-6 + bytes / 2 / 1e9), 1e-14);
+}
+
+TEST(CostModel, TensorParallelAllReduces) {
+  ParallelConfig p;
+  p.tp = 2;
+  const CostQuery q{2, 8, DType::F32};
+  // Halved products (heads, FFN, vocabulary), and per layer 4 all-reduces of 16 x 64 f32
+  // over 2 ranks, plus 3 of the loss's 16 floats.
+  const double ar = 2e-6 + 16 * 64 * 4 / 1e9, ar_loss = 2e-6 + 16 * 4 / 1e9;
+  const CostBreakdown c = predict_step_time(tiny(), p, q, ideal(2));
+  EXPECT_NEAR(c.tp_comm_s, 2 * 4 * ar + 3 * ar_loss, 1e-15);
+  EXPECT_NEAR(c.step_s, 3 * (2 * kLayerFwd + kHeadFwd) / 2 / 1e12 + c.tp_comm_s, 1e-14);
+}
+
+TEST(CostModel, ProfilesAndCurve) {
+  const DeviceProfile h100 = find_profile("h100-sxm");
+  EXPECT_DOUBLE_EQ(h100.peak_bf16_flops, 989e12);
+  EXPECT_NEAR(h100.efficiency(512, 512, 512), 0.35, 1e-12);  // half of 0.7 at half_work
+  const DeviceProfile cpu = DeviceProfile::cpu(1e11, 1e9);
+  EXPECT_NEAR(2.0 * 2048 * 2048 * 2048 / cpu.matmul_seconds(DType::F32, 2048, 2048, 2048), 1e11,
+              1e3);
+  EXPECT_THROW(find_profile("TPU-v9"), Error);
+}
+
+}  // namespace
+}  // namespace vacc
