@@ -36,7 +36,7 @@ with tempfile.TemporaryDirectory() as tmp:
     for flavor, split in SPLITS:
         common = ["--model-config", args.config, "--batch", str(args.batch), "--seq-len",
                   str(args.seq_len), "--flavor", flavor, "--parallel", split]
-        plan = subprocess.run([args.vacc, "plan", "--json"] + common, capture_output=True, text=True)
+        plan = subprocess.run([args.vacc, "plan", "--fixed", "--json"] + common, capture_output=True, text=True)
         if plan.returncode != 0:
             sys.exit(plan.stderr)
         plan = json.loads(plan.stdout)

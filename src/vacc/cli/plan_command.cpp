@@ -29,7 +29,7 @@ struct PlanArgs {
   int64_t batch = 8, seq_len = 128, micro_batches = 0;
   double usable_memory = 0.8, device_peak_tflops = 0;
   int threads = 0, show = 20;
-  bool json = false;
+  bool json = false, fixed = false;
 };
 
 // What the planner needs of the flavor.
@@ -106,6 +106,65 @@ nlohmann::json candidate_json(const Candidate& c, int64_t batch) {
   return j;
 }
 
+nlohmann::json breakdown_json(const MemoryBreakdown& m) {
+  return {{"total", int64_t(m.total())},
+          {"parameters", int64_t(m.parameters)},
+          {"gradients", int64_t(m.gradients)},
+          {"optimizer_state", int64_t(m.optimizer_state)},
+          {"activations", int64_t(m.activations)},
+          {"buffers", int64_t(m.buffers)}};
+}
+
+// --fixed: the memory of exactly the --parallel split (unset keys at their defaults, dp
+// filling the devices), every rank by category (bench/memory_table.py reads its JSON).
+void run_fixed(const PlanArgs& a, const ModelConfig& config, const Flavor& flavor) {
+  const int devices = flavor.total_devices();
+  ParallelConfig p;
+  p.dp = 0;
+  p.micro_batches = a.micro_batches > 0 ? a.micro_batches : 1;
+  p = ParallelConfig::parse(a.parallel, p);
+  if (p.dp == 0) {
+    VACC_CHECK(devices % (p.pp * p.tp) == 0, "--parallel pp=", p.pp, ",tp=", p.tp,
+               " does not divide the ", devices, " devices of ", flavor.name);
+    p.dp = devices / (p.pp * p.tp);
+  }
+  p.validate(devices, a.batch, &config);
+  const MemoryQuery q{a.batch, a.seq_len, parse_dtype(a.dtype == "auto" ? "f32" : a.dtype)};
+  const size_t device_memory = flavor.memory_budget_bytes_per_device();
+
+  nlohmann::json ranks = nlohmann::json::array();
+  MemoryBreakdown peak;
+  for (int stage = 0; stage < p.pp; ++stage)
+    for (int dp_rank = 0; dp_rank < p.dp; ++dp_rank) {
+      const MemoryBreakdown m = predict_rank_memory(config, p, q, stage, dp_rank);
+      if (m.total() > peak.total()) peak = m;
+      ranks.push_back({{"stage", stage}, {"dp_rank", dp_rank}, {"predicted", breakdown_json(m)}});
+    }
+  const bool fits = device_memory == DeviceAllocator::kUnlimited || peak.total() <= double(device_memory);
+  if (a.json) {
+    nlohmann::json out{{"flavor", flavor.name},
+                       {"plan", p.describe(a.batch)},
+                       {"dp", p.dp}, {"pp", p.pp}, {"tp", p.tp}, {"zero", p.zero},
+                       {"microbatches", p.micro_batches}, {"recompute", p.recompute},
+                       {"predicted_peak_memory_bytes", int64_t(peak.total())},
+                       {"device_memory_bytes", device_memory == DeviceAllocator::kUnlimited ? int64_t(-1) : int64_t(device_memory)},
+                       {"feasible", fits},
+                       {"ranks", ranks}};
+    std::cout << out.dump(2) << "\n";
+    return;
+  }
+  std::cout << "Accelerator: " << flavor.name << " (" << flavor.describe() << ")\n"
+            << "Split: " << p.describe(a.batch) << "\n"
+            << "Predicted peak memory per device, by pipeline stage:\n";
+  for (int stage = 0; stage < p.pp; ++stage)
+    std::cout << "  stage " << stage << ": " << predict_rank_memory(config, p, q, stage, 0).str()
+              << "\n";
+  std::cout << (fits ? "Fits" : "Does NOT fit") << " the device memory of "
+            << (device_memory == DeviceAllocator::kUnlimited ? std::string("(unlimited)")
+                                                             : format_bytes(device_memory))
+            << "\n";
+}
+
 void run_plan(const PlanArgs& a) {
   VACC_CHECK(a.model.empty() != a.model_config.empty(),
              "vacc plan: give exactly one of --model DIR and --model-config CONFIG.json");
@@ -119,6 +178,7 @@ void run_plan(const PlanArgs& a) {
   const Flavor flavor = !a.flavor_file.empty() ? load_flavor_file(a.flavor_file)
                         : a.flavor.empty()     ? current_flavor()
                                                : resolve_flavor(a.flavor);
+  if (a.fixed) return run_fixed(a, config, flavor);
   const DType dtype = a.dtype == "auto" ? (flavor.is_cpu() ? DType::F32 : DType::BF16)
                                         : parse_dtype(a.dtype);
   PlanConstraints pinned = PlanConstraints::parse(a.parallel);
@@ -208,6 +268,8 @@ void add_plan_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--threads", args->threads, "Planner threads (0: all cores)")->capture_default_str();
   cmd->add_option("--show", args->show, "Candidates in the table (0: all)")->capture_default_str();
+  cmd->add_flag("--fixed", args->fixed,
+                "No search: the memory of exactly the --parallel split, every rank by category");
   cmd->add_flag("--json", args->json, "Print JSON: {\"chosen\": {...}, \"candidates\": [...]}");
   cmd->callback([args] { run_plan(*args); });
 }
