@@ -94,6 +94,16 @@ with tempfile.TemporaryDirectory() as tmp:
     c = json.loads(r.stdout)["chosen"]
     check((c["tp"], c["microbatches"], c["recompute"]) == (4, 16, "full"), f"pins not honoured: {c}")
 
+    # The flavor file's device may override the profile's peak: twice the peak, faster steps.
+    fast = dict(FLAVOR, device={"model": "H100-SXM", "memory_gib": 80, "peak_tflops": {"bf16": 1978}})
+    fast_path = os.path.join(tmp, "h100-fast.json")
+    with open(fast_path, "w") as f:
+        json.dump(fast, f)
+    r = run("--model", model, "--flavor-file", fast_path, "--batch", "512", "--seq-len", "4096", "--json")
+    check(r.returncode == 0, f"plan on the overridden flavor failed: {r.stderr}")
+    check(json.loads(r.stdout)["chosen"]["predicted_step_time_s"] < 0.75 * chosen["predicted_step_time_s"],
+          "device.peak_tflops does not override the profile")
+
     # Too little memory: an error naming the smallest requirement.
     r = run(*common, "--usable-memory", "0.01")
     check(r.returncode != 0, "too little memory did not fail")

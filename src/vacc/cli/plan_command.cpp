@@ -72,6 +72,29 @@ ClusterSpec cluster_spec(const Flavor& f, const PlanArgs& a, DType dtype) {
     if (a.device_peak_tflops > 0)
       k.profile.peak_bf16_flops = k.profile.peak_fp32_flops = a.device_peak_tflops * 1e12;
   }
+  // A flavor file's "device" may override the profile's figures (DESIGN.md): "peak_tflops":
+  // {"bf16": ..., "fp32": ...} and "memory_bandwidth_gbytes_per_s".
+  if (!f.source_file.empty()) {
+    std::ifstream in(f.source_file);
+    const nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
+    if (j.is_object() && j.contains("device") && j["device"].is_object()) {
+      const nlohmann::json& d = j["device"];
+      auto positive = [&](const nlohmann::json& v, const char* what) {
+        VACC_CHECK(v.is_number() && v.get<double>() > 0, f.source_file, ": ", what,
+                   " must be a positive number");
+        return v.get<double>();
+      };
+      if (d.contains("peak_tflops")) {
+        const nlohmann::json& t = d["peak_tflops"];
+        VACC_CHECK(t.is_object(), f.source_file, ": device.peak_tflops must be {\"bf16\": ..., \"fp32\": ...}");
+        if (t.contains("bf16")) k.profile.peak_bf16_flops = positive(t["bf16"], "device.peak_tflops.bf16") * 1e12;
+        if (t.contains("fp32")) k.profile.peak_fp32_flops = positive(t["fp32"], "device.peak_tflops.fp32") * 1e12;
+      }
+      if (d.contains("memory_bandwidth_gbytes_per_s"))
+        k.profile.memory_bandwidth =
+            positive(d["memory_bandwidth_gbytes_per_s"], "device.memory_bandwidth_gbytes_per_s") * 1e9;
+    }
+  }
   return k;
 }
 
