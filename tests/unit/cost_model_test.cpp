@@ -97,10 +97,15 @@ TEST(CostModel, DataParallelGradientReduction) {
   const CostBreakdown c = predict_step_time(tiny(), p, q, ideal(2));
   EXPECT_NEAR(c.dp_comm_s, ar, 1e-15);
   EXPECT_NEAR(c.step_s, compute + (ar - backward), 1e-14);
-  // ZeRO-1 adds the all-gather of the updated parameters.
+  // ZeRO-1 reduce-scatters (half the all-reduce) and all-gathers the updated parameters.
   p.zero = 1;
-  EXPECT_NEAR(predict_step_time(tiny(), p, q, ideal(2)).step_s,
-              compute + (ar - backward) + (1e-6 + bytes / 2 / 1e9), 1e-14);
+  const double half = 1e-6 + bytes / 2 / 1e9;
+  EXPECT_NEAR(predict_step_time(tiny(), p, q, ideal(2)).step_s, compute + (half - backward) + half,
+              1e-14);
+  // ZeRO-2: a reduce-scatter per micro-batch, the same once with one micro-batch.
+  p.zero = 2;
+  EXPECT_NEAR(predict_step_time(tiny(), p, q, ideal(2)).step_s, compute + (half - backward) + half,
+              1e-14);
 }
 
 TEST(CostModel, TensorParallelAllReduces) {

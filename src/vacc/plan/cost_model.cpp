@@ -134,8 +134,8 @@ CostBreakdown predict_step_time(const ModelConfig& c, const ParallelConfig& p,
       busy = std::max(busy, st.gather) + first;
     }
     st.micro = busy + st.p2p;
-    // Gradient reduction over dp: one all-reduce at the end (ZeRO 0/1) overlapped with the last
-    // micro-batch's backward, or a reduce-scatter per micro-batch (ZeRO 2/3) overlapped with
+    // Gradient reduction over dp: once, in the last micro-batch (ZeRO 0: all-reduce; 1:
+    // reduce-scatter) overlapped with its backward, or a reduce-scatter per micro-batch (ZeRO 2/3) overlapped with
     // each backward; the last bucket (a layer's gradients) is never hidden.
     if (p.dp > 1) {
       const double bytes = P * kF32;
@@ -143,12 +143,14 @@ CostBreakdown predict_step_time(const ModelConfig& c, const ParallelConfig& p,
       if (p.zero >= 2) {
         const double rs = ring_reduce_scatter_seconds(bytes, p.dp, dp_link);
         st.dp = M * rs;
-        st.dp_exposed = M * std::max(rs - st.backward, 0.0) +
-                        rs * last_bucket_share;
+        st.dp_exposed = M * std::max(rs - st.backward, rs * last_bucket_share);
       } else {
-        const double ar = ring_all_reduce_seconds(bytes, p.dp, dp_link);
-        st.dp = ar;
-        st.dp_exposed = std::max(ar - st.backward, ar * last_bucket_share);
+        // ZeRO 0: all-reduce; ZeRO 1: reduce-scatter into the shard (then the all-gather of
+        // the updated parameters below).
+        const double once = p.zero == 0 ? ring_all_reduce_seconds(bytes, p.dp, dp_link)
+                                        : ring_reduce_scatter_seconds(bytes, p.dp, dp_link);
+        st.dp = once;
+        st.dp_exposed = std::max(once - st.backward, once * last_bucket_share);
       }
       if (p.zero >= 1 && p.zero <= 2)
         st.param_gather = ring_all_gather_seconds(P * kF32, p.dp, dp_link);

@@ -11,8 +11,9 @@
 // the pipeline (1F1B and GPipe alike): sum over stages of a micro-batch's time + (M - 1) x
 // the slowest stage (the critical path: the first micro-batch through every stage, then the
 // bottleneck stage's remaining M - 1; equal stages give (M + pp - 1) x t);
-// then the gradient reduction over dp (ring all-reduce, or reduce-scatter under ZeRO 2/3),
-// overlapped with the last micro-batch's backward except its last bucket; ZeRO 1-3's
+// then the gradient reduction over dp (ZeRO 0: ring all-reduce, ZeRO 1: reduce-scatter, both
+// in the last micro-batch; ZeRO 2/3: a reduce-scatter every micro-batch), overlapped with
+// backward except the last bucket (a layer's gradients); ZeRO 1-3's
 // all-gather of updated parameters; and the optimizer step (memory bound).
 // Ranks are ordered tp fastest, then dp, then pp: a group of `size` ranks at `stride` spans
 // nodes when stride x size exceeds the devices per node, and then uses the inter-node link.
