@@ -38,6 +38,9 @@ ClusterSpec cluster_spec(const Flavor& f, const PlanArgs& a, DType dtype) {
   k.devices = f.total_devices();
   k.devices_per_node = std::max(1, f.devices_per_node);
   k.memory_bytes_per_device = double(f.memory_budget_bytes_per_device());
+  // Local CPU ranks talk through MPI's shared memory: a rough 5 GB/s and 5 us unless the
+  // flavor says otherwise (the defaults of ClusterSpec are NVLink-class).
+  if (f.is_cpu()) k.intra_node = k.inter_node = {5e9, 5e-6};
   if (f.intra_node.bandwidth_gbytes_per_s > 0)
     k.intra_node = {f.intra_node.bandwidth_gbytes_per_s * 1e9, f.intra_node.latency_us * 1e-6};
   if (f.inter_node.bandwidth_gbytes_per_s > 0)
