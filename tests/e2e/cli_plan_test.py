@@ -82,6 +82,16 @@ with tempfile.TemporaryDirectory() as tmp:
     check(0 < chosen["predicted_tflops_per_device"] < 989, "TFLOP/s per device out of range")
     check(all(c["reason"] for c in cands), "a candidate without a reason")
 
+    # --out writes the chosen plan, with a --parallel string that pins it.
+    out_path = os.path.join(tmp, "plan.json")
+    r = run(*common, "--out", out_path)
+    check(r.returncode == 0, f"--out failed: {r.stderr}")
+    saved = json.load(open(out_path))
+    check(saved["predicted_step_time_s"] == chosen["predicted_step_time_s"], "--out is not the choice")
+    r = run(*common, "--json", "--parallel", saved["parallel"])
+    check(r.returncode == 0 and len(json.loads(r.stdout)["candidates"]) == 1,
+          "the saved --parallel string does not pin the choice")
+
     # Pinned dimensions hold; the rest is searched.
     r = run(*common, "--json", "--parallel", "pp=2,zero=1")
     check(r.returncode == 0, f"pinned plan failed: {r.stderr}")

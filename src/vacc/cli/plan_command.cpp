@@ -25,7 +25,7 @@ namespace vacc::cli {
 namespace {
 
 struct PlanArgs {
-  std::string model, model_config, flavor, flavor_file, profile_file, parallel, dtype = "auto";
+  std::string model, model_config, flavor, flavor_file, profile_file, parallel, out, dtype = "auto";
   int64_t batch = 8, seq_len = 128, micro_batches = 0;
   double usable_memory = 0.8, device_peak_tflops = 0;
   int threads = 0, show = 20;
@@ -224,6 +224,21 @@ void run_plan(const PlanArgs& a) {
   };
   const PlanResult r = plan_parallelism(config, cluster, pinned, o, log);
 
+  if (!a.out.empty() && r.chosen >= 0) {
+    const Candidate& c = r.candidates[size_t(r.chosen)];
+    nlohmann::json plan = candidate_json(c, a.batch);
+    plan["describe"] = c.config.describe(a.batch);
+    plan["parallel"] = "dp=" + std::to_string(c.config.dp) + ",pp=" + std::to_string(c.config.pp) +
+                       ",tp=" + std::to_string(c.config.tp) + ",zero=" + std::to_string(c.config.zero) +
+                       ",microbatches=" + std::to_string(c.config.micro_batches) +
+                       ",recompute=" + recompute_name(c.config.recompute) + ",schedule=" +
+                       (c.config.schedule == PipelineScheduleKind::GPipe ? "gpipe" : "1f1b");
+    plan["flavor"] = flavor.name;
+    plan["batch"] = a.batch;
+    plan["seq_len"] = a.seq_len;
+    std::ofstream f(a.out);
+    VACC_CHECK(f && (f << plan.dump(2) << "\n"), "cannot write the plan to ", a.out);
+  }
   if (a.json) {
     nlohmann::json cands = nlohmann::json::array();
     for (const Candidate& c : r.candidates) cands.push_back(candidate_json(c, a.batch));
@@ -294,6 +309,8 @@ void add_plan_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--threads", args->threads, "Planner threads (0: all cores)")->capture_default_str();
   cmd->add_option("--show", args->show, "Candidates in the table (0: all)")->capture_default_str();
+  cmd->add_option("--out", args->out,
+                  "Write the chosen plan (JSON, with its --parallel string) to this file");
   cmd->add_flag("--fixed", args->fixed,
                 "No search: the memory of exactly the --parallel split, every rank by category");
   cmd->add_flag("--json", args->json, "Print JSON: {\"chosen\": {...}, \"candidates\": [...]}");
