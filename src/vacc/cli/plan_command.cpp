@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "vacc/cli/commands.h"
+#include "vacc/cli/planning.h"
 #include "vacc/core/byte_size.h"
 #include "vacc/core/error.h"
 #include "vacc/core/logging.h"
@@ -32,104 +33,11 @@ struct PlanArgs {
   bool json = false, fixed = false;
 };
 
-// What the planner needs of the flavor.
-ClusterSpec cluster_spec(const Flavor& f, const PlanArgs& a, DType dtype) {
-  ClusterSpec k;
-  k.devices = f.total_devices();
-  k.devices_per_node = std::max(1, f.devices_per_node);
-  k.memory_bytes_per_device = double(f.memory_budget_bytes_per_device());
-  // Local CPU ranks talk through MPI's shared memory: a rough 5 GB/s and 5 us unless the
-  // flavor says otherwise (the defaults of ClusterSpec are NVLink-class).
-  if (f.is_cpu()) k.intra_node = k.inter_node = {5e9, 5e-6};
-  if (f.intra_node.bandwidth_gbytes_per_s > 0)
-    k.intra_node = {f.intra_node.bandwidth_gbytes_per_s * 1e9, f.intra_node.latency_us * 1e-6};
-  if (f.inter_node.bandwidth_gbytes_per_s > 0)
-    k.inter_node = {f.inter_node.bandwidth_gbytes_per_s * 1e9, f.inter_node.latency_us * 1e-6};
-  std::vector<DeviceProfile> extra;
-  if (!a.profile_file.empty()) {
-    std::ifstream in(a.profile_file);
-    VACC_CHECK(in, "cannot read the profile file ", a.profile_file);
-    nlohmann::json j;
-    try {
-      in >> j;
-    } catch (const nlohmann::json::exception& e) {
-      fail(a.profile_file, ": not valid JSON: ", e.what());
-    }
-    extra = profiles_from_json(j, a.profile_file);
-  }
-  const bool named = std::any_of(extra.begin(), extra.end(), [&](const DeviceProfile& p) {
-    return p.name == f.device_model;
-  });
-  if (f.is_cpu() && !named) {
-    double peak = a.device_peak_tflops * 1e12;
-    if (peak <= 0) {
-      // The devices of a local CPU flavor share the cores, as `vacc train` divides them.
-      const int threads = std::max(1, int(std::thread::hardware_concurrency()) / k.devices);
-      peak = measure_matmul_peak(*make_cpu_backend(DeviceAllocator::kUnlimited, threads), dtype);
-      std::fprintf(stderr, "Measured peak per device (%s matrix products, %d thread(s)): %.1f GFLOP/s\n",
-                   dtype_name(dtype).c_str(), threads, peak / 1e9);
-    }
-    k.profile = DeviceProfile::cpu(peak, k.memory_bytes_per_device);
-  } else {
-    k.profile = find_profile(f.device_model == "GPU" ? "H100-SXM" : f.device_model, extra);
-    if (a.device_peak_tflops > 0)
-      k.profile.peak_bf16_flops = k.profile.peak_fp32_flops = a.device_peak_tflops * 1e12;
-  }
-  // A flavor file's "device" may override the profile's figures (DESIGN.md): "peak_tflops":
-  // {"bf16": ..., "fp32": ...} and "memory_bandwidth_gbytes_per_s".
-  if (!f.source_file.empty()) {
-    std::ifstream in(f.source_file);
-    const nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
-    if (j.is_object() && j.contains("device") && j["device"].is_object()) {
-      const nlohmann::json& d = j["device"];
-      auto positive = [&](const nlohmann::json& v, const char* what) {
-        VACC_CHECK(v.is_number() && v.get<double>() > 0, f.source_file, ": ", what,
-                   " must be a positive number");
-        return v.get<double>();
-      };
-      if (d.contains("peak_tflops")) {
-        const nlohmann::json& t = d["peak_tflops"];
-        VACC_CHECK(t.is_object(), f.source_file, ": device.peak_tflops must be {\"bf16\": ..., \"fp32\": ...}");
-        if (t.contains("bf16")) k.profile.peak_bf16_flops = positive(t["bf16"], "device.peak_tflops.bf16") * 1e12;
-        if (t.contains("fp32")) k.profile.peak_fp32_flops = positive(t["fp32"], "device.peak_tflops.fp32") * 1e12;
-      }
-      if (d.contains("memory_bandwidth_gbytes_per_s"))
-        k.profile.memory_bandwidth =
-            positive(d["memory_bandwidth_gbytes_per_s"], "device.memory_bandwidth_gbytes_per_s") * 1e9;
-    }
-  }
-  return k;
-}
-
 std::string config_cell(const ParallelConfig& c) {
   char buf[96];
   std::snprintf(buf, sizeof buf, "dp=%d pp=%d tp=%d mb=%lld %s z%d", c.dp, c.pp, c.tp,
                 static_cast<long long>(c.micro_batches), recompute_name(c.recompute), c.zero);
   return buf;
-}
-
-nlohmann::json candidate_json(const Candidate& c, int64_t batch) {
-  nlohmann::json j{{"dp", c.config.dp},
-                   {"tp", c.config.tp},
-                   {"pp", c.config.pp},
-                   {"microbatches", c.config.micro_batches},
-                   {"micro_batch_size", c.config.micro_batch_size(batch)},
-                   {"recompute", recompute_name(c.config.recompute)},
-                   {"zero", c.config.zero},
-                   {"schedule", c.config.schedule == PipelineScheduleKind::GPipe ? "gpipe" : "1f1b"},
-                   {"predicted_peak_memory_bytes", int64_t(c.memory.total())},
-                   {"feasible", c.feasible},
-                   {"reason", c.reason}};
-  if (c.feasible) {
-    j["predicted_step_time_s"] = c.cost.step_s;
-    j["predicted_tokens_per_sec"] = c.tokens_per_s;
-    j["predicted_tflops_per_device"] = c.tflops_per_device;
-  } else {
-    j["predicted_step_time_s"] = nullptr;
-    j["predicted_tokens_per_sec"] = nullptr;
-    j["predicted_tflops_per_device"] = nullptr;
-  }
-  return j;
 }
 
 nlohmann::json breakdown_json(const MemoryBreakdown& m) {
@@ -209,7 +117,8 @@ void run_plan(const PlanArgs& a) {
                                         : parse_dtype(a.dtype);
   PlanConstraints pinned = PlanConstraints::parse(a.parallel);
   if (a.micro_batches > 0 && !pinned.micro_batches) pinned.micro_batches = a.micro_batches;
-  const ClusterSpec cluster = cluster_spec(flavor, a, dtype);
+  const ClusterSpec cluster =
+      cluster_spec_for(flavor, {a.profile_file, a.device_peak_tflops, 0.0}, dtype);
 
   PlannerOptions o;
   o.global_batch = a.batch;
@@ -225,19 +134,9 @@ void run_plan(const PlanArgs& a) {
   const PlanResult r = plan_parallelism(config, cluster, pinned, o, log);
 
   if (!a.out.empty() && r.chosen >= 0) {
-    const Candidate& c = r.candidates[size_t(r.chosen)];
-    nlohmann::json plan = candidate_json(c, a.batch);
-    plan["describe"] = c.config.describe(a.batch);
-    plan["parallel"] = "dp=" + std::to_string(c.config.dp) + ",pp=" + std::to_string(c.config.pp) +
-                       ",tp=" + std::to_string(c.config.tp) + ",zero=" + std::to_string(c.config.zero) +
-                       ",microbatches=" + std::to_string(c.config.micro_batches) +
-                       ",recompute=" + recompute_name(c.config.recompute) + ",schedule=" +
-                       (c.config.schedule == PipelineScheduleKind::GPipe ? "gpipe" : "1f1b");
-    plan["flavor"] = flavor.name;
-    plan["batch"] = a.batch;
-    plan["seq_len"] = a.seq_len;
     std::ofstream f(a.out);
-    VACC_CHECK(f && (f << plan.dump(2) << "\n"), "cannot write the plan to ", a.out);
+    VACC_CHECK(f && (f << chosen_plan_json(r, flavor.name, a.batch, a.seq_len).dump(2) << "\n"),
+               "cannot write the plan to ", a.out);
   }
   if (a.json) {
     nlohmann::json cands = nlohmann::json::array();

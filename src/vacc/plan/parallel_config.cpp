@@ -56,6 +56,14 @@ ParallelConfig ParallelConfig::parse(const std::string& text, ParallelConfig c) 
   return c;
 }
 
+std::string ParallelConfig::to_string() const {
+  std::ostringstream out;
+  out << "dp=" << dp << ",pp=" << pp << ",tp=" << tp << ",zero=" << zero
+      << ",microbatches=" << micro_batches << ",recompute=" << recompute_name(recompute)
+      << ",schedule=" << (schedule == PipelineScheduleKind::GPipe ? "gpipe" : "1f1b");
+  return out.str();
+}
+
 void ParallelConfig::validate(int devices, int64_t global_batch, const ModelConfig* model) const {
   VACC_CHECK(devices_count_ok(devices), "--parallel dp=", dp, ",pp=", pp, ",tp=", tp, " needs ",
              dp * pp * tp, " devices, but the accelerator has ", devices,

@@ -38,6 +38,9 @@ struct ParallelConfig {
   // The seed's words: "num_stages : 2, num_micro_batches : 8, batch_per_device : 1, No TP,
   // recomputation : false, distribute_param : true" plus dp, ZeRO and the schedule.
   std::string describe(int64_t global_batch) const;
+  // Every key, in the form parse() reads: "dp=2,pp=1,tp=1,zero=1,microbatches=4,
+  // recompute=none,schedule=1f1b" (what pins exactly this split for `vacc train --parallel`).
+  std::string to_string() const;
 
  private:
   bool devices_count_ok(int devices) const;

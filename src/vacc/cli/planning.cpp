@@ -1,0 +1,142 @@
+#include "vacc/cli/planning.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <thread>
+
+#include "vacc/core/device_allocator.h"
+#include "vacc/core/error.h"
+#include "vacc/kernels/backend.h"
+#include "vacc/runtime/device_peak.h"
+
+namespace vacc::cli {
+namespace {
+
+std::vector<DeviceProfile> read_profile_file(const std::string& path) {
+  if (path.empty()) return {};
+  std::ifstream in(path);
+  VACC_CHECK(in, "cannot read the profile file ", path);
+  nlohmann::json j;
+  try {
+    in >> j;
+  } catch (const nlohmann::json::exception& e) {
+    fail(path, ": not valid JSON: ", e.what());
+  }
+  return profiles_from_json(j, path);
+}
+
+// The peak of one device of a local CPU flavor, measured with the threads `vacc train` gives
+// each rank. When the ranks' threads outnumber the cores (cpu-4 on 2 cores), they take
+// turns: a device gets cores / (devices x threads) of what it measures alone.
+double measure_local_cpu_peak(const Flavor& f, DType dtype) {
+  const int cores = std::max(1, int(std::thread::hardware_concurrency()));
+  const int devices = f.total_devices();
+  const int threads = std::max(1, cores / devices);
+  const double alone =
+      measure_matmul_peak(*make_cpu_backend(DeviceAllocator::kUnlimited, threads), dtype);
+  const double share = std::min(1.0, double(cores) / double(devices * threads));
+  std::fprintf(stderr,
+               "Measured peak per device (%s matrix products, %d thread(s)%s): %.1f GFLOP/s\n",
+               dtype_name(dtype).c_str(), threads,
+               share < 1 ? ", sharing the cores with the other devices" : "",
+               alone * share / 1e9);
+  return alone * share;
+}
+
+}  // namespace
+
+ClusterSpec cluster_spec_for(const Flavor& f, const ProfileInputs& in, DType dtype) {
+  ClusterSpec k;
+  k.devices = f.total_devices();
+  k.devices_per_node = std::max(1, f.devices_per_node);
+  k.memory_bytes_per_device = double(f.memory_budget_bytes_per_device());
+  // Local CPU ranks talk through MPI's shared memory: a rough 5 GB/s and 5 us unless the
+  // flavor says otherwise (the defaults of ClusterSpec are NVLink-class).
+  if (f.is_cpu()) k.intra_node = k.inter_node = {5e9, 5e-6};
+  if (f.intra_node.bandwidth_gbytes_per_s > 0)
+    k.intra_node = {f.intra_node.bandwidth_gbytes_per_s * 1e9, f.intra_node.latency_us * 1e-6};
+  if (f.inter_node.bandwidth_gbytes_per_s > 0)
+    k.inter_node = {f.inter_node.bandwidth_gbytes_per_s * 1e9, f.inter_node.latency_us * 1e-6};
+  const std::vector<DeviceProfile> extra = read_profile_file(in.profile_file);
+  const bool named = std::any_of(extra.begin(), extra.end(), [&](const DeviceProfile& p) {
+    return p.name == f.device_model;
+  });
+  if (f.is_cpu() && !named) {
+    double peak = in.device_peak_tflops * 1e12;
+    if (peak <= 0) peak = in.measured_cpu_peak_flops;
+    if (peak <= 0) peak = measure_local_cpu_peak(f, dtype);
+    k.profile = DeviceProfile::cpu(peak, k.memory_bytes_per_device);
+  } else {
+    k.profile = find_profile(f.device_model == "GPU" ? "H100-SXM" : f.device_model, extra);
+    if (in.device_peak_tflops > 0)
+      k.profile.peak_bf16_flops = k.profile.peak_fp32_flops = in.device_peak_tflops * 1e12;
+  }
+  // A flavor file's "device" may override the profile's figures (DESIGN.md): "peak_tflops":
+  // {"bf16": ..., "fp32": ...} and "memory_bandwidth_gbytes_per_s".
+  if (!f.source_file.empty()) {
+    std::ifstream file(f.source_file);
+    const nlohmann::json j = nlohmann::json::parse(file, nullptr, false);
+    if (j.is_object() && j.contains("device") && j["device"].is_object()) {
+      const nlohmann::json& d = j["device"];
+      auto positive = [&](const nlohmann::json& v, const char* what) {
+        VACC_CHECK(v.is_number() && v.get<double>() > 0, f.source_file, ": ", what,
+                   " must be a positive number");
+        return v.get<double>();
+      };
+      if (d.contains("peak_tflops")) {
+        const nlohmann::json& t = d["peak_tflops"];
+        VACC_CHECK(t.is_object(), f.source_file,
+                   ": device.peak_tflops must be {\"bf16\": ..., \"fp32\": ...}");
+        if (t.contains("bf16"))
+          k.profile.peak_bf16_flops = positive(t["bf16"], "device.peak_tflops.bf16") * 1e12;
+        if (t.contains("fp32"))
+          k.profile.peak_fp32_flops = positive(t["fp32"], "device.peak_tflops.fp32") * 1e12;
+      }
+      if (d.contains("memory_bandwidth_gbytes_per_s"))
+        k.profile.memory_bandwidth =
+            positive(d["memory_bandwidth_gbytes_per_s"], "device.memory_bandwidth_gbytes_per_s") *
+            1e9;
+    }
+  }
+  return k;
+}
+
+nlohmann::json candidate_json(const Candidate& c, int64_t batch) {
+  nlohmann::json j{{"dp", c.config.dp},
+                   {"tp", c.config.tp},
+                   {"pp", c.config.pp},
+                   {"microbatches", c.config.micro_batches},
+                   {"micro_batch_size", c.config.micro_batch_size(batch)},
+                   {"recompute", recompute_name(c.config.recompute)},
+                   {"zero", c.config.zero},
+                   {"schedule", c.config.schedule == PipelineScheduleKind::GPipe ? "gpipe" : "1f1b"},
+                   {"predicted_peak_memory_bytes", int64_t(c.memory.total())},
+                   {"feasible", c.feasible},
+                   {"reason", c.reason}};
+  if (c.feasible) {
+    j["predicted_step_time_s"] = c.cost.step_s;
+    j["predicted_tokens_per_sec"] = c.tokens_per_s;
+    j["predicted_tflops_per_device"] = c.tflops_per_device;
+  } else {
+    j["predicted_step_time_s"] = nullptr;
+    j["predicted_tokens_per_sec"] = nullptr;
+    j["predicted_tflops_per_device"] = nullptr;
+  }
+  return j;
+}
+
+nlohmann::json chosen_plan_json(const PlanResult& r, const std::string& flavor_name,
+                                int64_t batch, int64_t seq_len) {
+  VACC_CHECK(r.chosen >= 0, r.no_feasible_message());
+  const Candidate& c = r.candidates[size_t(r.chosen)];
+  nlohmann::json plan = candidate_json(c, batch);
+  plan["describe"] = c.config.describe(batch);
+  plan["parallel"] = c.config.to_string();
+  plan["flavor"] = flavor_name;
+  plan["batch"] = batch;
+  plan["seq_len"] = seq_len;
+  return plan;
+}
+
+}  // namespace vacc::cli
