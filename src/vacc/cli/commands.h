@@ -6,8 +6,6 @@
 namespace vacc::cli {
 
 void add_train_command(CLI::App& app);
-// The whole command line, which `vacc train` hands to the ranks it launches.
-void set_train_command_line(int argc, char** argv);
 void add_init_command(CLI::App& app);      // init_command.cpp
 void add_tokenize_command(CLI::App& app);  // tokenize_command.cpp
 void add_eval_command(CLI::App& app);      // eval_command.cpp

@@ -3,13 +3,14 @@
 #include <exception>
 
 #include "vacc/cli/commands.h"
+#include "vacc/cli/rank_launch.h"
 #include "vacc/core/error.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"vacc: many devices, one accelerator, for training language models"};
   app.require_subcommand(1);
   vacc::cli::add_train_command(app);
-  vacc::cli::set_train_command_line(argc, argv);
+  vacc::cli::set_command_line(argc, argv);
   vacc::cli::add_init_command(app);
   vacc::cli::add_tokenize_command(app);
   vacc::cli::add_eval_command(app);

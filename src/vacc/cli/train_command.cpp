@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "vacc/cli/commands.h"
+#include "vacc/cli/rank_launch.h"
 #include "vacc/comm/communicator.h"
 #include "vacc/comm/mpi_process.h"
 #include "vacc/core/byte_size.h"
@@ -105,25 +106,6 @@ ParallelConfig resolve_parallel(const TrainArgs& a, int devices, const ModelConf
   return p;
 }
 
-// The command line of this process (main() passes it on), for the ranks to run again.
-std::vector<std::string> command_line;
-
-// Starts one rank per device through the flavor's launcher; each runs this same command
-// with the flavor pinned. Returns when the job has ended.
-void launch_ranks(const Flavor& flavor, const TrainArgs& a) {
-  const std::string spec = flavor.source_file.empty() ? flavor.name : flavor.source_file;
-  std::vector<std::string> rank_argv = pin_flavor(command_line, spec);
-  rank_argv[0] = fs::canonical("/proc/self/exe").string();
-  const int cores = int(std::max(1u, std::thread::hardware_concurrency()));
-  const LaunchCommand launch = make_launch_command(flavor, rank_argv, cores);
-  log_info("Requesting resources for the accelerator " + flavor.name + " (" + flavor.describe() +
-           ")");
-  log_info("Initializing the worker processes: " + launch.description);
-  setenv("VACC_JOB_PID", std::to_string(getpid()).c_str(), 1);
-  const int code = run_launch_command(launch);
-  if (code != 0) std::exit(code);  // the launcher has printed why
-}
-
 // Every rank's host and PID, gathered for the log and the status file.
 std::vector<std::pair<std::string, long>> gather_hosts(Communicator& comm) {
   std::vector<std::pair<std::string, long>> hosts;
@@ -149,9 +131,7 @@ struct StatusPublisher {
              size_t budget) {
     const char* job_pid = std::getenv("VACC_JOB_PID");
     status.pid = job_pid ? std::atol(job_pid) : long(getpid());
-    std::string cmd;
-    for (const std::string& part : command_line) cmd += (cmd.empty() ? "" : " ") + part;
-    status.command = cmd;
+    status.command = command_line_text();
     char when[64];
     std::time_t now = std::time(nullptr);
     std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", std::localtime(&now));
@@ -386,7 +366,7 @@ void run_train(const TrainArgs& a) {
   if (flavor.total_devices() > 1 && !launched_as_rank()) {
     // Cheap checks first, so a mistake does not start N processes to fail N times.
     resolve_parallel(a, flavor.total_devices(), config);
-    launch_ranks(flavor, a);
+    launch_ranks(flavor);
     return;
   }
   std::unique_ptr<Communicator> comm = make_communicator();
@@ -481,10 +461,6 @@ void add_train_command(CLI::App& app) {
   cmd->add_flag("--profile", args->profile, "Time every kernel and print where the time goes");
   cmd->add_option("--metrics-out", args->metrics_out, "Write one JSON object per step here");
   cmd->callback([args] { run_train(*args); });
-}
-
-void set_train_command_line(int argc, char** argv) {
-  command_line.assign(argv, argv + argc);
 }
 
 }  // namespace vacc::cli

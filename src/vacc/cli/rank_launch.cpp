@@ -1,0 +1,42 @@
+#include "vacc/cli/rank_launch.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <thread>
+
+#include <unistd.h>
+
+#include "vacc/core/logging.h"
+#include "vacc/launch/launcher.h"
+
+namespace vacc::cli {
+namespace {
+std::vector<std::string> recorded;
+}
+
+void set_command_line(int argc, char** argv) { recorded.assign(argv, argv + argc); }
+
+const std::vector<std::string>& command_line() { return recorded; }
+
+std::string command_line_text() {
+  std::string text;
+  for (const std::string& part : recorded) text += (text.empty() ? "" : " ") + part;
+  return text;
+}
+
+void launch_ranks(const Flavor& flavor) {
+  const std::string spec = flavor.source_file.empty() ? flavor.name : flavor.source_file;
+  std::vector<std::string> rank_argv = pin_flavor(recorded, spec);
+  rank_argv[0] = std::filesystem::canonical("/proc/self/exe").string();
+  const int cores = int(std::max(1u, std::thread::hardware_concurrency()));
+  const LaunchCommand launch = make_launch_command(flavor, rank_argv, cores);
+  log_info("Requesting resources for the accelerator " + flavor.name + " (" + flavor.describe() +
+           ")");
+  log_info("Initializing the worker processes: " + launch.description);
+  setenv("VACC_JOB_PID", std::to_string(getpid()).c_str(), 1);
+  const int code = run_launch_command(launch);
+  if (code != 0) std::exit(code);
+}
+
+}  // namespace vacc::cli
