@@ -13,5 +13,6 @@ void add_generate_command(CLI::App& app);  // generate_command.cpp
 void add_switch_command(CLI::App& app);    // switch_command.cpp
 void add_status_command(CLI::App& app);    // status_command.cpp
 void add_plan_command(CLI::App& app);      // plan_command.cpp
+void add_profile_command(CLI::App& app);   // profile_command.cpp
 
 }  // namespace vacc::cli

@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
   vacc::cli::add_switch_command(app);
   vacc::cli::add_status_command(app);
   vacc::cli::add_plan_command(app);
+  vacc::cli::add_profile_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -3,8 +3,10 @@
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
+#include <optional>
 #include <thread>
 
+#include "vacc/cli/profile_store.h"
 #include "vacc/core/device_allocator.h"
 #include "vacc/core/error.h"
 #include "vacc/kernels/backend.h"
@@ -12,6 +14,13 @@
 
 namespace vacc::cli {
 namespace {
+
+template <typename... Args>
+std::string strprintf(const char* fmt, Args... args) {
+  char buf[256];
+  std::snprintf(buf, sizeof buf, fmt, args...);
+  return buf;
+}
 
 std::vector<DeviceProfile> read_profile_file(const std::string& path) {
   if (path.empty()) return {};
@@ -62,7 +71,40 @@ ClusterSpec cluster_spec_for(const Flavor& f, const ProfileInputs& in, DType dty
   const bool named = std::any_of(extra.begin(), extra.end(), [&](const DeviceProfile& p) {
     return p.name == f.device_model;
   });
-  if (f.is_cpu() && !named) {
+  // A profile `vacc profile` measured and stored under $VACC_HOME: its device curve and
+  // kernel bandwidths (unless --profile-file names the device or --device-peak-tflops is
+  // given: those win) and its intra-node link (measured on one host; the inter-node link
+  // stays the flavor's).
+  const std::optional<MeasuredProfile> measured = load_measured_profile(f);
+  const bool explicit_device = named || in.device_peak_tflops > 0;
+  if (measured) {
+    if (measured->has_link) {
+      k.intra_node = measured->link;
+      if (f.is_cpu() && f.nodes == 1) k.inter_node = measured->link;
+    }
+    const std::string where = measured_profile_path(f);
+    const DeviceProfile& d = measured->device;
+    std::string links = measured->has_link
+                            ? strprintf("link %.2f GB/s, %.1f us", measured->link.bandwidth / 1e9,
+                                        measured->link.latency * 1e6)
+                            : std::string("no links (measured on one device)");
+    if (explicit_device)
+      std::fprintf(stderr,
+                   "Using the measured profile %s from %s (measured %s): %s; the device from %s\n",
+                   measured->key.c_str(), where.c_str(), measured->measured_at.c_str(),
+                   links.c_str(), named ? "--profile-file" : "--device-peak-tflops");
+    else
+      std::fprintf(stderr,
+                   "Using the measured profile %s from %s (measured %s): matmul peak %.1f "
+                   "GFLOP/s (%s, half at %.3g multiply-adds), memory %.1f GB/s, %s\n",
+                   measured->key.c_str(), where.c_str(), measured->measured_at.c_str(),
+                   d.peak_flops(dtype) / 1e9, measured->dtype.c_str(), d.half_work,
+                   d.memory_bandwidth / 1e9, links.c_str());
+  }
+  if (measured && !explicit_device) {
+    k.profile = measured->device;
+    if (k.memory_bytes_per_device > 0) k.profile.memory_bytes = k.memory_bytes_per_device;
+  } else if (f.is_cpu() && !named) {
     double peak = in.device_peak_tflops * 1e12;
     if (peak <= 0) peak = in.measured_cpu_peak_flops;
     if (peak <= 0) peak = measure_local_cpu_peak(f, dtype);

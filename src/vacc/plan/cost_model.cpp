@@ -99,11 +99,11 @@ CostBreakdown predict_step_time(const ModelConfig& c, const ParallelConfig& p,
     const double hq = sh.q_heads, hkv = sh.kv_heads, F = sh.ffn, W = (hq + 2 * hkv) * D;
     // One layer, forward, one micro-batch.
     const double qkv = dev.matmul_seconds(dt, N, W, C);
-    const double core = double(micro) * hq *
+    const double core = double(micro) * hq * dev.attention_factor *
                         (dev.matmul_seconds(dt, S, S, D) + dev.matmul_seconds(dt, S, D, S));
     const double rest = dev.matmul_seconds(dt, N, C, hq * D) + dev.matmul_seconds(dt, N, 2 * F, C) +
                         dev.matmul_seconds(dt, N, C, F);
-    const double elementwise = dev.memory_seconds((12 * N * C + 4 * N * W + 6 * N * F) * kF32);
+    const double elementwise = dev.elementwise_seconds((12 * N * C + 4 * N * W + 6 * N * F) * kF32);
     const double fwd = qkv + core + rest + elementwise;
     double recompute = 0;
     if (p.recompute == Recompute::Full) recompute = fwd;
@@ -111,7 +111,7 @@ CostBreakdown predict_step_time(const ModelConfig& c, const ParallelConfig& p,
     double layer_fwd = sh.layers * fwd, layer_bwd = sh.layers * (2 * fwd + recompute);
     if (sh.head) {
       const double head = dev.matmul_seconds(dt, N, sh.vocab, C);
-      const double ce = dev.memory_seconds(3 * N * sh.vocab * kF32);
+      const double ce = dev.elementwise_seconds(3 * N * sh.vocab * kF32);
       layer_fwd += head + ce;
       layer_bwd += 2 * head + ce;
     }
@@ -158,7 +158,7 @@ CostBreakdown predict_step_time(const ModelConfig& c, const ParallelConfig& p,
     // AdamW over the owned parameters: master, gradient, two moments (read + write), plus the
     // compute copy under bf16.
     const double owned = p.zero >= 1 ? P / p.dp : P;
-    st.optimizer = dev.memory_seconds(owned * (7 * kF32 + (dt == DType::BF16 ? 2.0 : 0.0)));
+    st.optimizer = dev.optimizer_seconds(owned * (7 * kF32 + (dt == DType::BF16 ? 2.0 : 0.0)));
     out.stage_time_s.push_back(st.micro);
   }
 

@@ -94,6 +94,9 @@ DeviceProfile DeviceProfile::from_json(const nlohmann::json& j, const std::strin
   number("memory_bandwidth_gbytes_per_s", kG, p.memory_bandwidth);
   number("peak_efficiency", 1.0, p.peak_efficiency);
   number("half_work", 1.0, p.half_work);
+  number("elementwise_bandwidth_gbytes_per_s", kG, p.elementwise_bandwidth);
+  number("optimizer_bandwidth_gbytes_per_s", kG, p.optimizer_bandwidth);
+  number("attention_factor", 1.0, p.attention_factor);
   VACC_CHECK(p.peak_bf16_flops > 0 && p.peak_fp32_flops > 0 && p.memory_bandwidth > 0, source,
              ": profile '", name,
              "' needs peak_bf16_tflops, peak_fp32_tflops and memory_bandwidth_gbytes_per_s");
@@ -103,13 +106,17 @@ DeviceProfile DeviceProfile::from_json(const nlohmann::json& j, const std::strin
 }
 
 nlohmann::json DeviceProfile::to_json() const {
-  return {{"name", name},
+  nlohmann::json j{{"name", name},
           {"peak_bf16_tflops", peak_bf16_flops / kT},
           {"peak_fp32_tflops", peak_fp32_flops / kT},
           {"memory_gb", memory_bytes / kG},
           {"memory_bandwidth_gbytes_per_s", memory_bandwidth / kG},
           {"peak_efficiency", peak_efficiency},
           {"half_work", half_work}};
+  if (elementwise_bandwidth > 0) j["elementwise_bandwidth_gbytes_per_s"] = elementwise_bandwidth / kG;
+  if (optimizer_bandwidth > 0) j["optimizer_bandwidth_gbytes_per_s"] = optimizer_bandwidth / kG;
+  if (attention_factor != 1) j["attention_factor"] = attention_factor;
+  return j;
 }
 
 std::vector<DeviceProfile> profiles_from_json(const nlohmann::json& j, const std::string& source) {

@@ -29,6 +29,10 @@ struct DeviceProfile {
   double memory_bandwidth = 0;       // bytes/s
   double peak_efficiency = 0.7;      // of peak, for large products
   double half_work = 512.0 * 512 * 512;  // m*n*k at which eff = peak_efficiency / 2
+  // Measured refinements (`vacc profile`); the defaults leave the datasheet model as it was.
+  double elementwise_bandwidth = 0;  // bytes/s of the element-wise kernels; 0: memory_bandwidth
+  double optimizer_bandwidth = 0;    // bytes/s of the AdamW step; 0: memory_bandwidth
+  double attention_factor = 1;       // the attention kernel's time / the curve's for its products
 
   double peak_flops(DType dtype) const {
     return dtype == DType::BF16 ? peak_bf16_flops : peak_fp32_flops;
@@ -41,6 +45,14 @@ struct DeviceProfile {
   double matmul_seconds(DType dtype, double m, double n, double k) const;
   // Seconds to stream `bytes` through device memory (element-wise ops, the optimizer).
   double memory_seconds(double bytes) const { return bytes / memory_bandwidth; }
+  // The element-wise kernels (norms, activations, residuals, the loss) and the optimizer:
+  // their measured bandwidth when the profile has one, else memory_bandwidth.
+  double elementwise_seconds(double bytes) const {
+    return bytes / (elementwise_bandwidth > 0 ? elementwise_bandwidth : memory_bandwidth);
+  }
+  double optimizer_seconds(double bytes) const {
+    return bytes / (optimizer_bandwidth > 0 ? optimizer_bandwidth : memory_bandwidth);
+  }
 
   // A CPU device whose measured peak (FLOP/s on a `measured_size`^3 product, any dtype, e.g.
   // runtime/device_peak.h's measure_matmul_peak) and memory are given; the curve is scaled so
@@ -49,7 +61,9 @@ struct DeviceProfile {
                            double memory_bandwidth = 20e9, int64_t measured_size = 2048);
 
   // {"name": ..., "peak_bf16_tflops": ..., "peak_fp32_tflops": ..., "memory_gb": ...,
-  //  "memory_bandwidth_gbytes_per_s": ..., "peak_efficiency": ..., "half_work": ...}; fields
+  //  "memory_bandwidth_gbytes_per_s": ..., "peak_efficiency": ..., "half_work": ...,
+  //  optional "elementwise_bandwidth_gbytes_per_s", "optimizer_bandwidth_gbytes_per_s",
+  //  "attention_factor"}; fields
   // left out keep the values of `base` (the built-in profile of the same name, if any).
   static DeviceProfile from_json(const nlohmann::json& j, const std::string& source);
   nlohmann::json to_json() const;

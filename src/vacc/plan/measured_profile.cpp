@@ -1,0 +1,61 @@
+#include "vacc/plan/measured_profile.h"
+
+#include "vacc/core/error.h"
+
+namespace vacc {
+namespace {
+
+const nlohmann::json& field(const nlohmann::json& j, const char* key, const std::string& where,
+                            const std::string& source) {
+  VACC_CHECK(j.is_object() && j.contains(key), source, ": a measured profile needs \"", where,
+             key, "\"");
+  return j[key];
+}
+
+std::string text(const nlohmann::json& j, const char* key, const std::string& source) {
+  const nlohmann::json& v = field(j, key, "", source);
+  VACC_CHECK(v.is_string(), source, ": \"", key, "\" must be a string");
+  return v.get<std::string>();
+}
+
+double positive(const nlohmann::json& j, const char* key, const std::string& where,
+                const std::string& source, bool allow_zero = false) {
+  const nlohmann::json& v = field(j, key, where, source);
+  VACC_CHECK(v.is_number() && (allow_zero ? v.get<double>() >= 0 : v.get<double>() > 0), source,
+             ": \"", where, key, "\" must be a ", allow_zero ? "non-negative" : "positive",
+             " number");
+  return v.get<double>();
+}
+
+}  // namespace
+
+MeasuredProfile MeasuredProfile::from_json(const nlohmann::json& j, const std::string& source) {
+  VACC_CHECK(j.is_object(), source, ": a measured profile must be a JSON object");
+  const std::string schema = text(j, "schema", source);
+  VACC_CHECK(schema == kMeasuredProfileSchema, source, ": schema \"", schema,
+             "\" is not one this vacc reads (", kMeasuredProfileSchema, ")");
+  MeasuredProfile p;
+  p.key = text(j, "key", source);
+  p.flavor = text(j, "flavor", source);
+  p.device_model = text(j, "device_model", source);
+  p.measured_at = text(j, "measured_at", source);
+  p.host = j.contains("host") && j["host"].is_string() ? j["host"].get<std::string>() : "";
+  p.dtype = text(j, "dtype", source);
+  p.devices = int(positive(j, "devices", "", source));
+  p.threads_per_device = int(positive(j, "threads_per_device", "", source));
+  const nlohmann::json& device = field(j, "device", "", source);
+  const nlohmann::json& fitted = field(device, "profile", "device.", source);
+  p.device = DeviceProfile::from_json(fitted, source + " (device.profile)");
+  if (j.contains("links") && !j["links"].is_null()) {
+    const nlohmann::json& links = j["links"];
+    const nlohmann::json& intra = field(links, "intra_node", "links.", source);
+    p.link.bandwidth =
+        positive(intra, "bandwidth_gbytes_per_s", "links.intra_node.", source) * 1e9;
+    p.link.latency = positive(intra, "latency_us", "links.intra_node.", source, true) * 1e-6;
+    p.has_link = true;
+  }
+  p.document = j;
+  return p;
+}
+
+}  // namespace vacc

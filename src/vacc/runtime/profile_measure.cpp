@@ -1,0 +1,292 @@
+#include "vacc/runtime/profile_measure.h"
+
+#include <algorithm>
+#include <array>
+#include <functional>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+
+namespace vacc {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n == 0 ? 0 : n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// Every rank's value, in rank order, on every rank.
+std::vector<double> gather(Communicator& comm, double value) {
+  std::vector<double> all(size_t(comm.size()), 0.0);
+  all[size_t(comm.rank())] = value;
+  comm.all_reduce_host(all.data(), int64_t(all.size()));
+  return all;
+}
+
+double max_over_ranks(Communicator& comm, double v) {
+  const std::vector<double> all = gather(comm, v);
+  return *std::max_element(all.begin(), all.end());
+}
+
+// Times `op` (which must leave the device idle when it returns, e.g. by synchronizing): one
+// warm-up, then as many repetitions as fill `min_seconds` on the slowest rank (3 to 25, the
+// same count on every rank, each started after a barrier so the ranks contend as in a
+// training step); the median repetition of this rank.
+double time_repeated(Communicator& comm, double min_seconds, const std::function<void()>& op) {
+  comm.barrier();
+  auto t0 = Clock::now();
+  op();
+  const double warm = max_over_ranks(comm, seconds_since(t0));
+  const int reps = std::clamp(int(std::ceil(min_seconds / std::max(warm, 1e-7))), 3, 25);
+  std::vector<double> times;
+  for (int r = 0; r < reps; ++r) {
+    comm.barrier();
+    t0 = Clock::now();
+    op();
+    times.push_back(seconds_since(t0));
+  }
+  return median(times);
+}
+
+// A device measurement: the median over ranks of each rank's median time.
+double device_time(Communicator& comm, double min_seconds, const std::function<void()>& op) {
+  return median(gather(comm, time_repeated(comm, min_seconds, op)));
+}
+
+struct Shapes {
+  std::vector<std::array<int64_t, 3>> matmul;
+  int64_t stream = 0, rows = 0, hidden = 0, ffn = 0, adam = 0;
+  AttentionShape attention;
+  double min_seconds = 0;
+};
+
+Shapes shapes_for(const ProfileMeasureOptions& o) {
+  Shapes s;
+  if (o.quick) {
+    for (int64_t m : {256, 1024})
+      for (auto [n, k] : {std::pair<int64_t, int64_t>{512, 512}, {1024, 1024}, {2048, 2048}})
+        s.matmul.push_back({m, n, k});
+    s.matmul.push_back({128, 128, 128});
+    s.stream = int64_t(8) << 20;  // floats: 32 MiB per buffer
+    s.rows = 1024, s.hidden = 1024, s.ffn = 2816, s.adam = int64_t(4) << 20;
+    s.attention = {1, 512, 8, 8, 64};
+    s.min_seconds = 0.03;
+  } else {
+    // A transformer's products: rows (tokens of a micro-batch) x widths (hidden, ffn, qkv).
+    for (int64_t m : {256, 512, 1024, 2048})
+      for (auto [n, k] : {std::pair<int64_t, int64_t>{512, 512}, {1024, 1024}, {2048, 2048},
+                          {4096, 1024}, {1024, 4096}})
+        s.matmul.push_back({m, n, k});
+    for (int64_t e : {64, 128, 256}) s.matmul.push_back({e, e, e});
+    s.stream = int64_t(32) << 20;  // 128 MiB per buffer
+    s.rows = 2048, s.hidden = 1024, s.ffn = 2816, s.adam = int64_t(16) << 20;
+    s.attention = {1, 1024, 8, 8, 64};
+    s.min_seconds = 0.25;
+  }
+  return s;
+}
+
+std::vector<int64_t> message_sizes(const ProfileMeasureOptions& o) {
+  if (o.quick) return {4 << 10, 64 << 10, 1 << 20, 8 << 20};
+  return {4 << 10, 16 << 10, 64 << 10, 256 << 10, 1 << 20, 4 << 20, 16 << 20, 64 << 20};
+}
+
+void say(const ProfileMeasureOptions& o, int& done, int total, const std::string& line) {
+  ++done;
+  if (o.progress) o.progress("[" + std::to_string(done) + "/" + std::to_string(total) + "] " + line);
+}
+
+std::string fmt(const char* f, double a, double b = 0, double c = 0, double d = 0) {
+  char buf[160];
+  std::snprintf(buf, sizeof buf, f, a, b, c, d);
+  return buf;
+}
+
+}  // namespace
+
+int device_measurement_count(const ProfileMeasureOptions& o) {
+  return int(shapes_for(o).matmul.size()) + 7;  // stream, rmsnorm x2, swiglu x2, adamw, attention
+}
+
+int link_measurement_count(const ProfileMeasureOptions& o, int ranks) {
+  if (ranks < 2) return 0;
+  return (3 * (ranks - 1) + 1) * int(message_sizes(o).size());
+}
+
+DeviceMeasurements measure_device(Backend& be, Communicator& comm, const ProfileMeasureOptions& o) {
+  const Shapes s = shapes_for(o);
+  const int total = device_measurement_count(o) + link_measurement_count(o, comm.size());
+  int done = 0;
+  DeviceMeasurements out;
+  const auto B = MemoryCategory::Buffers;
+
+  for (const auto& [m, n, k] : s.matmul) {
+    Tensor a = be.empty({m, k}, o.dtype, B, "profile a");
+    Tensor b = be.empty({n, k}, o.dtype, B, "profile b");
+    Tensor c = be.empty({m, n}, DType::F32, B, "profile c");
+    be.fill(a, 0.5f);
+    be.fill(b, 0.25f);
+    const double t = device_time(comm, s.min_seconds, [&] {
+      be.matmul(a, false, b, true, c);
+      be.synchronize();
+    });
+    out.matmul.push_back({double(m), double(n), double(k), t});
+    say(o, done, total,
+        fmt("matmul %.0f x %.0f x %.0f: %.1f GFLOP/s", double(m), double(n), double(k),
+            2.0 * double(m) * double(n) * double(k) / t / 1e9));
+  }
+
+  auto kernel = [&](const std::string& name, const std::string& shape, double bytes, double flops,
+                    const std::function<void()>& op) {
+    const double t = device_time(comm, s.min_seconds, [&] {
+      op();
+      be.synchronize();
+    });
+    out.kernels.push_back({name, shape, bytes, flops, t});
+    say(o, done, total,
+        name + " (" + shape + "): " +
+            (flops > 0 ? fmt("%.1f GFLOP/s", flops / t / 1e9) : fmt("%.1f GB/s", bytes / t / 1e9)));
+  };
+  {
+    Tensor a = be.empty({s.stream}, DType::F32, B, "stream a");
+    Tensor b = be.empty({s.stream}, DType::F32, B, "stream b");
+    Tensor c = be.empty({s.stream}, DType::F32, B, "stream c");
+    be.fill(a, 1.0f);
+    be.fill(b, 2.0f);
+    be.fill(c, 0.0f);
+    kernel("stream_add", fmt("%.0f MiB x 3", double(s.stream) * 4 / (1 << 20)),
+           12.0 * double(s.stream), 0, [&] { be.add(a, b, c); });
+  }
+  {
+    const int64_t N = s.rows, C = s.hidden, F = s.ffn;
+    const std::string nc = "N=" + std::to_string(N) + " C=" + std::to_string(C);
+    const std::string nf = "N=" + std::to_string(N) + " F=" + std::to_string(F);
+    Tensor x = be.empty({N, C}, DType::F32, B, "x");
+    Tensor w = be.empty({C}, DType::F32, B, "w");
+    Tensor y = be.empty({N, C}, DType::F32, B, "y");
+    Tensor rstd = be.empty({N}, DType::F32, B, "rstd");
+    Tensor dx = be.empty({N, C}, DType::F32, B, "dx");
+    Tensor dw = be.zeros({C}, DType::F32, B, "dw");
+    be.fill(x, 0.5f);
+    be.fill(w, 1.0f);
+    const double nc4 = double(N * C) * 4;
+    kernel("rmsnorm_forward", nc, 2 * nc4, 0, [&] { be.rmsnorm_forward(x, w, 1e-6f, y, rstd); });
+    kernel("rmsnorm_backward", nc, 3 * nc4, 0,
+           [&] { be.rmsnorm_backward(y, x, w, rstd, dx, false, dw); });
+    Tensor gu = be.empty({N, 2 * F}, DType::F32, B, "gate_up");
+    Tensor h = be.empty({N, F}, DType::F32, B, "h");
+    Tensor dgu = be.empty({N, 2 * F}, DType::F32, B, "dgate_up");
+    be.fill(gu, 0.5f);
+    const double nf4 = double(N * F) * 4;
+    kernel("swiglu_forward", nf, 3 * nf4, 0, [&] { be.swiglu_forward(gu, h); });
+    kernel("swiglu_backward", nf, 5 * nf4, 0, [&] { be.swiglu_backward(h, gu, dgu); });
+  }
+  {
+    const int64_t P = s.adam;
+    Tensor p = be.empty({P}, DType::F32, B, "param");
+    Tensor g = be.empty({P}, DType::F32, B, "grad");
+    Tensor m = be.zeros({P}, DType::F32, B, "m");
+    Tensor v = be.zeros({P}, DType::F32, B, "v");
+    be.fill(p, 1.0f);
+    be.fill(g, 1e-3f);
+    AdamWParams ap;
+    kernel("adamw", "P=" + std::to_string(P), 7.0 * 4 * double(P), 0, [&] {
+      be.adamw_step(p, g, m, v, ap);
+      ++ap.step;
+    });
+  }
+  {
+    const AttentionShape a = s.attention;
+    const int64_t T = a.batch * a.seq;
+    Tensor qkv = be.empty({T, a.qkv_width()}, DType::F32, B, "qkv");
+    Tensor att = be.empty({T, a.q_heads * a.head_dim}, DType::F32, B, "att");
+    Tensor lse = be.empty({a.batch, a.q_heads, a.seq}, DType::F32, B, "lse");
+    Tensor dqkv = be.empty({T, a.qkv_width()}, DType::F32, B, "dqkv");
+    be.fill(qkv, 0.1f);
+    // The cost model's count: forward 2 products of S x S x D per head and sequence,
+    // backward twice forward.
+    const double flops = 3.0 * double(a.batch * a.q_heads) * 2 *
+                         (2.0 * double(a.seq) * double(a.seq) * double(a.head_dim));
+    kernel("attention", "B=" + std::to_string(a.batch) + " S=" + std::to_string(a.seq) +
+                            " heads=" + std::to_string(a.q_heads) + " D=" + std::to_string(a.head_dim) +
+                            " fwd+bwd",
+           0, flops, [&] {
+             be.attention_forward(qkv, a, att, lse);
+             be.attention_backward(att, qkv, att, lse, a, dqkv);
+           });
+    out.attention = {a, out.kernels.back().seconds};
+  }
+  return out;
+}
+
+std::vector<CollectiveSample> measure_links(Backend& be, Communicator& comm,
+                                            const ProfileMeasureOptions& o) {
+  std::vector<CollectiveSample> out;
+  if (comm.size() < 2) return out;
+  const std::vector<int64_t> sizes = message_sizes(o);
+  const int total = device_measurement_count(o) + link_measurement_count(o, comm.size());
+  int done = device_measurement_count(o);
+  const double min_seconds = o.quick ? 0.02 : 0.1;
+  const auto B = MemoryCategory::Buffers;
+  const int64_t largest = sizes.back() / 4;
+  Tensor buf = be.zeros({largest}, DType::F32, B, "link buffer");
+  Tensor other = be.zeros({largest}, DType::F32, B, "link buffer 2");
+
+  for (int n = 2; n <= comm.size(); ++n) {
+    std::unique_ptr<Communicator> group = comm.split(comm.rank() < n ? 0 : -1, comm.rank());
+    for (CollectiveOp op : {CollectiveOp::AllReduce, CollectiveOp::ReduceScatter,
+                            CollectiveOp::AllGather, CollectiveOp::SendRecv}) {
+      if (op == CollectiveOp::SendRecv && n != 2) continue;
+      for (int64_t bytes : sizes) {
+        const int64_t elems = bytes / 4;
+        double t = 0;
+        if (group) {
+          std::vector<int64_t> counts(size_t(n), elems / n);
+          for (int64_t i = 0; i < elems % n; ++i) ++counts[size_t(i)];
+          Tensor whole = buf.view(0, {elems});
+          Tensor whole2 = other.view(0, {elems});
+          const int r = group->rank();
+          Tensor part = other.view(0, {counts[size_t(r)]});
+          const double median_t = time_repeated(*group, min_seconds, [&] {
+            switch (op) {
+              case CollectiveOp::AllReduce: group->all_reduce(whole); break;
+              case CollectiveOp::ReduceScatter: group->reduce_scatter(whole, part, counts); break;
+              case CollectiveOp::AllGather:
+                group->all_gather(part, whole, counts);
+                break;
+              case CollectiveOp::SendRecv:
+                // A round trip, halved below.
+                if (r == 0) {
+                  group->send(whole, 1);
+                  group->recv(whole2, 1);
+                } else {
+                  group->recv(whole2, 0);
+                  group->send(whole, 0);
+                }
+                break;
+            }
+          });
+          t = max_over_ranks(*group, median_t);
+          if (op == CollectiveOp::SendRecv) t /= 2;
+        }
+        // Ranks outside the group wait; every rank learns the group's time.
+        t = max_over_ranks(comm, t);
+        out.push_back({op, n, double(bytes), t});
+        say(o, done, total,
+            std::string(collective_name(op)) + " on " + std::to_string(n) + " ranks, " +
+                fmt("%.0f KiB: %.1f us (%.2f GB/s)", double(bytes) / 1024, t * 1e6,
+                    double(bytes) / t / 1e9));
+      }
+    }
+  }
+  return out;
+}
+
+}  // namespace vacc

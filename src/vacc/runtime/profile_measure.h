@@ -1,0 +1,54 @@
+// The measurements of `vacc profile`, run by every rank of a job at the same time (so each
+// device is measured with the contention the others cause, as in training). Every function is
+// collective over `comm`; the results are the same on every rank (combined over the ranks:
+// the median time of a device measurement, the slowest rank's time of a collective).
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "vacc/comm/communicator.h"
+#include "vacc/kernels/backend.h"
+#include "vacc/plan/profile_fit.h"
+
+namespace vacc {
+
+struct ProfileMeasureOptions {
+  DType dtype = DType::F32;  // of the matrix products
+  bool quick = false;        // fewer shapes and sizes, shorter repetitions
+  // Progress, one line per measurement (called on every rank; the caller logs rank 0's).
+  std::function<void(const std::string&)> progress;
+};
+
+// A kernel measured as a throughput: `bytes` moved (read + written) and `flops` (0 for the
+// memory-bound ones) in `seconds`, on one device.
+struct KernelSample {
+  std::string name;   // stream_add, rmsnorm_forward, ..., adamw, attention
+  std::string shape;  // for people: "N=2048 C=1024"
+  double bytes = 0, flops = 0, seconds = 0;
+};
+
+struct AttentionSample {
+  AttentionShape shape;
+  double seconds = 0;  // forward + backward
+};
+
+struct DeviceMeasurements {
+  std::vector<MatmulSample> matmul;
+  std::vector<KernelSample> kernels;  // kernels[0] is the stream (memory bandwidth)
+  AttentionSample attention;
+};
+
+// How many measurements measure_device / measure_links take (for progress counts).
+int device_measurement_count(const ProfileMeasureOptions& o);
+int link_measurement_count(const ProfileMeasureOptions& o, int ranks);
+
+DeviceMeasurements measure_device(Backend& backend, Communicator& comm,
+                                  const ProfileMeasureOptions& o);
+// Collectives among the first n ranks for n = 2..size (groups from comm.split), and send/recv
+// between ranks 0 and 1; empty on one rank.
+std::vector<CollectiveSample> measure_links(Backend& backend, Communicator& comm,
+                                            const ProfileMeasureOptions& o);
+
+}  // namespace vacc
