@@ -55,7 +55,11 @@ with tempfile.TemporaryDirectory() as tmp:
         ([VACC, "train", "--model-config", os.path.join(tmp, "missing.json"), "--synthetic"], "missing.json"),
         ([VACC, "train", "--model-config", CONFIG, "--synthetic", "--dtype", "fp8"], "fp8"),
         ([VACC, "train", "--model-config", CONFIG, "--synthetic", "--batch", "3", "--micro-batches", "2"], "micro-batches"),
-        ([VACC, "train", "--model-config", CONFIG, "--synthetic", "--memory-budget", "1m"], "budget"),
+        # The planner finds no split that fits and says so, naming the budget ...
+        ([VACC, "train", "--model-config", CONFIG, "--synthetic", "--memory-budget", "1m"], "memory budget"),
+        # ... and a split the user pinned whole runs until the allocator stops it.
+        ([VACC, "train", "--model-config", CONFIG, "--synthetic", "--memory-budget", "1m", "--parallel",
+          "dp=1,pp=1,tp=1,zero=0,microbatches=1,recompute=none"], "exceed the budget"),
         ([VACC, "train", "--model-config", CONFIG, "--synthetic", "--seq-len", "100000"], "max_position_embeddings"),
         ([VACC, "train", "--model-config", CONFIG], "--synthetic"),
     ]

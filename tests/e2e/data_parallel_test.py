@@ -138,7 +138,7 @@ with tempfile.TemporaryDirectory() as tmp:
 
     # Clear errors before any rank starts.
     r = subprocess.run([VACC, "train", "--model-config", os.path.join(tmp, "config.json"),
-                        "--synthetic", "--batch", "6", "--flavor", "cpu-4"],
+                        "--synthetic", "--batch", "6", "--flavor", "cpu-4", "--parallel", "dp=4"],
                        capture_output=True, text=True, timeout=60)
     check(r.returncode == 1 and "multiple of 4" in r.stderr, f"a batch that does not divide: {r.stderr}")
     r = subprocess.run([VACC, "train", "--model-config", os.path.join(tmp, "config.json"),

@@ -14,12 +14,14 @@
 #include <unistd.h>
 
 #include "vacc/cli/commands.h"
+#include "vacc/cli/planning.h"
 #include "vacc/cli/rank_launch.h"
 #include "vacc/comm/communicator.h"
 #include "vacc/comm/mpi_process.h"
 #include "vacc/core/byte_size.h"
 #include "vacc/core/error.h"
 #include "vacc/core/logging.h"
+#include "vacc/core/text_file.h"
 #include "vacc/io/sft_dataset.h"
 #include "vacc/io/synthetic_data.h"
 #include "vacc/io/tokenizer.h"
@@ -40,12 +42,14 @@ namespace fs = std::filesystem;
 struct TrainArgs {
   std::string model, model_config, data, tokenizer, save, metrics_out, dtype = "f32";
   std::string memory_budget, lr_schedule = "constant", max_shard_size = "5GB", save_dtype, flavor;
-  std::string parallel, trace;
+  std::string parallel, trace, plan_out;
+  double usable_memory = 0.8;
+  int plan_threads = 0;
   int64_t trace_step = 0;
   double comm_timeout_s = 20.0;
   bool synthetic = false, profile = false, mask_prompt = false, pack = false;
   bool skip_bad_lines = false;
-  int64_t batch = 8, seq_len = 128, steps = 0, epochs = 0, micro_batches = 1, warmup_steps = 0;
+  int64_t batch = 8, seq_len = 128, steps = 0, epochs = 0, micro_batches = 0, warmup_steps = 0;
   int64_t eval_every = 0, save_every = 0;
   double lr = 1e-4, min_lr = 0.0, weight_decay = 0.0, max_grad_norm = 1.0, eval_fraction = 0.0;
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
@@ -89,20 +93,126 @@ EvalResult evaluate(Trainer& trainer, const SftDataset& data, int64_t chunk) {
   return total;
 }
 
-// --parallel with the rest filled in: dp takes the devices pp x tp leave (plain data
-// parallelism without --parallel), micro-batches from --micro-batches. Checked against the
-// devices, the batch and the model.
-ParallelConfig resolve_parallel(const TrainArgs& a, int devices, const ModelConfig& config) {
-  ParallelConfig p;
-  p.dp = 0;  // not given
-  p.micro_batches = a.micro_batches;
-  p = ParallelConfig::parse(a.parallel, p);
-  if (p.dp == 0) {
-    VACC_CHECK(devices % (p.pp * p.tp) == 0, "--parallel pp=", p.pp, ",tp=", p.tp, ": ",
-               p.pp * p.tp, " does not divide the accelerator's ", devices, " devices");
-    p.dp = devices / (p.pp * p.tp);
+// What --parallel and --micro-batches pin; the planner chooses the rest.
+PlanConstraints pinned_dimensions(const TrainArgs& a) {
+  PlanConstraints pins = PlanConstraints::parse(a.parallel);
+  if (a.micro_batches > 0) {
+    VACC_CHECK(!pins.micro_batches || *pins.micro_batches == a.micro_batches,
+               "--micro-batches ", a.micro_batches, " contradicts --parallel microbatches=",
+               *pins.micro_batches);
+    pins.micro_batches = a.micro_batches;
   }
-  p.validate(devices, a.batch, &config);
+  return pins;
+}
+
+// Every dimension pinned: the split is the user's, and runs without the planner (even one
+// the planner would predict over its usable memory).
+bool fully_pinned(const PlanConstraints& p) {
+  return p.dp && p.pp && p.tp && p.zero && p.micro_batches && p.recompute;
+}
+
+ParallelConfig pinned_config(const PlanConstraints& p) {
+  ParallelConfig c;
+  c.dp = *p.dp;
+  c.pp = *p.pp;
+  c.tp = *p.tp;
+  c.zero = *p.zero;
+  c.micro_batches = *p.micro_batches;
+  c.recompute = *p.recompute;
+  if (p.schedule) c.schedule = *p.schedule;
+  return c;
+}
+
+// The pins with the rest at their defaults (dp filling the devices pp x tp leave, one
+// micro-batch): the split whose validation explains why pins cannot hold.
+ParallelConfig default_completion(const PlanConstraints& p, int devices) {
+  ParallelConfig c;
+  c.pp = p.pp.value_or(1);
+  c.tp = p.tp.value_or(1);
+  if (p.dp) {
+    c.dp = *p.dp;
+  } else {
+    VACC_CHECK(devices % (c.pp * c.tp) == 0, "--parallel pp=", c.pp, ",tp=", c.tp, ": ",
+               c.pp * c.tp, " does not divide the accelerator's ", devices, " devices");
+    c.dp = devices / (c.pp * c.tp);
+  }
+  c.zero = p.zero.value_or(0);
+  c.micro_batches = p.micro_batches.value_or(1);
+  c.recompute = p.recompute.value_or(Recompute::None);
+  if (p.schedule) c.schedule = *p.schedule;
+  return c;
+}
+
+// Checks before starting N processes: some split keeps the pins. When none does, the error
+// is the specific one of the pins' default completion (which tp does not divide the heads,
+// which batch does not divide, ...).
+void check_pins(const TrainArgs& a, int devices, const ModelConfig& config) {
+  const PlanConstraints pins = pinned_dimensions(a);
+  if (fully_pinned(pins)) {
+    pinned_config(pins).validate(devices, a.batch, &config);
+    return;
+  }
+  if (!enumerate_candidates(config, devices, a.batch, pins).empty()) return;
+  default_completion(pins, devices).validate(devices, a.batch, &config);
+  fail("--parallel ", pins.str(), ": no split of ", config.num_layers, " layers, ",
+       config.num_heads, " heads (", config.num_kv_heads, " kv) over ", devices,
+       " devices with a batch of ", a.batch,
+       " keeps these pins (dp x pp x tp must equal the devices, tp divide the heads and FFN, "
+       "pp be at most the layers, dp x micro-batches divide the batch)");
+}
+
+// The split of this job: the user's when every dimension is pinned, else the planner's
+// (rank 0 plans, in the seed's words, writes the plan file and tells the other ranks).
+// `peak`: the matrix-product peak every rank measured at once, averaged.
+ParallelConfig choose_parallel(const TrainArgs& a, const Flavor& flavor, const ModelConfig& config,
+                               Communicator& comm, size_t budget, DType dtype, double peak,
+                               const std::string& plan_path) {
+  const PlanConstraints pins = pinned_dimensions(a);
+  if (fully_pinned(pins)) {
+    const ParallelConfig p = pinned_config(pins);
+    p.validate(comm.size(), a.batch, &config);
+    log_info("Configuration for parallelism is given (--parallel): " + p.describe(a.batch));
+    return p;
+  }
+  char chosen[256] = {};
+  if (comm.rank() == 0) {
+    log_info("Automatic parallelization" +
+             (pins.empty() ? std::string() : " (pinned by --parallel: " + pins.str() + ")") +
+             ": planning the split over " + std::to_string(comm.size()) + " device(s)");
+    ProfileInputs inputs;
+    inputs.measured_cpu_peak_flops = peak;
+    ClusterSpec cluster = cluster_spec_for(flavor, inputs, dtype);
+    cluster.devices = comm.size();
+    cluster.memory_bytes_per_device =
+        budget == DeviceAllocator::kUnlimited ? 0.0 : double(budget);
+    PlannerOptions o;
+    o.global_batch = a.batch;
+    o.seq_len = a.seq_len;
+    o.dtype = dtype;
+    o.usable_memory_fraction = a.usable_memory;
+    o.threads = a.plan_threads;
+    const PlanResult r =
+        plan_parallelism(config, cluster, pins, o, [](const std::string& line) { log_info(line); });
+    VACC_CHECK(r.chosen >= 0, r.no_feasible_message(), " (",
+               strprintf("%.0f%%", 100 * a.usable_memory), " of the memory budget of ",
+               format_bytes(budget), " per device; a flavor with more devices or memory, --usable-memory, a smaller --batch or "
+               "--seq-len may fit; `vacc plan` shows every candidate)");
+    const Candidate& c = r.candidates[size_t(r.chosen)];
+    log_info("Predicted: " + c.cost.str() + "; memory per device " + c.memory.str());
+    if (!plan_path.empty()) {
+      nlohmann::json plan = chosen_plan_json(r, flavor.name, a.batch, a.seq_len);
+      plan["candidates"] = nlohmann::json::array();
+      for (const Candidate& k : r.candidates) plan["candidates"].push_back(candidate_json(k, a.batch));
+      write_file_atomically(plan_path, plan.dump(2) + "\n");
+      log_info("The selected configuration is written to " + plan_path);
+    }
+    const std::string text = c.config.to_string();
+    VACC_CHECK(text.size() < sizeof chosen, "internal: the plan string is too long: ", text);
+    std::snprintf(chosen, sizeof chosen, "%s", text.c_str());
+  }
+  comm.broadcast_host(chosen, sizeof chosen, 0);
+  ParallelConfig p = ParallelConfig::parse(chosen, ParallelConfig{});
+  p.validate(comm.size(), a.batch, &config);
   return p;
 }
 
@@ -178,7 +288,6 @@ void train_on_rank(const TrainArgs& a, const Flavor& flavor, const ModelConfig& 
   const size_t max_shard = parse_byte_size(a.max_shard_size, "--max-shard-size");
   const DType dtype = parse_dtype(a.dtype);
   const DType save_dtype = a.save_dtype.empty() ? DType::F32 : parse_dtype(a.save_dtype);
-  const ParallelConfig parallel = resolve_parallel(a, comm.size(), config);
 
   // The data, before anything expensive, so a bad dataset fails fast.
   DataSource source;
@@ -216,7 +325,6 @@ void train_on_rank(const TrainArgs& a, const Flavor& flavor, const ModelConfig& 
   TrainerOptions opt;
   opt.batch = a.batch;
   opt.seq_len = a.seq_len;
-  opt.parallel = parallel;
   opt.dtype = dtype;
   opt.lr = LrSchedule{LrSchedule::parse_kind(a.lr_schedule), a.lr, a.min_lr, a.warmup_steps, steps};
   opt.adam = AdamWConfig{float(a.beta1), float(a.beta2), float(a.eps), float(a.weight_decay)};
@@ -252,11 +360,23 @@ void train_on_rank(const TrainArgs& a, const Flavor& flavor, const ModelConfig& 
            ", memory budget " +
            (budget == DeviceAllocator::kUnlimited ? std::string("unlimited") : format_bytes(budget)) +
            " per device");
-  log_info("Configuration for parallelism is selected: " + parallel.describe(a.batch));
-  // Measured on a backend of its own, so the probe's buffers do not count against the budget.
-  const double peak = measure_matmul_peak(*make_cpu_backend(DeviceAllocator::kUnlimited, threads), dtype);
+  // Every rank at once, so a device is measured with the share of the cores it will have;
+  // on a backend of its own, so the probe's buffers do not count against the budget.
+  comm.barrier();
+  double peak = measure_matmul_peak(*make_cpu_backend(DeviceAllocator::kUnlimited, threads), dtype);
+  comm.all_reduce_host(&peak, 1);
+  peak /= comm.size();
   log_info(strprintf("Measured peak per device (%s matrix products): %.1f GFLOP/s",
                      dtype_name(dtype).c_str(), peak / 1e9));
+  const std::string plan_path =
+      !a.plan_out.empty() ? a.plan_out
+      : !a.save.empty()   ? (fs::path(a.save) / "parallel_plan.json").string()
+                          : "";
+  if (rank0 && !plan_path.empty() && fs::path(plan_path).has_parent_path())
+    fs::create_directories(fs::path(plan_path).parent_path());
+  const ParallelConfig parallel =
+      choose_parallel(a, flavor, config, comm, budget, dtype, peak, plan_path);
+  opt.parallel = parallel;
 
   // --profile times every op (synchronising around each); the steps get a little slower.
   std::unique_ptr<ProfilingBackend> profiler;
@@ -356,6 +476,9 @@ void run_train(const TrainArgs& a) {
   VACC_CHECK(a.steps >= 0 && a.epochs >= 0, "--steps and --epochs must not be negative");
   VACC_CHECK(!(a.steps > 0 && a.epochs > 0), "give --steps or --epochs, not both");
   VACC_CHECK(a.comm_timeout_s > 0, "--comm-timeout must be positive");
+  VACC_CHECK(a.usable_memory > 0 && a.usable_memory <= 1,
+             "--usable-memory is a fraction of the device memory, in (0, 1]; got ", a.usable_memory);
+  VACC_CHECK(a.micro_batches >= 0, "--micro-batches must be positive");
   const ModelConfig config =
       a.model.empty() ? ModelConfig::from_file(a.model_config) : load_hf_config(a.model);
   // The accelerator: --flavor, else the one `vacc switch` remembered (default cpu-1).
@@ -363,9 +486,9 @@ void run_train(const TrainArgs& a) {
   VACC_CHECK(flavor.is_cpu(), "vacc train: the accelerator ", flavor.name, " has ",
              flavor.device_model, " devices; this version trains on CPU devices only (the CUDA "
              "backend is not wired into training yet): `vacc switch cpu-N`");
+  // Cheap checks first, so a mistake does not start N processes to fail N times.
+  check_pins(a, flavor.total_devices(), config);
   if (flavor.total_devices() > 1 && !launched_as_rank()) {
-    // Cheap checks first, so a mistake does not start N processes to fail N times.
-    resolve_parallel(a, flavor.total_devices(), config);
     launch_ranks(flavor);
     return;
   }
@@ -407,8 +530,8 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--steps", args->steps, "Optimizer steps (default: --epochs, or 10 synthetic)");
   cmd->add_option("--epochs", args->epochs, "Passes over the dataset (default 1)");
   cmd->add_option("--micro-batches", args->micro_batches,
-                  "Split each batch into this many micro-batches (gradient accumulation)")
-      ->capture_default_str();
+                  "Split each batch into this many micro-batches per replica (gradient "
+                  "accumulation; default: the planner's choice)");
   cmd->add_option("--dtype", args->dtype, "f32, or bf16 (mixed precision, f32 master weights)")
       ->capture_default_str();
   cmd->add_option("--lr", args->lr, "Peak learning rate")->capture_default_str();
@@ -447,8 +570,15 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--flavor", args->flavor,
                   "Accelerator for this job (default: the one `vacc switch` chose)");
   cmd->add_option("--parallel", args->parallel,
-                  "Fix the split: dp=N,zero=S,microbatches=M (default: data parallel over every "
-                  "device, ZeRO 0)");
+                  "Pin any of dp=,pp=,tp=,zero=,microbatches=,recompute=,schedule=; the planner "
+                  "chooses the rest (default: all of it)");
+  cmd->add_option("--usable-memory", args->usable_memory,
+                  "Fraction of device memory the planner may plan for")
+      ->capture_default_str();
+  cmd->add_option("--plan-threads", args->plan_threads, "Threads of the planner (0: all cores)")
+      ->capture_default_str();
+  cmd->add_option("--plan-out", args->plan_out,
+                  "Write the chosen plan and every candidate here (default: SAVE/parallel_plan.json)");
   cmd->add_option("--trace", args->trace,
                   "Write one step's timeline of every rank (Chrome trace JSON, for Perfetto)");
   cmd->add_option("--trace-step", args->trace_step, "The step to trace (default 2)");
