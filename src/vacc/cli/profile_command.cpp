@@ -55,6 +55,16 @@ std::string utc_now() {
   return buf;
 }
 
+// The 1-minute load average (/proc/loadavg), -1 when unknown.
+double load_average() {
+  std::FILE* f = std::fopen("/proc/loadavg", "r");
+  if (!f) return -1;
+  double load = -1;
+  if (std::fscanf(f, "%lf", &load) != 1) load = -1;
+  std::fclose(f);
+  return load;
+}
+
 double sum_bytes_per_second(const std::vector<KernelSample>& ks, std::initializer_list<const char*> names) {
   double bytes = 0, seconds = 0;
   for (const KernelSample& k : ks)
@@ -66,7 +76,8 @@ double sum_bytes_per_second(const std::vector<KernelSample>& ks, std::initialize
 // Fits the measurements, writes the profile and prints the summary (rank 0).
 void fit_and_store(const ProfileArgs& a, const Flavor& flavor, int ranks, int threads,
                    DType dtype, const DeviceMeasurements& dev,
-                   const std::vector<CollectiveSample>& links, double elapsed_s) {
+                   const std::vector<CollectiveSample>& links, double elapsed_s,
+                   double load_before) {
   const EfficiencyFit ef = fit_efficiency_curve(dev.matmul);
   DeviceProfile p;
   p.name = flavor.device_model;
@@ -112,6 +123,7 @@ void fit_and_store(const ProfileArgs& a, const Flavor& flavor, int ranks, int th
       {"measured_at", utc_now()},
       {"host", host_name()},
       {"duration_s", elapsed_s},
+      {"load_average", {{"before", load_before}, {"after", load_average()}}},
       {"device",
        {{"profile", p.to_json()},
         {"matmul_fit",
@@ -213,12 +225,17 @@ void profile_on_rank(const ProfileArgs& a, const Flavor& flavor, DType dtype, Co
   log_info(fmt("Profiling %s: %d device(s) at once, %d thread(s) each, %s matrix products%s",
                flavor.name.c_str(), comm.size(), threads, dtype_name(dtype).c_str(),
                a.quick ? " (quick)" : ""));
+  const double load = load_average();
+  if (rank0 && load > cores)
+    log_warn(fmt("this machine is busy (load average %.1f on %d cores): other work shares the "
+                 "cores, so the figures will be lower than the devices reach alone",
+                 load, cores));
   const auto t0 = std::chrono::steady_clock::now();
   const DeviceMeasurements dev = measure_device(*backend, comm, o);
   const std::vector<CollectiveSample> links = measure_links(*backend, comm, o);
   const double elapsed =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  if (rank0) fit_and_store(a, flavor, comm.size(), threads, dtype, dev, links, elapsed);
+  if (rank0) fit_and_store(a, flavor, comm.size(), threads, dtype, dev, links, elapsed, load);
   comm.barrier();
 }
 

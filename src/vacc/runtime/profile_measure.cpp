@@ -88,7 +88,7 @@ Shapes shapes_for(const ProfileMeasureOptions& o) {
     s.stream = int64_t(32) << 20;  // 128 MiB per buffer
     s.rows = 2048, s.hidden = 1024, s.ffn = 2816, s.adam = int64_t(16) << 20;
     s.attention = {1, 1024, 8, 8, 64};
-    s.min_seconds = 0.25;
+    s.min_seconds = 0.5;
   }
   return s;
 }
@@ -233,7 +233,7 @@ std::vector<CollectiveSample> measure_links(Backend& be, Communicator& comm,
   const std::vector<int64_t> sizes = message_sizes(o);
   const int total = device_measurement_count(o) + link_measurement_count(o, comm.size());
   int done = device_measurement_count(o);
-  const double min_seconds = o.quick ? 0.02 : 0.1;
+  const double min_seconds = o.quick ? 0.02 : 0.25;
   const auto B = MemoryCategory::Buffers;
   const int64_t largest = sizes.back() / 4;
   Tensor buf = be.zeros({largest}, DType::F32, B, "link buffer");
