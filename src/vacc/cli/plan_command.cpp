@@ -49,6 +49,12 @@ nlohmann::json breakdown_json(const MemoryBreakdown& m) {
           {"buffers", int64_t(m.buffers)}};
 }
 
+// --dtype auto: bf16 mixed precision on GPUs, f32 on CPUs (what `vacc train` would run).
+DType plan_dtype(const PlanArgs& a, const Flavor& flavor) {
+  if (a.dtype != "auto") return parse_dtype(a.dtype);
+  return flavor.is_cpu() ? DType::F32 : DType::BF16;
+}
+
 // --fixed: the memory of exactly the --parallel split (unset keys at their defaults, dp
 // filling the devices), every rank by category (bench/memory_table.py reads its JSON).
 void run_fixed(const PlanArgs& a, const ModelConfig& config, const Flavor& flavor) {
@@ -63,7 +69,7 @@ void run_fixed(const PlanArgs& a, const ModelConfig& config, const Flavor& flavo
     p.dp = devices / (p.pp * p.tp);
   }
   p.validate(devices, a.batch, &config);
-  const MemoryQuery q{a.batch, a.seq_len, parse_dtype(a.dtype == "auto" ? "f32" : a.dtype)};
+  const MemoryQuery q{a.batch, a.seq_len, plan_dtype(a, flavor)};
   const size_t device_memory = flavor.memory_budget_bytes_per_device();
 
   nlohmann::json ranks = nlohmann::json::array();
@@ -113,8 +119,7 @@ void run_plan(const PlanArgs& a) {
                         : a.flavor.empty()     ? current_flavor()
                                                : resolve_flavor(a.flavor);
   if (a.fixed) return run_fixed(a, config, flavor);
-  const DType dtype = a.dtype == "auto" ? (flavor.is_cpu() ? DType::F32 : DType::BF16)
-                                        : parse_dtype(a.dtype);
+  const DType dtype = plan_dtype(a, flavor);
   PlanConstraints pinned = PlanConstraints::parse(a.parallel);
   if (a.micro_batches > 0 && !pinned.micro_batches) pinned.micro_batches = a.micro_batches;
   const ClusterSpec cluster =
