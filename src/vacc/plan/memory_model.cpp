@@ -58,31 +58,43 @@ std::string MemoryBreakdown::str() const {
   return buf;
 }
 
+std::vector<StageParameters> stage_parameters(const ModelConfig& c, int pp, int tp,
+                                              int64_t seq_len) {
+  const auto ranges = split_layers(c, pp, seq_len);
+  std::vector<StageParameters> stages;
+  for (int stage = 0; stage < pp; ++stage) {
+    StageParameters s{ModelShard::tensor_parallel(c, ranges[size_t(stage)].first,
+                                                  ranges[size_t(stage)].second, stage == 0,
+                                                  stage == pp - 1, 0, tp)};
+    const ParameterTable table(c, s.shard);
+    s.numel = table.total_numel();
+    for (size_t g = 0; g < table.groups().size(); ++g) {
+      const int64_t n = table.groups()[g].numel;
+      if (g == table.embed_group()) s.embed = n;
+      else if (g == table.head_group()) s.head = n;
+      else s.largest_layer = std::max(s.largest_layer, n);
+    }
+    stages.push_back(std::move(s));
+  }
+  return stages;
+}
+
 MemoryBreakdown predict_rank_memory(const ModelConfig& c, const ParallelConfig& p,
-                                    const MemoryQuery& q, int stage, int dp_rank) {
-  const auto ranges = split_layers(c, p.pp, q.seq_len);
-  // Tensor-parallel rank 0 (the ranks of a stage differ by at most a vocabulary row).
-  const ModelShard shard =
-      ModelShard::tensor_parallel(c, ranges[size_t(stage)].first, ranges[size_t(stage)].second,
-                                  stage == 0, stage == p.pp - 1, 0, p.tp);
-  const ParameterTable table(c, shard);
+                                    const MemoryQuery& q, int stage, int dp_rank,
+                                    const std::vector<StageParameters>& given) {
+  const std::vector<StageParameters> computed =
+      given.empty() ? stage_parameters(c, p.pp, p.tp, q.seq_len) : std::vector<StageParameters>{};
+  const StageParameters& sp = (given.empty() ? computed : given)[size_t(stage)];
+  const ModelShard& shard = sp.shard;
   const double cb = q.dtype == DType::BF16 ? 2.0 : 4.0;
   const bool mixed = q.dtype == DType::BF16;
-  const int64_t P = table.total_numel();
+  const int64_t P = sp.numel;
   const int64_t mine = owned(P, p.dp, dp_rank);
   const int64_t micro = q.global_batch / p.dp / p.micro_batches;
   const double N = double(micro * q.seq_len), C = double(c.hidden_size);
   const double F = double(shard.ffn_size), D = double(c.head_dim);
   const double hq = double(shard.q_heads), W = (hq + 2 * double(shard.kv_heads)) * D;
-
-  // The largest groups (ZeRO-3 gathers and ZeRO-2/3 buckets are a group at a time).
-  int64_t largest_layer = 0, embed = 0, head = 0;
-  for (size_t g = 0; g < table.groups().size(); ++g) {
-    const int64_t n = table.groups()[g].numel;
-    if (g == table.embed_group()) embed = n;
-    else if (g == table.head_group()) head = n;
-    else largest_layer = std::max(largest_layer, n);
-  }
+  const int64_t largest_layer = sp.largest_layer, embed = sp.embed, head = sp.head;
   const bool tied_here = c.tie_word_embeddings && shard.has_embedding && shard.has_head;
   const bool tied_split = c.tie_word_embeddings && p.pp > 1 && (shard.has_embedding || shard.has_head);
 
@@ -132,11 +144,13 @@ MemoryBreakdown predict_rank_memory(const ModelConfig& c, const ParallelConfig& 
 }
 
 MemoryBreakdown predict_peak_memory(const ModelConfig& c, const ParallelConfig& p,
-                                    const MemoryQuery& q) {
+                                    const MemoryQuery& q, const std::vector<StageParameters>& given) {
+  const std::vector<StageParameters> stages =
+      given.empty() ? stage_parameters(c, p.pp, p.tp, q.seq_len) : given;
   MemoryBreakdown best;
   for (int stage = 0; stage < p.pp; ++stage)
     for (int dp_rank : {0, p.dp - 1}) {
-      MemoryBreakdown m = predict_rank_memory(c, p, q, stage, dp_rank);
+      MemoryBreakdown m = predict_rank_memory(c, p, q, stage, dp_rank, stages);
       if (m.total() > best.total()) best = m;
     }
   return best;

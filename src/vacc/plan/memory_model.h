@@ -9,8 +9,11 @@
 #include <cstdint>
 #include <string>
 
+#include <vector>
+
 #include "vacc/core/dtype.h"
 #include "vacc/model/model_config.h"
+#include "vacc/model/model_shard.h"
 #include "vacc/plan/parallel_config.h"
 
 namespace vacc {
@@ -26,11 +29,26 @@ struct MemoryQuery {
   DType dtype = DType::F32;
 };
 
-// The rank at (stage, dp_rank) — tensor-parallel ranks of a stage hold alike.
+// A pipeline stage's parameters under a (pp, tp) split (tensor-parallel rank 0; the ranks of
+// a stage differ by at most a vocabulary row): the parameter table's sizes. They depend on
+// pp, tp and the sequence length (the stage split) only, so the planner computes them once
+// per (pp, tp) rather than for every candidate.
+struct StageParameters {
+  ModelShard shard;
+  int64_t numel = 0;          // the stage's parameters
+  int64_t embed = 0, head = 0, largest_layer = 0;  // the groups' sizes
+};
+std::vector<StageParameters> stage_parameters(const ModelConfig& config, int pp, int tp,
+                                              int64_t seq_len);
+
+// The rank at (stage, dp_rank) — tensor-parallel ranks of a stage hold alike. `stages`:
+// stage_parameters(config, plan.pp, plan.tp, query.seq_len), computed here when empty.
 MemoryBreakdown predict_rank_memory(const ModelConfig& config, const ParallelConfig& plan,
-                                    const MemoryQuery& query, int stage, int dp_rank);
+                                    const MemoryQuery& query, int stage, int dp_rank,
+                                    const std::vector<StageParameters>& stages = {});
 // The largest of every rank's prediction.
 MemoryBreakdown predict_peak_memory(const ModelConfig& config, const ParallelConfig& plan,
-                                    const MemoryQuery& query);
+                                    const MemoryQuery& query,
+                                    const std::vector<StageParameters>& stages = {});
 
 }  // namespace vacc

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <map>
 #include <cstdio>
 #include <thread>
 
@@ -80,10 +81,18 @@ PlanResult plan_parallelism(const ModelConfig& model, const ClusterSpec& cluster
   auto t0 = std::chrono::steady_clock::now();
   std::vector<Candidate> all(configs.size());
   const MemoryQuery mq{o.global_batch, o.seq_len, o.dtype};
+  // The stages' parameter tables depend on (pp, tp) alone: built once per pair.
+  std::map<std::pair<int, int>, std::vector<StageParameters>> stages;
+  for (const ParallelConfig& c : configs) stages[{c.pp, c.tp}];
+  std::vector<std::pair<const std::pair<int, int>, std::vector<StageParameters>>*> pairs;
+  for (auto& entry : stages) pairs.push_back(&entry);
+  parallel_for(pairs.size(), threads, [&](size_t i) {
+    pairs[i]->second = stage_parameters(model, pairs[i]->first.first, pairs[i]->first.second, o.seq_len);
+  });
   parallel_for(configs.size(), threads, [&](size_t i) {
     Candidate& c = all[i];
     c.config = configs[i];
-    c.memory = predict_peak_memory(model, c.config, mq);
+    c.memory = predict_peak_memory(model, c.config, mq, stages.at({c.config.pp, c.config.tp}));
     c.feasible = r.usable_memory_bytes == 0 || c.memory.total() <= r.usable_memory_bytes;
     if (!c.feasible) {
       char pct[32];
