@@ -58,6 +58,8 @@ with tempfile.TemporaryDirectory() as home:
     check(names >= {"stream_add", "rmsnorm_forward", "swiglu_forward", "adamw", "attention"},
           f"kernels measured: {names}")
     link = prof["links"]["intra_node"]
+    check(set(link["per_collective"]) == {"all_reduce", "reduce_scatter", "all_gather", "send_recv"},
+          f"per-collective link figures: {link.get('per_collective')}")
     check(0.01 < link["bandwidth_gbytes_per_s"] < 1000, f"implausible link bandwidth {link}")
     check(0 <= link["latency_us"] < 10000, f"implausible link latency {link}")
     ops = {(c["op"], c["ranks"]) for c in prof["links"]["collectives"]}
@@ -94,6 +96,8 @@ with tempfile.TemporaryDirectory() as home:
     check(step(dp) < 0.6 * base_dp, "a 4x faster stored peak does not make the plan faster")
     edited = json.loads(json.dumps(prof))
     edited["links"]["intra_node"]["bandwidth_gbytes_per_s"] /= 100
+    for per in edited["links"]["intra_node"]["per_collective"].values():
+        per["bandwidth_gbytes_per_s"] /= 100
     json.dump(edited, open(path, "w"))
     check(step(tp) > 1.2 * base_tp, "a 100x slower stored link does not slow tensor parallelism")
 

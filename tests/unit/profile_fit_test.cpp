@@ -108,6 +108,31 @@ TEST(ProfileFit, AlphaBetaOfOneCollectiveByHand) {
   EXPECT_NEAR(l.bandwidth * slope, 1, 1e-9);
 }
 
+TEST(ProfileFit, AlphaBetaIgnoresAStepInTheMiddle) {
+  // A communicator whose medium messages (64 and 256 KiB) pay an extra 2 ms (a protocol switch, a
+  // sleeping wait): alpha still comes from the small messages and beta from the large ones.
+  const LinkSpec link{2e9, 4e-6};
+  std::vector<CollectiveSample> s;
+  for (double bytes : {4096.0, 16384.0, 65536.0, 262144.0, 4194304.0, 16777216.0, 67108864.0}) {
+    const double extra = bytes == 65536.0 || bytes == 262144.0 ? 2e-3 : 0.0;
+    s.push_back({CollectiveOp::AllReduce, 2, bytes, ring_all_reduce_seconds(bytes, 2, link) + extra});
+    s.push_back({CollectiveOp::SendRecv, 2, bytes, send_seconds(bytes, link) + extra});
+  }
+  const LinkFit f = fit_link(s);
+  EXPECT_NEAR(f.latency / 4e-6, 1, 1e-6);
+  EXPECT_NEAR(f.bandwidth / 2e9, 1, 1e-6);
+  EXPECT_GT(f.rms_relative_error, 0.1);  // the step is not explained, and says so
+}
+
+TEST(ProfileFit, MeasuredCollectivesReachTheRings) {
+  // A link whose all-reduce was measured slower than its other transfers.
+  LinkSpec link{4e9, 5e-6};
+  link.all_reduce = {1e9, 10e-6};
+  EXPECT_NEAR(ring_all_reduce_seconds(1e6, 2, link), 2 * 10e-6 + 1e6 / 1e9, 1e-15);
+  EXPECT_NEAR(ring_all_gather_seconds(1e6, 2, link), 5e-6 + 0.5e6 / 4e9, 1e-15);
+  EXPECT_NEAR(send_seconds(1e6, link), 5e-6 + 1e6 / 4e9, 1e-15);
+}
+
 TEST(ProfileFit, BadInputIsAnError) {
   EXPECT_THROW(fit_line_relative({}, {}), Error);
   EXPECT_THROW(fit_line_relative({1, 2}, {1, 0}), Error);
@@ -129,7 +154,11 @@ nlohmann::json sample_document() {
               {"memory_gb", 12}, {"memory_bandwidth_gbytes_per_s", 8},
               {"elementwise_bandwidth_gbytes_per_s", 4}, {"optimizer_bandwidth_gbytes_per_s", 6},
               {"attention_factor", 2.5}, {"peak_efficiency", 1}, {"half_work", 1e6}}}}},
-          {"links", {{"intra_node", {{"bandwidth_gbytes_per_s", 3}, {"latency_us", 4}}}}}};
+          {"links",
+           {{"intra_node",
+             {{"bandwidth_gbytes_per_s", 3},
+              {"latency_us", 4},
+              {"per_collective", {{"all_reduce", {{"bandwidth_gbytes_per_s", 1}, {"latency_us", 9}}}}}}}}}};
 }
 
 TEST(MeasuredProfile, ReadsTheSchema) {
@@ -143,6 +172,9 @@ TEST(MeasuredProfile, ReadsTheSchema) {
   EXPECT_TRUE(p.has_link);
   EXPECT_DOUBLE_EQ(p.link.bandwidth, 3e9);
   EXPECT_NEAR(p.link.latency, 4e-6, 1e-18);
+  EXPECT_DOUBLE_EQ(p.link.all_reduce.bandwidth, 1e9);
+  EXPECT_NEAR(p.link.all_reduce.latency, 9e-6, 1e-18);
+  EXPECT_EQ(p.link.send.bandwidth, 0);  // not measured: the link's figures
   // Round trip of the device profile.
   const DeviceProfile back = DeviceProfile::from_json(p.device.to_json(), "x");
   EXPECT_DOUBLE_EQ(back.attention_factor, 2.5);

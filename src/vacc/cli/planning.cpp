@@ -85,8 +85,9 @@ ClusterSpec cluster_spec_for(const Flavor& f, const ProfileInputs& in, DType dty
     const std::string where = measured_profile_path(f);
     const DeviceProfile& d = measured->device;
     std::string links = measured->has_link
-                            ? strprintf("link %.2f GB/s, %.1f us", measured->link.bandwidth / 1e9,
-                                        measured->link.latency * 1e6)
+                            ? strprintf("link %.2f GB/s, %.1f us (all-reduce %.2f GB/s)",
+                                        measured->link.bandwidth / 1e9, measured->link.latency * 1e6,
+                                        link_for(measured->link, measured->link.all_reduce).bandwidth / 1e9)
                             : std::string("no links (measured on one device)");
     if (explicit_device)
       std::fprintf(stderr,

@@ -143,40 +143,55 @@ void fit_and_store(const ProfileArgs& a, const Flavor& flavor, int ranks, int th
   if (!links.empty()) {
     const LinkFit lf = fit_link(links);
     nlohmann::json collectives = nlohmann::json::array();
+    nlohmann::json per_collective = nlohmann::json::object();
     for (CollectiveOp op : {CollectiveOp::AllReduce, CollectiveOp::ReduceScatter,
-                            CollectiveOp::AllGather, CollectiveOp::SendRecv})
+                            CollectiveOp::AllGather, CollectiveOp::SendRecv}) {
+      std::vector<CollectiveSample> of_op;
+      for (const CollectiveSample& s : links)
+        if (s.op == op) of_op.push_back(s);
+      if (of_op.empty()) continue;
+      const LinkFit opf = fit_link(of_op);
+      per_collective[collective_name(op)] = {{"bandwidth_gbytes_per_s", opf.bandwidth / 1e9},
+                                             {"latency_us", opf.latency * 1e6},
+                                             {"rms_relative_error", opf.rms_relative_error}};
+      link_summary += fmt("    %-14s as a link: %7.1f us, %6.2f GB/s (within %.0f%% rms)\n",
+                          collective_name(op), opf.latency * 1e6, opf.bandwidth / 1e9,
+                          100 * opf.rms_relative_error);
       for (int n = 2; n <= ranks; ++n) {
-        std::vector<double> bytes, seconds;
+        std::vector<CollectiveSample> of_n;
         nlohmann::json points = nlohmann::json::array();
-        for (const CollectiveSample& s : links)
-          if (s.op == op && s.ranks == n) {
-            bytes.push_back(s.bytes);
-            seconds.push_back(s.seconds);
+        for (const CollectiveSample& s : of_op)
+          if (s.ranks == n) {
+            of_n.push_back(s);
             points.push_back({{"bytes", s.bytes}, {"seconds", s.seconds}});
           }
-        if (bytes.empty()) continue;
-        const LineFit f = fit_line_relative(bytes, seconds);
+        if (of_n.empty()) continue;
+        const LinkFit f = fit_link(of_n);
+        std::string line;
+        for (const CollectiveSample& s : of_n)
+          line += fmt(" %s %.0f", s.bytes >= 1 << 20 ? fmt("%.0fM", s.bytes / (1 << 20)).c_str()
+                                                     : fmt("%.0fK", s.bytes / 1024).c_str(),
+                      s.seconds * 1e6);
+        link_summary += fmt("      on %d ranks, us by size:%s\n", n, line.c_str());
         collectives.push_back(
             {{"op", collective_name(op)}, {"ranks", n},
-             {"latency_us", f.intercept * 1e6},
-             {"bandwidth_gbytes_per_s", 1.0 / f.slope / 1e9},
-             {"link_latency_us", f.intercept / collective_steps(op, n) * 1e6},
-             {"link_bandwidth_gbytes_per_s", collective_traffic(op, n) / f.slope / 1e9},
+             {"link_latency_us", f.latency * 1e6},
+             {"link_bandwidth_gbytes_per_s", f.bandwidth / 1e9},
+             {"latency_us", f.latency * collective_steps(op, n) * 1e6},
+             {"bandwidth_gbytes_per_s", f.bandwidth / collective_traffic(op, n) / 1e9},
              {"rms_relative_error", f.rms_relative_error},
              {"points", points}});
-        link_summary += fmt("    %-14s on %d ranks: %8.1f us + bytes / %6.2f GB/s  (as a link: "
-                            "%.1f us, %.2f GB/s; fit within %.0f%%)\n",
-                            collective_name(op), n, f.intercept * 1e6, 1.0 / f.slope / 1e9,
-                            f.intercept / collective_steps(op, n) * 1e6,
-                            collective_traffic(op, n) / f.slope / 1e9, 100 * f.rms_relative_error);
       }
+    }
     doc["links"] = {{"intra_node",
                      {{"bandwidth_gbytes_per_s", lf.bandwidth / 1e9},
                       {"latency_us", lf.latency * 1e6},
-                      {"rms_relative_error", lf.rms_relative_error}}},
+                      {"rms_relative_error", lf.rms_relative_error},
+                      {"per_collective", per_collective}}},
                     {"collectives", collectives}};
-    link_summary = fmt("  links (one fit over every collective, the planner's rings): latency %.1f us, "
-                       "bandwidth %.2f GB/s (within %.0f%% rms)\n",
+    link_summary = fmt("  links (the planner's rings; latency from messages <= 16 KiB, bandwidth from "
+                       ">= 1 MiB): %.1f us, %.2f GB/s over every collective (within %.0f%% rms); "
+                       "each collective:\n",
                        lf.latency * 1e6, lf.bandwidth / 1e9, 100 * lf.rms_relative_error) +
                    link_summary;
   }

@@ -45,16 +45,25 @@ StageShape stage_shape(const ModelConfig& c, const ParallelConfig& p, int64_t be
 
 double ring_all_reduce_seconds(double bytes, int n, const LinkSpec& link) {
   if (n <= 1 || bytes <= 0) return 0;
-  return 2.0 * (n - 1) * link.latency + 2.0 * (n - 1) / n * bytes / link.bandwidth;
+  const LinkSpec::Measured l = link_for(link, link.all_reduce);
+  return 2.0 * (n - 1) * l.latency + 2.0 * (n - 1) / n * bytes / l.bandwidth;
 }
 
 double ring_all_gather_seconds(double bytes, int n, const LinkSpec& link) {
   if (n <= 1 || bytes <= 0) return 0;
-  return (n - 1) * link.latency + double(n - 1) / n * bytes / link.bandwidth;
+  const LinkSpec::Measured l = link_for(link, link.all_gather);
+  return (n - 1) * l.latency + double(n - 1) / n * bytes / l.bandwidth;
 }
 
 double ring_reduce_scatter_seconds(double bytes, int n, const LinkSpec& link) {
-  return ring_all_gather_seconds(bytes, n, link);
+  if (n <= 1 || bytes <= 0) return 0;
+  const LinkSpec::Measured l = link_for(link, link.reduce_scatter);
+  return (n - 1) * l.latency + double(n - 1) / n * bytes / l.bandwidth;
+}
+
+double send_seconds(double bytes, const LinkSpec& link) {
+  const LinkSpec::Measured l = link_for(link, link.send);
+  return l.latency + bytes / l.bandwidth;
 }
 
 const LinkSpec& group_link(const ClusterSpec& cluster, int stride, int size) {
@@ -122,7 +131,7 @@ CostBreakdown predict_step_time(const ModelConfig& c, const ParallelConfig& p,
     st.tp = sh.layers * 4 * ring_all_reduce_seconds(N * C * cb, p.tp, tp_link);
     if (sh.head) st.tp += 3 * ring_all_reduce_seconds(N * kF32, p.tp, tp_link);
     // Pipeline sends: activations in, their gradient back.
-    const double hop = p.pp > 1 ? pp_link.latency + N * C * kF32 / pp_link.bandwidth : 0.0;
+    const double hop = p.pp > 1 ? send_seconds(N * C * kF32, pp_link) : 0.0;
     st.p2p = (s > 0 ? hop : 0.0) + (s < p.pp - 1 ? hop : 0.0);
     double busy = st.compute + st.tp;
     // ZeRO-3: the stage's parameters gathered for forward and again for backward, prefetched

@@ -33,7 +33,17 @@ namespace vacc {
 struct LinkSpec {
   double bandwidth = 0;  // bytes/s per device, one direction
   double latency = 0;    // seconds per message (alpha)
+  // Measured per collective (`vacc profile`), as the link figures of its ring; where the
+  // bandwidth is 0 the collective uses the two above.
+  struct Measured {
+    double bandwidth = 0, latency = 0;
+  };
+  Measured all_reduce, reduce_scatter, all_gather, send;
 };
+// The alpha-beta of one kind of transfer on a link: its measured figures, else the link's.
+inline LinkSpec::Measured link_for(const LinkSpec& link, const LinkSpec::Measured& op) {
+  return op.bandwidth > 0 ? op : LinkSpec::Measured{link.bandwidth, link.latency};
+}
 
 // What the planner needs of the accelerator (the CLI fills it from a Flavor).
 struct ClusterSpec {
@@ -70,6 +80,7 @@ struct CostBreakdown {
 double ring_all_reduce_seconds(double bytes, int n, const LinkSpec& link);
 double ring_all_gather_seconds(double bytes, int n, const LinkSpec& link);  // bytes: the whole
 double ring_reduce_scatter_seconds(double bytes, int n, const LinkSpec& link);
+double send_seconds(double bytes, const LinkSpec& link);  // one point-to-point message
 // The link of a group of `size` ranks `stride` apart.
 const LinkSpec& group_link(const ClusterSpec& cluster, int stride, int size);
 

@@ -52,6 +52,20 @@ MeasuredProfile MeasuredProfile::from_json(const nlohmann::json& j, const std::s
     p.link.bandwidth =
         positive(intra, "bandwidth_gbytes_per_s", "links.intra_node.", source) * 1e9;
     p.link.latency = positive(intra, "latency_us", "links.intra_node.", source, true) * 1e-6;
+    // Optional: each collective's own figures, as its ring's link.
+    if (intra.contains("per_collective")) {
+      const nlohmann::json& per = intra["per_collective"];
+      VACC_CHECK(per.is_object(), source, ": \"links.intra_node.per_collective\" must be an object");
+      const std::pair<const char*, LinkSpec::Measured*> ops[] = {
+          {"all_reduce", &p.link.all_reduce}, {"reduce_scatter", &p.link.reduce_scatter},
+          {"all_gather", &p.link.all_gather}, {"send_recv", &p.link.send}};
+      for (const auto& [name, out] : ops) {
+        if (!per.contains(name)) continue;
+        const std::string where = std::string("links.intra_node.per_collective.") + name + ".";
+        out->bandwidth = positive(per[name], "bandwidth_gbytes_per_s", where, source) * 1e9;
+        out->latency = positive(per[name], "latency_us", where, source, true) * 1e-6;
+      }
+    }
     p.has_link = true;
   }
   p.document = j;

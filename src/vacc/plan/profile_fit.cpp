@@ -1,5 +1,6 @@
 #include "vacc/plan/profile_fit.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "vacc/core/error.h"
@@ -107,14 +108,36 @@ double collective_traffic(CollectiveOp op, int n) {
 
 LinkFit fit_link(const std::vector<CollectiveSample>& samples) {
   std::vector<double> traffic, steps, t;
+  bool small = false, large = false;
   for (const CollectiveSample& s : samples) {
     VACC_CHECK(s.ranks >= 2, "a collective sample needs at least 2 ranks");
     traffic.push_back(collective_traffic(s.op, s.ranks) * s.bytes);
     steps.push_back(collective_steps(s.op, s.ranks));
     t.push_back(s.seconds);
+    small = small || s.bytes <= kSmallMessage;
+    large = large || s.bytes >= kLargeMessage;
   }
   double inv_beta = 0, alpha = 0;
   fit_nonnegative(traffic, steps, t, inv_beta, alpha);
+  if (small && large) {
+    for (int iter = 0; iter < 50; ++iter) {
+      std::vector<double> per_step;
+      double sxy = 0, sxx = 0;
+      for (size_t i = 0; i < t.size(); ++i) {
+        if (samples[i].bytes <= kSmallMessage)
+          per_step.push_back(std::max(0.0, (t[i] - traffic[i] * inv_beta) / steps[i]));
+        if (samples[i].bytes >= kLargeMessage) {
+          const double y = t[i] - alpha * steps[i], w = 1.0 / (t[i] * t[i]);
+          sxy += w * traffic[i] * y;
+          sxx += w * traffic[i] * traffic[i];
+        }
+      }
+      std::sort(per_step.begin(), per_step.end());
+      const size_t n = per_step.size();
+      alpha = n % 2 ? per_step[n / 2] : 0.5 * (per_step[n / 2 - 1] + per_step[n / 2]);
+      if (sxy > 0) inv_beta = sxy / sxx;
+    }
+  }
   LinkFit f;
   f.bandwidth = 1.0 / inv_beta;
   f.latency = alpha;

@@ -48,12 +48,21 @@ struct CollectiveSample {
   double bytes = 0;    // the whole message (all-gather: the gathered result)
   double seconds = 0;  // of one operation
 };
+// Message sizes fit_link takes for latency (at most) and for bandwidth (at least).
+inline constexpr double kSmallMessage = 16 * 1024, kLargeMessage = 1024 * 1024;
+
 struct LinkFit {
   double latency = 0;    // alpha, seconds per ring step
   double bandwidth = 0;  // beta, bytes/s
   double rms_relative_error = 0;
 };
-// One link's alpha and beta that best explain every sample under the ring formulas above.
+// One link's alpha and beta under the ring formulas above. When the samples span both small
+// messages (<= 16 KiB) and large ones (>= 1 MiB), alpha is the median latency per step of
+// the small ones and beta the relative least-squares bandwidth of the large ones (each net of
+// the other term, iterated): a communicator whose medium messages switch protocol (or whose
+// waits sleep) is not one straight line, and the planner's messages that matter are large
+// (gradients, activations) or small (the loss's). Otherwise the relative least-squares fit of
+// both over every sample.
 LinkFit fit_link(const std::vector<CollectiveSample>& samples);
 
 }  // namespace vacc

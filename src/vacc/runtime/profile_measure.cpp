@@ -35,36 +35,51 @@ double max_over_ranks(Communicator& comm, double v) {
   return *std::max_element(all.begin(), all.end());
 }
 
-// Times `op` (which must leave the device idle when it returns, e.g. by synchronizing): one
-// warm-up, then as many repetitions as fill `min_seconds` on the slowest rank (3 to 25, the
-// same count on every rank, each started after a barrier so the ranks contend as in a
-// training step); the median repetition of this rank.
-double time_repeated(Communicator& comm, double min_seconds, const std::function<void()>& op) {
+// Times `op` (which must leave the device idle when it returns, e.g. by synchronizing): two
+// warm-ups, then repetitions, each started after a barrier so the ranks contend as in a
+// training step. A barrier lets the ranks go up to a scheduler tick apart (its waits sleep),
+// so a repetition is several calls: a device measurement (no communication inside) calls `op`
+// until `rep_seconds` have passed, so every rank computes for the whole repetition; a
+// collective (every rank must make the same calls) makes the same number of calls on every
+// rank, enough for `rep_seconds` at the warm-up's speed, at most 64. As many repetitions as
+// fill `min_seconds` on the slowest rank (3 to 25, the same count on every rank); the median
+// repetition of this rank, per call.
+double time_repeated(Communicator& comm, double min_seconds, double rep_seconds, bool collective,
+                     const std::function<void()>& op) {
   comm.barrier();
+  op();
   auto t0 = Clock::now();
   op();
-  const double warm = max_over_ranks(comm, seconds_since(t0));
-  const int reps = std::clamp(int(std::ceil(min_seconds / std::max(warm, 1e-7))), 3, 25);
+  const double warm = std::max(max_over_ranks(comm, seconds_since(t0)), 1e-7);
+  const int inner = std::clamp(int(std::ceil(rep_seconds / warm)), 1, 64);
+  const int reps = std::clamp(int(std::ceil(min_seconds / std::max(warm * inner, rep_seconds))), 3, 25);
   std::vector<double> times;
   for (int r = 0; r < reps; ++r) {
     comm.barrier();
     t0 = Clock::now();
-    op();
-    times.push_back(seconds_since(t0));
+    int calls = 0;
+    double elapsed = 0;
+    do {
+      op();
+      ++calls;
+      elapsed = seconds_since(t0);
+    } while (collective ? calls < inner : elapsed < rep_seconds);
+    times.push_back(elapsed / calls);
   }
   return median(times);
 }
 
 // A device measurement: the median over ranks of each rank's median time.
-double device_time(Communicator& comm, double min_seconds, const std::function<void()>& op) {
-  return median(gather(comm, time_repeated(comm, min_seconds, op)));
+double device_time(Communicator& comm, double min_seconds, double rep_seconds,
+                   const std::function<void()>& op) {
+  return median(gather(comm, time_repeated(comm, min_seconds, rep_seconds, false, op)));
 }
 
 struct Shapes {
   std::vector<std::array<int64_t, 3>> matmul;
   int64_t stream = 0, rows = 0, hidden = 0, ffn = 0, adam = 0;
   AttentionShape attention;
-  double min_seconds = 0;
+  double min_seconds = 0, rep_seconds = 0;
 };
 
 Shapes shapes_for(const ProfileMeasureOptions& o) {
@@ -77,7 +92,7 @@ Shapes shapes_for(const ProfileMeasureOptions& o) {
     s.stream = int64_t(8) << 20;  // floats: 32 MiB per buffer
     s.rows = 1024, s.hidden = 1024, s.ffn = 2816, s.adam = int64_t(4) << 20;
     s.attention = {1, 512, 8, 8, 64};
-    s.min_seconds = 0.03;
+    s.min_seconds = 0.05, s.rep_seconds = 0.01;
   } else {
     // A transformer's products: rows (tokens of a micro-batch) x widths (hidden, ffn, qkv).
     for (int64_t m : {256, 512, 1024, 2048})
@@ -88,13 +103,13 @@ Shapes shapes_for(const ProfileMeasureOptions& o) {
     s.stream = int64_t(32) << 20;  // 128 MiB per buffer
     s.rows = 2048, s.hidden = 1024, s.ffn = 2816, s.adam = int64_t(16) << 20;
     s.attention = {1, 1024, 8, 8, 64};
-    s.min_seconds = 0.5;
+    s.min_seconds = 0.5, s.rep_seconds = 0.04;
   }
   return s;
 }
 
 std::vector<int64_t> message_sizes(const ProfileMeasureOptions& o) {
-  if (o.quick) return {4 << 10, 64 << 10, 1 << 20, 8 << 20};
+  if (o.quick) return {4 << 10, 16 << 10, 1 << 20, 8 << 20};
   return {4 << 10, 16 << 10, 64 << 10, 256 << 10, 1 << 20, 4 << 20, 16 << 20, 64 << 20};
 }
 
@@ -133,7 +148,7 @@ DeviceMeasurements measure_device(Backend& be, Communicator& comm, const Profile
     Tensor c = be.empty({m, n}, DType::F32, B, "profile c");
     be.fill(a, 0.5f);
     be.fill(b, 0.25f);
-    const double t = device_time(comm, s.min_seconds, [&] {
+    const double t = device_time(comm, s.min_seconds, s.rep_seconds, [&] {
       be.matmul(a, false, b, true, c);
       be.synchronize();
     });
@@ -145,7 +160,7 @@ DeviceMeasurements measure_device(Backend& be, Communicator& comm, const Profile
 
   auto kernel = [&](const std::string& name, const std::string& shape, double bytes, double flops,
                     const std::function<void()>& op) {
-    const double t = device_time(comm, s.min_seconds, [&] {
+    const double t = device_time(comm, s.min_seconds, s.rep_seconds, [&] {
       op();
       be.synchronize();
     });
@@ -254,7 +269,7 @@ std::vector<CollectiveSample> measure_links(Backend& be, Communicator& comm,
           Tensor whole2 = other.view(0, {elems});
           const int r = group->rank();
           Tensor part = other.view(0, {counts[size_t(r)]});
-          const double median_t = time_repeated(*group, min_seconds, [&] {
+          const double median_t = time_repeated(*group, min_seconds, o.quick ? 0.01 : 0.03, true, [&] {
             switch (op) {
               case CollectiveOp::AllReduce: group->all_reduce(whole); break;
               case CollectiveOp::ReduceScatter: group->reduce_scatter(whole, part, counts); break;
