@@ -7,13 +7,13 @@
 namespace vacc {
 
 void TimedPoll::pause(Clock::time_point now) {
-  if (now - start_ < std::chrono::microseconds(100)) {
+  if (now - start_ < std::chrono::microseconds(2000)) {
     std::this_thread::yield();
     return;
   }
   std::this_thread::sleep_for(
       std::min(sleep_, std::chrono::duration_cast<std::chrono::microseconds>(deadline_ - now)));
-  sleep_ = std::min(sleep_ * 2, std::chrono::microseconds(1000));
+  sleep_ = std::min(sleep_ * 2, std::chrono::microseconds(200));
 }
 
 std::string timeout_message(int rank, std::string_view host, std::string_view what,

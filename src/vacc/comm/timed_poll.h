@@ -1,7 +1,9 @@
 // TimedPoll: the wait loop of every communicator. It polls until the operation is done or the
-// timeout passes; between polls it yields for the first 100 us (a fast operation finishes
-// without sleeping), then sleeps 50 us, doubling up to 1 ms (ranks that share cores leave them
-// to the peers they wait for).
+// timeout passes; between polls it yields for the first 2 ms, then sleeps 50 us, doubling up
+// to 200 us (ranks that share cores leave them to the peers they wait for). MPI moves a large
+// message only while both ranks poll, so every sleep delays the peer too: with 1 ms sleeps
+// each collective of 16 KiB-1 MiB took 1-2 ms, and tp=2 steps of 16 micro-batches took 2.4x
+// as long (bench of 2026-11-26 in docs/PLANNER.md).
 #pragma once
 
 #include <chrono>
