@@ -108,6 +108,33 @@ TEST(CostModel, DataParallelGradientReduction) {
               1e-14);
 }
 
+TEST(CostModel, DevicesThatCannotOverlapPayEveryCollective) {
+  // CPU ranks progress MPI only while waiting in it: the all-reduce is not hidden behind
+  // backward, and `sync` is paid once per collective (the tiny model's groups: embedding, 2
+  // layers, head = 4 buckets) on top of the ring.
+  ParallelConfig p;
+  p.dp = 2;
+  const CostQuery q{4, 8, DType::F32};
+  const double bytes = 106816.0 * 4;
+  const double ar = 2 * 1e-6 + bytes / 1e9;
+  const double compute = 3 * (2 * kLayerFwd + kHeadFwd) / 1e12;
+  ClusterSpec k = ideal(2);
+  k.profile.overlaps_communication = false;
+  EXPECT_NEAR(predict_step_time(tiny(), p, q, k).step_s, compute + ar, 1e-14);
+  k.intra_node.sync = k.inter_node.sync = 1e-4;
+  EXPECT_NEAR(predict_step_time(tiny(), p, q, k).step_s, compute + ar + 4 * 1e-4, 1e-14);
+  // Tensor parallelism: each of the 2 x 4 + 3 all-reduces pays it once.
+  p = ParallelConfig{};
+  p.tp = 2;
+  const CostQuery tq{2, 8, DType::F32};
+  const double tp_ar = 2e-6 + 16 * 64 * 4 / 1e9, tp_loss = 2e-6 + 16 * 4 / 1e9;
+  EXPECT_NEAR(predict_step_time(tiny(), p, tq, k).tp_comm_s,
+              2 * 4 * (tp_ar + 1e-4) + 3 * (tp_loss + 1e-4), 1e-14);
+  // The CPU profile cannot overlap; datasheet GPUs can.
+  EXPECT_FALSE(DeviceProfile::cpu(1e11, 1e9).overlaps_communication);
+  EXPECT_TRUE(find_profile("H100-SXM").overlaps_communication);
+}
+
 TEST(CostModel, TensorParallelAllReduces) {
   ParallelConfig p;
   p.tp = 2;

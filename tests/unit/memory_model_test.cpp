@@ -1,6 +1,8 @@
 // The memory model against hand-computed cases on a tiny model (f32, no biases, untied).
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "vacc/plan/memory_model.h"
 
 namespace vacc {
@@ -45,6 +47,27 @@ TEST(MemoryModel, ZeroOneShardsTheOptimizerState) {
   EXPECT_EQ(m.optimizer_state, 8 * 53408.0);
   EXPECT_EQ(m.gradients, 4 * kP + 4 * 53408.0);  // full gradients + the reduced shard
   EXPECT_EQ(m.parameters, 4 * kP);
+}
+
+TEST(MemoryModel, ZeroTwoKeepsTheBucketsInFlight) {
+  ParallelConfig p;
+  p.dp = 2;
+  p.zero = 2;
+  // Untied: the shard (53408) + the head's bucket (64 final norm + 16384 output) and three
+  // layer buckets (the one filling, two being reduced: 3 x 36992).
+  const double head = 64 + 16384, layer = 36992;
+  EXPECT_EQ(predict_rank_memory(tiny(), p, {4, 8, DType::F32}, 0, 0).gradients,
+            4 * (53408.0 + head + 3 * layer));
+  // Tied: the embedding's bucket lives through backward; with several micro-batches the
+  // previous micro-batch's embedding bucket is still being reduced when the next opens one.
+  ModelConfig tied = tiny();
+  tied.tie_word_embeddings = true;
+  const double P = kP - 16384, shard = std::ceil(P / 2 / 16) * 16, embed = 16384;
+  EXPECT_EQ(predict_rank_memory(tied, p, {4, 8, DType::F32}, 0, 0).gradients,
+            4 * (shard + embed + 64 + 3 * layer));
+  p.micro_batches = 2;
+  EXPECT_EQ(predict_rank_memory(tied, p, {4, 8, DType::F32}, 0, 0).gradients,
+            4 * (shard + 2 * embed + 64 + 3 * layer));
 }
 
 TEST(MemoryModel, FullRecomputeKeepsOnlyTheLayerInputs) {

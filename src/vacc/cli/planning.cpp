@@ -76,7 +76,13 @@ ClusterSpec cluster_spec_for(const Flavor& f, const ProfileInputs& in, DType dty
   // given: those win) and its intra-node link (measured on one host; the inter-node link
   // stays the flavor's).
   const std::optional<MeasuredProfile> measured = load_measured_profile(f);
-  const bool explicit_device = named || in.device_peak_tflops > 0;
+  // A peak given for a CPU (--device-peak-tflops, or the one every rank of `vacc train` has
+  // just measured) rescales a measured CPU profile to the machine's speed now; it replaces the
+  // device only without one.
+  const double given_cpu_peak =
+      in.device_peak_tflops > 0 ? in.device_peak_tflops * 1e12 : in.measured_cpu_peak_flops;
+  const bool rescale = measured && f.is_cpu() && !named && given_cpu_peak > 0;
+  const bool explicit_device = named || (in.device_peak_tflops > 0 && !rescale);
   if (measured) {
     if (measured->has_link) {
       k.intra_node = measured->link;
@@ -104,6 +110,14 @@ ClusterSpec cluster_spec_for(const Flavor& f, const ProfileInputs& in, DType dty
   }
   if (measured && !explicit_device) {
     k.profile = measured->device;
+    if (rescale) {
+      // measure_matmul_peak's figure is a 2048^3 product's throughput.
+      const double stored = 1 / k.profile.matmul_seconds(dtype, 2048, 2048, 2048) * 2 * 2048.0 * 2048 * 2048;
+      k.profile = k.profile.scaled(given_cpu_peak / stored);
+      std::fprintf(stderr, "  scaled to the peak %s: %.1f GFLOP/s (x%.2f)\n",
+                   in.device_peak_tflops > 0 ? "of --device-peak-tflops" : "measured now",
+                   given_cpu_peak / 1e9, given_cpu_peak / stored);
+    }
     if (k.memory_bytes_per_device > 0) k.profile.memory_bytes = k.memory_bytes_per_device;
   } else if (f.is_cpu() && !named) {
     double peak = in.device_peak_tflops * 1e12;

@@ -76,7 +76,7 @@ double sum_bytes_per_second(const std::vector<KernelSample>& ks, std::initialize
 // Fits the measurements, writes the profile and prints the summary (rank 0).
 void fit_and_store(const ProfileArgs& a, const Flavor& flavor, int ranks, int threads,
                    DType dtype, const DeviceMeasurements& dev,
-                   const std::vector<CollectiveSample>& links, double elapsed_s,
+                   const std::vector<CollectiveSample>& links, double sync_s, double elapsed_s,
                    double load_before) {
   const EfficiencyFit ef = fit_efficiency_curve(dev.matmul);
   DeviceProfile p;
@@ -186,6 +186,7 @@ void fit_and_store(const ProfileArgs& a, const Flavor& flavor, int ranks, int th
     doc["links"] = {{"intra_node",
                      {{"bandwidth_gbytes_per_s", lf.bandwidth / 1e9},
                       {"latency_us", lf.latency * 1e6},
+                      {"sync_us", sync_s * 1e6},
                       {"rms_relative_error", lf.rms_relative_error},
                       {"per_collective", per_collective}}},
                     {"collectives", collectives}};
@@ -193,6 +194,8 @@ void fit_and_store(const ProfileArgs& a, const Flavor& flavor, int ranks, int th
                        ">= 1 MiB): %.1f us, %.2f GB/s over every collective (within %.0f%% rms); "
                        "each collective:\n",
                        lf.latency * 1e6, lf.bandwidth / 1e9, 100 * lf.rms_relative_error) +
+                   fmt("  synchronisation between compute: %.0f us per collective (ranks "
+                       "computing between collectives wait for each other)\n", sync_s * 1e6) +
                    link_summary;
   }
 
@@ -248,9 +251,10 @@ void profile_on_rank(const ProfileArgs& a, const Flavor& flavor, DType dtype, Co
   const auto t0 = std::chrono::steady_clock::now();
   const DeviceMeasurements dev = measure_device(*backend, comm, o);
   const std::vector<CollectiveSample> links = measure_links(*backend, comm, o);
+  const double sync = measure_sync(*backend, comm, o);
   const double elapsed =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  if (rank0) fit_and_store(a, flavor, comm.size(), threads, dtype, dev, links, elapsed, load);
+  if (rank0) fit_and_store(a, flavor, comm.size(), threads, dtype, dev, links, sync, elapsed, load);
   comm.barrier();
 }
 

@@ -46,24 +46,24 @@ StageShape stage_shape(const ModelConfig& c, const ParallelConfig& p, int64_t be
 double ring_all_reduce_seconds(double bytes, int n, const LinkSpec& link) {
   if (n <= 1 || bytes <= 0) return 0;
   const LinkSpec::Measured l = link_for(link, link.all_reduce);
-  return 2.0 * (n - 1) * l.latency + 2.0 * (n - 1) / n * bytes / l.bandwidth;
+  return link.sync + 2.0 * (n - 1) * l.latency + 2.0 * (n - 1) / n * bytes / l.bandwidth;
 }
 
 double ring_all_gather_seconds(double bytes, int n, const LinkSpec& link) {
   if (n <= 1 || bytes <= 0) return 0;
   const LinkSpec::Measured l = link_for(link, link.all_gather);
-  return (n - 1) * l.latency + double(n - 1) / n * bytes / l.bandwidth;
+  return link.sync + (n - 1) * l.latency + double(n - 1) / n * bytes / l.bandwidth;
 }
 
 double ring_reduce_scatter_seconds(double bytes, int n, const LinkSpec& link) {
   if (n <= 1 || bytes <= 0) return 0;
   const LinkSpec::Measured l = link_for(link, link.reduce_scatter);
-  return (n - 1) * l.latency + double(n - 1) / n * bytes / l.bandwidth;
+  return link.sync + (n - 1) * l.latency + double(n - 1) / n * bytes / l.bandwidth;
 }
 
 double send_seconds(double bytes, const LinkSpec& link) {
   const LinkSpec::Measured l = link_for(link, link.send);
-  return l.latency + bytes / l.bandwidth;
+  return link.sync + l.latency + bytes / l.bandwidth;
 }
 
 const LinkSpec& group_link(const ClusterSpec& cluster, int stride, int size) {
@@ -137,10 +137,14 @@ CostBreakdown predict_step_time(const ModelConfig& c, const ParallelConfig& p,
     // ZeRO-3: the stage's parameters gathered for forward and again for backward, prefetched
     // a group ahead (hidden behind compute but for the first group).
     const double P = sh.parameters;
+    // ZeRO's gathers and gradient buckets are one collective per parameter group (each
+    // layer, the embedding, the head): the ring functions charge `sync` once, the rest here.
+    const double groups = sh.layers + (sh.embedding ? 1 : 0) + (sh.head ? 1 : 0);
+    const double dp_sync = p.dp > 1 ? (groups - 1) * dp_link.sync : 0.0;
     if (p.zero >= 3 && p.dp > 1) {
-      st.gather = 2 * ring_all_gather_seconds(P * kF32, p.dp, dp_link);
+      st.gather = 2 * (ring_all_gather_seconds(P * kF32, p.dp, dp_link) + dp_sync);
       const double first = st.gather * sh.largest_group / std::max(P, 1.0);
-      busy = std::max(busy, st.gather) + first;
+      busy = dev.overlaps_communication ? std::max(busy, st.gather) + first : busy + st.gather;
     }
     st.micro = busy + st.p2p;
     // Gradient reduction over dp: once, in the last micro-batch (ZeRO 0: all-reduce; 1:
@@ -150,16 +154,20 @@ CostBreakdown predict_step_time(const ModelConfig& c, const ParallelConfig& p,
       const double bytes = P * kF32;
       const double last_bucket_share = sh.largest_group / std::max(P, 1.0);
       if (p.zero >= 2) {
-        const double rs = ring_reduce_scatter_seconds(bytes, p.dp, dp_link);
+        const double rs = ring_reduce_scatter_seconds(bytes, p.dp, dp_link) + dp_sync;
         st.dp = M * rs;
-        st.dp_exposed = M * std::max(rs - st.backward, rs * last_bucket_share);
+        st.dp_exposed = dev.overlaps_communication
+                            ? M * std::max(rs - st.backward, rs * last_bucket_share)
+                            : st.dp;
       } else {
         // ZeRO 0: all-reduce; ZeRO 1: reduce-scatter into the shard (then the all-gather of
         // the updated parameters below).
-        const double once = p.zero == 0 ? ring_all_reduce_seconds(bytes, p.dp, dp_link)
-                                        : ring_reduce_scatter_seconds(bytes, p.dp, dp_link);
+        const double once = dp_sync + (p.zero == 0 ? ring_all_reduce_seconds(bytes, p.dp, dp_link)
+                                                   : ring_reduce_scatter_seconds(bytes, p.dp, dp_link));
         st.dp = once;
-        st.dp_exposed = std::max(once - st.backward, once * last_bucket_share);
+        st.dp_exposed = dev.overlaps_communication
+                            ? std::max(once - st.backward, once * last_bucket_share)
+                            : once;
       }
       if (p.zero >= 1 && p.zero <= 2)
         st.param_gather = ring_all_gather_seconds(P * kF32, p.dp, dp_link);

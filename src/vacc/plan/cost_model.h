@@ -31,6 +31,8 @@
 namespace vacc {
 
 struct LinkSpec {
+  LinkSpec(double bandwidth_bytes_per_s = 0, double latency_s = 0)
+      : bandwidth(bandwidth_bytes_per_s), latency(latency_s) {}
   double bandwidth = 0;  // bytes/s per device, one direction
   double latency = 0;    // seconds per message (alpha)
   // Measured per collective (`vacc profile`), as the link figures of its ring; where the
@@ -39,6 +41,10 @@ struct LinkSpec {
     double bandwidth = 0, latency = 0;
   };
   Measured all_reduce, reduce_scatter, all_gather, send;
+  // Seconds every collective or send costs on top of its alpha-beta time when the ranks
+  // compute between collectives (`vacc profile`'s measure_sync: ranks sharing cores wait
+  // for each other's scheduler slice). 0 for dedicated devices.
+  double sync = 0;
 };
 // The alpha-beta of one kind of transfer on a link: its measured figures, else the link's.
 inline LinkSpec::Measured link_for(const LinkSpec& link, const LinkSpec::Measured& op) {

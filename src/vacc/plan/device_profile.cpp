@@ -48,6 +48,17 @@ DeviceProfile DeviceProfile::cpu(double measured_flops, double memory_bytes,
   p.peak_bf16_flops = p.peak_fp32_flops = measured_flops / eff;
   p.memory_bytes = memory_bytes;
   p.memory_bandwidth = memory_bandwidth;
+  p.overlaps_communication = false;
+  return p;
+}
+
+DeviceProfile DeviceProfile::scaled(double factor) const {
+  DeviceProfile p = *this;
+  p.peak_bf16_flops *= factor;
+  p.peak_fp32_flops *= factor;
+  p.memory_bandwidth *= factor;
+  p.elementwise_bandwidth *= factor;
+  p.optimizer_bandwidth *= factor;
   return p;
 }
 
@@ -97,6 +108,12 @@ DeviceProfile DeviceProfile::from_json(const nlohmann::json& j, const std::strin
   number("elementwise_bandwidth_gbytes_per_s", kG, p.elementwise_bandwidth);
   number("optimizer_bandwidth_gbytes_per_s", kG, p.optimizer_bandwidth);
   number("attention_factor", 1.0, p.attention_factor);
+  if (lower(name) == "cpu") p.overlaps_communication = false;
+  if (j.contains("overlaps_communication")) {
+    VACC_CHECK(j["overlaps_communication"].is_boolean(), source, ": profile '", name,
+               "': \"overlaps_communication\" must be true or false");
+    p.overlaps_communication = j["overlaps_communication"].get<bool>();
+  }
   VACC_CHECK(p.peak_bf16_flops > 0 && p.peak_fp32_flops > 0 && p.memory_bandwidth > 0, source,
              ": profile '", name,
              "' needs peak_bf16_tflops, peak_fp32_tflops and memory_bandwidth_gbytes_per_s");
@@ -116,6 +133,7 @@ nlohmann::json DeviceProfile::to_json() const {
   if (elementwise_bandwidth > 0) j["elementwise_bandwidth_gbytes_per_s"] = elementwise_bandwidth / kG;
   if (optimizer_bandwidth > 0) j["optimizer_bandwidth_gbytes_per_s"] = optimizer_bandwidth / kG;
   if (attention_factor != 1) j["attention_factor"] = attention_factor;
+  j["overlaps_communication"] = overlaps_communication;
   return j;
 }
 

@@ -33,6 +33,10 @@ struct DeviceProfile {
   double elementwise_bandwidth = 0;  // bytes/s of the element-wise kernels; 0: memory_bandwidth
   double optimizer_bandwidth = 0;    // bytes/s of the AdamW step; 0: memory_bandwidth
   double attention_factor = 1;       // the attention kernel's time / the curve's for its products
+  // Whether communication runs beside compute (GPUs: NCCL on its own stream / SMs). CPU ranks
+  // progress MPI only while they wait in it, on the cores that compute: every collective and
+  // ZeRO gather costs its whole time (measured: docs/PLANNER.md, "Accuracy").
+  bool overlaps_communication = true;
 
   double peak_flops(DType dtype) const {
     return dtype == DType::BF16 ? peak_bf16_flops : peak_fp32_flops;
@@ -57,6 +61,10 @@ struct DeviceProfile {
   // A CPU device whose measured peak (FLOP/s on a `measured_size`^3 product, any dtype, e.g.
   // runtime/device_peak.h's measure_matmul_peak) and memory are given; the curve is scaled so
   // that the measured size reaches exactly the measured throughput.
+  // The same device running at `factor` of its speed (a busy or slow machine): peaks and
+  // bandwidths scaled alike, the curve's shape kept.
+  DeviceProfile scaled(double factor) const;
+
   static DeviceProfile cpu(double measured_flops, double memory_bytes,
                            double memory_bandwidth = 20e9, int64_t measured_size = 2048);
 

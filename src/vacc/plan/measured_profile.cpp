@@ -52,6 +52,8 @@ MeasuredProfile MeasuredProfile::from_json(const nlohmann::json& j, const std::s
     p.link.bandwidth =
         positive(intra, "bandwidth_gbytes_per_s", "links.intra_node.", source) * 1e9;
     p.link.latency = positive(intra, "latency_us", "links.intra_node.", source, true) * 1e-6;
+    if (intra.contains("sync_us"))
+      p.link.sync = positive(intra, "sync_us", "links.intra_node.", source, true) * 1e-6;
     // Optional: each collective's own figures, as its ring's link.
     if (intra.contains("per_collective")) {
       const nlohmann::json& per = intra["per_collective"];

@@ -110,12 +110,16 @@ MemoryBreakdown predict_rank_memory(const ModelConfig& c, const ParallelConfig& 
     m.parameters = kF32 * double(shard_size(P, p.dp)) + (kF32 + (mixed ? 2.0 : 0.0)) * gathered;
   }
   // Gradients: full (ZeRO 0/1), the shard (1-3), buckets in flight (2/3: the tied embedding
-  // through the whole backward, the current group and two being reduced).
+  // through the whole backward, the current group and two being reduced; with several
+  // micro-batches the previous micro-batch's embedding bucket, reduced last, is still in
+  // flight when the next backward opens its own — measured on cpu-2, docs/PLANNER.md).
   const double shard_bytes = kF32 * double(shard_size(P, p.dp));
   if (p.zero == 0) m.gradients = kF32 * double(P);
   if (p.zero == 1) m.gradients = kF32 * double(P) + shard_bytes;
   if (p.zero >= 2) {
-    const double live = double((tied_here || tied_split ? embed + head : head) + 2 * largest_layer);
+    const bool tied = tied_here || tied_split;
+    double live = double((tied ? embed + head : head) + 3 * largest_layer);
+    if (p.micro_batches > 1 && tied) live += double(embed);
     m.gradients = shard_bytes + kF32 * live;
   }
   m.optimizer_state = 2 * kF32 * double(p.zero == 0 ? P : mine);

@@ -241,6 +241,30 @@ DeviceMeasurements measure_device(Backend& be, Communicator& comm, const Profile
   return out;
 }
 
+double measure_sync(Backend& be, Communicator& comm, const ProfileMeasureOptions& o) {
+  if (comm.size() < 2) return 0;
+  const auto B = MemoryCategory::Buffers;
+  Tensor a = be.empty({256, 512}, o.dtype, B, "sync a");
+  Tensor b = be.empty({512, 512}, o.dtype, B, "sync b");
+  Tensor c = be.empty({256, 512}, DType::F32, B, "sync c");
+  Tensor message = be.zeros({4096}, DType::F32, B, "sync message");
+  be.fill(a, 0.5f);
+  be.fill(b, 0.25f);
+  auto product = [&] {
+    be.matmul(a, false, b, true, c);
+    be.synchronize();
+  };
+  const double min_seconds = o.quick ? 0.1 : 0.5, rep = o.quick ? 0.02 : 0.05;
+  const double alone = max_over_ranks(comm, time_repeated(comm, min_seconds, rep, false, product));
+  const double reduce = max_over_ranks(
+      comm, time_repeated(comm, min_seconds, rep, true, [&] { comm.all_reduce(message); }));
+  const double both = max_over_ranks(comm, time_repeated(comm, min_seconds, rep, true, [&] {
+    product();
+    comm.all_reduce(message);
+  }));
+  return std::max(0.0, both - alone - reduce);
+}
+
 std::vector<CollectiveSample> measure_links(Backend& be, Communicator& comm,
                                             const ProfileMeasureOptions& o) {
   std::vector<CollectiveSample> out;

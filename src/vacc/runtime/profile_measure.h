@@ -46,6 +46,14 @@ int link_measurement_count(const ProfileMeasureOptions& o, int ranks);
 
 DeviceMeasurements measure_device(Backend& backend, Communicator& comm,
                                   const ProfileMeasureOptions& o);
+// What a collective costs beyond its own time when the ranks compute between collectives, as
+// in training: ranks that share cores (cpu-4 on 2 cores) wait for the peer's scheduler slice
+// at every synchronisation. All ranks repeat (a ~1 ms matrix product, then a 16 KiB
+// all-reduce); the result is that loop's time per iteration less the product's time alone
+// (every rank at once, no collective) and the all-reduce's time alone. Seconds, >= 0; 0 on
+// one rank.
+double measure_sync(Backend& backend, Communicator& comm, const ProfileMeasureOptions& o);
+
 // Collectives among the first n ranks for n = 2..size (groups from comm.split), and send/recv
 // between ranks 0 and 1; empty on one rank.
 std::vector<CollectiveSample> measure_links(Backend& backend, Communicator& comm,
