@@ -12,6 +12,9 @@ import subprocess
 import sys
 import tempfile
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from pinned_split import pin_split  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 p = argparse.ArgumentParser()
 p.add_argument("--vacc", default=os.path.join(ROOT, "build/bin/vacc"))
@@ -35,7 +38,8 @@ print("| --- | --- | ---: | ---: | ---: | ---: |")
 with tempfile.TemporaryDirectory() as tmp:
     for flavor, split in SPLITS:
         common = ["--model-config", args.config, "--batch", str(args.batch), "--seq-len",
-                  str(args.seq_len), "--flavor", flavor, "--parallel", split]
+                  str(args.seq_len), "--flavor", flavor, "--parallel",
+                  pin_split(split, int(flavor.split("-")[1]))]
         plan = subprocess.run([args.vacc, "plan", "--fixed", "--json"] + common, capture_output=True, text=True)
         if plan.returncode != 0:
             sys.exit(plan.stderr)

@@ -17,6 +17,9 @@ import re
 import subprocess
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from pinned_split import pin_split  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 p = argparse.ArgumentParser()
 p.add_argument("--vacc", default=os.path.join(ROOT, "build/bin/vacc"))
@@ -47,8 +50,7 @@ for name, flavor, parallel, extra in RUNS:
     cmd = [args.vacc, "train", "--model-config", args.config, "--synthetic", "--batch",
            str(args.batch), "--seq-len", str(args.seq_len), "--steps", str(args.steps),
            "--dtype", args.dtype, "--flavor", flavor] + extra
-    if parallel:
-        cmd += ["--parallel", parallel]
+    cmd += ["--parallel", pin_split(parallel, int(flavor.split("-")[1]))]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         sys.exit(f"{name} failed:\n{r.stdout}\n{r.stderr}")

@@ -33,7 +33,9 @@ def run_vacc(vacc, config, dtype, batch, seq, steps, threads):
         metrics = os.path.join(tmp, "m.jsonl")
         cmd = [vacc, "train", "--model-config", config, "--synthetic", "--batch", str(batch),
                "--seq-len", str(seq), "--steps", str(steps), "--dtype", dtype,
-               "--metrics-out", metrics, "--threads", str(threads)]
+               "--metrics-out", metrics, "--threads", str(threads), "--flavor", "cpu-1",
+               # One device, no micro-batches, no recomputation: the step PyTorch runs.
+               "--parallel", "dp=1,pp=1,tp=1,zero=0,microbatches=1,recompute=none"]
         out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode != 0:
             sys.exit(f"vacc failed: {out.stderr}")

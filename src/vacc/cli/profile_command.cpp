@@ -20,7 +20,6 @@
 #include "vacc/cli/profile_store.h"
 #include "vacc/cli/rank_launch.h"
 #include "vacc/comm/communicator.h"
-#include "vacc/comm/mpi_process.h"
 #include "vacc/core/error.h"
 #include "vacc/core/logging.h"
 #include "vacc/kernels/backend.h"
@@ -268,23 +267,8 @@ void run_profile(const ProfileArgs& a) {
              flavor.device_model, " can be written by hand to ", measured_profile_path(flavor),
              " (docs/PLANNER.md, \"Measured profiles\")");
   const DType dtype = parse_dtype(a.dtype);
-  if (flavor.total_devices() > 1 && !launched_as_rank()) {
-    launch_ranks(flavor);
-    return;
-  }
-  std::unique_ptr<Communicator> comm = make_communicator();
-  comm->set_timeout(std::chrono::milliseconds(int64_t(a.comm_timeout_s * 1000)));
-  set_log_rank(comm->rank());
-  VACC_CHECK(comm->size() == flavor.total_devices(), "vacc profile: started as ", comm->size(),
-             " rank(s), but the accelerator ", flavor.name, " has ", flavor.total_devices(),
-             " device(s)");
-  if (comm->size() == 1) return profile_on_rank(a, flavor, dtype, *comm);
-  try {
-    profile_on_rank(a, flavor, dtype, *comm);
-  } catch (const std::exception& e) {
-    mpi_abort("vacc: error: rank " + std::to_string(comm->rank()) + " (host " + comm->host() +
-              "): " + e.what());
-  }
+  run_on_every_rank(flavor, a.comm_timeout_s, "vacc profile",
+                    [&](Communicator& comm) { profile_on_rank(a, flavor, dtype, comm); });
 }
 
 }  // namespace

@@ -7,6 +7,8 @@
 
 #include <unistd.h>
 
+#include "vacc/comm/mpi_process.h"
+#include "vacc/core/error.h"
 #include "vacc/core/logging.h"
 #include "vacc/launch/launcher.h"
 
@@ -37,6 +39,27 @@ void launch_ranks(const Flavor& flavor) {
   setenv("VACC_JOB_PID", std::to_string(getpid()).c_str(), 1);
   const int code = run_launch_command(launch);
   if (code != 0) std::exit(code);
+}
+
+void run_on_every_rank(const Flavor& flavor, double comm_timeout_s, const std::string& command,
+                       const std::function<void(Communicator&)>& body) {
+  if (flavor.total_devices() > 1 && !launched_as_rank()) {
+    launch_ranks(flavor);
+    return;
+  }
+  std::unique_ptr<Communicator> comm = make_communicator();
+  comm->set_timeout(std::chrono::milliseconds(int64_t(comm_timeout_s * 1000)));
+  set_log_rank(comm->rank());
+  VACC_CHECK(comm->size() == flavor.total_devices(), command, ": started as ", comm->size(),
+             " rank(s), but the accelerator ", flavor.name, " has ", flavor.total_devices(),
+             " device(s)");
+  if (comm->size() == 1) return body(*comm);
+  try {
+    body(*comm);
+  } catch (const std::exception& e) {
+    mpi_abort("vacc: error: rank " + std::to_string(comm->rank()) + " (host " + comm->host() +
+              "): " + e.what());
+  }
 }
 
 }  // namespace vacc::cli

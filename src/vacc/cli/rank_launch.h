@@ -3,9 +3,11 @@
 // the flavor pinned.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
+#include "vacc/comm/communicator.h"
 #include "vacc/launch/flavor.h"
 
 namespace vacc::cli {
@@ -19,5 +21,12 @@ std::string command_line_text();
 // Starts the ranks and returns when the job has ended; exits with the launcher's code when
 // it failed (the launcher has printed why). Logs "Requesting resources ..." first.
 void launch_ranks(const Flavor& flavor);
+
+// Runs `body` on every rank of the flavor: in a process that is not a rank yet, starts the
+// ranks (each runs this command again) and returns when they end; a one-device flavor runs
+// in-process. `command` names the command in errors ("vacc train"). A rank's error ends the
+// whole job with its message (MPI_Abort stops the other ranks).
+void run_on_every_rank(const Flavor& flavor, double comm_timeout_s, const std::string& command,
+                       const std::function<void(Communicator&)>& body);
 
 }  // namespace vacc::cli

@@ -17,7 +17,6 @@
 #include "vacc/cli/planning.h"
 #include "vacc/cli/rank_launch.h"
 #include "vacc/comm/communicator.h"
-#include "vacc/comm/mpi_process.h"
 #include "vacc/core/byte_size.h"
 #include "vacc/core/error.h"
 #include "vacc/core/logging.h"
@@ -488,27 +487,8 @@ void run_train(const TrainArgs& a) {
              "backend is not wired into training yet): `vacc switch cpu-N`");
   // Cheap checks first, so a mistake does not start N processes to fail N times.
   check_pins(a, flavor.total_devices(), config);
-  if (flavor.total_devices() > 1 && !launched_as_rank()) {
-    launch_ranks(flavor);
-    return;
-  }
-  std::unique_ptr<Communicator> comm = make_communicator();
-  comm->set_timeout(std::chrono::milliseconds(int64_t(a.comm_timeout_s * 1000)));
-  set_log_rank(comm->rank());
-  VACC_CHECK(comm->size() == flavor.total_devices(), "vacc train: started as ", comm->size(),
-             " rank(s), but the accelerator ", flavor.name, " has ", flavor.total_devices(),
-             " device(s)");
-  if (comm->size() == 1) {
-    train_on_rank(a, flavor, config, *comm);
-    return;
-  }
-  // One rank failing ends the job: its message, then MPI_Abort stops every rank.
-  try {
-    train_on_rank(a, flavor, config, *comm);
-  } catch (const std::exception& e) {
-    mpi_abort("vacc: error: rank " + std::to_string(comm->rank()) + " (host " + comm->host() +
-              "): " + e.what());
-  }
+  run_on_every_rank(flavor, a.comm_timeout_s, "vacc train",
+                    [&](Communicator& comm) { train_on_rank(a, flavor, config, comm); });
 }
 
 }  // namespace

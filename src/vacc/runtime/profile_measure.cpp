@@ -100,6 +100,10 @@ Shapes shapes_for(const ProfileMeasureOptions& o) {
                           {4096, 1024}, {1024, 4096}})
         s.matmul.push_back({m, n, k});
     for (int64_t e : {64, 128, 256}) s.matmul.push_back({e, e, e});
+    // Thin products: a small model's layers and tensor-parallel shards (k or n of 64-256).
+    for (int64_t m : {256, 1024})
+      for (auto [n, k] : {std::pair<int64_t, int64_t>{256, 64}, {64, 256}, {512, 128}, {256, 704}})
+        s.matmul.push_back({m, n, k});
     s.stream = int64_t(32) << 20;  // 128 MiB per buffer
     s.rows = 2048, s.hidden = 1024, s.ffn = 2816, s.adam = int64_t(16) << 20;
     s.attention = {1, 1024, 8, 8, 64};
