@@ -119,7 +119,11 @@ std::vector<int64_t> message_sizes(const ProfileMeasureOptions& o) {
 
 void say(const ProfileMeasureOptions& o, int& done, int total, const std::string& line) {
   ++done;
-  if (o.progress) o.progress("[" + std::to_string(done) + "/" + std::to_string(total) + "] " + line);
+  if (!o.progress) return;
+  // Appended, not "[" + ...: GCC 12 warns falsely (-Wrestrict) on operator+(const char*, string&&).
+  std::string text(1, '[');
+  text.append(std::to_string(done)).append("/").append(std::to_string(total)).append("] ").append(line);
+  o.progress(text);
 }
 
 std::string fmt(const char* f, double a, double b = 0, double c = 0, double d = 0) {
