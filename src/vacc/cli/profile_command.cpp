@@ -95,6 +95,11 @@ void fit_and_store(const ProfileArgs& a, const Flavor& flavor, int ranks, int th
       3.0 * double(as.batch * as.q_heads) *
       (p.matmul_seconds(DType::F32, S, S, D) + p.matmul_seconds(DType::F32, S, D, S));
   p.attention_factor = dev.attention.seconds / curve_attention;
+  const ClassifierSample& cs = dev.classifier;
+  const double curve_classifier =
+      3 * p.matmul_seconds(DType::F32, double(cs.rows), double(cs.vocab), double(cs.hidden)) +
+      p.elementwise_seconds(3.0 * double(cs.rows) * double(cs.vocab) * 4);
+  p.classifier_factor = cs.seconds / curve_classifier;
 
   nlohmann::json matmul = nlohmann::json::array();
   for (const MatmulSample& s : dev.matmul) {
@@ -135,7 +140,10 @@ void fit_and_store(const ProfileArgs& a, const Flavor& flavor, int ranks, int th
         {"attention",
          {{"batch", as.batch}, {"seq", as.seq}, {"q_heads", as.q_heads}, {"kv_heads", as.kv_heads},
           {"head_dim", as.head_dim}, {"seconds", dev.attention.seconds},
-          {"curve_seconds", curve_attention}, {"factor", p.attention_factor}}}}},
+          {"curve_seconds", curve_attention}, {"factor", p.attention_factor}}},
+        {"classifier",
+         {{"rows", cs.rows}, {"vocab", cs.vocab}, {"hidden", cs.hidden}, {"seconds", cs.seconds},
+          {"curve_seconds", curve_classifier}, {"factor", p.classifier_factor}}}}},
       {"links", nullptr}};
 
   std::string link_summary;
@@ -220,6 +228,8 @@ void fit_and_store(const ProfileArgs& a, const Flavor& flavor, int ranks, int th
                 k.flops > 0 ? fmt("%.1f GFLOP/s", k.flops / k.seconds / 1e9).c_str()
                             : fmt("%.2f GB/s", k.bytes / k.seconds / 1e9).c_str());
   std::printf("  attention: %.2fx the time of its products on the curve\n", p.attention_factor);
+  std::printf("  classifier + cross-entropy: %.2fx the time of its products and traffic on the curve\n",
+              p.classifier_factor);
   if (links.empty()) std::printf("  links: none (one device)\n");
   std::printf("%s", link_summary.c_str());
   std::printf("Saved to %s\n", path.c_str());

@@ -119,10 +119,13 @@ CostBreakdown predict_step_time(const ModelConfig& c, const ParallelConfig& p,
     if (p.recompute == Recompute::Selective) recompute = qkv + core;
     double layer_fwd = sh.layers * fwd, layer_bwd = sh.layers * (2 * fwd + recompute);
     if (sh.head) {
-      const double head = dev.matmul_seconds(dt, N, sh.vocab, C);
-      const double ce = dev.elementwise_seconds(3 * N * sh.vocab * kF32);
+      // The fused classifier: its logits (forward), dx and dweight (backward) and the
+      // cross-entropy's traffic, at the profile's measured factor. Vocabulary-parallel (tp >
+      // 1) it runs the logits twice: the log-sum-exp forward, recomputed in backward.
+      const double head = dev.classifier_factor * dev.matmul_seconds(dt, N, sh.vocab, C);
+      const double ce = dev.classifier_factor * dev.elementwise_seconds(3 * N * sh.vocab * kF32);
       layer_fwd += head + ce;
-      layer_bwd += 2 * head + ce;
+      layer_bwd += (p.tp > 1 ? 3 : 2) * head + ce;
     }
     st.compute = layer_fwd + layer_bwd;
     st.backward = layer_bwd;

@@ -108,6 +108,7 @@ DeviceProfile DeviceProfile::from_json(const nlohmann::json& j, const std::strin
   number("elementwise_bandwidth_gbytes_per_s", kG, p.elementwise_bandwidth);
   number("optimizer_bandwidth_gbytes_per_s", kG, p.optimizer_bandwidth);
   number("attention_factor", 1.0, p.attention_factor);
+  number("classifier_factor", 1.0, p.classifier_factor);
   if (lower(name) == "cpu") p.overlaps_communication = false;
   if (j.contains("overlaps_communication")) {
     VACC_CHECK(j["overlaps_communication"].is_boolean(), source, ": profile '", name,
@@ -133,6 +134,7 @@ nlohmann::json DeviceProfile::to_json() const {
   if (elementwise_bandwidth > 0) j["elementwise_bandwidth_gbytes_per_s"] = elementwise_bandwidth / kG;
   if (optimizer_bandwidth > 0) j["optimizer_bandwidth_gbytes_per_s"] = optimizer_bandwidth / kG;
   if (attention_factor != 1) j["attention_factor"] = attention_factor;
+  if (classifier_factor != 1) j["classifier_factor"] = classifier_factor;
   j["overlaps_communication"] = overlaps_communication;
   return j;
 }

@@ -33,6 +33,9 @@ struct DeviceProfile {
   double elementwise_bandwidth = 0;  // bytes/s of the element-wise kernels; 0: memory_bandwidth
   double optimizer_bandwidth = 0;    // bytes/s of the AdamW step; 0: memory_bandwidth
   double attention_factor = 1;       // the attention kernel's time / the curve's for its products
+  // The fused classifier + cross-entropy's time (loss, dx, dweight) / the curve's for its three
+  // products plus its element-wise traffic.
+  double classifier_factor = 1;
   // Whether communication runs beside compute (GPUs: NCCL on its own stream / SMs). CPU ranks
   // progress MPI only while they wait in it, on the cores that compute: every collective and
   // ZeRO gather costs its whole time (measured: docs/PLANNER.md, "Accuracy").

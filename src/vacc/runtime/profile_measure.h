@@ -34,10 +34,17 @@ struct AttentionSample {
   double seconds = 0;  // forward + backward
 };
 
+// The fused classifier + cross-entropy (loss, dx and dweight) of N rows, V classes, C wide.
+struct ClassifierSample {
+  int64_t rows = 0, vocab = 0, hidden = 0;
+  double seconds = 0;
+};
+
 struct DeviceMeasurements {
   std::vector<MatmulSample> matmul;
   std::vector<KernelSample> kernels;  // kernels[0] is the stream (memory bandwidth)
   AttentionSample attention;
+  ClassifierSample classifier;
 };
 
 // How many measurements measure_device / measure_links take (for progress counts).
