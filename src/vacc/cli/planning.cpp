@@ -9,18 +9,13 @@
 #include "vacc/cli/profile_store.h"
 #include "vacc/core/device_allocator.h"
 #include "vacc/core/error.h"
+#include "vacc/core/strprintf.h"
 #include "vacc/kernels/backend.h"
 #include "vacc/runtime/device_peak.h"
 
 namespace vacc::cli {
 namespace {
 
-template <typename... Args>
-std::string strprintf(const char* fmt, Args... args) {
-  char buf[256];
-  std::snprintf(buf, sizeof buf, fmt, args...);
-  return buf;
-}
 
 std::vector<DeviceProfile> read_profile_file(const std::string& path) {
   if (path.empty()) return {};

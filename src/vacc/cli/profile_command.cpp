@@ -21,6 +21,7 @@
 #include "vacc/cli/rank_launch.h"
 #include "vacc/comm/communicator.h"
 #include "vacc/core/error.h"
+#include "vacc/core/strprintf.h"
 #include "vacc/core/logging.h"
 #include "vacc/kernels/backend.h"
 #include "vacc/launch/accelerator_state.h"
@@ -39,11 +40,6 @@ struct ProfileArgs {
   double comm_timeout_s = 60;
 };
 
-std::string fmt(const char* f, auto... args) {
-  char buf[512];
-  std::snprintf(buf, sizeof buf, f, args...);
-  return buf;
-}
 
 std::string utc_now() {
   const std::time_t t = std::time(nullptr);
@@ -161,7 +157,7 @@ void fit_and_store(const ProfileArgs& a, const Flavor& flavor, int ranks, int th
       per_collective[collective_name(op)] = {{"bandwidth_gbytes_per_s", opf.bandwidth / 1e9},
                                              {"latency_us", opf.latency * 1e6},
                                              {"rms_relative_error", opf.rms_relative_error}};
-      link_summary += fmt("    %-14s as a link: %7.1f us, %6.2f GB/s (within %.0f%% rms)\n",
+      link_summary += strprintf("    %-14s as a link: %7.1f us, %6.2f GB/s (within %.0f%% rms)\n",
                           collective_name(op), opf.latency * 1e6, opf.bandwidth / 1e9,
                           100 * opf.rms_relative_error);
       for (int n = 2; n <= ranks; ++n) {
@@ -176,10 +172,10 @@ void fit_and_store(const ProfileArgs& a, const Flavor& flavor, int ranks, int th
         const LinkFit f = fit_link(of_n);
         std::string line;
         for (const CollectiveSample& s : of_n)
-          line += fmt(" %s %.0f", s.bytes >= 1 << 20 ? fmt("%.0fM", s.bytes / (1 << 20)).c_str()
-                                                     : fmt("%.0fK", s.bytes / 1024).c_str(),
+          line += strprintf(" %s %.0f", s.bytes >= 1 << 20 ? strprintf("%.0fM", s.bytes / (1 << 20)).c_str()
+                                                     : strprintf("%.0fK", s.bytes / 1024).c_str(),
                       s.seconds * 1e6);
-        link_summary += fmt("      on %d ranks, us by size:%s\n", n, line.c_str());
+        link_summary += strprintf("      on %d ranks, us by size:%s\n", n, line.c_str());
         collectives.push_back(
             {{"op", collective_name(op)}, {"ranks", n},
              {"link_latency_us", f.latency * 1e6},
@@ -197,11 +193,11 @@ void fit_and_store(const ProfileArgs& a, const Flavor& flavor, int ranks, int th
                       {"rms_relative_error", lf.rms_relative_error},
                       {"per_collective", per_collective}}},
                     {"collectives", collectives}};
-    link_summary = fmt("  links (the planner's rings; latency from messages <= 16 KiB, bandwidth from "
+    link_summary = strprintf("  links (the planner's rings; latency from messages <= 16 KiB, bandwidth from "
                        ">= 1 MiB): %.1f us, %.2f GB/s over every collective (within %.0f%% rms); "
                        "each collective:\n",
                        lf.latency * 1e6, lf.bandwidth / 1e9, 100 * lf.rms_relative_error) +
-                   fmt("  synchronisation between compute: %.0f us per collective (ranks "
+                   strprintf("  synchronisation between compute: %.0f us per collective (ranks "
                        "computing between collectives wait for each other)\n", sync_s * 1e6) +
                    link_summary;
   }
@@ -225,8 +221,8 @@ void fit_and_store(const ProfileArgs& a, const Flavor& flavor, int ranks, int th
               p.memory_bandwidth / 1e9, p.elementwise_bandwidth / 1e9, p.optimizer_bandwidth / 1e9);
   for (const KernelSample& k : dev.kernels)
     std::printf("    %-16s %-28s %s\n", k.name.c_str(), k.shape.c_str(),
-                k.flops > 0 ? fmt("%.1f GFLOP/s", k.flops / k.seconds / 1e9).c_str()
-                            : fmt("%.2f GB/s", k.bytes / k.seconds / 1e9).c_str());
+                k.flops > 0 ? strprintf("%.1f GFLOP/s", k.flops / k.seconds / 1e9).c_str()
+                            : strprintf("%.2f GB/s", k.bytes / k.seconds / 1e9).c_str());
   std::printf("  attention: %.2fx the time of its products on the curve\n", p.attention_factor);
   std::printf("  classifier + cross-entropy: %.2fx the time of its products and traffic on the curve\n",
               p.classifier_factor);
@@ -249,12 +245,12 @@ void profile_on_rank(const ProfileArgs& a, const Flavor& flavor, DType dtype, Co
   o.progress = [&](const std::string& line) {
     if (rank0) log_info(line);
   };
-  log_info(fmt("Profiling %s: %d device(s) at once, %d thread(s) each, %s matrix products%s",
+  log_info(strprintf("Profiling %s: %d device(s) at once, %d thread(s) each, %s matrix products%s",
                flavor.name.c_str(), comm.size(), threads, dtype_name(dtype).c_str(),
                a.quick ? " (quick)" : ""));
   const double load = load_average();
   if (rank0 && load > cores)
-    log_warn(fmt("this machine is busy (load average %.1f on %d cores): other work shares the "
+    log_warn(strprintf("this machine is busy (load average %.1f on %d cores): other work shares the "
                  "cores, so the figures will be lower than the devices reach alone",
                  load, cores));
   const auto t0 = std::chrono::steady_clock::now();

@@ -20,6 +20,7 @@
 #include "vacc/core/byte_size.h"
 #include "vacc/core/error.h"
 #include "vacc/core/logging.h"
+#include "vacc/core/strprintf.h"
 #include "vacc/core/text_file.h"
 #include "vacc/io/sft_dataset.h"
 #include "vacc/io/synthetic_data.h"
@@ -56,11 +57,6 @@ struct TrainArgs {
   int threads = 0;
 };
 
-std::string strprintf(const char* fmt, auto... args) {
-  char buf[512];
-  std::snprintf(buf, sizeof buf, fmt, args...);
-  return buf;
-}
 
 // Where the batches come from: synthetic tokens or a dataset's training split.
 struct DataSource {

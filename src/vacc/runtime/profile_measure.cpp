@@ -1,5 +1,7 @@
 #include "vacc/runtime/profile_measure.h"
 
+#include "vacc/core/strprintf.h"
+
 #include <algorithm>
 #include <array>
 #include <functional>
@@ -126,11 +128,6 @@ void say(const ProfileMeasureOptions& o, int& done, int total, const std::string
   o.progress(text);
 }
 
-std::string fmt(const char* f, double a, double b = 0, double c = 0, double d = 0) {
-  char buf[160];
-  std::snprintf(buf, sizeof buf, f, a, b, c, d);
-  return buf;
-}
 
 }  // namespace
 
@@ -163,7 +160,7 @@ DeviceMeasurements measure_device(Backend& be, Communicator& comm, const Profile
     });
     out.matmul.push_back({double(m), double(n), double(k), t});
     say(o, done, total,
-        fmt("matmul %.0f x %.0f x %.0f: %.1f GFLOP/s", double(m), double(n), double(k),
+        strprintf("matmul %.0f x %.0f x %.0f: %.1f GFLOP/s", double(m), double(n), double(k),
             2.0 * double(m) * double(n) * double(k) / t / 1e9));
   }
 
@@ -176,7 +173,7 @@ DeviceMeasurements measure_device(Backend& be, Communicator& comm, const Profile
     out.kernels.push_back({name, shape, bytes, flops, t});
     say(o, done, total,
         name + " (" + shape + "): " +
-            (flops > 0 ? fmt("%.1f GFLOP/s", flops / t / 1e9) : fmt("%.1f GB/s", bytes / t / 1e9)));
+            (flops > 0 ? strprintf("%.1f GFLOP/s", flops / t / 1e9) : strprintf("%.1f GB/s", bytes / t / 1e9)));
   };
   {
     Tensor a = be.empty({s.stream}, DType::F32, B, "stream a");
@@ -185,7 +182,7 @@ DeviceMeasurements measure_device(Backend& be, Communicator& comm, const Profile
     be.fill(a, 1.0f);
     be.fill(b, 2.0f);
     be.fill(c, 0.0f);
-    kernel("stream_add", fmt("%.0f MiB x 3", double(s.stream) * 4 / (1 << 20)),
+    kernel("stream_add", strprintf("%.0f MiB x 3", double(s.stream) * 4 / (1 << 20)),
            12.0 * double(s.stream), 0, [&] { be.add(a, b, c); });
   }
   {
@@ -355,7 +352,7 @@ std::vector<CollectiveSample> measure_links(Backend& be, Communicator& comm,
         out.push_back({op, n, double(bytes), t});
         say(o, done, total,
             std::string(collective_name(op)) + " on " + std::to_string(n) + " ranks, " +
-                fmt("%.0f KiB: %.1f us (%.2f GB/s)", double(bytes) / 1024, t * 1e6,
+                strprintf("%.0f KiB: %.1f us (%.2f GB/s)", double(bytes) / 1024, t * 1e6,
                     double(bytes) / t / 1e9));
       }
     }
