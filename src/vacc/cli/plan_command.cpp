@@ -59,15 +59,9 @@ DType plan_dtype(const PlanArgs& a, const Flavor& flavor) {
 // filling the devices), every rank by category (bench/memory_table.py reads its JSON).
 void run_fixed(const PlanArgs& a, const ModelConfig& config, const Flavor& flavor) {
   const int devices = flavor.total_devices();
-  ParallelConfig p;
-  p.dp = 0;
-  p.micro_batches = a.micro_batches > 0 ? a.micro_batches : 1;
-  p = ParallelConfig::parse(a.parallel, p);
-  if (p.dp == 0) {
-    VACC_CHECK(devices % (p.pp * p.tp) == 0, "--parallel pp=", p.pp, ",tp=", p.tp,
-               " does not divide the ", devices, " devices of ", flavor.name);
-    p.dp = devices / (p.pp * p.tp);
-  }
+  PlanConstraints pins = PlanConstraints::parse(a.parallel);
+  if (a.micro_batches > 0 && !pins.micro_batches) pins.micro_batches = a.micro_batches;
+  const ParallelConfig p = pins.completed(devices);
   p.validate(devices, a.batch, &config);
   const MemoryQuery q{a.batch, a.seq_len, plan_dtype(a, flavor)};
   const size_t device_memory = flavor.memory_budget_bytes_per_device();

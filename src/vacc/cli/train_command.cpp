@@ -100,55 +100,17 @@ PlanConstraints pinned_dimensions(const TrainArgs& a) {
   return pins;
 }
 
-// Every dimension pinned: the split is the user's, and runs without the planner (even one
-// the planner would predict over its usable memory).
-bool fully_pinned(const PlanConstraints& p) {
-  return p.dp && p.pp && p.tp && p.zero && p.micro_batches && p.recompute;
-}
-
-ParallelConfig pinned_config(const PlanConstraints& p) {
-  ParallelConfig c;
-  c.dp = *p.dp;
-  c.pp = *p.pp;
-  c.tp = *p.tp;
-  c.zero = *p.zero;
-  c.micro_batches = *p.micro_batches;
-  c.recompute = *p.recompute;
-  if (p.schedule) c.schedule = *p.schedule;
-  return c;
-}
-
-// The pins with the rest at their defaults (dp filling the devices pp x tp leave, one
-// micro-batch): the split whose validation explains why pins cannot hold.
-ParallelConfig default_completion(const PlanConstraints& p, int devices) {
-  ParallelConfig c;
-  c.pp = p.pp.value_or(1);
-  c.tp = p.tp.value_or(1);
-  if (p.dp) {
-    c.dp = *p.dp;
-  } else {
-    VACC_CHECK(devices % (c.pp * c.tp) == 0, "--parallel pp=", c.pp, ",tp=", c.tp, ": ",
-               c.pp * c.tp, " does not divide the accelerator's ", devices, " devices");
-    c.dp = devices / (c.pp * c.tp);
-  }
-  c.zero = p.zero.value_or(0);
-  c.micro_batches = p.micro_batches.value_or(1);
-  c.recompute = p.recompute.value_or(Recompute::None);
-  if (p.schedule) c.schedule = *p.schedule;
-  return c;
-}
-
 // Checks before starting N processes: some split keeps the pins. When none does, the error
 // is the specific one of the pins' default completion (which tp does not divide the heads,
 // which batch does not divide, ...).
 void check_pins(const TrainArgs& a, int devices, const ModelConfig& config) {
   const PlanConstraints pins = pinned_dimensions(a);
-  if (fully_pinned(pins)) {
-    pinned_config(pins).validate(devices, a.batch, &config);
+  if (pins.whole()) {
+    pins.completed(devices).validate(devices, a.batch, &config);
     return;
   }
   if (!enumerate_candidates(config, devices, a.batch, pins).empty()) return;
-  default_completion(pins, devices).validate(devices, a.batch, &config);
+  pins.completed(devices).validate(devices, a.batch, &config);
   fail("--parallel ", pins.str(), ": no split of ", config.num_layers, " layers, ",
        config.num_heads, " heads (", config.num_kv_heads, " kv) over ", devices,
        " devices with a batch of ", a.batch,
@@ -163,8 +125,10 @@ ParallelConfig choose_parallel(const TrainArgs& a, const Flavor& flavor, const M
                                Communicator& comm, size_t budget, DType dtype, double peak,
                                const std::string& plan_path) {
   const PlanConstraints pins = pinned_dimensions(a);
-  if (fully_pinned(pins)) {
-    const ParallelConfig p = pinned_config(pins);
+  if (pins.whole()) {
+    // The user's split, run without the planner (even one it would predict over its usable
+    // memory).
+    const ParallelConfig p = pins.completed(comm.size());
     p.validate(comm.size(), a.batch, &config);
     log_info("Configuration for parallelism is given (--parallel): " + p.describe(a.batch));
     return p;
@@ -473,7 +437,7 @@ void run_train(const TrainArgs& a) {
   VACC_CHECK(a.comm_timeout_s > 0, "--comm-timeout must be positive");
   VACC_CHECK(a.usable_memory > 0 && a.usable_memory <= 1,
              "--usable-memory is a fraction of the device memory, in (0, 1]; got ", a.usable_memory);
-  VACC_CHECK(a.micro_batches >= 0, "--micro-batches must be positive");
+  VACC_CHECK(a.micro_batches >= 0, "--micro-batches must not be negative (0: the planner's choice)");
   const ModelConfig config =
       a.model.empty() ? ModelConfig::from_file(a.model_config) : load_hf_config(a.model);
   // The accelerator: --flavor, else the one `vacc switch` remembered (default cpu-1).

@@ -45,6 +45,28 @@ bool PlanConstraints::empty() const {
   return !dp && !pp && !tp && !zero && !micro_batches && !recompute && !schedule;
 }
 
+bool PlanConstraints::whole() const {
+  return dp && pp && tp && zero && micro_batches && recompute;
+}
+
+ParallelConfig PlanConstraints::completed(int devices) const {
+  ParallelConfig c;
+  c.pp = pp.value_or(1);
+  c.tp = tp.value_or(1);
+  if (dp) {
+    c.dp = *dp;
+  } else {
+    VACC_CHECK(devices % (c.pp * c.tp) == 0, "--parallel pp=", c.pp, ",tp=", c.tp, ": ",
+               c.pp * c.tp, " does not divide the accelerator's ", devices, " devices");
+    c.dp = devices / (c.pp * c.tp);
+  }
+  c.zero = zero.value_or(0);
+  c.micro_batches = micro_batches.value_or(1);
+  c.recompute = recompute.value_or(Recompute::None);
+  if (schedule) c.schedule = *schedule;
+  return c;
+}
+
 std::string PlanConstraints::str() const {
   std::ostringstream s;
   auto item = [&](const char* key, const std::string& value) {

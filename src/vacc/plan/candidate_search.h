@@ -22,7 +22,14 @@ struct PlanConstraints {
   // The --parallel syntax ("pp=2,zero=1"); errors as ParallelConfig::parse's.
   static PlanConstraints parse(const std::string& text);
   bool empty() const;
+  // Every dimension but the schedule pinned (the split is the user's, whole).
+  bool whole() const;
   std::string str() const;  // "pp=2, zero=1" or "none"
+  // The pins with the rest at their defaults: dp filling the devices pp x tp leave (an error
+  // when pp x tp does not divide them), ZeRO 0, one micro-batch, no recomputation, 1F1B.
+  // Pinned whole, exactly the pinned split; otherwise the split whose validation explains
+  // why pins cannot hold.
+  ParallelConfig completed(int devices) const;
 };
 
 // Candidates: dp x pp x tp == devices; tp divides the heads and the FFN and divides or is a
