@@ -9,6 +9,7 @@
 #include "vacc/cli/profile_store.h"
 #include "vacc/core/device_allocator.h"
 #include "vacc/core/error.h"
+#include "vacc/core/json_file.h"
 #include "vacc/core/strprintf.h"
 #include "vacc/kernels/backend.h"
 #include "vacc/runtime/device_peak.h"
@@ -16,18 +17,9 @@
 namespace vacc::cli {
 namespace {
 
-
 std::vector<DeviceProfile> read_profile_file(const std::string& path) {
   if (path.empty()) return {};
-  std::ifstream in(path);
-  VACC_CHECK(in, "cannot read the profile file ", path);
-  nlohmann::json j;
-  try {
-    in >> j;
-  } catch (const nlohmann::json::exception& e) {
-    fail(path, ": not valid JSON: ", e.what());
-  }
-  return profiles_from_json(j, path);
+  return profiles_from_json(read_json_file(path), path);
 }
 
 // The peak of one device of a local CPU flavor, measured with the threads `vacc train` gives

@@ -40,7 +40,6 @@ struct ProfileArgs {
   double comm_timeout_s = 60;
 };
 
-
 std::string utc_now() {
   const std::time_t t = std::time(nullptr);
   std::tm tm{};

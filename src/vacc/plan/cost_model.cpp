@@ -49,16 +49,20 @@ double ring_all_reduce_seconds(double bytes, int n, const LinkSpec& link) {
   return link.sync + 2.0 * (n - 1) * l.latency + 2.0 * (n - 1) / n * bytes / l.bandwidth;
 }
 
-double ring_all_gather_seconds(double bytes, int n, const LinkSpec& link) {
+// One pass around the ring (all-gather, reduce-scatter): n - 1 steps of bytes / n each.
+static double ring_pass_seconds(double bytes, int n, const LinkSpec& link,
+                         const LinkSpec::Measured& op) {
   if (n <= 1 || bytes <= 0) return 0;
-  const LinkSpec::Measured l = link_for(link, link.all_gather);
+  const LinkSpec::Measured l = link_for(link, op);
   return link.sync + (n - 1) * l.latency + double(n - 1) / n * bytes / l.bandwidth;
 }
 
+double ring_all_gather_seconds(double bytes, int n, const LinkSpec& link) {
+  return ring_pass_seconds(bytes, n, link, link.all_gather);
+}
+
 double ring_reduce_scatter_seconds(double bytes, int n, const LinkSpec& link) {
-  if (n <= 1 || bytes <= 0) return 0;
-  const LinkSpec::Measured l = link_for(link, link.reduce_scatter);
-  return link.sync + (n - 1) * l.latency + double(n - 1) / n * bytes / l.bandwidth;
+  return ring_pass_seconds(bytes, n, link, link.reduce_scatter);
 }
 
 double send_seconds(double bytes, const LinkSpec& link) {
