@@ -141,7 +141,6 @@ ParallelConfig choose_parallel(const TrainArgs& a, const Flavor& flavor, const M
     ProfileInputs inputs;
     inputs.measured_cpu_peak_flops = peak;
     ClusterSpec cluster = cluster_spec_for(flavor, inputs, dtype);
-    cluster.devices = comm.size();
     cluster.memory_bytes_per_device =
         budget == DeviceAllocator::kUnlimited ? 0.0 : double(budget);
     PlannerOptions o;
