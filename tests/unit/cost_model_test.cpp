@@ -154,6 +154,12 @@ TEST(CostModel, TensorParallelAllReduces) {
   // The vocabulary-parallel head runs its logits twice (log-sum-exp forward, recomputed in
   // backward): 4 products instead of 3.
   EXPECT_NEAR(c.step_s, (3 * 2 * kLayerFwd + 4 * kHeadFwd) / 2 / 1e12 + c.tp_comm_s, 1e-14);
+  // Full recomputation reruns each layer's forward, its 2 all-reduces included; selective
+  // recomputes only the attention core, which has none.
+  p.recompute = Recompute::Full;
+  EXPECT_NEAR(predict_step_time(tiny(), p, q, ideal(2)).tp_comm_s, 2 * 6 * ar + 3 * ar_loss, 1e-15);
+  p.recompute = Recompute::Selective;
+  EXPECT_NEAR(predict_step_time(tiny(), p, q, ideal(2)).tp_comm_s, c.tp_comm_s, 1e-15);
 }
 
 TEST(CostModel, ProfilesAndCurve) {

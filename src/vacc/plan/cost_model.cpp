@@ -133,9 +133,11 @@ CostBreakdown predict_step_time(const ModelConfig& c, const ParallelConfig& p,
     }
     st.compute = layer_fwd + layer_bwd;
     st.backward = layer_bwd;
-    // Tensor parallelism: 2 all-reduces forward and 2 backward per layer (not overlapped), and
-    // the vocabulary-parallel loss's small ones.
-    st.tp = sh.layers * 4 * ring_all_reduce_seconds(N * C * cb, p.tp, tp_link);
+    // Tensor parallelism: 2 all-reduces forward and 2 backward per layer (not overlapped), 2
+    // more when full recomputation reruns the layer's forward, and the vocabulary-parallel
+    // loss's small ones.
+    const double tp_reductions = p.recompute == Recompute::Full ? 6 : 4;
+    st.tp = sh.layers * tp_reductions * ring_all_reduce_seconds(N * C * cb, p.tp, tp_link);
     if (sh.head) st.tp += 3 * ring_all_reduce_seconds(N * kF32, p.tp, tp_link);
     // Pipeline sends: activations in, their gradient back.
     const double hop = p.pp > 1 ? send_seconds(N * C * kF32, pp_link) : 0.0;

@@ -4,8 +4,9 @@
 //   compute   = forward + backward (2x forward) (+ the recomputed forward: full: the whole
 //               layer; selective: the attention core), each matrix product at the profile's
 //               efficiency for its shape, plus element-wise traffic at memory bandwidth;
-//   tp        = 4 all-reduces per layer of N x C activations (2 forward, 2 backward; not
-//               overlapped), ring, on the tp group's link;
+//   tp        = 4 all-reduces per layer of N x C activations (2 forward, 2 backward; 2 more
+//               under full recomputation, which reruns the forward; not overlapped), ring,
+//               on the tp group's link;
 //   p2p       = the activations (forward) and their gradient (backward) between stages;
 //   zero-3    = parameters gathered forward and backward, overlapped with that compute;
 // the pipeline (1F1B and GPipe alike): sum over stages of a micro-batch's time + (M - 1) x
