@@ -320,10 +320,8 @@ void train_on_rank(const TrainArgs& a, const Flavor& flavor, const ModelConfig& 
            " per device");
   // Every rank at once, so a device is measured with the share of the cores it will have;
   // on a backend of its own, so the probe's buffers do not count against the budget.
-  comm.barrier();
-  double peak = measure_matmul_peak(*make_cpu_backend(DeviceAllocator::kUnlimited, threads), dtype);
-  comm.all_reduce_host(&peak, 1);
-  peak /= comm.size();
+  const double peak = measure_matmul_peak_together(
+      *make_cpu_backend(DeviceAllocator::kUnlimited, threads), comm, dtype);
   log_info(strprintf("Measured peak per device (%s matrix products): %.1f GFLOP/s",
                      dtype_name(dtype).c_str(), peak / 1e9));
   const std::string plan_path =

@@ -61,6 +61,18 @@ std::string host_name() {
   return name;
 }
 
+std::vector<double> gather_host(Communicator& comm, double value) {
+  std::vector<double> all(size_t(comm.size()), 0.0);
+  all[size_t(comm.rank())] = value;
+  comm.all_reduce_host(all.data(), int64_t(all.size()));
+  return all;
+}
+
+double max_over_ranks(Communicator& comm, double value) {
+  const std::vector<double> all = gather_host(comm, value);
+  return *std::max_element(all.begin(), all.end());
+}
+
 bool launched_as_rank() {
   long size = launcher_job_size();
   if (size >= 0) return size > 1;

@@ -108,6 +108,10 @@ std::chrono::milliseconds default_comm_timeout();
 // This machine's host name (for messages).
 std::string host_name();
 
+// Every rank's `value`, in rank order, on every rank (collective); and its largest.
+std::vector<double> gather_host(Communicator& comm, double value);
+double max_over_ranks(Communicator& comm, double value);
+
 // The communicator for this process: MPI when launched by mpirun/srun with more than one
 // rank (or when VACC_FORCE_MPI is set), else a single rank. Initialises MPI on first use.
 std::unique_ptr<Communicator> make_communicator();

@@ -24,19 +24,6 @@ double median(std::vector<double> v) {
   return n == 0 ? 0 : n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-// Every rank's value, in rank order, on every rank.
-std::vector<double> gather(Communicator& comm, double value) {
-  std::vector<double> all(size_t(comm.size()), 0.0);
-  all[size_t(comm.rank())] = value;
-  comm.all_reduce_host(all.data(), int64_t(all.size()));
-  return all;
-}
-
-double max_over_ranks(Communicator& comm, double v) {
-  const std::vector<double> all = gather(comm, v);
-  return *std::max_element(all.begin(), all.end());
-}
-
 // Times `op` (which must leave the device idle when it returns, e.g. by synchronizing): two
 // warm-ups, then repetitions, each started after a barrier so the ranks contend as in a
 // training step. A barrier lets the ranks go up to a scheduler tick apart (its waits sleep),
@@ -74,7 +61,7 @@ double time_repeated(Communicator& comm, double min_seconds, double rep_seconds,
 // A device measurement: the median over ranks of each rank's median time.
 double device_time(Communicator& comm, double min_seconds, double rep_seconds,
                    const std::function<void()>& op) {
-  return median(gather(comm, time_repeated(comm, min_seconds, rep_seconds, false, op)));
+  return median(gather_host(comm, time_repeated(comm, min_seconds, rep_seconds, false, op)));
 }
 
 struct Shapes {
