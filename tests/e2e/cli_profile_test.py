@@ -52,6 +52,8 @@ with tempfile.TemporaryDirectory() as home:
                 "optimizer_bandwidth_gbytes_per_s"):
         check(0.1 < dev[key] < 1000, f"implausible {key} {dev[key]}")
     check(0.1 < dev.get("attention_factor", 1) < 100, "implausible attention factor")
+    check(dev.get("overlaps_communication") is False,
+          "a CPU profile must say its ranks do not overlap communication with compute")
     check(len(prof["device"]["matmul"]) >= 6 and all(m["gflops"] > 0 for m in prof["device"]["matmul"]),
           "matmul samples")
     names = {k["name"] for k in prof["device"]["kernels"]}

@@ -78,6 +78,9 @@ void fit_and_store(const ProfileArgs& a, const Flavor& flavor, int ranks, int th
   p.peak_bf16_flops = p.peak_fp32_flops = ef.peak_flops;
   p.peak_efficiency = 1.0;
   p.half_work = std::max(1.0, ef.half_work);
+  // CPU ranks progress MPI's non-blocking collectives only while they poll, between kernels:
+  // their gradient reduction does not hide behind backward (as DeviceProfile::cpu says).
+  p.overlaps_communication = !flavor.is_cpu();
   const size_t budget = flavor.memory_budget_bytes_per_device();
   p.memory_bytes = double(budget == DeviceAllocator::kUnlimited ? host_memory_bytes() : budget);
   p.memory_bandwidth = sum_bytes_per_second(dev.kernels, {"stream_add"});
