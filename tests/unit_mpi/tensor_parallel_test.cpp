@@ -274,6 +274,29 @@ TEST(TensorParallel, VocabularyShardWithoutHooksIsAClearError) {
                      "needs tensor-parallel hooks");
 }
 
+// A label past the whole vocabulary is on no rank's shard: every rank of the group stops with
+// the label, its row and the vocabulary (rather than a loss missing that row's logit).
+TEST(TensorParallel, LabelOutsideTheVocabularyIsAClearError) {
+  REQUIRE_RANKS();
+  const ModelConfig c = qwen_like();
+  const std::unique_ptr<Communicator> tp = tp_group(2);
+  auto be = make_cpu_backend(DeviceAllocator::kUnlimited, 1);
+  Transformer model(*be, c, ModelShard::tensor_parallel(c, 0, c.num_layers, true, true, tp->rank(), 2),
+                    DType::F32, kSeq);
+  initialize_parameters(*be, c, model.table(), kSeed, model.parameters());
+  model.parameters_changed();
+  const TensorParallelHooks hooks = make_hooks(*tp, *be);
+  model.set_tensor_parallel_hooks(&hooks);
+  auto act = model.allocate_activations(kBatch, kSeq);
+  const MicroBatch mb = micro_batch(*be, c.vocab_size);
+  std::vector<int32_t> labels(size_t(kBatch * kSeq), 1);
+  labels[5] = int32_t(c.vocab_size);
+  const Tensor bad = test::ids_to_device(*be, labels);
+  Tensor loss = be->zeros({1}, DType::F32, MemoryCategory::Buffers, "loss");
+  test::expect_error([&] { model.forward_loss(mb.ids, mb.positions, bad, act, loss); },
+                     "label " + std::to_string(c.vocab_size) + " of row 5 is outside the vocabulary");
+}
+
 // A whole-model folder saved by rank 0 loads into every tp shard as the slices of the whole
 // model's initialisation; the ranks' pieces, gathered and placed, give back the whole tensors.
 TEST(TensorParallel, LoadingAndAssemblingCheckpointPieces) {

@@ -328,8 +328,15 @@ void Transformer::vocab_parallel_cross_entropy(const Tensor& x, const Tensor& we
   backend_.download(target, target_host.data());
   backend_.download(labels, label_host.data());
   double loss = 0.0;
-  for (size_t i = 0; i < size_t(N); ++i)
-    if (label_host[i] != -100) loss += double(lse_host[i]) - double(target_host[i]);
+  for (size_t i = 0; i < size_t(N); ++i) {
+    if (label_host[i] == -100) continue;
+    // A shard sees only its rows of the vocabulary, so no kernel can tell a label past the
+    // whole vocabulary from one on another rank: checked here, where the labels are at hand.
+    VACC_CHECK(label_host[i] >= 0 && label_host[i] < config_.vocab_size, "label ",
+               label_host[i], " of row ", i, " is outside the vocabulary [0, ",
+               config_.vocab_size, ") (and is not the ignore label -100)");
+    loss += double(lse_host[i]) - double(target_host[i]);
+  }
   const float loss_f = float(loss);
   Tensor add = backend_.empty({1}, DType::F32, MemoryCategory::Buffers, "loss of a micro-batch");
   backend_.upload(&loss_f, add);
