@@ -64,6 +64,11 @@ with tempfile.TemporaryDirectory() as home:
           f"per-collective link figures: {link.get('per_collective')}")
     check(0.01 < link["bandwidth_gbytes_per_s"] < 1000, f"implausible link bandwidth {link}")
     check(0 <= link["latency_us"] < 10000, f"implausible link latency {link}")
+    sync = link["sync"]
+    check(len(sync) == 3 and all(p["ranks"] == 2 and p["sync_us"] >= 0 for p in sync)
+          and sorted(p["compute_us"] for p in sync) == [p["compute_us"] for p in sync]
+          and sync[0]["compute_us"] > 0 and link["sync_us"] == sync[-1]["sync_us"],
+          f"synchronisation by group size and compute: {sync}")
     ops = {(c["op"], c["ranks"]) for c in prof["links"]["collectives"]}
     check(ops == {("all_reduce", 2), ("reduce_scatter", 2), ("all_gather", 2), ("send_recv", 2)},
           f"collectives measured: {ops}")

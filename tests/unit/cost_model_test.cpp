@@ -130,6 +130,18 @@ TEST(CostModel, DevicesThatCannotOverlapPayEveryCollective) {
   const double tp_ar = 2e-6 + 16 * 64 * 4 / 1e9, tp_loss = 2e-6 + 16 * 4 / 1e9;
   EXPECT_NEAR(predict_step_time(tiny(), p, tq, k).tp_comm_s,
               2 * 4 * (tp_ar + 1e-4) + 3 * (tp_loss + 1e-4), 1e-14);
+  // Measured by group size, a group of 2 pays the figure for groups of 2 (flat from 1 ps of
+  // compute on), not the whole job's.
+  k.intra_node.sync_points = {{2, 1e-12, 3e-5}, {4, 1e-12, 1e-4}};
+  EXPECT_NEAR(predict_step_time(tiny(), p, tq, k).tp_comm_s,
+              2 * 4 * (tp_ar + 3e-5) + 3 * (tp_loss + 3e-5), 1e-14);
+  // Growing with the compute between collectives: the stage's compute over its 11 tp
+  // collectives, on a line from (0, 0) to (1 s, 1 ms).
+  k.intra_node.sync_points = {{2, 1.0, 1e-3}};
+  const CostBreakdown grown = predict_step_time(tiny(), p, tq, k);
+  const double chunk = grown.compute_s / 11;
+  EXPECT_NEAR(grown.tp_comm_s, 2 * 4 * (tp_ar + 1e-3 * chunk) + 3 * (tp_loss + 1e-3 * chunk), 1e-14);
+  k.intra_node.sync_points.clear();
   // A measured classifier factor scales the head (one device, 1 x 8 tokens).
   ClusterSpec one = ideal(1);
   const CostQuery oq{1, 8, DType::F32};

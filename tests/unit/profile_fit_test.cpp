@@ -175,6 +175,7 @@ TEST(MeasuredProfile, ReadsTheSchema) {
   EXPECT_DOUBLE_EQ(p.link.all_reduce.bandwidth, 1e9);
   EXPECT_NEAR(p.link.all_reduce.latency, 9e-6, 1e-18);
   EXPECT_EQ(p.link.send.bandwidth, 0);  // not measured: the link's figures
+  EXPECT_TRUE(p.link.sync_points.empty());  // optional
   // Round trip of the device profile.
   const DeviceProfile back = DeviceProfile::from_json(p.device.to_json(), "x");
   EXPECT_DOUBLE_EQ(back.attention_factor, 2.5);
@@ -204,6 +205,38 @@ TEST(MeasuredProfile, ErrorsNameTheFileAndField) {
   j["device"]["profile"]["peak_fp32_tflops"] = "fast";
   EXPECT_NE(message(j).find("peak_fp32_tflops"), std::string::npos);
   EXPECT_NE(message(nlohmann::json::array()).find("must be a JSON object"), std::string::npos);
+  j = sample_document();
+  j["links"]["intra_node"]["sync"] = {{{"ranks", 1.5}, {"compute_us", 10}, {"sync_us", 5}}};
+  EXPECT_NE(message(j).find("sync[0].ranks\" must be a group size"), std::string::npos) << message(j);
+  j["links"]["intra_node"]["sync"] = {{{"ranks", 2}, {"compute_us", 10}, {"sync_us", -5}}};
+  EXPECT_NE(message(j).find("sync[0].sync_us\" must be a non-negative number"), std::string::npos)
+      << message(j);
+}
+
+// The synchronisation cost by group size and compute between collectives reaches the link,
+// sorted; a group takes the points of the largest measured size not above it, on a line from
+// (0, 0) through them, flat after the last.
+TEST(MeasuredProfile, SynchronisationByGroupSizeAndCompute) {
+  nlohmann::json j = sample_document();
+  j["links"]["intra_node"]["sync_us"] = 800;
+  j["links"]["intra_node"]["sync"] = {{{"ranks", 8}, {"compute_us", 1000}, {"sync_us", 800}},
+                                      {{"ranks", 2}, {"compute_us", 4000}, {"sync_us", 200}},
+                                      {{"ranks", 2}, {"compute_us", 1000}, {"sync_us", 100}},
+                                      {{"ranks", 4}, {"compute_us", 1000}, {"sync_us", 300}}};
+  const LinkSpec link = MeasuredProfile::from_json(j, "cpu-8.json").link;
+  ASSERT_EQ(link.sync_points.size(), 4u);
+  EXPECT_EQ(link.sync_points[0].ranks, 2);
+  EXPECT_NEAR(link.sync_points[0].compute, 1e-3, 1e-15);
+  EXPECT_NEAR(link.sync_for(2, 0.5e-3), 50e-6, 1e-15);   // half-way to the first point
+  EXPECT_NEAR(link.sync_for(2, 2.5e-3), 150e-6, 1e-15);  // between the two
+  EXPECT_NEAR(link.sync_for(2, 9e-3), 200e-6, 1e-15);    // flat after the last
+  EXPECT_NEAR(link.sync_for(2), 200e-6, 1e-15);          // compute unknown: the largest
+  EXPECT_NEAR(link.sync_for(6, 1e-3), 300e-6, 1e-15);    // groups of 6: those of 4
+  EXPECT_NEAR(link.sync_for(8, 1e-3), 800e-6, 1e-15);
+  // Without points, every collective pays the one figure.
+  LinkSpec whole;
+  whole.sync = 800e-6;
+  EXPECT_NEAR(whole.sync_for(2, 1e-6), 800e-6, 1e-15);
 }
 
 TEST(MeasuredProfile, KernelFiguresReachTheCostModel) {

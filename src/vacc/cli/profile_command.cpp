@@ -70,7 +70,8 @@ double sum_bytes_per_second(const std::vector<KernelSample>& ks, std::initialize
 // Fits the measurements, writes the profile and prints the summary (rank 0).
 void fit_and_store(const ProfileArgs& a, const Flavor& flavor, int ranks, int threads,
                    DType dtype, const DeviceMeasurements& dev,
-                   const std::vector<CollectiveSample>& links, double sync_s, double elapsed_s,
+                   const std::vector<CollectiveSample>& links,
+                   const std::vector<SyncSample>& sync, double elapsed_s,
                    double load_before) {
   const EfficiencyFit ef = fit_efficiency_curve(dev.matmul);
   DeviceProfile p;
@@ -188,10 +189,21 @@ void fit_and_store(const ProfileArgs& a, const Flavor& flavor, int ranks, int th
              {"points", points}});
       }
     }
+    // sync_us: every rank in one group after the longest compute (one figure, for readers
+    // that take one); sync: every point, for the planner.
+    nlohmann::json sync_points = nlohmann::json::array();
+    std::string sync_line;
+    for (const SyncSample& g : sync) {
+      sync_points.push_back(
+          {{"ranks", g.ranks}, {"compute_us", g.compute_s * 1e6}, {"sync_us", g.seconds * 1e6}});
+      sync_line += strprintf("\n      groups of %d, after %.0f us of compute: %.0f us", g.ranks,
+                             g.compute_s * 1e6, g.seconds * 1e6);
+    }
     doc["links"] = {{"intra_node",
                      {{"bandwidth_gbytes_per_s", lf.bandwidth / 1e9},
                       {"latency_us", lf.latency * 1e6},
-                      {"sync_us", sync_s * 1e6},
+                      {"sync_us", sync.empty() ? 0.0 : sync.back().seconds * 1e6},
+                      {"sync", sync_points},
                       {"rms_relative_error", lf.rms_relative_error},
                       {"per_collective", per_collective}}},
                     {"collectives", collectives}};
@@ -199,8 +211,8 @@ void fit_and_store(const ProfileArgs& a, const Flavor& flavor, int ranks, int th
                        ">= 1 MiB): %.1f us, %.2f GB/s over every collective (within %.0f%% rms); "
                        "each collective:\n",
                        lf.latency * 1e6, lf.bandwidth / 1e9, 100 * lf.rms_relative_error) +
-                   strprintf("  synchronisation between compute: %.0f us per collective (ranks "
-                       "computing between collectives wait for each other)\n", sync_s * 1e6) +
+                   strprintf("  synchronisation, per collective (ranks computing between "
+                       "collectives wait for each other):%s\n", sync_line.c_str()) +
                    link_summary;
   }
 
@@ -258,7 +270,7 @@ void profile_on_rank(const ProfileArgs& a, const Flavor& flavor, DType dtype, Co
   const auto t0 = std::chrono::steady_clock::now();
   const DeviceMeasurements dev = measure_device(*backend, comm, o);
   const std::vector<CollectiveSample> links = measure_links(*backend, comm, o);
-  const double sync = measure_sync(*backend, comm, o);
+  const std::vector<SyncSample> sync = measure_sync(*backend, comm, o);
   const double elapsed =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (rank0) fit_and_store(a, flavor, comm.size(), threads, dtype, dev, links, sync, elapsed, load);

@@ -43,31 +43,47 @@ StageShape stage_shape(const ModelConfig& c, const ParallelConfig& p, int64_t be
 
 }  // namespace
 
-double ring_all_reduce_seconds(double bytes, int n, const LinkSpec& link) {
+double LinkSpec::sync_for(int ranks, double compute) const {
+  if (sync_points.empty()) return sync;
+  int size = sync_points.front().ranks;
+  for (const SyncPoint& p : sync_points)
+    if (p.ranks <= ranks) size = p.ranks;
+  double x0 = 0, y0 = 0;  // no compute between collectives: the ranks are still together
+  for (const SyncPoint& p : sync_points) {
+    if (p.ranks != size) continue;
+    if (compute <= p.compute)
+      return p.compute > x0 ? y0 + (p.seconds - y0) * (compute - x0) / (p.compute - x0) : p.seconds;
+    x0 = p.compute, y0 = p.seconds;
+  }
+  return y0;
+}
+
+double ring_all_reduce_seconds(double bytes, int n, const LinkSpec& link, double compute) {
   if (n <= 1 || bytes <= 0) return 0;
   const LinkSpec::Measured l = link_for(link, link.all_reduce);
-  return link.sync + 2.0 * (n - 1) * l.latency + 2.0 * (n - 1) / n * bytes / l.bandwidth;
+  return link.sync_for(n, compute) + 2.0 * (n - 1) * l.latency +
+         2.0 * (n - 1) / n * bytes / l.bandwidth;
 }
 
 // One pass around the ring (all-gather, reduce-scatter): n - 1 steps of bytes / n each.
 static double ring_pass_seconds(double bytes, int n, const LinkSpec& link,
-                         const LinkSpec::Measured& op) {
+                                const LinkSpec::Measured& op, double compute) {
   if (n <= 1 || bytes <= 0) return 0;
   const LinkSpec::Measured l = link_for(link, op);
-  return link.sync + (n - 1) * l.latency + double(n - 1) / n * bytes / l.bandwidth;
+  return link.sync_for(n, compute) + (n - 1) * l.latency + double(n - 1) / n * bytes / l.bandwidth;
 }
 
-double ring_all_gather_seconds(double bytes, int n, const LinkSpec& link) {
-  return ring_pass_seconds(bytes, n, link, link.all_gather);
+double ring_all_gather_seconds(double bytes, int n, const LinkSpec& link, double compute) {
+  return ring_pass_seconds(bytes, n, link, link.all_gather, compute);
 }
 
-double ring_reduce_scatter_seconds(double bytes, int n, const LinkSpec& link) {
-  return ring_pass_seconds(bytes, n, link, link.reduce_scatter);
+double ring_reduce_scatter_seconds(double bytes, int n, const LinkSpec& link, double compute) {
+  return ring_pass_seconds(bytes, n, link, link.reduce_scatter, compute);
 }
 
-double send_seconds(double bytes, const LinkSpec& link) {
+double send_seconds(double bytes, const LinkSpec& link, double compute) {
   const LinkSpec::Measured l = link_for(link, link.send);
-  return link.sync + l.latency + bytes / l.bandwidth;
+  return link.sync_for(2, compute) + l.latency + bytes / l.bandwidth;
 }
 
 const LinkSpec& group_link(const ClusterSpec& cluster, int stride, int size) {
@@ -136,11 +152,17 @@ CostBreakdown predict_step_time(const ModelConfig& c, const ParallelConfig& p,
     // Tensor parallelism: 2 all-reduces forward and 2 backward per layer (not overlapped), 2
     // more when full recomputation reruns the layer's forward, and the vocabulary-parallel
     // loss's small ones.
+    // A collective's synchronisation cost grows with the compute since the previous one:
+    // with tp, the stage's compute spread over its tp collectives (the other collectives fall
+    // between them); without, the work before each (a stage's pass, a layer's backward).
     const double tp_reductions = p.recompute == Recompute::Full ? 6 : 4;
-    st.tp = sh.layers * tp_reductions * ring_all_reduce_seconds(N * C * cb, p.tp, tp_link);
-    if (sh.head) st.tp += 3 * ring_all_reduce_seconds(N * kF32, p.tp, tp_link);
+    const double tp_collectives = sh.layers * tp_reductions + (sh.head ? 3 : 0);
+    const double tp_chunk = p.tp > 1 && tp_collectives > 0 ? st.compute / tp_collectives : 0.0;
+    auto chunk = [&](double without_tp) { return p.tp > 1 ? tp_chunk : without_tp; };
+    st.tp = sh.layers * tp_reductions * ring_all_reduce_seconds(N * C * cb, p.tp, tp_link, tp_chunk);
+    if (sh.head) st.tp += 3 * ring_all_reduce_seconds(N * kF32, p.tp, tp_link, tp_chunk);
     // Pipeline sends: activations in, their gradient back.
-    const double hop = p.pp > 1 ? send_seconds(N * C * kF32, pp_link) : 0.0;
+    const double hop = p.pp > 1 ? send_seconds(N * C * kF32, pp_link, chunk(st.compute / 2)) : 0.0;
     st.p2p = (s > 0 ? hop : 0.0) + (s < p.pp - 1 ? hop : 0.0);
     double busy = st.compute + st.tp;
     // ZeRO-3: the stage's parameters gathered for forward and again for backward, prefetched
@@ -149,13 +171,19 @@ CostBreakdown predict_step_time(const ModelConfig& c, const ParallelConfig& p,
     // ZeRO's gathers and gradient buckets are one collective per parameter group (each
     // layer, the embedding, the head): the ring functions charge `sync` once, the rest here.
     const double groups = sh.layers + (sh.embedding ? 1 : 0) + (sh.head ? 1 : 0);
-    const double dp_sync = p.dp > 1 ? (groups - 1) * dp_link.sync : 0.0;
+    const double bucket_chunk = chunk(st.backward / groups), gather_chunk = chunk(st.compute / (2 * groups));
+    const double dp_sync = p.dp > 1 ? (groups - 1) * dp_link.sync_for(p.dp, bucket_chunk) : 0.0;
     if (p.zero >= 3 && p.dp > 1) {
-      st.gather = 2 * (ring_all_gather_seconds(P * kF32, p.dp, dp_link) + dp_sync);
+      const double gather_sync = (groups - 1) * dp_link.sync_for(p.dp, gather_chunk);
+      st.gather = 2 * (ring_all_gather_seconds(P * kF32, p.dp, dp_link, gather_chunk) + gather_sync);
       const double first = st.gather * sh.largest_group / std::max(P, 1.0);
       busy = dev.overlaps_communication ? std::max(busy, st.gather) + first : busy + st.gather;
     }
     st.micro = busy + st.p2p;
+    // AdamW over the owned parameters: master, gradient, two moments (read + write), plus the
+    // compute copy under bf16.
+    const double owned = p.zero >= 1 ? P / p.dp : P;
+    st.optimizer = dev.optimizer_seconds(owned * (7 * kF32 + (dt == DType::BF16 ? 2.0 : 0.0)));
     // Gradient reduction over dp: once, in the last micro-batch (ZeRO 0: all-reduce; 1:
     // reduce-scatter) overlapped with its backward, or a reduce-scatter per micro-batch (ZeRO 2/3) overlapped with
     // each backward; the last bucket (a layer's gradients) is never hidden.
@@ -163,7 +191,7 @@ CostBreakdown predict_step_time(const ModelConfig& c, const ParallelConfig& p,
       const double bytes = P * kF32;
       const double last_bucket_share = sh.largest_group / std::max(P, 1.0);
       if (p.zero >= 2) {
-        const double rs = ring_reduce_scatter_seconds(bytes, p.dp, dp_link) + dp_sync;
+        const double rs = ring_reduce_scatter_seconds(bytes, p.dp, dp_link, bucket_chunk) + dp_sync;
         st.dp = M * rs;
         st.dp_exposed = dev.overlaps_communication
                             ? M * std::max(rs - st.backward, rs * last_bucket_share)
@@ -171,20 +199,17 @@ CostBreakdown predict_step_time(const ModelConfig& c, const ParallelConfig& p,
       } else {
         // ZeRO 0: all-reduce; ZeRO 1: reduce-scatter into the shard (then the all-gather of
         // the updated parameters below).
-        const double once = dp_sync + (p.zero == 0 ? ring_all_reduce_seconds(bytes, p.dp, dp_link)
-                                                   : ring_reduce_scatter_seconds(bytes, p.dp, dp_link));
+        const double once =
+            dp_sync + (p.zero == 0 ? ring_all_reduce_seconds(bytes, p.dp, dp_link, bucket_chunk)
+                                   : ring_reduce_scatter_seconds(bytes, p.dp, dp_link, bucket_chunk));
         st.dp = once;
         st.dp_exposed = dev.overlaps_communication
                             ? std::max(once - st.backward, once * last_bucket_share)
                             : once;
       }
       if (p.zero >= 1 && p.zero <= 2)
-        st.param_gather = ring_all_gather_seconds(P * kF32, p.dp, dp_link);
+        st.param_gather = ring_all_gather_seconds(P * kF32, p.dp, dp_link, st.optimizer);
     }
-    // AdamW over the owned parameters: master, gradient, two moments (read + write), plus the
-    // compute copy under bf16.
-    const double owned = p.zero >= 1 ? P / p.dp : P;
-    st.optimizer = dev.optimizer_seconds(owned * (7 * kF32 + (dt == DType::BF16 ? 2.0 : 0.0)));
     out.stage_time_s.push_back(st.micro);
   }
 

@@ -21,6 +21,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -42,10 +43,22 @@ struct LinkSpec {
     double bandwidth = 0, latency = 0;
   };
   Measured all_reduce, reduce_scatter, all_gather, send;
-  // Seconds every collective or send costs on top of its alpha-beta time when the ranks
-  // compute between collectives (`vacc profile`'s measure_sync: ranks sharing cores wait
-  // for each other's scheduler slice). 0 for dedicated devices.
+  // Seconds a collective or send costs on top of its alpha-beta time when the ranks compute
+  // between collectives (`vacc profile`'s measure_sync: ranks sharing cores drift apart by up
+  // to a scheduler slice and wait for each other). 0 for dedicated devices. `sync` is one
+  // figure for every collective; `sync_points`, where measured, the cost for the job split
+  // into groups of `ranks` after `compute` seconds of work between collectives (ascending
+  // ranks, then compute).
   double sync = 0;
+  struct SyncPoint {
+    int ranks = 0;
+    double compute = 0, seconds = 0;
+  };
+  std::vector<SyncPoint> sync_points;
+  // The cost for a group of `ranks` after `compute` seconds: the points of the largest measured
+  // group size not above `ranks` (else the smallest), linear from (0, 0) through them and flat
+  // after the last; `sync` where none were measured.
+  double sync_for(int ranks, double compute = std::numeric_limits<double>::infinity()) const;
 };
 // The alpha-beta of one kind of transfer on a link: its measured figures, else the link's.
 inline LinkSpec::Measured link_for(const LinkSpec& link, const LinkSpec::Measured& op) {
@@ -83,11 +96,17 @@ struct CostBreakdown {
   std::string str() const;
 };
 
-// Collectives on a ring of n ranks over one link.
-double ring_all_reduce_seconds(double bytes, int n, const LinkSpec& link);
-double ring_all_gather_seconds(double bytes, int n, const LinkSpec& link);  // bytes: the whole
-double ring_reduce_scatter_seconds(double bytes, int n, const LinkSpec& link);
-double send_seconds(double bytes, const LinkSpec& link);  // one point-to-point message
+// Collectives on a ring of n ranks over one link, `compute` seconds of work after the
+// previous one (for the link's synchronisation cost; unknown: its largest).
+constexpr double kUnknownCompute = std::numeric_limits<double>::infinity();
+double ring_all_reduce_seconds(double bytes, int n, const LinkSpec& link,
+                               double compute = kUnknownCompute);
+double ring_all_gather_seconds(double bytes, int n, const LinkSpec& link,  // bytes: the whole
+                               double compute = kUnknownCompute);
+double ring_reduce_scatter_seconds(double bytes, int n, const LinkSpec& link,
+                                   double compute = kUnknownCompute);
+double send_seconds(double bytes, const LinkSpec& link,  // one point-to-point message
+                    double compute = kUnknownCompute);
 // The link of a group of `size` ranks `stride` apart.
 const LinkSpec& group_link(const ClusterSpec& cluster, int stride, int size);
 

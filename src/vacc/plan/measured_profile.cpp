@@ -1,5 +1,8 @@
 #include "vacc/plan/measured_profile.h"
 
+#include <algorithm>
+#include <string>
+
 #include "vacc/core/error.h"
 
 namespace vacc {
@@ -54,6 +57,24 @@ MeasuredProfile MeasuredProfile::from_json(const nlohmann::json& j, const std::s
     p.link.latency = positive(intra, "latency_us", "links.intra_node.", source, true) * 1e-6;
     if (intra.contains("sync_us"))
       p.link.sync = positive(intra, "sync_us", "links.intra_node.", source, true) * 1e-6;
+    // Optional: the synchronisation cost by group size and compute between collectives.
+    if (intra.contains("sync")) {
+      const nlohmann::json& points = intra["sync"];
+      VACC_CHECK(points.is_array(), source, ": \"links.intra_node.sync\" must be a list");
+      for (size_t i = 0; i < points.size(); ++i) {
+        const std::string where = "links.intra_node.sync[" + std::to_string(i) + "].";
+        const double ranks = positive(points[i], "ranks", where, source);
+        VACC_CHECK(ranks >= 2 && ranks == double(int(ranks)), source, ": \"", where,
+                   "ranks\" must be a group size (2, 3, ...)");
+        p.link.sync_points.push_back({int(ranks),
+                                      positive(points[i], "compute_us", where, source) * 1e-6,
+                                      positive(points[i], "sync_us", where, source, true) * 1e-6});
+      }
+      std::sort(p.link.sync_points.begin(), p.link.sync_points.end(),
+                [](const LinkSpec::SyncPoint& a, const LinkSpec::SyncPoint& b) {
+                  return a.ranks != b.ranks ? a.ranks < b.ranks : a.compute < b.compute;
+                });
+    }
     // Optional: each collective's own figures, as its ring's link.
     if (intra.contains("per_collective")) {
       const nlohmann::json& per = intra["per_collective"];

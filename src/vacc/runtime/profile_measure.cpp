@@ -254,34 +254,58 @@ DeviceMeasurements measure_device(Backend& be, Communicator& comm, const Profile
   return out;
 }
 
-double measure_sync(Backend& be, Communicator& comm, const ProfileMeasureOptions& o) {
-  if (comm.size() < 2) return 0;
+std::vector<SyncSample> measure_sync(Backend& be, Communicator& comm,
+                                     const ProfileMeasureOptions& o) {
+  std::vector<SyncSample> out;
+  if (comm.size() < 2) return out;
   const auto B = MemoryCategory::Buffers;
-  Tensor a = be.empty({256, 512}, o.dtype, B, "sync a");
+  const int64_t widest = 512;
+  Tensor a = be.empty({widest, 512}, o.dtype, B, "sync a");
   Tensor b = be.empty({512, 512}, o.dtype, B, "sync b");
-  Tensor c = be.empty({256, 512}, DType::F32, B, "sync c");
+  Tensor c = be.empty({widest, 512}, DType::F32, B, "sync c");
   Tensor message = be.zeros({4096}, DType::F32, B, "sync message");
   be.fill(a, 0.5f);
   be.fill(b, 0.25f);
-  auto product = [&] {
-    be.matmul(a, false, b, true, c);
-    be.synchronize();
-  };
-  const double min_seconds = o.quick ? 0.1 : 0.3, rep = o.quick ? 0.02 : 0.05;
-  // The difference of three timings swings with the scheduler (0 to 1.4 ms on cpu-8 in
-  // single rounds): the median of several rounds, each timing the three back to back.
-  std::vector<double> rounds;
-  for (int round = 0; round < (o.quick ? 1 : 5); ++round) {
-    const double alone = max_over_ranks(comm, time_repeated(comm, min_seconds, rep, false, product));
-    const double reduce = max_over_ranks(
-        comm, time_repeated(comm, min_seconds, rep, true, [&] { comm.all_reduce(message); }));
-    const double both = max_over_ranks(comm, time_repeated(comm, min_seconds, rep, true, [&] {
-      product();
-      comm.all_reduce(message);
-    }));
-    rounds.push_back(std::max(0.0, both - alone - reduce));
+  std::vector<int> sizes;
+  std::vector<std::unique_ptr<Communicator>> groups;  // this rank's group of each size
+  for (int g = 2; g <= comm.size(); ++g) {
+    if (comm.size() % g != 0) continue;
+    sizes.push_back(g);
+    groups.push_back(comm.split(comm.rank() / g, comm.rank()));
   }
-  return median(rounds);
+  const double min_seconds = o.quick ? 0.1 : 0.3, rep = o.quick ? 0.02 : 0.05;
+  for (int64_t rows : {int64_t(32), int64_t(128), widest}) {
+    Tensor a_rows = a.view(0, {rows, 512});
+    Tensor c_rows = c.view(0, {rows, 512});
+    auto product = [&] {
+      be.matmul(a_rows, false, b, true, c_rows);
+      be.synchronize();
+    };
+    // The difference of three timings swings with the scheduler (0 to 1.4 ms on cpu-8 in
+    // single rounds): the median of several rounds, each timing the three back to back.
+    std::vector<double> alone;
+    std::vector<std::vector<double>> rounds(sizes.size());
+    for (int round = 0; round < (o.quick ? 1 : 5); ++round) {
+      alone.push_back(max_over_ranks(comm, time_repeated(comm, min_seconds, rep, false, product)));
+      for (size_t i = 0; i < sizes.size(); ++i) {
+        Communicator& group = *groups[i];
+        // Timed over the whole job (its barriers), so every group runs at once.
+        const double reduce = max_over_ranks(
+            comm, time_repeated(comm, min_seconds, rep, true, [&] { group.all_reduce(message); }));
+        const double both = max_over_ranks(comm, time_repeated(comm, min_seconds, rep, true, [&] {
+          product();
+          group.all_reduce(message);
+        }));
+        rounds[i].push_back(std::max(0.0, both - alone.back() - reduce));
+      }
+    }
+    for (size_t i = 0; i < sizes.size(); ++i)
+      out.push_back({sizes[i], median(alone), median(rounds[i])});
+  }
+  std::sort(out.begin(), out.end(), [](const SyncSample& x, const SyncSample& y) {
+    return x.ranks != y.ranks ? x.ranks < y.ranks : x.compute_s < y.compute_s;
+  });
+  return out;
 }
 
 std::vector<CollectiveSample> measure_links(Backend& be, Communicator& comm,

@@ -54,12 +54,21 @@ int link_measurement_count(const ProfileMeasureOptions& o, int ranks);
 DeviceMeasurements measure_device(Backend& backend, Communicator& comm,
                                   const ProfileMeasureOptions& o);
 // What a collective costs beyond its own time when the ranks compute between collectives, as
-// in training: ranks that share cores (cpu-4 on 2 cores) wait for the peer's scheduler slice
-// at every synchronisation. All ranks repeat (a ~1 ms matrix product, then a 16 KiB
-// all-reduce); the result is that loop's time per iteration less the product's time alone
-// (every rank at once, no collective) and the all-reduce's time alone. Seconds, >= 0; 0 on
-// one rank.
-double measure_sync(Backend& backend, Communicator& comm, const ProfileMeasureOptions& o);
+// in training: ranks that share cores (cpu-4 on 2 cores) drift apart by up to a scheduler
+// slice while they compute, and the group waits for its last rank at every collective. For
+// each group size g that divides the ranks (2..N), the ranks split into N/g groups, as a
+// plan's tensor- or data-parallel groups do, and all repeat (a matrix product, then a 16 KiB
+// all-reduce in their group); the cost is that loop's time per iteration less the product's
+// time alone (every rank at once, no collective) and the all-reduce's time alone. It grows
+// with the compute between collectives (cpu-8 on 2 cores: about 0.1 ms after 0.6 ms of
+// compute, 1 ms after 5 ms), so three product sizes are measured. Empty on one rank.
+struct SyncSample {
+  int ranks = 0;           // group size
+  double compute_s = 0;    // the product's time alone, every rank computing
+  double seconds = 0;      // the cost per collective, >= 0
+};
+std::vector<SyncSample> measure_sync(Backend& backend, Communicator& comm,
+                                     const ProfileMeasureOptions& o);
 
 // Collectives among the first n ranks for n = 2..size (groups from comm.split), and send/recv
 // between ranks 0 and 1; empty on one rank.
