@@ -31,10 +31,14 @@ int parse_count(const std::string& s) {
   return n > 0 ? n : -1;
 }
 
+// "2.0 GiB"; below 1 GiB in MiB ("30.0 MiB", not "0.0 GiB").
 std::string format_gib(double gib) {
   std::ostringstream out;
   out.precision(1);
-  out << std::fixed << gib << " GiB";
+  if (gib < 1.0)
+    out << std::fixed << gib * 1024 << " MiB";
+  else
+    out << std::fixed << gib << " GiB";
   return out.str();
 }
 
@@ -67,8 +71,10 @@ std::string Flavor::describe() const {
     const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
     if (n == 1)
       out << ", all cores";
-    else
-      out << ", " << std::max(1u, cores / unsigned(n)) << " of " << cores << " cores each";
+    else if (unsigned(n) <= cores)
+      out << ", " << cores / unsigned(n) << " of " << cores << " cores each";
+    else  // more devices than cores: one thread each, taking turns
+      out << ", sharing " << cores << " core" << (cores == 1 ? "" : "s");
   }
   if (needs_gpus) out << " (needs GPUs)";
   return out.str();
