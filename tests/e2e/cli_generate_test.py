@@ -10,13 +10,7 @@ import sys
 import tempfile
 
 VACC = sys.argv[1]
-failures = []
-
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        print("FAIL:", what)
+from e2e_checks import check, finish  # noqa: E402
 
 
 def run(*args):
@@ -46,6 +40,4 @@ with tempfile.TemporaryDirectory() as tmp:
     r = run("generate", "--model", model, "--prompt", "")
     check(r.returncode == 1 and "empty" in r.stderr, f"an empty prompt is one clear error: {r.stderr!r}")
 
-if failures:
-    sys.exit(f"{len(failures)} check(s) failed")
-print("all checks passed")
+finish("cli_generate")

@@ -17,14 +17,7 @@ VACC, CONFIG = sys.argv[1], sys.argv[2]
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "reference"))
 import check_hf_folder  # noqa: E402
 
-failures = []
-
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        print("FAIL:", what)
-    return cond
+from e2e_checks import check, failures, finish  # noqa: E402
 
 
 def fake_qwen_tokenizer(folder):
@@ -160,6 +153,4 @@ with tempfile.TemporaryDirectory() as tmp:
           "the file and the foreign folder are untouched")
 
 failures += check_hf_folder.failures
-if failures:
-    sys.exit(f"{len(failures)} check(s) failed")
-print("all checks passed")
+finish("cli_init")

@@ -23,13 +23,7 @@ FLAVOR = {
               "inter_node": {"bandwidth_gbytes_per_s": 50, "latency_us": 10}},
     "launcher": {"kind": "slurm", "partition": "gpu"},
 }
-failures = []
-
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        print("FAIL:", what, flush=True)
+from e2e_checks import check, finish  # noqa: E402
 
 
 def run(*args):
@@ -127,6 +121,4 @@ with tempfile.TemporaryDirectory() as tmp:
     check((fixed["dp"], fixed["pp"], fixed["tp"]) == (8, 2, 4) and len(fixed["ranks"]) == 16,
           "--fixed does not evaluate the given split")
 
-if failures:
-    sys.exit(f"{len(failures)} failure(s)")
-print("cli_plan: all checks passed")
+finish("cli_plan")

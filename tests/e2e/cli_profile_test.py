@@ -13,13 +13,7 @@ import tempfile
 import time
 
 VACC, CONFIG = sys.argv[1], sys.argv[2]
-failures = []
-
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        print("FAIL:", what, flush=True)
+from e2e_checks import check, finish  # noqa: E402
 
 
 with tempfile.TemporaryDirectory() as home:
@@ -141,6 +135,4 @@ with tempfile.TemporaryDirectory() as home:
     r = vacc("profile", "--flavor", "cpu-1", "--dtype", "f16")
     check(r.returncode == 1 and "--dtype" in r.stderr, f"bad dtype: {r.stderr}")
 
-if failures:
-    sys.exit(f"{len(failures)} failure(s)")
-print("cli_profile: all checks passed")
+finish("cli_profile")

@@ -11,13 +11,7 @@ import sys
 import tempfile
 
 VACC = sys.argv[1]
-failures = []
-
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        print("FAIL:", what)
+from e2e_checks import check, finish  # noqa: E402
 
 
 with tempfile.TemporaryDirectory() as tmp:
@@ -108,6 +102,4 @@ with tempfile.TemporaryDirectory() as tmp:
     check(r.returncode == 1 and os.path.exists(os.path.join(home, "status.json")),
           "--reset refuses to clear a running job's status")
 
-if failures:
-    sys.exit(f"{len(failures)} check(s) failed")
-print("cli_switch: all checks passed")
+finish("cli_switch")

@@ -9,13 +9,7 @@ import sys
 import tempfile
 
 VACC, CONFIG = sys.argv[1], sys.argv[2]
-failures = []
-
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        print("FAIL:", what)
+from e2e_checks import check, finish  # noqa: E402
 
 
 def train(*extra, metrics=None):
@@ -69,6 +63,4 @@ with tempfile.TemporaryDirectory() as tmp:
         check(fragment in r.stderr and r.stderr.count("\n") <= 2,
               f"{' '.join(cmd[2:])}: one line naming {fragment!r}, got: {r.stderr!r}")
 
-if failures:
-    sys.exit(f"{len(failures)} check(s) failed")
-print("all checks passed")
+finish("cli_train")

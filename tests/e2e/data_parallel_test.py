@@ -14,13 +14,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from safetensors_read import read_safetensors  # noqa: E402
 
 VACC = sys.argv[1]
-failures = []
-
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        print("FAIL:", what, flush=True)
+from e2e_checks import check, finish  # noqa: E402
 
 
 CONFIG = {
@@ -150,5 +144,4 @@ with tempfile.TemporaryDirectory() as tmp:
                        capture_output=True, text=True, timeout=60)
     check(r.returncode == 1 and "zero" in r.stderr, f"a ZeRO stage that does not exist: {r.stderr}")
 
-print("data_parallel:", "FAILED" if failures else "passed", f"({len(failures)} failures)")
-sys.exit(1 if failures else 0)
+finish("data_parallel")

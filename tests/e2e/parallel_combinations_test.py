@@ -14,14 +14,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from safetensors_read import max_abs_difference, read_safetensors  # noqa: E402
 
 VACC = sys.argv[1]
-failures = []
+from e2e_checks import check, finish  # noqa: E402
 STEPS = 10
-
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        print("FAIL:", what, flush=True)
 
 
 def config(tied, layers=4, heads=4, kv=2, bias=True):
@@ -143,5 +137,4 @@ with tempfile.TemporaryDirectory() as tmp:
         check(r.returncode == 1 and needle in r.stderr and r.stderr.count("error") == 1,
               f"{flavor} --parallel {parallel}: one clear error mentioning '{needle}': {r.stderr}")
 
-print("parallel_combinations:", "FAILED" if failures else "passed", f"({len(failures)} failures)")
-sys.exit(1 if failures else 0)
+finish("parallel_combinations")

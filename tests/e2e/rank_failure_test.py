@@ -16,13 +16,7 @@ import threading
 import time
 
 VACC = sys.argv[1]
-failures = []
-
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        print("FAIL:", what, flush=True)
+from e2e_checks import check, finish  # noqa: E402
 
 
 CONFIG = {
@@ -143,5 +137,4 @@ with tempfile.TemporaryDirectory() as tmp:
     run_fault(tmp, "kill", signal.SIGKILL, [])
     run_fault(tmp, "hang", signal.SIGSTOP, ["--comm-timeout", "5"])
 
-print("rank_failure:", "FAILED" if failures else "passed", f"({len(failures)} failures)")
-sys.exit(1 if failures else 0)
+finish("rank_failure")

@@ -11,13 +11,7 @@ import sys
 import tempfile
 
 VACC, CONFIG = sys.argv[1], sys.argv[2]
-failures = []
-
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        print("FAIL:", what, flush=True)
+from e2e_checks import check, finish  # noqa: E402
 
 
 COMMON = ["--model-config", CONFIG, "--synthetic", "--batch", "8", "--seq-len", "64",
@@ -110,5 +104,4 @@ with tempfile.TemporaryDirectory() as tmp:
     check(r.returncode != 0 and "no feasible configuration" in r.stderr and "memory budget" in r.stderr,
           f"no split fits 1 MiB: one clear error: {r.stderr[-1500:]}")
 
-print("train_planner:", "FAILED" if failures else "passed", f"({len(failures)} failures)")
-sys.exit(1 if failures else 0)
+finish("train_planner")
