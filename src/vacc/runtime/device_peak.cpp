@@ -2,16 +2,13 @@
 
 #include <algorithm>
 #include <chrono>
-#include <functional>
 
 namespace vacc {
 namespace {
 
-// The fastest of `rounds` timings of a (size^3) product, each round's time reduced by
-// `round_time` (this rank's own, or the slowest rank's).
-double best_matmul_seconds(Backend& be, DType dtype, int64_t size, int rounds,
-                           const std::function<double(double)>& round_time,
-                           const std::function<void()>& before_round) {
+// FLOP/s of the fastest of 3 (size^3) products after a warm-up; with `comm`, each round starts
+// every rank together and counts until the slowest is done.
+double matmul_peak(Backend& be, DType dtype, int64_t size, Communicator* comm) {
   Tensor a = be.zeros({size, size}, dtype, MemoryCategory::Buffers, "peak probe a");
   Tensor b = be.zeros({size, size}, dtype, MemoryCategory::Buffers, "peak probe b");
   Tensor c = be.empty({size, size}, DType::F32, MemoryCategory::Buffers, "peak probe c");
@@ -20,31 +17,25 @@ double best_matmul_seconds(Backend& be, DType dtype, int64_t size, int rounds,
   be.matmul(a, false, b, true, c);  // warm-up (primitive creation, page faults)
   be.synchronize();
   double best = 1e30;
-  for (int round = 0; round < rounds; ++round) {
-    before_round();
+  for (int round = 0; round < 3; ++round) {
+    if (comm) comm->barrier();
     const auto t0 = std::chrono::steady_clock::now();
     be.matmul(a, false, b, true, c);
     be.synchronize();
-    const double s = round_time(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-    best = std::min(best, s);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    best = std::min(best, comm ? max_over_ranks(*comm, s) : s);
   }
-  return best;
+  return 2.0 * double(size) * double(size) * double(size) / best;
 }
-
-double product_flops(int64_t size) { return 2.0 * double(size) * double(size) * double(size); }
 
 }  // namespace
 
 double measure_matmul_peak(Backend& be, DType dtype, int64_t size) {
-  return product_flops(size) /
-         best_matmul_seconds(be, dtype, size, 3, [](double s) { return s; }, [] {});
+  return matmul_peak(be, dtype, size, nullptr);
 }
 
 double measure_matmul_peak_together(Backend& be, Communicator& comm, DType dtype, int64_t size) {
-  return product_flops(size) /
-         best_matmul_seconds(
-             be, dtype, size, 3, [&](double s) { return max_over_ranks(comm, s); },
-             [&] { comm.barrier(); });
+  return matmul_peak(be, dtype, size, &comm);
 }
 
 }  // namespace vacc
