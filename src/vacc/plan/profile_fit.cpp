@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "vacc/core/error.h"
+#include "vacc/core/median.h"
 
 namespace vacc {
 namespace {
@@ -132,9 +133,7 @@ LinkFit fit_link(const std::vector<CollectiveSample>& samples) {
           sxx += w * traffic[i] * traffic[i];
         }
       }
-      std::sort(per_step.begin(), per_step.end());
-      const size_t n = per_step.size();
-      alpha = n % 2 ? per_step[n / 2] : 0.5 * (per_step[n / 2 - 1] + per_step[n / 2]);
+      alpha = median(per_step);  // per_step is not empty: there are small messages
       if (sxy > 0) inv_beta = sxy / sxx;
     }
   }

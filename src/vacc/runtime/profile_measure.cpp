@@ -1,5 +1,6 @@
 #include "vacc/runtime/profile_measure.h"
 
+#include "vacc/core/median.h"
 #include "vacc/core/strprintf.h"
 
 #include <algorithm>
@@ -16,12 +17,6 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n == 0 ? 0 : n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
 // Times `op` (which must leave the device idle when it returns, e.g. by synchronizing): two
