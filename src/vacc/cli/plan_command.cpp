@@ -57,10 +57,9 @@ DType plan_dtype(const PlanArgs& a, const Flavor& flavor) {
 
 // --fixed: the memory of exactly the --parallel split (unset keys at their defaults, dp
 // filling the devices), every rank by category (bench/memory_table.py reads its JSON).
-void run_fixed(const PlanArgs& a, const ModelConfig& config, const Flavor& flavor) {
+void run_fixed(const PlanArgs& a, const ModelConfig& config, const Flavor& flavor,
+               const PlanConstraints& pins) {
   const int devices = flavor.total_devices();
-  PlanConstraints pins = PlanConstraints::parse(a.parallel);
-  if (a.micro_batches > 0 && !pins.micro_batches) pins.micro_batches = a.micro_batches;
   const ParallelConfig p = pins.completed(devices);
   p.validate(devices, a.batch, &config);
   const MemoryQuery q{a.batch, a.seq_len, plan_dtype(a, flavor)};
@@ -104,18 +103,18 @@ void run_plan(const PlanArgs& a) {
              "vacc plan: give exactly one of --model DIR and --model-config CONFIG.json");
   VACC_CHECK(a.flavor.empty() || a.flavor_file.empty(),
              "vacc plan: give at most one of --flavor and --flavor-file");
-  VACC_CHECK(a.usable_memory > 0 && a.usable_memory <= 1,
-             "--usable-memory is a fraction of the device memory, in (0, 1]; got ", a.usable_memory);
+  check_usable_memory(a.usable_memory);
   VACC_CHECK(a.batch > 0 && a.seq_len > 0, "--batch and --seq-len must be positive");
   const ModelConfig config =
       a.model.empty() ? ModelConfig::from_file(a.model_config) : load_hf_config(a.model);
   const Flavor flavor = !a.flavor_file.empty() ? load_flavor_file(a.flavor_file)
                         : a.flavor.empty()     ? current_flavor()
                                                : resolve_flavor(a.flavor);
-  if (a.fixed) return run_fixed(a, config, flavor);
-  const DType dtype = plan_dtype(a, flavor);
+  // --parallel's pins, and --micro-batches unless --parallel pins the micro-batches too.
   PlanConstraints pinned = PlanConstraints::parse(a.parallel);
   if (a.micro_batches > 0 && !pinned.micro_batches) pinned.micro_batches = a.micro_batches;
+  if (a.fixed) return run_fixed(a, config, flavor, pinned);
+  const DType dtype = plan_dtype(a, flavor);
   const ClusterSpec cluster =
       cluster_spec_for(flavor, {a.profile_file, a.device_peak_tflops, 0.0}, dtype);
 

@@ -42,6 +42,11 @@ double measure_local_cpu_peak(const Flavor& f, DType dtype) {
 
 }  // namespace
 
+void check_usable_memory(double fraction) {
+  VACC_CHECK(fraction > 0 && fraction <= 1,
+             "--usable-memory is a fraction of the device memory, in (0, 1]; got ", fraction);
+}
+
 ClusterSpec cluster_spec_for(const Flavor& f, const ProfileInputs& in, DType dtype) {
   ClusterSpec k;
   k.devices = f.total_devices();

@@ -1,5 +1,6 @@
-// What `vacc plan` and `vacc train` share of the planner: the ClusterSpec of a flavor (its
-// devices, links and device profile) and the JSON of candidates and of a chosen plan.
+// What `vacc plan` and `vacc train` share of the planner: the check of --usable-memory, the
+// ClusterSpec of a flavor (its devices, links and device profile) and the JSON of candidates
+// and of a chosen plan.
 #pragma once
 
 #include <cstdint>
@@ -19,6 +20,9 @@ struct ProfileInputs {
   // once; 0: measured here, one device's share of the cores at a time.
   double measured_cpu_peak_flops = 0;
 };
+
+// --usable-memory is a fraction in (0, 1]; else one error naming it.
+void check_usable_memory(double fraction);
 
 // What the planner needs of the flavor.
 ClusterSpec cluster_spec_for(const Flavor& flavor, const ProfileInputs& inputs, DType dtype);

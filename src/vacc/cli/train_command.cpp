@@ -432,8 +432,7 @@ void run_train(const TrainArgs& a) {
   VACC_CHECK(a.steps >= 0 && a.epochs >= 0, "--steps and --epochs must not be negative");
   VACC_CHECK(!(a.steps > 0 && a.epochs > 0), "give --steps or --epochs, not both");
   VACC_CHECK(a.comm_timeout_s > 0, "--comm-timeout must be positive");
-  VACC_CHECK(a.usable_memory > 0 && a.usable_memory <= 1,
-             "--usable-memory is a fraction of the device memory, in (0, 1]; got ", a.usable_memory);
+  check_usable_memory(a.usable_memory);
   VACC_CHECK(a.micro_batches >= 0, "--micro-batches must not be negative (0: the planner's choice)");
   const ModelConfig config =
       a.model.empty() ? ModelConfig::from_file(a.model_config) : load_hf_config(a.model);
