@@ -14,19 +14,11 @@
 
 namespace vacc::cli {
 namespace {
+
 std::vector<std::string> recorded;
-}
 
-void set_command_line(int argc, char** argv) { recorded.assign(argv, argv + argc); }
-
-const std::vector<std::string>& command_line() { return recorded; }
-
-std::string command_line_text() {
-  std::string text;
-  for (const std::string& part : recorded) text += (text.empty() ? "" : " ") + part;
-  return text;
-}
-
+// Starts the ranks and returns when the job has ended; exits with the launcher's code when
+// it failed (the launcher has printed why). Logs "Requesting resources ..." first.
 void launch_ranks(const Flavor& flavor) {
   const std::string spec = flavor.source_file.empty() ? flavor.name : flavor.source_file;
   std::vector<std::string> rank_argv = pin_flavor(recorded, spec);
@@ -39,6 +31,16 @@ void launch_ranks(const Flavor& flavor) {
   setenv("VACC_JOB_PID", std::to_string(getpid()).c_str(), 1);
   const int code = run_launch_command(launch);
   if (code != 0) std::exit(code);
+}
+
+}  // namespace
+
+void set_command_line(int argc, char** argv) { recorded.assign(argv, argv + argc); }
+
+std::string command_line_text() {
+  std::string text;
+  for (const std::string& part : recorded) text += (text.empty() ? "" : " ") + part;
+  return text;
 }
 
 void run_on_every_rank(const Flavor& flavor, double comm_timeout_s, const std::string& command,

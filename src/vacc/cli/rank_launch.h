@@ -14,13 +14,8 @@ namespace vacc::cli {
 
 // main() records the command line for the ranks to run again.
 void set_command_line(int argc, char** argv);
-const std::vector<std::string>& command_line();
 // "vacc train --model ..." as one string, for logs and the job status.
 std::string command_line_text();
-
-// Starts the ranks and returns when the job has ended; exits with the launcher's code when
-// it failed (the launcher has printed why). Logs "Requesting resources ..." first.
-void launch_ranks(const Flavor& flavor);
 
 // Runs `body` on every rank of the flavor: in a process that is not a rank yet, starts the
 // ranks (each runs this command again) and returns when they end; a one-device flavor runs
