@@ -159,7 +159,7 @@ nlohmann::json candidate_json(const Candidate& c, int64_t batch) {
                    {"micro_batch_size", c.config.micro_batch_size(batch)},
                    {"recompute", recompute_name(c.config.recompute)},
                    {"zero", c.config.zero},
-                   {"schedule", c.config.schedule == PipelineScheduleKind::GPipe ? "gpipe" : "1f1b"},
+                   {"schedule", schedule_name(c.config.schedule)},
                    {"predicted_peak_memory_bytes", int64_t(c.memory.total())},
                    {"feasible", c.feasible},
                    {"reason", c.reason}};

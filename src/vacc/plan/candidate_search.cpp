@@ -78,7 +78,7 @@ std::string PlanConstraints::str() const {
   if (zero) item("zero", std::to_string(*zero));
   if (micro_batches) item("microbatches", std::to_string(*micro_batches));
   if (recompute) item("recompute", recompute_name(*recompute));
-  if (schedule) item("schedule", *schedule == PipelineScheduleKind::GPipe ? "gpipe" : "1f1b");
+  if (schedule) item("schedule", schedule_name(*schedule));
   const std::string out = s.str();
   return out.empty() ? "none" : out;
 }

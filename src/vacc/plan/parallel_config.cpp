@@ -7,6 +7,10 @@
 #include "vacc/model/model_config.h"
 
 namespace vacc {
+
+const char* schedule_name(PipelineScheduleKind schedule) {
+  return schedule == PipelineScheduleKind::GPipe ? "gpipe" : "1f1b";
+}
 namespace {
 
 constexpr const char* kKeys = "dp, pp, tp, zero, microbatches, recompute, schedule";
@@ -60,7 +64,7 @@ std::string ParallelConfig::to_string() const {
   std::ostringstream out;
   out << "dp=" << dp << ",pp=" << pp << ",tp=" << tp << ",zero=" << zero
       << ",microbatches=" << micro_batches << ",recompute=" << recompute_name(recompute)
-      << ",schedule=" << (schedule == PipelineScheduleKind::GPipe ? "gpipe" : "1f1b");
+      << ",schedule=" << schedule_name(schedule);
   return out.str();
 }
 

@@ -14,6 +14,8 @@ namespace vacc {
 struct ModelConfig;
 
 enum class PipelineScheduleKind { OneFOneB, GPipe };
+// "1f1b" or "gpipe", as --parallel's schedule= spells it.
+const char* schedule_name(PipelineScheduleKind schedule);
 
 struct ParallelConfig {
   int dp = 1;                 // data-parallel replicas
