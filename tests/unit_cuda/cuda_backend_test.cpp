@@ -229,6 +229,7 @@ TEST_F(CudaBackendTest, MatmulMatchesCpu) {
   cases.push_back({5, 7, 0, false, false, DType::F32, DType::F32, 1.0f, 0.5f, true, 0});  // K = 0
   cases.push_back({300, 1000, 512, false, true, DType::BF16, DType::F32, 1.0f, 0.0f, false, 0});
   for (const MatmulCase& c : cases) {
+    SCOPED_TRACE(describe(c));
     const int64_t off = c.offset;
     auto a = random_vector(size_t(off + c.M * c.K), 7), b = random_vector(size_t(off + c.K * c.N), 8);
     auto out0 = random_vector(size_t(off + c.M * c.N), 9), bias = random_vector(size_t(c.N), 10);

@@ -7,6 +7,7 @@
 
 #include <unistd.h>
 
+#include "vacc/cli/device_backend.h"
 #include "vacc/comm/mpi_process.h"
 #include "vacc/core/error.h"
 #include "vacc/core/logging.h"
@@ -49,7 +50,7 @@ void run_on_every_rank(const Flavor& flavor, double comm_timeout_s, const std::s
     launch_ranks(flavor);
     return;
   }
-  std::unique_ptr<Communicator> comm = make_communicator();
+  std::unique_ptr<Communicator> comm = make_job_communicator(flavor);
   comm->set_timeout(std::chrono::milliseconds(int64_t(comm_timeout_s * 1000)));
   set_log_rank(comm->rank());
   VACC_CHECK(comm->size() == flavor.total_devices(), command, ": started as ", comm->size(),

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "vacc/cli/commands.h"
+#include "vacc/cli/device_backend.h"
 #include "vacc/cli/planning.h"
 #include "vacc/cli/rank_launch.h"
 #include "vacc/comm/communicator.h"
@@ -240,9 +241,10 @@ struct StatusPublisher {
 void train_on_rank(const TrainArgs& a, const Flavor& flavor, const ModelConfig& config,
                    Communicator& comm) {
   const bool rank0 = comm.rank() == 0;
+  const int device_index = local_rank(comm, flavor);
   const size_t budget = !a.memory_budget.empty()
                             ? parse_byte_size(a.memory_budget, "--memory-budget")
-                            : flavor.memory_budget_bytes_per_device();
+                            : device_memory_budget(flavor, device_index);
   const size_t max_shard = parse_byte_size(a.max_shard_size, "--max-shard-size");
   const DType dtype = parse_dtype(a.dtype);
   const DType save_dtype = a.save_dtype.empty() ? DType::F32 : parse_dtype(a.save_dtype);
@@ -279,7 +281,8 @@ void train_on_rank(const TrainArgs& a, const Flavor& flavor, const ModelConfig& 
   const int threads = a.threads > 0 ? a.threads
                       : comm.size() > 1 ? default_threads_per_rank(cores)
                                         : 0;
-  auto backend = make_cpu_backend(budget, threads);
+  auto backend = make_device_backend(flavor, device_index, budget, threads);
+  connect_streams(comm, *backend);
   TrainerOptions opt;
   opt.batch = a.batch;
   opt.seq_len = a.seq_len;
@@ -321,9 +324,12 @@ void train_on_rank(const TrainArgs& a, const Flavor& flavor, const ModelConfig& 
   // Every rank at once, so a device is measured with the share of the cores it will have;
   // on a backend of its own, so the probe's buffers do not count against the budget.
   const double peak = measure_matmul_peak_together(
-      *make_cpu_backend(DeviceAllocator::kUnlimited, threads), comm, dtype);
-  log_info(strprintf("Measured peak per device (%s matrix products): %.1f GFLOP/s",
-                     dtype_name(dtype).c_str(), peak / 1e9));
+      *make_device_backend(flavor, device_index, DeviceAllocator::kUnlimited, threads), comm,
+      dtype, peak_probe_size(flavor));
+  log_info(peak >= 1e12 ? strprintf("Measured peak per device (%s matrix products): %.1f TFLOP/s",
+                                    dtype_name(dtype).c_str(), peak / 1e12)
+                        : strprintf("Measured peak per device (%s matrix products): %.1f GFLOP/s",
+                                    dtype_name(dtype).c_str(), peak / 1e9));
   const std::string plan_path =
       !a.plan_out.empty() ? a.plan_out
       : !a.save.empty()   ? (fs::path(a.save) / "parallel_plan.json").string()
@@ -438,9 +444,7 @@ void run_train(const TrainArgs& a) {
       a.model.empty() ? ModelConfig::from_file(a.model_config) : load_hf_config(a.model);
   // The accelerator: --flavor, else the one `vacc switch` remembered (default cpu-1).
   const Flavor flavor = a.flavor.empty() ? current_flavor() : resolve_flavor(a.flavor);
-  VACC_CHECK(flavor.is_cpu(), "vacc train: the accelerator ", flavor.name, " has ",
-             flavor.device_model, " devices; this version trains on CPU devices only (the CUDA "
-             "backend is not wired into training yet): `vacc switch cpu-N`");
+  check_flavor_devices(flavor);
   // Cheap checks first, so a mistake does not start N processes to fail N times.
   check_pins(a, flavor.total_devices(), config);
   run_on_every_rank(flavor, a.comm_timeout_s, "vacc train",

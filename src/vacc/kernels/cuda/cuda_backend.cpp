@@ -403,9 +403,9 @@ class CudaBackend final : public Backend {
                      p.weight_decay, p.step, p.grad_scale, stream());
   }
 
- private:
   cudaStream_t stream() const { return ctx_.stream(); }
 
+ private:
   void on_device(const char* op, const char* what, const Tensor& t) const {
     expect_device(op, what, t, device());
   }
@@ -477,6 +477,22 @@ std::unique_ptr<Backend> make_cuda_backend(int device_index, size_t memory_budge
   VACC_CHECK(device_index >= 0 && device_index < count, "CUDA device ", device_index,
              " does not exist: this machine has ", count, " CUDA device(s)");
   return std::make_unique<CudaBackend>(device_index, memory_budget_bytes);
+}
+
+size_t cuda_device_memory_bytes(int device_index) {
+  int count = 0;
+  const std::string why = probe_devices(&count);
+  VACC_CHECK(count > 0, "no CUDA GPU can be used on this machine (", why, ")");
+  VACC_CHECK(device_index >= 0 && device_index < count, "CUDA device ", device_index,
+             " does not exist: this machine has ", count, " CUDA device(s)");
+  cudaDeviceProp prop{};
+  VACC_CUDA_CHECK(cudaGetDeviceProperties(&prop, device_index));
+  return prop.totalGlobalMem;
+}
+
+void* cuda_compute_stream(Backend& backend) {
+  auto* cuda = dynamic_cast<CudaBackend*>(&backend);
+  return cuda ? static_cast<void*>(cuda->stream()) : nullptr;
 }
 
 }  // namespace vacc

@@ -25,4 +25,12 @@ std::string cuda_unavailable_reason();
 std::unique_ptr<Backend> make_cuda_backend(int device_index = 0,
                                            size_t memory_budget_bytes = DeviceAllocator::kUnlimited);
 
+// Total memory of GPU `device_index` in bytes (cudaMemGetInfo). Throws vacc::Error naming the
+// reason when there is no such GPU.
+size_t cuda_device_memory_bytes(int device_index);
+
+// The stream a backend made by make_cuda_backend issues all its work on (a cudaStream_t), so
+// that a communicator can order its operations after it; nullptr for any other backend.
+void* cuda_compute_stream(Backend& backend);
+
 }  // namespace vacc

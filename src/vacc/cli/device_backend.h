@@ -1,0 +1,45 @@
+// The device of each rank: the CPU backend on CPU flavors, the CUDA backend on GPU flavors
+// (one GPU per rank, the rank's index on its node), and the communicator that goes with it
+// (NCCL between GPU ranks, MPI between CPU ranks). The one place the commands choose between
+// the backends, so `vacc train` runs the same code on either.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+
+#include "vacc/comm/communicator.h"
+#include "vacc/kernels/backend.h"
+#include "vacc/launch/flavor.h"
+
+namespace vacc::cli {
+
+// Whether this vacc was built with the CUDA backend (nvcc was found when it was built).
+bool cuda_backend_built();
+
+// Throws one clear error when the flavor's devices cannot be used by this process: a GPU
+// flavor on a vacc built without CUDA, or on a machine with no usable GPU (with the reason).
+void check_flavor_devices(const Flavor& flavor);
+
+// This rank's index among the ranks of its node (the launcher's local rank; 0 alone).
+int local_rank(const Communicator& comm, const Flavor& flavor);
+
+// The memory budget of one device: the flavor's, else (a GPU flavor that names none) the
+// GPU's total memory; DeviceAllocator::kUnlimited when neither is known.
+size_t device_memory_budget(const Flavor& flavor, int local_index);
+
+// The backend of this rank's device. `threads` applies to CPU devices only (0: all cores).
+std::unique_ptr<Backend> make_device_backend(const Flavor& flavor, int local_index,
+                                             size_t budget, int threads);
+
+// The communicator of a job's rank: NCCL for a GPU flavor of several devices (when built with
+// NCCL), else make_communicator() (MPI between ranks, or the single-rank one).
+std::unique_ptr<Communicator> make_job_communicator(const Flavor& flavor);
+
+// Orders the communicator's GPU operations after the work the backend issues (NCCL runs on
+// its own stream; the CUDA backend on its compute stream). Nothing to do on CPU devices.
+void connect_streams(Communicator& comm, Backend& backend);
+
+// The side of the matrix products that measures a device's peak: large enough to fill a GPU.
+int64_t peak_probe_size(const Flavor& flavor);
+
+}  // namespace vacc::cli
