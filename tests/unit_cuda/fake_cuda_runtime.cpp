@@ -26,6 +26,8 @@ struct FakeLayout {
   cudaDataType_t type;
   uint64_t rows, cols;
   int64_t ld;
+  int32_t batch = 1;
+  int64_t stride = 0;  // elements between the matrices of a batch
 };
 struct FakePreference {
   uint64_t workspace = 0;
@@ -57,7 +59,7 @@ bool shapes(const FakeDesc& d, const FakeLayout& a, const FakeLayout& b, const F
   const uint64_t bk = d.transb == CUBLAS_OP_N ? b.rows : b.cols;
   const uint64_t bn = d.transb == CUBLAS_OP_N ? b.cols : b.rows;
   return am == *m && bk == *k && bn == *n && a.ld >= int64_t(a.rows) && b.ld >= int64_t(b.rows) &&
-         c.ld >= int64_t(c.rows);
+         c.ld >= int64_t(c.rows) && a.batch == c.batch && b.batch == c.batch;
 }
 
 }  // namespace
@@ -155,6 +157,20 @@ cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t* layout, cudaDa
   *layout = reinterpret_cast<cublasLtMatrixLayout_t>(new FakeLayout{type, rows, cols, ld});
   return CUBLAS_STATUS_SUCCESS;
 }
+cublasStatus_t cublasLtMatrixLayoutSetAttribute(cublasLtMatrixLayout_t layout,
+                                                cublasLtMatrixLayoutAttribute_t attr,
+                                                const void* buf, size_t size) {
+  FakeLayout& l = layout_of(layout);
+  if (attr == CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT && size == sizeof l.batch) {
+    std::memcpy(&l.batch, buf, size);
+    return l.batch >= 1 ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_INVALID_VALUE;
+  }
+  if (attr == CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET && size == sizeof l.stride) {
+    std::memcpy(&l.stride, buf, size);
+    return CUBLAS_STATUS_SUCCESS;
+  }
+  return CUBLAS_STATUS_NOT_SUPPORTED;
+}
 cublasStatus_t cublasLtMatrixLayoutDestroy(const cublasLtMatrixLayout_t layout) {
   delete &layout_of(layout);
   return CUBLAS_STATUS_SUCCESS;
@@ -222,21 +238,25 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const
   const bool bias = d.epilogue == CUBLASLT_EPILOGUE_BIAS;
   if (bias && (!d.bias || (d.bias_type != -1 && d.bias_type != CUDA_R_32F)))
     return CUBLAS_STATUS_INVALID_VALUE;
-  for (uint64_t j = 0; j < n; ++j)
-    for (uint64_t i = 0; i < m; ++i) {
-      float acc = 0.0f;
-      for (uint64_t p = 0; p < k; ++p) {
-        const float x = d.transa == CUBLAS_OP_N ? load(A, a.type, int64_t(i + p * a.ld))
-                                                : load(A, a.type, int64_t(p + i * a.ld));
-        const float y = d.transb == CUBLAS_OP_N ? load(B, b.type, int64_t(p + j * b.ld))
-                                                : load(B, b.type, int64_t(j + p * b.ld));
-        acc += x * y;
+  if (dl.batch != c.batch || (bias && dl.batch > 1)) return CUBLAS_STATUS_INVALID_VALUE;
+  for (int64_t q = 0; q < dl.batch; ++q) {
+    const int64_t oa = q * a.stride, ob = q * b.stride, oc = q * c.stride, od = q * dl.stride;
+    for (uint64_t j = 0; j < n; ++j)
+      for (uint64_t i = 0; i < m; ++i) {
+        float acc = 0.0f;
+        for (uint64_t p = 0; p < k; ++p) {
+          const float x = d.transa == CUBLAS_OP_N ? load(A, a.type, oa + int64_t(i + p * a.ld))
+                                                  : load(A, a.type, oa + int64_t(p + i * a.ld));
+          const float y = d.transb == CUBLAS_OP_N ? load(B, b.type, ob + int64_t(p + j * b.ld))
+                                                  : load(B, b.type, ob + int64_t(j + p * b.ld));
+          acc += x * y;
+        }
+        float v = al * acc;
+        if (be != 0.0f) v += be * load(C, c.type, oc + int64_t(i + j * c.ld));
+        if (bias) v += static_cast<const float*>(d.bias)[i];
+        store(D, dl.type, od + int64_t(i + j * dl.ld), v);
       }
-      float v = al * acc;
-      if (be != 0.0f) v += be * load(C, c.type, int64_t(i + j * c.ld));
-      if (bias) v += static_cast<const float*>(d.bias)[i];
-      store(D, dl.type, int64_t(i + j * dl.ld), v);
-    }
+  }
   return CUBLAS_STATUS_SUCCESS;
 }
 

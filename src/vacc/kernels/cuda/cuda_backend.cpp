@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "vacc/core/error.h"
+#include "vacc/kernels/cuda/attention_gemm.h"
 #include "vacc/kernels/cuda/classifier_cross_entropy.h"
 #include "vacc/kernels/cuda/cuda_check.h"
 #include "vacc/kernels/cuda/cuda_context.h"
@@ -265,6 +266,11 @@ class CudaBackend final : public Backend {
     expect_float(op, "out", out);
     expect_shape(op, "lse", lse, {s.batch, s.q_heads, s.seq});
     expect_dtype(op, "lse", lse, DType::F32);
+    if (cuda::use_attention_gemm(s.seq, out.dtype())) {
+      cuda::attention_gemm_forward(ctx_, qkv, s.batch, s.seq, s.q_heads, s.kv_heads, s.head_dim,
+                                   out, lse);
+      return;
+    }
     cuda::attention_forward(qkv.data_as<float>(), s.batch, s.seq, s.q_heads, s.kv_heads,
                             s.head_dim, out.data(), out.dtype(), lse.data_as<float>(), stream());
   }
@@ -287,6 +293,11 @@ class CudaBackend final : public Backend {
     expect_dtype(op, "lse", lse, DType::F32);
     expect_shape(op, "dqkv", dqkv, qkv.shape());
     expect_dtype(op, "dqkv", dqkv, DType::F32);
+    if (cuda::use_attention_gemm(s.seq, out.dtype())) {
+      cuda::attention_gemm_backward(ctx_, dout, qkv, out, lse, s.batch, s.seq, s.q_heads,
+                                    s.kv_heads, s.head_dim, dqkv);
+      return;
+    }
     const size_t bytes = cuda::attention_backward_scratch_bytes(s.batch, s.seq, s.q_heads,
                                                                 s.head_dim, out.dtype());
     Tensor scratch = ctx_.scratch({int64_t((bytes + 3) / 4)}, DType::F32,

@@ -78,6 +78,23 @@ void CudaContext::gemm(const void* a, bool trans_a, const void* b, bool trans_b,
                   stream_);
 }
 
+void CudaContext::gemm_batched(const void* a, bool trans_a, const void* b, bool trans_b,
+                               void* out, int64_t M, int64_t N, int64_t K,
+                               const CublasLtMatmul::Batch& batch, DType in_dtype,
+                               DType out_dtype, float alpha, float beta) {
+  if (batch.count == 0 || M == 0 || N == 0) return;
+  if (K > 0 && !(in_dtype == DType::F32 && out_dtype == DType::BF16) &&
+      matmul_->run_batched(a, trans_a, b, trans_b, out, M, N, K, batch, in_dtype, out_dtype,
+                           alpha, beta, stream_))
+    return;
+  const size_t in_size = dtype_size(in_dtype), out_size = dtype_size(out_dtype);
+  for (int64_t i = 0; i < batch.count; ++i)
+    gemm(static_cast<const char*>(a) + i * batch.stride_a * in_size, trans_a,
+         static_cast<const char*>(b) + i * batch.stride_b * in_size, trans_b,
+         static_cast<char*>(out) + i * batch.stride_out * out_size, M, N, K, in_dtype, out_dtype,
+         alpha, beta, nullptr);
+}
+
 void CudaContext::upload(const void* host, void* device, size_t bytes) {
   if (bytes == 0) return;
   VACC_CUDA_CHECK(cudaMemcpyAsync(device, host, bytes, cudaMemcpyHostToDevice, stream_));

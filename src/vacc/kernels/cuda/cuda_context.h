@@ -34,6 +34,12 @@ class CudaContext {
             int64_t N, int64_t K, DType in_dtype, DType out_dtype, float alpha, float beta,
             const float* bias);
 
+  // `batch.count` products of one shape (CublasLtMatmul::run_batched; strides in elements):
+  // one cuBLASLt call, or one gemm per product where cuBLASLt declines.
+  void gemm_batched(const void* a, bool trans_a, const void* b, bool trans_b, void* out,
+                    int64_t M, int64_t N, int64_t K, const CublasLtMatmul::Batch& batch,
+                    DType in_dtype, DType out_dtype, float alpha, float beta);
+
   // Host <-> device copies on the stream; both wait until the copy is done (so the host
   // buffer may be reused at once). download first finishes all work issued before.
   void upload(const void* host, void* device, size_t bytes);

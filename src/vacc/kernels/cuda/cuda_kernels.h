@@ -84,6 +84,29 @@ void attention_backward(const void* dout, const float* qkv, const void* out, DTy
                         int64_t kv_heads, int64_t head_dim, float* dqkv, void* scratch,
                         cudaStream_t stream);
 
+// ---- attention_gemm.cu (the pieces of attention_gemm.cpp) ----
+// q, k, v (B*Hq, T, d) bf16 from qkv (B*T, (Hq + 2 Hkv) d) f32; k and v repeat per q head.
+void attention_pack_qkv(const float* qkv, int64_t B, int64_t T, int64_t Hq, int64_t Hkv,
+                        int64_t d, void* q, void* k, void* v, cudaStream_t stream);
+// p (rows, T) bf16 = causal softmax of the score rows s (rows, T) f32, row r being query r % T:
+// exp(s - lse), zero above the diagonal. compute_lse: lse (rows) is computed and written; else
+// the given one is used (the backward's recomputation).
+void attention_causal_softmax(const float* s, int64_t T, int64_t rows, void* p, float* lse,
+                              bool compute_lse, cudaStream_t stream);
+// p_ds (rows, T) bf16: P in, dS = P (dP - D_row) out.
+void attention_softmax_grad(void* p_ds, const float* dp, const float* D, int64_t T, int64_t rows,
+                            cudaStream_t stream);
+// dout_packed (B*Hq, T, d) bf16 from dout (B*T, Hq d); D (B*Hq*T) = rowsum(dO * O) per head.
+void attention_pack_dout(const void* dout, const void* out, DType io_dtype, int64_t B, int64_t T,
+                         int64_t Hq, int64_t d, void* dout_packed, float* D, cudaStream_t stream);
+// out (B*T, Hq d) from o (B*Hq, T, d) f32.
+void attention_unpack_out(const float* o, int64_t B, int64_t T, int64_t Hq, int64_t d, void* out,
+                          DType out_dtype, cudaStream_t stream);
+// dqkv (B*T, (Hq + 2 Hkv) d) from dq, dk, dv (B*Hq, T, d), summing each group's k and v.
+void attention_unpack_grads(const float* dq, const float* dk, const float* dv, int64_t B,
+                            int64_t T, int64_t Hq, int64_t Hkv, int64_t d, float* dqkv,
+                            cudaStream_t stream);
+
 // ---- attention_decode.cu ----
 void attention_decode(const float* qkv, int64_t n_new, int64_t q_heads, int64_t kv_heads,
                       int64_t head_dim, float* k_cache, float* v_cache, int64_t past_len, void* out,

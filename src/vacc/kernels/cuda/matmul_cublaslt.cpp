@@ -1,5 +1,6 @@
 #include "vacc/kernels/cuda/matmul_cublaslt.h"
 
+#include <algorithm>
 #include <string>
 
 #include "vacc/core/logging.h"
@@ -27,6 +28,15 @@ unsigned alignment_of(const void* p) {
 template <typename T>
 void set_desc(cublasLtMatmulDesc_t desc, cublasLtMatmulDescAttributes_t attr, const T& value) {
   VACC_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, attr, &value, sizeof value));
+}
+
+// `count` matrices, each `stride` elements after the previous.
+void set_batch(cublasLtMatrixLayout_t layout, int64_t count, int64_t stride) {
+  const int32_t n = int32_t(count);
+  VACC_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT,
+                                                     &n, sizeof n));
+  VACC_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(
+      layout, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof stride));
 }
 
 template <typename T>
@@ -59,7 +69,7 @@ CublasLtMatmul::Plan& CublasLtMatmul::plan_for(const Key& key, const float* bias
   auto it = plans_.find(key);
   if (it != plans_.end()) return it->second;
   auto [M, N, K, trans_a, trans_b, in_dtype, out_dtype, has_bias, align_a, align_b, align_out,
-        align_bias] = key;
+        align_bias, batch, stride_a, stride_b, stride_out] = key;
   (void)align_bias;
   Plan plan;
   try {
@@ -83,6 +93,11 @@ CublasLtMatmul::Plan& CublasLtMatmul::plan_for(const Key& key, const float* bias
                                                  trans_a ? K : M, trans_a ? M : K));
     // out: row-major (M, N) is column-major (N, M), ld N.
     VACC_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan.c, cuda_type(out_dtype), N, M, N));
+    if (batch > 1) {
+      set_batch(plan.b, batch, stride_b);
+      set_batch(plan.a, batch, stride_a);
+      set_batch(plan.c, batch, stride_out);
+    }
 
     cublasLtMatmulPreference_t pref = nullptr;
     VACC_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
@@ -113,7 +128,10 @@ CublasLtMatmul::Plan& CublasLtMatmul::plan_for(const Key& key, const float* bias
     } else {
       log_warn(std::string("matmul: cuBLASLt has no algorithm") +
                (status == CUBLAS_STATUS_INVALID_VALUE ? " (INVALID_VALUE)" : "") +
-               " for M=" + std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K) + " (" + dtype_name(in_dtype) +
+               " for M=" + std::to_string(M) + " N=" + std::to_string(N) +
+               " K=" + std::to_string(K) +
+               (batch > 1 ? " x" + std::to_string(batch) : std::string()) + " (" +
+               dtype_name(in_dtype) +
                " -> " + dtype_name(out_dtype) + (has_bias ? ", bias" : "") + ", alignments " +
                std::to_string(align_a) + "/" + std::to_string(align_b) + "/" +
                std::to_string(align_out) + " bytes); using a slower route");
@@ -130,14 +148,41 @@ bool CublasLtMatmul::run(const void* a, bool trans_a, const void* b, bool trans_
                          float alpha, float beta, const float* bias, cudaStream_t stream) {
   const Key key{M, N, K, trans_a, trans_b, in_dtype, out_dtype, bias != nullptr,
                 alignment_of(a), alignment_of(b), alignment_of(out),
-                bias ? alignment_of(bias) : 0u};
+                bias ? alignment_of(bias) : 0u, 1, 0, 0, 0};
   Plan& plan = plan_for(key, bias);
   if (!plan.found) return false;
   if (bias) set_desc(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, static_cast<const void*>(bias));
+  issue(plan, a, b, out, alpha, beta, stream);
+  return true;
+}
+
+bool CublasLtMatmul::run_batched(const void* a, bool trans_a, const void* b, bool trans_b,
+                                 void* out, int64_t M, int64_t N, int64_t K, const Batch& batch,
+                                 DType in_dtype, DType out_dtype, float alpha, float beta,
+                                 cudaStream_t stream) {
+  if (batch.count == 1)
+    return run(a, trans_a, b, trans_b, out, M, N, K, in_dtype, out_dtype, alpha, beta, nullptr,
+               stream);
+  // Every matrix of the batch is only as aligned as both the first and the stride keep it.
+  auto align = [](const void* p, int64_t stride, DType t) {
+    const uintptr_t step = uintptr_t(stride) * dtype_size(t);
+    return std::min(alignment_of(p), alignment_of(reinterpret_cast<const void*>(step)));
+  };
+  const Key key{M, N, K, trans_a, trans_b, in_dtype, out_dtype, false,
+                align(a, batch.stride_a, in_dtype), align(b, batch.stride_b, in_dtype),
+                align(out, batch.stride_out, out_dtype), 0u, batch.count, batch.stride_a,
+                batch.stride_b, batch.stride_out};
+  Plan& plan = plan_for(key, nullptr);
+  if (!plan.found) return false;
+  issue(plan, a, b, out, alpha, beta, stream);
+  return true;
+}
+
+void CublasLtMatmul::issue(Plan& plan, const void* a, const void* b, void* out, float alpha,
+                           float beta, cudaStream_t stream) {
   VACC_CUBLAS_CHECK(cublasLtMatmul(handle_, plan.desc, &alpha, b, plan.b, a, plan.a, &beta, out,
                                    plan.c, out, plan.c, &plan.algo, workspace_, workspace_bytes_,
                                    stream));
-  return true;
 }
 
 }  // namespace vacc::cuda

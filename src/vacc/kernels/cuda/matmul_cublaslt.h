@@ -36,6 +36,16 @@ class CublasLtMatmul {
            int64_t N, int64_t K, DType in_dtype, DType out_dtype, float alpha, float beta,
            const float* bias, cudaStream_t stream);
 
+  // `count` independent products of the same shape in one call, the i-th on a + i * stride_a,
+  // b + i * stride_b and out + i * stride_out (strides in elements), each densely stored as
+  // in run(). No bias. Returns false (having issued nothing) when cuBLASLt declines.
+  struct Batch {
+    int64_t count = 1, stride_a = 0, stride_b = 0, stride_out = 0;
+  };
+  bool run_batched(const void* a, bool trans_a, const void* b, bool trans_b, void* out, int64_t M,
+                   int64_t N, int64_t K, const Batch& batch, DType in_dtype, DType out_dtype,
+                   float alpha, float beta, cudaStream_t stream);
+
  private:
   struct Plan {
     cublasLtMatmulDesc_t desc = nullptr;
@@ -43,10 +53,13 @@ class CublasLtMatmul {
     cublasLtMatmulAlgo_t algo{};
     bool found = false;
   };
-  // M, N, K, trans_a, trans_b, in, out, has bias, alignments of a, b, out, bias.
+  // M, N, K, trans_a, trans_b, in, out, has bias, alignments of a, b, out, bias; batch count
+  // and strides of a, b, out.
   using Key = std::tuple<int64_t, int64_t, int64_t, bool, bool, DType, DType, bool, unsigned,
-                         unsigned, unsigned, unsigned>;
+                         unsigned, unsigned, unsigned, int64_t, int64_t, int64_t, int64_t>;
   Plan& plan_for(const Key& key, const float* bias);
+  void issue(Plan& plan, const void* a, const void* b, void* out, float alpha, float beta,
+             cudaStream_t stream);
   static void destroy(Plan& plan);
 
   cublasLtHandle_t handle_ = nullptr;
