@@ -85,11 +85,12 @@ int main(int argc, char** argv) {
     }
 
     Tensor qkv = random_tensor(g, {N, QKV}, DType::F32, 1.5f, 8);
-    AttentionShape s{B, T, Hq, Hkv, D};
     for (DType dt : {DType::BF16, DType::F32}) {
-      Tensor out = g.empty({N, Hq * D}, dt, MemoryCategory::Activations, "attn");
+      // bf16: mixed precision (tensor cores, f32 output as the model keeps it); f32: f32.
+      const AttentionShape s{B, T, Hq, Hkv, D, dt};
+      Tensor out = g.empty({N, Hq * D}, DType::F32, MemoryCategory::Activations, "attn");
       Tensor lse = g.empty({B, Hq, T}, DType::F32, MemoryCategory::Activations, "lse");
-      Tensor dout = random_tensor(g, {N, Hq * D}, dt, 1.0f, 9);
+      Tensor dout = random_tensor(g, {N, Hq * D}, DType::F32, 1.0f, 9);
       Tensor dqkv = g.empty({N, QKV}, DType::F32, MemoryCategory::Activations, "dqkv");
       const double fwd = 2.0 * B * Hq * T * T * D;  // causal: half of 4 B H T^2 D
       report(g, "attention forward " + dtype_name(dt), fwd, 0,

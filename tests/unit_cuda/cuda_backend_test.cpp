@@ -402,11 +402,18 @@ const std::vector<AttnCase> kAttnCases = {
     {1, 257, 2, 1, 33},    // odd head_dim, T = 8 tiles + 1
 };
 
+// The (compute, output) dtypes attention is run with: f32; f32 computed, bf16 stored (the
+// flash kernel); mixed precision with f32 and with bf16 outputs (the tensor-core route).
+const std::vector<std::pair<DType, DType>> kAttnPrecisions = {
+    {DType::F32, DType::F32}, {DType::F32, DType::BF16},
+    {DType::BF16, DType::F32}, {DType::BF16, DType::BF16}};
+
 TEST_F(CudaBackendTest, AttentionForwardMatchesCpu) {
   for (const AttnCase& c : kAttnCases) {
-    const AttentionShape s = c.shape();
-    auto qkv = random_vector(size_t(c.batch * c.seq * s.qkv_width()), 26, -1.5f, 1.5f);
-    for (DType dt : {DType::F32, DType::BF16}) {
+    auto qkv = random_vector(size_t(c.batch * c.seq * c.shape().qkv_width()), 26, -1.5f, 1.5f);
+    for (auto [compute, dt] : kAttnPrecisions) {
+      AttentionShape s = c.shape();
+      s.compute = compute;
       std::vector<float> out[2], lse[2];
       Backend* bes[2] = {&gpu(), &cpu()};
       for (int k = 0; k < 2; ++k) {
@@ -420,13 +427,14 @@ TEST_F(CudaBackendTest, AttentionForwardMatchesCpu) {
         out[k] = to_host(be, O);
         lse[k] = to_host(be, L);
       }
-      const std::string what = c.str() + " " + dtype_name(dt);
-      if (dt == DType::F32) {
-        expect_close(out[0], out[1], 2e-5, 2e-5, what + " out");
-        expect_close(lse[0], lse[1], 2e-5, 2e-5, what + " lse");
-      } else {
+      const std::string what = c.str() + " compute " + dtype_name(compute) + " out " + dtype_name(dt);
+      if (compute == DType::BF16) {
         expect_close(out[0], out[1], 0.0, kBf16Attention * max_abs(out[1]), what + " out");
         expect_close(lse[0], lse[1], 0.0, kBf16Attention, what + " lse");
+      } else {
+        expect_close(out[0], out[1], dt == DType::F32 ? 2e-5 : kBf16Step, dt == DType::F32 ? 2e-5 : 1e-5,
+                     what + " out");
+        expect_close(lse[0], lse[1], 2e-5, 2e-5, what + " lse");
       }
     }
   }
@@ -434,11 +442,12 @@ TEST_F(CudaBackendTest, AttentionForwardMatchesCpu) {
 
 TEST_F(CudaBackendTest, AttentionBackwardMatchesCpu) {
   for (const AttnCase& c : kAttnCases) {
-    const AttentionShape s = c.shape();
     const int64_t rows = c.batch * c.seq, out_width = c.q_heads * c.head_dim;
-    auto qkv = random_vector(size_t(rows * s.qkv_width()), 27, -1.5f, 1.5f);
+    auto qkv = random_vector(size_t(rows * c.shape().qkv_width()), 27, -1.5f, 1.5f);
     auto dout = random_vector(size_t(rows * out_width), 28);
-    for (DType dt : {DType::F32, DType::BF16}) {
+    for (auto [compute, dt] : kAttnPrecisions) {
+      AttentionShape s = c.shape();
+      s.compute = compute;
       // The forward's out and lse from the CPU, given to both backends: the backward of each
       // then sees identical inputs.
       std::vector<float> out, lse;
@@ -465,11 +474,11 @@ TEST_F(CudaBackendTest, AttentionBackwardMatchesCpu) {
         dqkv[k] = to_host(be, DQKV);
       }
       const double big = std::max(1.0, max_abs(dqkv[1]));
-      if (dt == DType::F32) {
-        expect_close(dqkv[0], dqkv[1], 2e-4, 2e-4 * big, c.str() + " f32 dqkv");
-      } else {
-        expect_close(dqkv[0], dqkv[1], 0.0, kBf16Attention * big, c.str() + " bf16 dqkv");
-      }
+      const std::string what = c.str() + " compute " + dtype_name(compute) + " out " + dtype_name(dt);
+      if (compute == DType::BF16)
+        expect_close(dqkv[0], dqkv[1], 0.0, kBf16Attention * big, what + " dqkv");
+      else
+        expect_close(dqkv[0], dqkv[1], 2e-4, 2e-4 * big, what + " dqkv");
     }
   }
 }

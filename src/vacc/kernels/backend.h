@@ -20,8 +20,12 @@ namespace vacc {
 // Geometry of a causal self-attention call on a fused QKV activation.
 // qkv is (batch*seq, (q_heads + 2*kv_heads) * head_dim): each row holds the token's q heads,
 // then its k heads, then its v heads. q head h uses kv head h / (q_heads / kv_heads).
+// `compute` is the precision the caller trains in: BF16 (mixed precision) lets a backend round
+// q, k, v (and dO) to bf16 for its matrix units, as it does the other products' inputs; with
+// F32 attention is computed in f32 from the f32 qkv. The CPU backend computes in f32 always.
 struct AttentionShape {
   int64_t batch = 1, seq = 1, q_heads = 1, kv_heads = 1, head_dim = 1;
+  DType compute = DType::F32;
   int64_t qkv_width() const { return (q_heads + 2 * kv_heads) * head_dim; }
 };
 

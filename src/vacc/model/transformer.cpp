@@ -95,7 +95,8 @@ void Transformer::release_head(Pass pass) {
 
 BlockGeometry Transformer::geometry(int64_t batch, int64_t seq) const {
   BlockGeometry g;
-  g.attention = AttentionShape{batch, seq, shard_.q_heads, shard_.kv_heads, config_.head_dim};
+  g.attention = AttentionShape{batch,           seq,      shard_.q_heads, shard_.kv_heads,
+                               config_.head_dim, compute_};
   g.hidden = config_.hidden_size;
   g.ffn = shard_.ffn_size;
   g.eps = float(config_.rms_norm_eps);

@@ -47,8 +47,8 @@ void scores(CudaContext& ctx, const Packed& p, int64_t h0, int64_t n, int64_t T,
 
 }  // namespace
 
-bool use_attention_gemm(int64_t seq, DType out_dtype) {
-  return out_dtype == DType::BF16 && seq <= kMaxSeq;
+bool use_attention_gemm(int64_t seq, DType compute) {
+  return compute == DType::BF16 && seq <= kMaxSeq;
 }
 
 void attention_gemm_forward(CudaContext& ctx, const Tensor& qkv, int64_t B, int64_t T, int64_t Hq,

@@ -15,9 +15,9 @@
 
 namespace vacc::cuda {
 
-// Whether attention of this shape and output dtype goes through the batched products: bf16
-// outputs (mixed precision) of sequences up to 8192 tokens (256 MiB of scores per head).
-bool use_attention_gemm(int64_t seq, DType out_dtype);
+// Whether attention goes through the batched products: bf16 compute (mixed precision, see
+// AttentionShape) of sequences up to 8192 tokens (256 MiB of scores per head).
+bool use_attention_gemm(int64_t seq, DType compute);
 
 void attention_gemm_forward(CudaContext& ctx, const Tensor& qkv, int64_t batch, int64_t seq,
                             int64_t q_heads, int64_t kv_heads, int64_t head_dim, Tensor& out,

@@ -266,7 +266,7 @@ class CudaBackend final : public Backend {
     expect_float(op, "out", out);
     expect_shape(op, "lse", lse, {s.batch, s.q_heads, s.seq});
     expect_dtype(op, "lse", lse, DType::F32);
-    if (cuda::use_attention_gemm(s.seq, out.dtype())) {
+    if (cuda::use_attention_gemm(s.seq, s.compute)) {
       cuda::attention_gemm_forward(ctx_, qkv, s.batch, s.seq, s.q_heads, s.kv_heads, s.head_dim,
                                    out, lse);
       return;
@@ -293,7 +293,7 @@ class CudaBackend final : public Backend {
     expect_dtype(op, "lse", lse, DType::F32);
     expect_shape(op, "dqkv", dqkv, qkv.shape());
     expect_dtype(op, "dqkv", dqkv, DType::F32);
-    if (cuda::use_attention_gemm(s.seq, out.dtype())) {
+    if (cuda::use_attention_gemm(s.seq, s.compute)) {
       cuda::attention_gemm_backward(ctx_, dout, qkv, out, lse, s.batch, s.seq, s.q_heads,
                                     s.kv_heads, s.head_dim, dqkv);
       return;
