@@ -57,6 +57,10 @@ with tempfile.TemporaryDirectory() as tmp:
         ([VACC, "train", "--model-config", CONFIG, "--synthetic", "--seq-len", "100000"], "max_position_embeddings"),
         ([VACC, "train", "--model-config", CONFIG], "--synthetic"),
     ]
+    if not os.path.exists("/dev/nvidia0"):
+        # A GPU flavor without a GPU (or without the CUDA backend): one line saying why.
+        cases.append(([VACC, "train", "--model-config", CONFIG, "--synthetic", "--flavor", "gpu-1"],
+                      "gpu-1"))
     for cmd, fragment in cases:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         check(r.returncode == 1, f"{' '.join(cmd[2:])}: exit code 1 (got {r.returncode})")

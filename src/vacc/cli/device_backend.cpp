@@ -84,8 +84,12 @@ std::unique_ptr<Communicator> make_job_communicator(const Flavor& flavor) {
                "rank (OMPI_COMM_WORLD_LOCAL_RANK or SLURM_LOCALID), so no GPU can be chosen");
     return make_nccl_communicator(local);
   }
+#else
+  VACC_CHECK(flavor.is_cpu() || flavor.total_devices() == 1, "the accelerator ", flavor.name,
+             " has ", flavor.total_devices(), " GPUs, but this vacc was built without NCCL (its "
+             "headers and library were not found beside the CUDA toolkit), so its GPUs cannot "
+             "talk to each other: rebuild with NCCL, or use one GPU (gpu-1)");
 #endif
-  (void)flavor;
   return make_communicator();
 }
 

@@ -25,15 +25,21 @@ bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-}  // namespace
+// The key of the stream (seed, name): hashed once per tensor, not once per element.
+uint64_t stream_key(uint64_t seed, const std::string& name) { return splitmix64(seed ^ fnv1a(name)); }
 
-float counter_normal(uint64_t seed, const std::string& name, uint64_t index) {
-  // Box-Muller on two uniforms drawn from a counter-based hash.
-  uint64_t key = splitmix64(seed ^ fnv1a(name));
+// Box-Muller on two uniforms drawn from a counter-based hash.
+float normal_at(uint64_t key, uint64_t index) {
   uint64_t a = splitmix64(key + 2 * index), b = splitmix64(key + 2 * index + 1);
   double u1 = (double(a >> 11) + 1.0) * 0x1.0p-53;  // (0, 1]
   double u2 = double(b >> 11) * 0x1.0p-53;          // [0, 1)
   return float(std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2));
+}
+
+}  // namespace
+
+float counter_normal(uint64_t seed, const std::string& name, uint64_t index) {
+  return normal_at(stream_key(seed, name), index);
 }
 
 void initialize_parameters(Backend& backend, const ModelConfig& config,
@@ -58,10 +64,12 @@ void initialize_parameters(Backend& backend, const ModelConfig& config,
       std::fill(host.begin(), host.end(), 0.0f);
     } else {
       const float stddev = float(config.initializer_range);
+      const uint64_t key = stream_key(seed, ct.name);
       // A piece of a tensor draws the numbers of its elements' places in the whole tensor.
+      // Every element is a pure function of its place, so the threads cannot change a value.
+#pragma omp parallel for schedule(static)
       for (int64_t i = lo; i < hi; ++i)
-        host[size_t(i - lo)] =
-            stddev * counter_normal(seed, ct.name, uint64_t(ct.full_index(i - start)));
+        host[size_t(i - lo)] = stddev * normal_at(key, uint64_t(ct.full_index(i - start)));
     }
     Tensor dst = flat_params.view(lo - range.begin, {hi - lo});
     backend.upload(host.data(), dst);
