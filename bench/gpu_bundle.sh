@@ -15,7 +15,7 @@ trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage/bin" "$stage/tests/unit_cuda" "$stage/lib"
 cp "$build/bin/vacc" "$build/bin/cuda_ops_bench" "$stage/bin/"
 cp "$build/tests/unit_cuda/cuda_backend_test" "$build/tests/unit_cuda/cuda_model_test" \
-   "$stage/tests/unit_cuda/"
+   "$build/tests/unit_cuda/cuda_trainer_test" "$stage/tests/unit_cuda/"
 for binary in "$stage"/bin/* "$stage"/tests/unit_cuda/*; do
   ldd "$binary" | awk '$3 ~ /^\// {print $3}'
 done | sort -u | while read -r lib; do

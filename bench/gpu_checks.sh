@@ -33,7 +33,7 @@ for step in $steps; do
       nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv
       ;;
     tests)
-      for t in cuda_backend_test cuda_model_test; do
+      for t in cuda_backend_test cuda_model_test cuda_trainer_test; do
         run "$t" 90 "$build/tests/unit_cuda/$t" --gtest_brief=1
         grep -E "PASSED|FAILED|SKIPPED|Failure|error|cuBLASLt has no algorithm" "$logs/$t.log" | head -40
       done
