@@ -461,6 +461,15 @@ std::string probe_devices(int* count) {
   return "";
 }
 
+// Throws, naming the reason, unless GPU `device_index` exists and can be used.
+void check_usable_device(int device_index) {
+  int count = 0;
+  const std::string why = probe_devices(&count);
+  VACC_CHECK(count > 0, "no CUDA GPU can be used on this machine (", why, ")");
+  VACC_CHECK(device_index >= 0 && device_index < count, "CUDA device ", device_index,
+             " does not exist: this machine has ", count, " CUDA device(s)");
+}
+
 }  // namespace
 
 int cuda_device_count() {
@@ -482,20 +491,12 @@ std::string cuda_unavailable_reason() {
 }
 
 std::unique_ptr<Backend> make_cuda_backend(int device_index, size_t memory_budget_bytes) {
-  int count = 0;
-  const std::string why = probe_devices(&count);
-  VACC_CHECK(count > 0, "no CUDA GPU can be used on this machine (", why, ")");
-  VACC_CHECK(device_index >= 0 && device_index < count, "CUDA device ", device_index,
-             " does not exist: this machine has ", count, " CUDA device(s)");
+  check_usable_device(device_index);
   return std::make_unique<CudaBackend>(device_index, memory_budget_bytes);
 }
 
 size_t cuda_device_memory_bytes(int device_index) {
-  int count = 0;
-  const std::string why = probe_devices(&count);
-  VACC_CHECK(count > 0, "no CUDA GPU can be used on this machine (", why, ")");
-  VACC_CHECK(device_index >= 0 && device_index < count, "CUDA device ", device_index,
-             " does not exist: this machine has ", count, " CUDA device(s)");
+  check_usable_device(device_index);
   cudaDeviceProp prop{};
   VACC_CUDA_CHECK(cudaGetDeviceProperties(&prop, device_index));
   return prop.totalGlobalMem;
