@@ -67,12 +67,12 @@ size_t device_memory_budget(const Flavor& flavor, int local_index) {
 std::unique_ptr<Backend> make_device_backend(const Flavor& flavor, int local_index,
                                              size_t budget, int threads) {
   if (flavor.is_cpu()) return make_cpu_backend(budget, threads);
-  check_flavor_devices(flavor);
 #ifdef VACC_HAVE_CUDA
-  return make_cuda_backend(local_index, budget);
+  return make_cuda_backend(local_index, budget);  // names the reason when the GPU is unusable
 #else
   (void)local_index;
-  fail("internal: no CUDA backend");  // check_flavor_devices has explained
+  check_flavor_devices(flavor);  // explains that this vacc has no CUDA backend
+  fail("internal: no CUDA backend");
 #endif
 }
 

@@ -326,10 +326,10 @@ void train_on_rank(const TrainArgs& a, const Flavor& flavor, const ModelConfig& 
   const double peak = measure_matmul_peak_together(
       *make_device_backend(flavor, device_index, DeviceAllocator::kUnlimited, threads), comm,
       dtype, peak_probe_size(flavor));
-  log_info(peak >= 1e12 ? strprintf("Measured peak per device (%s matrix products): %.1f TFLOP/s",
-                                    dtype_name(dtype).c_str(), peak / 1e12)
-                        : strprintf("Measured peak per device (%s matrix products): %.1f GFLOP/s",
-                                    dtype_name(dtype).c_str(), peak / 1e9));
+  const bool tera = peak >= 1e12;  // a GPU's
+  log_info(strprintf("Measured peak per device (%s matrix products): %.1f %s",
+                     dtype_name(dtype).c_str(), peak / (tera ? 1e12 : 1e9),
+                     tera ? "TFLOP/s" : "GFLOP/s"));
   const std::string plan_path =
       !a.plan_out.empty() ? a.plan_out
       : !a.save.empty()   ? (fs::path(a.save) / "parallel_plan.json").string()
