@@ -388,6 +388,9 @@ struct AttnCase {
            " D=" + std::to_string(head_dim);
   }
   AttentionShape shape() const { return AttentionShape{batch, seq, q_heads, kv_heads, head_dim}; }
+  std::string str(DType compute, DType out) const {
+    return str() + " compute " + dtype_name(compute) + " out " + dtype_name(out);
+  }
 };
 
 const std::vector<AttnCase> kAttnCases = {
@@ -427,7 +430,7 @@ TEST_F(CudaBackendTest, AttentionForwardMatchesCpu) {
         out[k] = to_host(be, O);
         lse[k] = to_host(be, L);
       }
-      const std::string what = c.str() + " compute " + dtype_name(compute) + " out " + dtype_name(dt);
+      const std::string what = c.str(compute, dt);
       if (compute == DType::BF16) {
         expect_close(out[0], out[1], 0.0, kBf16Attention * max_abs(out[1]), what + " out");
         expect_close(lse[0], lse[1], 0.0, kBf16Attention, what + " lse");
@@ -474,7 +477,7 @@ TEST_F(CudaBackendTest, AttentionBackwardMatchesCpu) {
         dqkv[k] = to_host(be, DQKV);
       }
       const double big = std::max(1.0, max_abs(dqkv[1]));
-      const std::string what = c.str() + " compute " + dtype_name(compute) + " out " + dtype_name(dt);
+      const std::string what = c.str(compute, dt);
       if (compute == DType::BF16)
         expect_close(dqkv[0], dqkv[1], 0.0, kBf16Attention * big, what + " dqkv");
       else

@@ -38,11 +38,20 @@ char* at(const Tensor& t, int64_t elements) {
   return static_cast<char*>(t.data()) + elements * int64_t(dtype_size(t.dtype()));
 }
 
+// The two shapes of product per head: (T, d) by (T, d) into a (T, T) block (Q K^T, dO V^T),
+// and a (T, T) block by (T, d) into (T, d) (P V, P^T dO, dS K, dS^T Q).
+CublasLtMatmul::Batch into_block(int64_t n, int64_t T, int64_t d) {
+  return {n, T * d, T * d, T * T};
+}
+CublasLtMatmul::Batch from_block(int64_t n, int64_t T, int64_t d) {
+  return {n, T * T, T * d, T * d};
+}
+
 // S (n, T, T) = scale * Q K^T for the heads [h0, h0 + n).
 void scores(CudaContext& ctx, const Packed& p, int64_t h0, int64_t n, int64_t T, int64_t d,
             float scale, Tensor& s) {
   ctx.gemm_batched(at(p.q, h0 * T * d), false, at(p.k, h0 * T * d), true, s.data(), T, T, d,
-                   {n, T * d, T * d, T * T}, DType::BF16, DType::F32, scale, 0.0f);
+                   into_block(n, T, d), DType::BF16, DType::F32, scale, 0.0f);
 }
 
 }  // namespace
@@ -66,7 +75,7 @@ void attention_gemm_forward(CudaContext& ctx, const Tensor& qkv, int64_t B, int6
     attention_causal_softmax(s.data_as<float>(), T, n * T, prob.data(),
                              lse.data_as<float>() + h0 * T, true, ctx.stream());
     ctx.gemm_batched(prob.data(), false, at(p.v, h0 * T * d), false, at(o, h0 * T * d), T, d, T,
-                     {n, T * T, T * d, T * d}, DType::BF16, DType::F32, 1.0f, 0.0f);
+                     from_block(n, T, d), DType::BF16, DType::F32, 1.0f, 0.0f);
   }
   attention_unpack_out(o.data_as<float>(), B, T, Hq, d, out.data(), out.dtype(), ctx.stream());
 }
@@ -91,21 +100,20 @@ void attention_gemm_backward(CudaContext& ctx, const Tensor& dout, const Tensor&
     const int64_t n = std::min(chunk, heads - h0), off = h0 * T * d;
     scores(ctx, p, h0, n, T, d, scale, s);
     attention_causal_softmax(s.data_as<float>(), T, n * T, prob.data(),
-                             lse.data_as<float>() + h0 * T, false,
-                             ctx.stream());
+                             lse.data_as<float>() + h0 * T, false, ctx.stream());
     // dV = P^T dO
     ctx.gemm_batched(prob.data(), true, at(dO, off), false, at(dv, off), T, d, T,
-                     {n, T * T, T * d, T * d}, DType::BF16, DType::F32, 1.0f, 0.0f);
+                     from_block(n, T, d), DType::BF16, DType::F32, 1.0f, 0.0f);
     // dP = dO V^T (over the scores)
     ctx.gemm_batched(at(dO, off), false, at(p.v, off), true, s.data(), T, T, d,
-                     {n, T * d, T * d, T * T}, DType::BF16, DType::F32, 1.0f, 0.0f);
+                     into_block(n, T, d), DType::BF16, DType::F32, 1.0f, 0.0f);
     attention_softmax_grad(prob.data(), s.data_as<float>(), D.data_as<float>() + h0 * T, T,
                            n * T, ctx.stream());
     // dQ = dS K scale; dK = dS^T Q scale
     ctx.gemm_batched(prob.data(), false, at(p.k, off), false, at(dq, off), T, d, T,
-                     {n, T * T, T * d, T * d}, DType::BF16, DType::F32, scale, 0.0f);
+                     from_block(n, T, d), DType::BF16, DType::F32, scale, 0.0f);
     ctx.gemm_batched(prob.data(), true, at(p.q, off), false, at(dk, off), T, d, T,
-                     {n, T * T, T * d, T * d}, DType::BF16, DType::F32, scale, 0.0f);
+                     from_block(n, T, d), DType::BF16, DType::F32, scale, 0.0f);
   }
   attention_unpack_grads(dq.data_as<float>(), dk.data_as<float>(), dv.data_as<float>(), B, T, Hq,
                          Hkv, d, dqkv.data_as<float>(), ctx.stream());
