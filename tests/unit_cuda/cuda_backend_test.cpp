@@ -55,7 +55,9 @@ class CudaBackendTest : public ::testing::Test {
     if (cuda_device_count() == 0)
       GTEST_SKIP() << "no CUDA GPU on this machine (" << cuda_unavailable_reason()
                    << "): the CUDA backend is built but cannot run here";
-    gpu_ = make_cuda_backend(0);
+    // An 8 GiB budget: the classifier's logits chunks are 1/64 of it (128 MiB), so the
+    // classifier case below spans 4 chunks on any GPU.
+    gpu_ = make_cuda_backend(0, size_t(8) << 30);
     cpu_ = make_cpu_backend();
   }
 
@@ -559,7 +561,8 @@ TEST_F(CudaBackendTest, ClassifierCrossEntropyMatchesCpu) {
     int64_t n, c, v;
     double ignore;
   };
-  // The last case has more counted rows than one 128 MiB logits chunk holds (4 chunks). The
+  // The last case has more counted rows than one 128 MiB logits chunk (the fixture's budget / 64)
+  // holds: 4 chunks. The
   // simulator's build uses 64 KiB chunks instead (the others cross chunks there) and skips it:
   // its cuBLASLt is plain loops.
   std::vector<Case> cases = {

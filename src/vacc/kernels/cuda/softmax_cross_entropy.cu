@@ -11,6 +11,72 @@ namespace {
 
 constexpr int kThreads = 512;
 
+// A logits row's max and sum of exp(x - max), to every thread of the block, in ONE read of the
+// row: each thread keeps a running (max, sum) and rescales its sum when its max grows; the
+// block then rescales every thread's sum to the block's max. Rows of a multiple of 4 elements
+// at a 16-byte boundary (the usual vocabulary) are read as float4.
+struct RowStats {
+  float max, sum;
+};
+__device__ __forceinline__ bool vec4_row(const void* row, int64_t V) {
+  return V % 4 == 0 && reinterpret_cast<uintptr_t>(row) % 16 == 0;
+}
+__device__ __forceinline__ void running_add(float x, float& m, float& s) {
+  if (x > m) {
+    s = s * expf(m - x) + 1.0f;  // m = -inf at first: 0 * 0 + 1
+    m = x;
+  } else {
+    s += expf(x - m);
+  }
+}
+__device__ RowStats row_softmax_stats(const float* row, int64_t V, float* scratch) {
+  float m = kNegInf, s = 0.0f;
+  if (vec4_row(row, V)) {
+    const float4* r4 = reinterpret_cast<const float4*>(row);
+    for (int64_t j = threadIdx.x; j < V / 4; j += blockDim.x) {
+      const float4 q = r4[j];
+      running_add(q.x, m, s);
+      running_add(q.y, m, s);
+      running_add(q.z, m, s);
+      running_add(q.w, m, s);
+    }
+  } else {
+    for (int64_t j = threadIdx.x; j < V; j += blockDim.x) running_add(row[j], m, s);
+  }
+  const float mx = block_max(m, scratch);
+  const float sum = block_sum(s > 0.0f ? s * expf(m - mx) : 0.0f, scratch);
+  return {mx, sum};
+}
+
+// Writes g(j, logit_j) for every element of a row: in place (f32), or into a bf16 row. Every
+// element is read once and written once, four at a time where the row allows it.
+template <typename Grad>
+__device__ __forceinline__ void write_row_gradient(float* row, int64_t V, bf16* out_bf16,
+                                                   Grad g) {
+  if (vec4_row(row, V) && (!out_bf16 || reinterpret_cast<uintptr_t>(out_bf16) % 8 == 0)) {
+    float4* r4 = reinterpret_cast<float4*>(row);
+    for (int64_t j = threadIdx.x; j < V / 4; j += blockDim.x) {
+      const float4 q = r4[j];
+      const float4 d = {g(4 * j, q.x), g(4 * j + 1, q.y), g(4 * j + 2, q.z), g(4 * j + 3, q.w)};
+      if (out_bf16) {
+        const uint2 packed = {uint32_t(to_bf16(d.x).bits) | uint32_t(to_bf16(d.y).bits) << 16,
+                              uint32_t(to_bf16(d.z).bits) | uint32_t(to_bf16(d.w).bits) << 16};
+        reinterpret_cast<uint2*>(out_bf16)[j] = packed;
+      } else {
+        r4[j] = d;
+      }
+    }
+    return;
+  }
+  for (int64_t j = threadIdx.x; j < V; j += blockDim.x) {
+    const float d = g(j, row[j]);
+    if (out_bf16)
+      out_bf16[j] = to_bf16(d);
+    else
+      row[j] = d;
+  }
+}
+
 __global__ void __launch_bounds__(kThreads)
     softmax_cross_entropy_kernel(float* logits, int64_t V, const int32_t* rows,
                                  const int32_t* labels, bool want_grad, float grad_scale,
@@ -19,25 +85,17 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t r = blockIdx.x;
   float* lr = logits + r * V;
   const int32_t label = labels[rows[r]];
-  float mx = kNegInf;
-  for (int64_t j = threadIdx.x; j < V; j += blockDim.x) mx = fmaxf(mx, lr[j]);
-  mx = block_max(mx, scratch);
-  float sum = 0.0f;
-  for (int64_t j = threadIdx.x; j < V; j += blockDim.x) sum += expf(lr[j] - mx);
-  sum = block_sum(sum, scratch);
   const float label_logit = lr[label];  // read by every thread before any overwrites it
-  if (threadIdx.x == 0) row_loss[r] = logf(sum) + mx - label_logit;
+  const RowStats st = row_softmax_stats(lr, V, scratch);
+  if (threadIdx.x == 0) row_loss[r] = logf(st.sum) + st.max - label_logit;
   if (!want_grad) return;
-  __syncthreads();
-  const float k = grad_scale / sum;
-  for (int64_t j = threadIdx.x; j < V; j += blockDim.x) {
-    float gj = expf(lr[j] - mx) * k;
-    if (j == label) gj -= grad_scale;
-    if (dlogits_bf16)
-      dlogits_bf16[r * V + j] = to_bf16(gj);
-    else
-      lr[j] = gj;
-  }
+  __syncthreads();  // every thread has read the label's logit
+  const float mx = st.max, k = grad_scale / st.sum;
+  write_row_gradient(lr, V, dlogits_bf16 ? dlogits_bf16 + r * V : nullptr,
+                     [=](int64_t j, float x) {
+                       const float gj = expf(x - mx) * k;
+                       return j == label ? gj - grad_scale : gj;
+                     });
 }
 
 // Vocabulary shard, forward: lse and the label's logit (0 when outside the shard) of row r,
@@ -50,38 +108,29 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t r = blockIdx.x;
   const float* lr = logits + r * V;
   const int64_t i = rows[r];
-  float mx = kNegInf;
-  for (int64_t j = threadIdx.x; j < V; j += blockDim.x) mx = fmaxf(mx, lr[j]);
-  mx = block_max(mx, scratch);
-  float sum = 0.0f;
-  for (int64_t j = threadIdx.x; j < V; j += blockDim.x) sum += expf(lr[j] - mx);
-  sum = block_sum(sum, scratch);
+  const RowStats st = row_softmax_stats(lr, V, scratch);
   if (threadIdx.x == 0) {
     const int64_t col = int64_t(labels[i]) - vocab_start;
-    lse[i] = logf(sum) + mx;
+    lse[i] = logf(st.sum) + st.max;
     target_logit[i] = col >= 0 && col < V ? lr[col] : 0.0f;
   }
 }
 
 // Vocabulary shard, backward: dlogits = grad_scale * (exp(logit - lse_global) - onehot) for
 // row r (input row rows[r]), in place (f32) or into dlogits_bf16.
-__global__ void shard_softmax_grad_kernel(float* logits, int64_t V, const int32_t* rows,
-                                          const int32_t* labels, int64_t vocab_start,
-                                          const float* lse_global, float grad_scale,
-                                          bf16* dlogits_bf16) {
+__global__ void __launch_bounds__(kThreads)
+    shard_softmax_grad_kernel(float* logits, int64_t V, const int32_t* rows,
+                              const int32_t* labels, int64_t vocab_start,
+                              const float* lse_global, float grad_scale, bf16* dlogits_bf16) {
   const int64_t r = blockIdx.x;
-  float* lr = logits + r * V;
   const int64_t i = rows[r];
   const float g = lse_global[i];
   const int64_t col = int64_t(labels[i]) - vocab_start;
-  for (int64_t j = threadIdx.x; j < V; j += blockDim.x) {
-    float d = grad_scale * expf(lr[j] - g);
-    if (j == col) d -= grad_scale;
-    if (dlogits_bf16)
-      dlogits_bf16[r * V + j] = to_bf16(d);
-    else
-      lr[j] = d;
-  }
+  write_row_gradient(logits + r * V, V, dlogits_bf16 ? dlogits_bf16 + r * V : nullptr,
+                     [=](int64_t j, float x) {
+                       const float d = grad_scale * expf(x - g);
+                       return j == col ? d - grad_scale : d;
+                     });
 }
 
 template <typename T>
