@@ -9,6 +9,7 @@
 #include <functional>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "vacc/core/error.h"
@@ -85,19 +86,29 @@ int main(int argc, char** argv) {
     }
 
     Tensor qkv = random_tensor(g, {N, QKV}, DType::F32, 1.5f, 8);
-    for (DType dt : {DType::BF16, DType::F32}) {
-      // bf16: mixed precision (tensor cores, f32 output as the model keeps it); f32: f32.
+    // bf16: mixed precision (f32 output as the model keeps it) through each route VACC_ATTENTION
+    // can force (kernels/cuda/attention_route.h); f32: the f32 flash kernels.
+    const std::pair<DType, const char*> attention_runs[] = {
+        {DType::BF16, "flash_mma"}, {DType::BF16, "gemm"}, {DType::BF16, "flash_f32"},
+        {DType::F32, nullptr}};
+    for (auto [dt, route] : attention_runs) {
+      if (route)
+        setenv("VACC_ATTENTION", route, 1);
+      else
+        unsetenv("VACC_ATTENTION");
+      const std::string tag = dtype_name(dt) + (route ? std::string(" ") + route : std::string());
       const AttentionShape s{B, T, Hq, Hkv, D, dt};
       Tensor out = g.empty({N, Hq * D}, DType::F32, MemoryCategory::Activations, "attn");
       Tensor lse = g.empty({B, Hq, T}, DType::F32, MemoryCategory::Activations, "lse");
       Tensor dout = random_tensor(g, {N, Hq * D}, DType::F32, 1.0f, 9);
       Tensor dqkv = g.empty({N, QKV}, DType::F32, MemoryCategory::Activations, "dqkv");
       const double fwd = 2.0 * B * Hq * T * T * D;  // causal: half of 4 B H T^2 D
-      report(g, "attention forward " + dtype_name(dt), fwd, 0,
+      report(g, "attention forward " + tag, fwd, 0,
              [&] { g.attention_forward(qkv, s, out, lse); });
-      report(g, "attention backward " + dtype_name(dt), 2.5 * fwd, 0,
+      report(g, "attention backward " + tag, 2.5 * fwd, 0,
              [&] { g.attention_backward(dout, qkv, out, lse, s, dqkv); });
     }
+    unsetenv("VACC_ATTENTION");
 
     {
       Tensor x = random_tensor(g, {N, C}, DType::BF16, 1.0f, 10);

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <random>
@@ -405,6 +406,7 @@ const std::vector<AttnCase> kAttnCases = {
     {1, 70, 10, 1, 16},    // GQA 10
     {1, 40, 4, 4, 256},    // the largest head_dim
     {1, 257, 2, 1, 33},    // odd head_dim, T = 8 tiles + 1
+    {1, 130, 2, 1, 128},   // head_dim 128 over three tiles of 64 (the tensor-core flash kernels)
 };
 
 // The (compute, output) dtypes attention is run with: f32; f32 computed, bf16 stored (the
@@ -413,10 +415,33 @@ const std::vector<std::pair<DType, DType>> kAttnPrecisions = {
     {DType::F32, DType::F32}, {DType::F32, DType::BF16},
     {DType::BF16, DType::F32}, {DType::BF16, DType::BF16}};
 
+// The routes bf16 attention is run through (attention_route.h): the default (the tensor-core
+// flash kernels for head_dim 64 and 128, the cuBLASLt products for the others) and the products
+// forced by VACC_ATTENTION. f32 attention has one route.
+std::vector<const char*> attention_routes(DType compute) {
+  if (compute == DType::BF16) return {nullptr, "gemm"};
+  return {nullptr};
+}
+// Sets VACC_ATTENTION for a scope (nullptr: unset).
+struct AttentionRouteScope {
+  explicit AttentionRouteScope(const char* route) {
+    if (route)
+      setenv("VACC_ATTENTION", route, 1);
+    else
+      unsetenv("VACC_ATTENTION");
+  }
+  ~AttentionRouteScope() { unsetenv("VACC_ATTENTION"); }
+};
+std::string route_label(const char* route) {
+  return route ? std::string(" route ") + route : std::string();
+}
+
 TEST_F(CudaBackendTest, AttentionForwardMatchesCpu) {
   for (const AttnCase& c : kAttnCases) {
     auto qkv = random_vector(size_t(c.batch * c.seq * c.shape().qkv_width()), 26, -1.5f, 1.5f);
-    for (auto [compute, dt] : kAttnPrecisions) {
+    for (auto [compute, dt] : kAttnPrecisions)
+    for (const char* route : attention_routes(compute)) {
+      const AttentionRouteScope route_scope(route);
       AttentionShape s = c.shape();
       s.compute = compute;
       std::vector<float> out[2], lse[2];
@@ -432,7 +457,7 @@ TEST_F(CudaBackendTest, AttentionForwardMatchesCpu) {
         out[k] = to_host(be, O);
         lse[k] = to_host(be, L);
       }
-      const std::string what = c.str(compute, dt);
+      const std::string what = c.str(compute, dt) + route_label(route);
       if (compute == DType::BF16) {
         expect_close(out[0], out[1], 0.0, kBf16Attention * max_abs(out[1]), what + " out");
         expect_close(lse[0], lse[1], 0.0, kBf16Attention, what + " lse");
@@ -450,7 +475,9 @@ TEST_F(CudaBackendTest, AttentionBackwardMatchesCpu) {
     const int64_t rows = c.batch * c.seq, out_width = c.q_heads * c.head_dim;
     auto qkv = random_vector(size_t(rows * c.shape().qkv_width()), 27, -1.5f, 1.5f);
     auto dout = random_vector(size_t(rows * out_width), 28);
-    for (auto [compute, dt] : kAttnPrecisions) {
+    for (auto [compute, dt] : kAttnPrecisions)
+    for (const char* route : attention_routes(compute)) {
+      const AttentionRouteScope route_scope(route);
       AttentionShape s = c.shape();
       s.compute = compute;
       // The forward's out and lse from the CPU, given to both backends: the backward of each
@@ -479,7 +506,7 @@ TEST_F(CudaBackendTest, AttentionBackwardMatchesCpu) {
         dqkv[k] = to_host(be, DQKV);
       }
       const double big = std::max(1.0, max_abs(dqkv[1]));
-      const std::string what = c.str(compute, dt);
+      const std::string what = c.str(compute, dt) + route_label(route);
       if (compute == DType::BF16)
         expect_close(dqkv[0], dqkv[1], 0.0, kBf16Attention * big, what + " dqkv");
       else

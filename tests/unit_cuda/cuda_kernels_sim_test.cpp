@@ -7,13 +7,18 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "test_util.h"
+#include "vacc/core/error.h"
 #include "vacc/kernels/cpu/cpu_kernels.h"
+#include "vacc/kernels/cuda/attention_flash_mma.h"
+#include "vacc/kernels/cuda/attention_route.h"
+#include "vacc/kernels/cuda/cuda_context.h"
 #include "vacc/kernels/cuda/cuda_kernels.h"
 #include "vacc/kernels/cuda/matmul_fallback.h"
 
@@ -287,6 +292,54 @@ TEST(CudaKernelsSim, AttentionForwardAndBackwardMatchCpu) {
       expect_close(gdq, cdq, 2e-4, 2e-4 * std::max(1.0, max_abs(cdq)), what + " dqkv");
     }
   }
+}
+
+// The tensor-core product helper (mma_bf16.cuh; here its emulation, built from the PTX ISA's
+// fragment layouts) against a scalar product of the bf16-rounded inputs.
+TEST(CudaKernelsSim, MmaBf16TileProductMatchesScalar) {
+  for (uint64_t seed : {61, 62, 63}) {
+    auto a = random_vector(16 * 16, seed, -2.0f, 2.0f);
+    auto b = random_vector(16 * 8, seed + 10, -2.0f, 2.0f);
+    auto c = random_vector(16 * 8, seed + 20);
+    std::vector<float> d(16 * 8, 9.0f);
+    cuda::mma_bf16_tile_product(a.data(), b.data(), c.data(), d.data(), kStream);
+    for (int i = 0; i < 16; ++i)
+      for (int n = 0; n < 8; ++n) {
+        double want = c[i * 8 + n];
+        for (int k = 0; k < 16; ++k)
+          want += double(bf16_to_float(float_to_bf16(a[i * 16 + k]))) *
+                  double(bf16_to_float(float_to_bf16(b[k * 8 + n])));
+        EXPECT_NEAR(d[i * 8 + n], want, 1e-5 * (1.0 + std::abs(want)))
+            << "row " << i << " col " << n << " seed " << seed;
+      }
+  }
+}
+
+// The one place that chooses attention's kernels: the tensor-core flash kernels for bf16 with
+// head_dim 64 or 128 (after the tensor-core self-check, here on the emulated product), the
+// cuBLASLt products for other head dims up to 8192 tokens, f32 flash otherwise; VACC_ATTENTION
+// prefers a route where it can run.
+TEST(CudaKernelsSim, AttentionRouteChoosesTheTensorCoreFlashWhereItFits) {
+  using cuda::AttentionRoute;
+  cuda::CudaContext ctx(0, size_t(1) << 30);
+  EXPECT_TRUE(cuda::tensor_core_mma_self_check(ctx));
+  unsetenv("VACC_ATTENTION");
+  EXPECT_EQ(cuda::attention_route(ctx, 1024, 64, DType::BF16), AttentionRoute::FlashMma);
+  EXPECT_EQ(cuda::attention_route(ctx, 100000, 128, DType::BF16), AttentionRoute::FlashMma);
+  EXPECT_EQ(cuda::attention_route(ctx, 1024, 96, DType::BF16), AttentionRoute::Gemm);
+  EXPECT_EQ(cuda::attention_route(ctx, 8193, 96, DType::BF16), AttentionRoute::FlashF32);
+  EXPECT_EQ(cuda::attention_route(ctx, 1024, 64, DType::F32), AttentionRoute::FlashF32);
+  setenv("VACC_ATTENTION", "gemm", 1);
+  EXPECT_EQ(cuda::attention_route(ctx, 1024, 64, DType::BF16), AttentionRoute::Gemm);
+  EXPECT_EQ(cuda::attention_route(ctx, 8193, 64, DType::BF16), AttentionRoute::FlashMma);
+  setenv("VACC_ATTENTION", "flash_f32", 1);
+  EXPECT_EQ(cuda::attention_route(ctx, 1024, 64, DType::BF16), AttentionRoute::FlashF32);
+  setenv("VACC_ATTENTION", "flash_mma", 1);
+  EXPECT_EQ(cuda::attention_route(ctx, 1024, 96, DType::BF16), AttentionRoute::Gemm);
+  EXPECT_EQ(cuda::attention_route(ctx, 1024, 64, DType::F32), AttentionRoute::FlashF32);
+  setenv("VACC_ATTENTION", "fast", 1);
+  EXPECT_THROW(cuda::attention_route(ctx, 1024, 64, DType::BF16), Error);
+  unsetenv("VACC_ATTENTION");
 }
 
 TEST(CudaKernelsSim, AttentionDecodeMatchesCpu) {

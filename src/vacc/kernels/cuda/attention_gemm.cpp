@@ -13,7 +13,6 @@ namespace vacc::cuda {
 namespace {
 
 constexpr int64_t kChunkBytes = VACC_ATTENTION_CHUNK_BYTES;
-constexpr int64_t kMaxSeq = 8192;
 
 // How many (sequence, head) pairs share one block of score matrices.
 int64_t heads_per_chunk(int64_t heads, int64_t seq) {
@@ -55,10 +54,6 @@ void scores(CudaContext& ctx, const Packed& p, int64_t h0, int64_t n, int64_t T,
 }
 
 }  // namespace
-
-bool use_attention_gemm(int64_t seq, DType compute) {
-  return compute == DType::BF16 && seq <= kMaxSeq;
-}
 
 void attention_gemm_forward(CudaContext& ctx, const Tensor& qkv, int64_t B, int64_t T, int64_t Hq,
                             int64_t Hkv, int64_t d, Tensor& out, Tensor& lse) {

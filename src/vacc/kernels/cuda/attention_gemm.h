@@ -7,17 +7,13 @@
 // repeated per q head of a group; the products accumulate in f32. The full (T, T) score
 // matrices are computed (twice the causal work) and stored for a block of heads at a time
 // (kAttentionGemmChunkBytes of f32 scores), which is why long sequences take the flash kernel
-// (attention.cu) instead: see use_attention_gemm. The tensors are already checked by CudaBackend.
+// (attention.cu) instead: see attention_route.h. The tensors are already checked by CudaBackend.
 #pragma once
 
 #include "vacc/core/tensor.h"
 #include "vacc/kernels/cuda/cuda_context.h"
 
 namespace vacc::cuda {
-
-// Whether attention goes through the batched products: bf16 compute (mixed precision, see
-// AttentionShape) of sequences up to 8192 tokens (256 MiB of scores per head).
-bool use_attention_gemm(int64_t seq, DType compute);
 
 void attention_gemm_forward(CudaContext& ctx, const Tensor& qkv, int64_t batch, int64_t seq,
                             int64_t q_heads, int64_t kv_heads, int64_t head_dim, Tensor& out,

@@ -9,7 +9,9 @@
 #include <utility>
 
 #include "vacc/core/error.h"
+#include "vacc/kernels/cuda/attention_flash_mma.h"
 #include "vacc/kernels/cuda/attention_gemm.h"
+#include "vacc/kernels/cuda/attention_route.h"
 #include "vacc/kernels/cuda/classifier_cross_entropy.h"
 #include "vacc/kernels/cuda/cuda_check.h"
 #include "vacc/kernels/cuda/cuda_context.h"
@@ -266,7 +268,14 @@ class CudaBackend final : public Backend {
     expect_float(op, "out", out);
     expect_shape(op, "lse", lse, {s.batch, s.q_heads, s.seq});
     expect_dtype(op, "lse", lse, DType::F32);
-    if (cuda::use_attention_gemm(s.seq, s.compute)) {
+    const cuda::AttentionRoute route = cuda::attention_route(ctx_, s.seq, s.head_dim, s.compute);
+    if (route == cuda::AttentionRoute::FlashMma) {
+      cuda::attention_flash_mma_forward(qkv.data_as<float>(), s.batch, s.seq, s.q_heads,
+                                        s.kv_heads, s.head_dim, out.data(), out.dtype(),
+                                        lse.data_as<float>(), stream());
+      return;
+    }
+    if (route == cuda::AttentionRoute::Gemm) {
       cuda::attention_gemm_forward(ctx_, qkv, s.batch, s.seq, s.q_heads, s.kv_heads, s.head_dim,
                                    out, lse);
       return;
@@ -293,7 +302,7 @@ class CudaBackend final : public Backend {
     expect_dtype(op, "lse", lse, DType::F32);
     expect_shape(op, "dqkv", dqkv, qkv.shape());
     expect_dtype(op, "dqkv", dqkv, DType::F32);
-    if (cuda::use_attention_gemm(s.seq, s.compute)) {
+    if (cuda::attention_route(ctx_, s.seq, s.head_dim, s.compute) == cuda::AttentionRoute::Gemm) {
       cuda::attention_gemm_backward(ctx_, dout, qkv, out, lse, s.batch, s.seq, s.q_heads,
                                     s.kv_heads, s.head_dim, dqkv);
       return;

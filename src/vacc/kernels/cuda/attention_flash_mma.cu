@@ -1,0 +1,300 @@
+// Causal self-attention on the tensor cores, FlashAttention-2 style: no (T, T) matrix in memory,
+// grouped-query heads, head_dim 64 or 128. The path of bf16 (mixed-precision) attention; see
+// attention_route.h for when it is taken.
+//
+// Q, K and V are rounded to bf16 as they are loaded from the f32 qkv rows; the products run as
+// m16n8k16 bf16 mma's (mma_bf16.cuh) accumulating in f32; softmax statistics are f32; the
+// probabilities P are rounded to bf16 before the P V product, as FlashAttention does.
+//
+// Blocks of 4 warps. A warp owns 16 rows (one mma's M) of the block's 64-row tile, so a row's
+// softmax needs only the 4 lanes of a quad (lanes 4g..4g+3 hold row g of every accumulator).
+// Shared tiles are bf16 rows padded by kPad elements: the row stride is then 4 words (mod 32),
+// so a fragment load (8 rows x 4 words) touches 32 different banks. An operand needed with its
+// pairs of elements along a column (V in P V) is stored transposed.
+//
+// Forward, per (sequence, q head, query tile of 64), key tiles kt <= qt:
+//   S = Q K^T * scale; m' = max(m, rowmax S); P = exp(S - m'); l = l e^(m - m') + rowsum P;
+//   O = O e^(m - m') + bf16(P) V;  out = O / l;  lse = m + log l (natural log, (B, Hq, T)).
+#include "vacc/kernels/cuda/attention_flash_mma.h"
+
+#include "vacc/core/error.h"
+#include "vacc/kernels/cuda/cuda_check.h"
+#include "vacc/kernels/cuda/device_math.cuh"
+#include "vacc/kernels/cuda/mma_bf16.cuh"
+
+namespace vacc::cuda {
+namespace {
+
+constexpr int kWarps = 4;
+constexpr int kThreads = kWarps * 32;
+constexpr int kWarpRows = 16;                  // an mma's M
+constexpr int kTile = kWarps * kWarpRows;      // 64 rows of queries (forward) or keys
+constexpr int kPad = 8;                        // bf16 elements after each shared row
+
+__device__ __forceinline__ uint32_t word_at(const uint16_t* p) {
+  return *reinterpret_cast<const uint32_t*>(p);
+}
+
+// The A fragment of the 16x16 block at (r0, c0) of a row-major bf16 tile.
+__device__ __forceinline__ void load_a(uint32_t a[4], const uint16_t* tile, int stride, int r0,
+                                       int c0) {
+  const int lane = threadIdx.x & 31;
+  const uint16_t* p = tile + (r0 + (lane >> 2)) * stride + c0 + 2 * (lane & 3);
+  a[0] = word_at(p);
+  a[1] = word_at(p + 8 * stride);
+  a[2] = word_at(p + 8);
+  a[3] = word_at(p + 8 * stride + 8);
+}
+
+// The B fragment of the 16 (k) x 8 (n) block at (k0, n0) of B, from a tile holding B
+// transposed (row n of the tile is column n of B, so its k pairs are adjacent).
+__device__ __forceinline__ void load_b(uint32_t b[2], const uint16_t* tile_t, int stride, int n0,
+                                       int k0) {
+  const int lane = threadIdx.x & 31;
+  const uint16_t* p = tile_t + (n0 + (lane >> 2)) * stride + k0 + 2 * (lane & 3);
+  b[0] = word_at(p);
+  b[1] = word_at(p + 8);
+}
+
+// tile[r][c] = bf16(src[(row0 + r) * width + c]) for r < kTile, c < D; zero from row `limit`.
+template <int D>
+__device__ __forceinline__ void load_rows(const float* src, int64_t width, int64_t row0,
+                                          int64_t limit, uint16_t* tile, int stride) {
+  for (int e = threadIdx.x; e < kTile * D / 2; e += kThreads) {
+    const int r = e / (D / 2), c = 2 * (e % (D / 2));
+    const int64_t t = row0 + r;
+    float lo = 0.0f, hi = 0.0f;
+    if (t < limit) {
+      lo = src[t * width + c];
+      hi = src[t * width + c + 1];
+    }
+    *reinterpret_cast<uint32_t*>(tile + r * stride + c) = pack_bf16x2(lo, hi);
+  }
+}
+
+// The same rows transposed: tile_t[c][r] = bf16(src[(row0 + r) * width + c]).
+template <int D>
+__device__ __forceinline__ void load_rows_transposed(const float* src, int64_t width,
+                                                     int64_t row0, int64_t limit,
+                                                     uint16_t* tile_t, int stride) {
+  for (int e = threadIdx.x; e < kTile * D / 2; e += kThreads) {
+    const int c = e % D, r = 2 * (e / D);
+    const int64_t t = row0 + r;
+    const float lo = t < limit ? src[t * width + c] : 0.0f;
+    const float hi = t + 1 < limit ? src[(t + 1) * width + c] : 0.0f;
+    *reinterpret_cast<uint32_t*>(tile_t + c * stride + r) = pack_bf16x2(lo, hi);
+  }
+}
+
+// Quad (4 lanes of one accumulator row) reductions.
+__device__ __forceinline__ float quad_max(float v) {
+  v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+  return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+}
+__device__ __forceinline__ float quad_sum(float v) {
+  v += __shfl_xor_sync(0xffffffffu, v, 1);
+  return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+
+template <int D, typename OutT>
+__global__ void __launch_bounds__(kThreads)
+    flash_mma_forward_kernel(const float* qkv, int64_t T, int Hq, int Hkv, float scale,
+                             int64_t num_tiles, int64_t bh_count, OutT* out, float* lse) {
+  constexpr int kStride = D + kPad, kStrideT = kTile + kPad;
+  constexpr int kDimSteps = D / 16, kKeyGroups = kTile / 8, kOutGroups = D / 8;
+  extern __shared__ uint32_t flash_smem[];
+  uint16_t* Ks = reinterpret_cast<uint16_t*>(flash_smem);  // [kTile][kStride]; Q at first
+  uint16_t* Vt = Ks + kTile * kStride;                       // [D][kStrideT]: V transposed
+  // The last query tiles (the most keys) are scheduled first.
+  const int64_t bh = blockIdx.x % bh_count, qt = num_tiles - 1 - blockIdx.x / bh_count;
+  const int64_t b = bh / Hq;
+  const int h = int(bh % Hq), g = h / (Hq / Hkv);
+  const int64_t W = int64_t(Hq + 2 * Hkv) * D, q0 = qt * kTile;
+  const float* base = qkv + b * T * W;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, quad_col = 2 * (lane & 3);
+  const int64_t row_lo = q0 + warp * kWarpRows + (lane >> 2), row_hi = row_lo + 8;
+  const int64_t warp_last_row = q0 + warp * kWarpRows + kWarpRows - 1;
+
+  // The warp's 16 query rows stay in registers as A fragments.
+  uint32_t qa[kDimSteps][4];
+  load_rows<D>(base + int64_t(h) * D, W, q0, T, Ks, kStride);
+  __syncthreads();
+#pragma unroll
+  for (int kd = 0; kd < kDimSteps; ++kd) load_a(qa[kd], Ks, kStride, warp * kWarpRows, kd * 16);
+
+  float o[kOutGroups][4], m[2] = {kNegInf, kNegInf}, l[2] = {0.0f, 0.0f};
+#pragma unroll
+  for (int n = 0; n < kOutGroups; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+
+  for (int64_t kt = 0; kt <= qt; ++kt) {
+    const int64_t k0 = kt * kTile;
+    __syncthreads();  // Q's fragments are read, the previous tile's K, V are no longer read
+    load_rows<D>(base + int64_t(Hq + g) * D, W, k0, T, Ks, kStride);
+    load_rows_transposed<D>(base + int64_t(Hq + Hkv + g) * D, W, k0, T, Vt, kStrideT);
+    __syncthreads();
+    // Groups of 8 keys the warp's rows can see (on the diagonal tile, fewer); whole mma steps
+    // of 16 keys, the same for the whole warp.
+    const int64_t visible_steps = (warp_last_row - k0) / 16 + 1;
+    const int key_steps = visible_steps < kTile / 16 ? int(visible_steps) : kTile / 16;
+    const int key_groups = 2 * key_steps;
+
+    float s[kKeyGroups][4];
+#pragma unroll
+    for (int j = 0; j < kKeyGroups; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+#pragma unroll
+    for (int kd = 0; kd < kDimSteps; ++kd)
+#pragma unroll
+      for (int j = 0; j < kKeyGroups; ++j)
+        if (j < key_groups) {
+          uint32_t kb[2];
+          load_b(kb, Ks, kStride, j * 8, kd * 16);
+          mma_m16n8k16_bf16(s[j], qa[kd], kb, s[j]);
+        }
+
+    // Scale, mask (above the diagonal, past T, groups not computed) and the row maxima.
+    float mx[2] = {kNegInf, kNegInf};
+#pragma unroll
+    for (int j = 0; j < kKeyGroups; ++j)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int64_t key = k0 + j * 8 + quad_col + (i & 1);
+        const int64_t row = i < 2 ? row_lo : row_hi;
+        const float v = j < key_groups && key <= row && key < T ? s[j][i] * scale : kNegInf;
+        s[j][i] = v;
+        mx[i >> 1] = fmaxf(mx[i >> 1], v);
+      }
+    // Every row sees key k0 (k0 <= q0 <= row and k0 < T), so m_new is finite.
+    float alpha[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const float m_new = fmaxf(m[r], quad_max(mx[r]));
+      alpha[r] = expf(m[r] - m_new);  // 0 on the first tile (m = -inf)
+      m[r] = m_new;
+      l[r] *= alpha[r];
+    }
+#pragma unroll
+    for (int j = 0; j < kKeyGroups; ++j)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const float p = expf(s[j][i] - m[i >> 1]);  // 0 where masked
+        s[j][i] = p;
+        l[i >> 1] += p;  // this lane's part of the row sum; the quad's are added at the end
+      }
+#pragma unroll
+    for (int n = 0; n < kOutGroups; ++n) {
+      o[n][0] *= alpha[0];
+      o[n][1] *= alpha[0];
+      o[n][2] *= alpha[1];
+      o[n][3] *= alpha[1];
+    }
+
+    // O += P V: the accumulators of key groups 2kk and 2kk+1 are exactly the A fragment of
+    // keys [16 kk, 16 kk + 16).
+#pragma unroll
+    for (int kk = 0; kk < kTile / 16; ++kk)
+      if (kk < key_steps) {
+        const uint32_t pa[4] = {pack_bf16x2(s[2 * kk][0], s[2 * kk][1]),
+                                pack_bf16x2(s[2 * kk][2], s[2 * kk][3]),
+                                pack_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                                pack_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+#pragma unroll
+        for (int n = 0; n < kOutGroups; ++n) {
+          uint32_t vb[2];
+          load_b(vb, Vt, kStrideT, n * 8, kk * 16);
+          mma_m16n8k16_bf16(o[n], pa, vb, o[n]);
+        }
+      }
+  }
+
+  const int64_t out_width = int64_t(Hq) * D;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int64_t row = r == 0 ? row_lo : row_hi;
+    const float total = quad_sum(l[r]);
+    if (row >= T) continue;
+    const float inv = 1.0f / total;
+    const int64_t at = (b * T + row) * out_width + int64_t(h) * D + quad_col;
+#pragma unroll
+    for (int n = 0; n < kOutGroups; ++n) {
+      store(out, at + n * 8, o[n][2 * r] * inv);
+      store(out, at + n * 8 + 1, o[n][2 * r + 1] * inv);
+    }
+    if ((lane & 3) == 0) lse[(b * Hq + h) * T + row] = m[r] + logf(total);
+  }
+}
+
+// One warp: d = bf16(a) bf16(b) + c with a (16x16), b (16x8), c and d (16x8) row-major f32.
+__global__ void mma_tile_product_kernel(const float* a, const float* b, const float* c,
+                                        float* d) {
+  const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const uint32_t af[4] = {pack_bf16x2(a[g * 16 + 2 * t], a[g * 16 + 2 * t + 1]),
+                          pack_bf16x2(a[(g + 8) * 16 + 2 * t], a[(g + 8) * 16 + 2 * t + 1]),
+                          pack_bf16x2(a[g * 16 + 2 * t + 8], a[g * 16 + 2 * t + 9]),
+                          pack_bf16x2(a[(g + 8) * 16 + 2 * t + 8], a[(g + 8) * 16 + 2 * t + 9])};
+  const uint32_t bf[2] = {pack_bf16x2(b[(2 * t) * 8 + g], b[(2 * t + 1) * 8 + g]),
+                          pack_bf16x2(b[(2 * t + 8) * 8 + g], b[(2 * t + 9) * 8 + g])};
+  float acc[4] = {c[g * 8 + 2 * t], c[g * 8 + 2 * t + 1], c[(g + 8) * 8 + 2 * t],
+                  c[(g + 8) * 8 + 2 * t + 1]};
+  mma_m16n8k16_bf16(acc, af, bf, acc);
+  d[g * 8 + 2 * t] = acc[0];
+  d[g * 8 + 2 * t + 1] = acc[1];
+  d[(g + 8) * 8 + 2 * t] = acc[2];
+  d[(g + 8) * 8 + 2 * t + 1] = acc[3];
+}
+
+// Launches kernel with `smem` bytes of dynamic shared memory (raising the kernel's limit
+// above the default 48 KiB when needed).
+template <typename Kernel, typename... Args>
+void launch(Kernel kernel, const char* name, int64_t blocks, size_t smem, cudaStream_t stream,
+            Args... args) {
+  if (blocks == 0) return;
+  if (smem > 48 * 1024)
+    VACC_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         int(smem)));
+  kernel<<<unsigned(blocks), kThreads, smem, stream>>>(args...);
+  check_launch(name, __FILE__, __LINE__);
+}
+
+// Calls fn with std::integral_constant<int, D> for a supported head_dim.
+template <typename Fn>
+void dispatch_head_dim(int64_t head_dim, Fn&& fn) {
+  VACC_CHECK(attention_flash_mma_supports(head_dim), "attention (tensor-core flash): head_dim ",
+             head_dim, " is not supported (64 or 128)");
+  if (head_dim == 64)
+    fn(std::integral_constant<int, 64>());
+  else
+    fn(std::integral_constant<int, 128>());
+}
+
+}  // namespace
+
+bool attention_flash_mma_supports(int64_t head_dim) { return head_dim == 64 || head_dim == 128; }
+
+void attention_flash_mma_forward(const float* qkv, int64_t batch, int64_t seq, int64_t q_heads,
+                                 int64_t kv_heads, int64_t head_dim, void* out, DType out_dtype,
+                                 float* lse, cudaStream_t stream) {
+  const int64_t num_tiles = (seq + kTile - 1) / kTile, bh = batch * q_heads;
+  const float scale = 1.0f / sqrtf(float(head_dim));
+  dispatch_head_dim(head_dim, [&](auto d) {
+    constexpr int D = decltype(d)::value;
+    const size_t smem = 2 * size_t(kTile * (D + kPad) + D * (kTile + kPad));
+    if (out_dtype == DType::F32)
+      launch(flash_mma_forward_kernel<D, float>, "flash_mma_forward_kernel", num_tiles * bh, smem,
+             stream, qkv, seq, int(q_heads), int(kv_heads), scale, num_tiles, bh,
+             static_cast<float*>(out), lse);
+    else if (out_dtype == DType::BF16)
+      launch(flash_mma_forward_kernel<D, bf16>, "flash_mma_forward_kernel", num_tiles * bh, smem,
+             stream, qkv, seq, int(q_heads), int(kv_heads), scale, num_tiles, bh,
+             static_cast<bf16*>(out), lse);
+    else
+      fail("attention_forward: out must be f32 or bf16, got ", dtype_name(out_dtype));
+  });
+}
+
+void mma_bf16_tile_product(const float* a, const float* b, const float* c, float* d,
+                           cudaStream_t stream) {
+  mma_tile_product_kernel<<<1, 32, 0, stream>>>(a, b, c, d);
+  check_launch("mma_tile_product_kernel", __FILE__, __LINE__);
+}
+
+}  // namespace vacc::cuda

@@ -1,0 +1,29 @@
+// Launchers of attention_flash_mma.cu: causal attention on the tensor cores, FlashAttention-2
+// style (bf16 operands, f32 accumulation), with the layouts and semantics of attention.cu's
+// kernels, so that forward and backward routes may be mixed (attention_route.h chooses).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "vacc/core/dtype.h"
+
+namespace vacc::cuda {
+
+// Whether the kernels take this head_dim (64 or 128; any sequence length).
+bool attention_flash_mma_supports(int64_t head_dim);
+
+// qkv (B*T, (Hq + 2 Hkv) D) f32; out (B*T, Hq D) of out_dtype; lse (B, Hq, T), natural log.
+void attention_flash_mma_forward(const float* qkv, int64_t batch, int64_t seq, int64_t q_heads,
+                                 int64_t kv_heads, int64_t head_dim, void* out, DType out_dtype,
+                                 float* lse, cudaStream_t stream);
+
+// One m16n8k16 tensor-core product on the device, through the same helper as the kernels:
+// d (16x8) = bf16(a) (16x16) bf16(b) (16x8) + c (16x8), all row-major f32 device arrays. For the
+// route's self-check and the tests.
+void mma_bf16_tile_product(const float* a, const float* b, const float* c, float* d,
+                           cudaStream_t stream);
+
+}  // namespace vacc::cuda
