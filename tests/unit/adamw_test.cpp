@@ -120,6 +120,25 @@ TEST(AdamW, FirstStepIsSignDescentWithDecay) {
   EXPECT_NEAR(got[2], 0.5 * decay, 1e-7);  // zero gradient: decay only
 }
 
+TEST(AdamW, SegmentsDecayWhereAskedAndLeaveGapsAlone) {
+  // Elements [0, 2) decay, [2, 3) does not, [3, 4) is in no segment; all gradients zero, so the
+  // only change is the decay param *= 1 - lr * wd.
+  auto be = make_cpu_backend();
+  Tensor P = to_device(*be, {1.0f, 2.0f, 3.0f, 4.0f}, {4});
+  Tensor G = be->zeros({4}, DType::F32, MemoryCategory::Gradients, "g");
+  Tensor M = be->zeros({4}, DType::F32, MemoryCategory::OptimizerState, "m");
+  Tensor V = be->zeros({4}, DType::F32, MemoryCategory::OptimizerState, "v");
+  AdamWParams hp;
+  hp.lr = 0.1f;
+  hp.weight_decay = 0.5f;
+  be->adamw_step_segments(P, G, M, V, {{0, 2, true}, {2, 1, false}}, hp);
+  const std::vector<float> got = to_host(*be, P);
+  EXPECT_FLOAT_EQ(got[0], 1.0f * 0.95f);
+  EXPECT_FLOAT_EQ(got[1], 2.0f * 0.95f);
+  EXPECT_EQ(got[2], 3.0f);
+  EXPECT_EQ(got[3], 4.0f);
+}
+
 TEST(AdamW, RejectsMismatchedTensors) {
   auto be = make_cpu_backend();
   Tensor P = be->zeros({10}, DType::F32, MemoryCategory::Parameters, "p");

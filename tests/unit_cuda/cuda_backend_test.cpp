@@ -743,6 +743,59 @@ TEST_F(CudaBackendTest, AdamWStepsMatchCpu) {
   expect_close(v[0], v[1], 1e-6, 1e-8, "v");
 }
 
+// All of a model's segments in one launch: gaps between segments stay untouched, decay only
+// where asked, pieces longer than one work item (16384), and both the float4 route (offsets and
+// sizes multiples of 4) and the scalar one.
+TEST_F(CudaBackendTest, AdamWSegmentsMatchCpu) {
+  const int64_t n = 50021;
+  const std::vector<std::vector<AdamWSegment>> layouts = {
+      {{0, 40000, true}, {40004, 896, false}, {40900, 9000, true}},
+      {{1, 40001, true}, {40003, 7, false}, {40010, 10011, true}}};
+  for (const auto& segments : layouts) {
+    auto p0 = random_vector(size_t(n), 50), m0 = random_vector(size_t(n), 51, -0.1f, 0.1f);
+    auto v0 = random_vector(size_t(n), 52, 0.0f, 0.01f);
+    std::vector<float> p[2];
+    Backend* bes[2] = {&gpu(), &cpu()};
+    for (int k = 0; k < 2; ++k) {
+      Backend& be = *bes[k];
+      Tensor P = to_device(be, p0, {n}), M = to_device(be, m0, {n}), V = to_device(be, v0, {n});
+      for (int64_t step = 1; step <= 2; ++step) {
+        Tensor G = to_device(be, random_vector(size_t(n), 53 + uint64_t(step)), {n});
+        AdamWParams hp;
+        hp.lr = 1e-2f;
+        hp.weight_decay = 0.3f;
+        hp.step = step;
+        hp.grad_scale = 0.7f;
+        be.adamw_step_segments(P, G, M, V, segments, hp);
+      }
+      p[k] = to_host(be, P);
+    }
+    const std::string what = "segments from offset " + std::to_string(segments[0].offset);
+    expect_close(p[0], p[1], 1e-6, 1e-4 * 1e-2, what + " param");
+    std::vector<bool> covered(size_t(n), false);
+    for (const AdamWSegment& sg : segments)
+      std::fill_n(covered.begin() + sg.offset, sg.numel, true);
+    int64_t gaps = 0;
+    for (int64_t i = 0; i < n; ++i)
+      if (!covered[size_t(i)]) {
+        ++gaps;
+        EXPECT_EQ(p[0][size_t(i)], p0[size_t(i)]) << what << ": element " << i << " changed";
+      }
+    EXPECT_GT(gaps, 0) << what;
+  }
+  // Overlapping segments are refused with a message naming the segment.
+  Tensor P = gpu().zeros({8}, DType::F32, MemoryCategory::Parameters, "p");
+  Tensor G = gpu().zeros({8}, DType::F32, MemoryCategory::Gradients, "g");
+  Tensor M = gpu().zeros({8}, DType::F32, MemoryCategory::OptimizerState, "m");
+  Tensor V = gpu().zeros({8}, DType::F32, MemoryCategory::OptimizerState, "v");
+  try {
+    gpu().adamw_step_segments(P, G, M, V, {{0, 4, true}, {3, 4, true}}, AdamWParams{});
+    ADD_FAILURE() << "overlapping segments were accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("segment 1 [3, 7)"), std::string::npos) << e.what();
+  }
+}
+
 // ---------------------------------------------------------------- memory and argument checks
 
 TEST_F(CudaBackendTest, AllocatorCountsBudgetAndHighWaterMark) {

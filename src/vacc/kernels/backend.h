@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "vacc/core/device_allocator.h"
 #include "vacc/core/error.h"
@@ -27,6 +28,14 @@ struct AttentionShape {
   int64_t batch = 1, seq = 1, q_heads = 1, kv_heads = 1, head_dim = 1;
   DType compute = DType::F32;
   int64_t qkv_width() const { return (q_heads + 2 * kv_heads) * head_dim; }
+};
+
+// Elements [offset, offset + numel) of flat optimizer buffers (one parameter tensor, or its part
+// in a shard); decay says whether AdamWParams::weight_decay applies (norms and biases: no).
+struct AdamWSegment {
+  int64_t offset = 0, numel = 0;
+  bool decay = true;
+  bool operator==(const AdamWSegment&) const = default;
 };
 
 struct AdamWParams {
@@ -174,6 +183,21 @@ class Backend {
   // param -= lr * (m_hat / (sqrt(v_hat) + eps) + weight_decay * param).
   virtual void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
                           const AdamWParams& p) = 0;
+  // adamw_step on each segment of flat buffers of equal numel (segments in order, not
+  // overlapping), weight decay only where the segment asks for it; elements outside every
+  // segment are untouched. Here one adamw_step per segment; a GPU backend does them all in one
+  // launch (a model has a few hundred parameter tensors, many of them small).
+  virtual void adamw_step_segments(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
+                                   const std::vector<AdamWSegment>& segments,
+                                   const AdamWParams& p) {
+    for (const AdamWSegment& s : segments) {
+      AdamWParams sp = p;
+      if (!s.decay) sp.weight_decay = 0.0f;
+      Tensor ps = param.view(s.offset, {s.numel}), ms = m.view(s.offset, {s.numel}),
+             vs = v.view(s.offset, {s.numel});
+      adamw_step(ps, grad.view(s.offset, {s.numel}), ms, vs, sp);
+    }
+  }
 };
 
 // The backend for a device ("cpu:0"). num_threads 0 means every core.

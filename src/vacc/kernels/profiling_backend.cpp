@@ -174,5 +174,10 @@ void ProfilingBackend::adamw_step(Tensor& param, const Tensor& grad, Tensor& m, 
                                   const AdamWParams& p) {
   timed("adamw_step", 0, [&] { inner_.adamw_step(param, grad, m, v, p); });
 }
+void ProfilingBackend::adamw_step_segments(Tensor& param, const Tensor& grad, Tensor& m,
+                                           Tensor& v, const std::vector<AdamWSegment>& segments,
+                                           const AdamWParams& p) {
+  timed("adamw_step", 0, [&] { inner_.adamw_step_segments(param, grad, m, v, segments, p); });
+}
 
 }  // namespace vacc

@@ -74,6 +74,9 @@ class ProfilingBackend final : public Backend {
                                          Tensor* dweight) override;
   void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
                   const AdamWParams& p) override;
+  void adamw_step_segments(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
+                           const std::vector<AdamWSegment>& segments,
+                           const AdamWParams& p) override;
 
  private:
   template <typename Fn>

@@ -13,23 +13,23 @@ AdamW::AdamW(Backend& backend, Tensor params, Tensor grads, std::vector<Optimize
       config_(config) {
   VACC_CHECK(params_.numel() == grads_.numel(), "AdamW: ", params_.numel(), " parameters but ",
              grads_.numel(), " gradients");
-  for (const OptimizerSegment& s : segments_)
-    VACC_CHECK(s.offset >= 0 && s.offset + s.numel <= params_.numel(),
+  int64_t end = 0;
+  for (const OptimizerSegment& s : segments_) {
+    VACC_CHECK(s.offset >= 0 && s.numel >= 0 && s.offset + s.numel <= params_.numel(),
                "AdamW: segment outside the parameters");
+    VACC_CHECK(s.offset >= end, "AdamW: segments must be in order and must not overlap");
+    end = s.offset + s.numel;
+  }
   m_ = backend_.zeros(params_.shape(), DType::F32, MemoryCategory::OptimizerState, "AdamW m");
   v_ = backend_.zeros(params_.shape(), DType::F32, MemoryCategory::OptimizerState, "AdamW v");
 }
 
 void AdamW::step(float lr, float grad_scale) {
   ++step_;
-  for (const OptimizerSegment& s : segments_) {
-    AdamWParams p{lr, config_.beta1, config_.beta2, config_.eps,
-                  s.decay ? config_.weight_decay : 0.0f, step_, grad_scale};
-    Tensor param = params_.view(s.offset, {s.numel});
-    Tensor grad = grads_.view(s.offset, {s.numel});
-    Tensor m = m_.view(s.offset, {s.numel}), v = v_.view(s.offset, {s.numel});
-    backend_.adamw_step(param, grad, m, v, p);
-  }
+  AdamWParams p{lr, config_.beta1, config_.beta2, config_.eps, config_.weight_decay};
+  p.step = step_;
+  p.grad_scale = grad_scale;
+  backend_.adamw_step_segments(params_, grads_, m_, v_, segments_, p);
 }
 
 }  // namespace vacc

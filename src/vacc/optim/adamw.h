@@ -12,11 +12,9 @@ struct AdamWConfig {
   float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 0.0f;
 };
 
-// Elements [offset, offset + numel) of the flat buffers; decay says if weight decay applies.
-struct OptimizerSegment {
-  int64_t offset = 0, numel = 0;
-  bool decay = true;
-};
+// Elements [offset, offset + numel) of the flat buffers; decay says if weight decay applies
+// (the backend's type, so a step is one call).
+using OptimizerSegment = AdamWSegment;
 
 class AdamW {
  public:

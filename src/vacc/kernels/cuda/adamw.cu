@@ -11,18 +11,64 @@ namespace {
 
 constexpr int kThreads = 256;
 
+// The step's constants, computed on the host exactly as the CPU kernel computes them.
+struct StepConstants {
+  float beta1, beta2, eps, grad_scale, step_size, decay, bc2_sqrt;
+};
+StepConstants step_constants(float lr, float beta1, float beta2, float eps, float weight_decay,
+                             int64_t step, float grad_scale) {
+  const float bc1 = 1.0f - std::pow(beta1, float(step));
+  const float bc2_sqrt = std::sqrt(1.0f - std::pow(beta2, float(step)));
+  return {beta1, beta2, eps, grad_scale, lr / bc1, 1.0f - lr * weight_decay, bc2_sqrt};
+}
+
+// One element, operation for operation as kernels/cpu/adamw.cpp; decay is 1 - lr * wd (or 1).
+__device__ __forceinline__ void update(float& param, float grad, float& m, float& v,
+                                       const StepConstants& k, float decay) {
+  const float g = grad * k.grad_scale;
+  const float mi = k.beta1 * m + (1.0f - k.beta1) * g;
+  const float vi = k.beta2 * v + (1.0f - k.beta2) * g * g;
+  m = mi;
+  v = vi;
+  const float p = param * decay;
+  param = p - k.step_size * mi / (sqrtf(vi) / k.bc2_sqrt + k.eps);
+}
+
 __global__ void adamw_kernel(float* param, const float* grad, float* m, float* v, int64_t n,
-                             float beta1, float beta2, float eps, float grad_scale,
-                             float step_size, float decay, float bc2_sqrt) {
+                             StepConstants k) {
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    const float g = grad[i] * grad_scale;
-    const float mi = beta1 * m[i] + (1.0f - beta1) * g;
-    const float vi = beta2 * v[i] + (1.0f - beta2) * g * g;
-    m[i] = mi;
-    v[i] = vi;
-    const float p = param[i] * decay;
-    param[i] = p - step_size * mi / (sqrtf(vi) / bc2_sqrt + eps);
+       i += int64_t(gridDim.x) * blockDim.x)
+    update(param[i], grad[i], m[i], v[i], k, k.decay);
+}
+
+// One block per work item (a piece of one segment). Vec: every item's start and count are
+// multiples of 4 and the buffers 16-byte aligned, so the item is read and written as float4.
+template <bool Vec>
+__global__ void adamw_items_kernel(float* param, const float* grad, float* m, float* v,
+                                   const AdamWItem* items, StepConstants k) {
+  const AdamWItem it = items[blockIdx.x];
+  const float decay = it.decay ? k.decay : 1.0f;
+  if (Vec) {
+    float4* p4 = reinterpret_cast<float4*>(param + it.start);
+    const float4* g4 = reinterpret_cast<const float4*>(grad + it.start);
+    float4* m4 = reinterpret_cast<float4*>(m + it.start);
+    float4* v4 = reinterpret_cast<float4*>(v + it.start);
+    for (int64_t j = threadIdx.x; j < it.count / 4; j += blockDim.x) {
+      float4 pj = p4[j], mj = m4[j], vj = v4[j];
+      const float4 gj = g4[j];
+      update(pj.x, gj.x, mj.x, vj.x, k, decay);
+      update(pj.y, gj.y, mj.y, vj.y, k, decay);
+      update(pj.z, gj.z, mj.z, vj.z, k, decay);
+      update(pj.w, gj.w, mj.w, vj.w, k, decay);
+      p4[j] = pj;
+      m4[j] = mj;
+      v4[j] = vj;
+    }
+  } else {
+    for (int64_t j = threadIdx.x; j < it.count; j += blockDim.x) {
+      const int64_t i = it.start + j;
+      update(param[i], grad[i], m[i], v[i], k, decay);
+    }
   }
 }
 
@@ -32,14 +78,20 @@ void adamw_step(float* param, const float* grad, float* m, float* v, int64_t n, 
                 float beta1, float beta2, float eps, float weight_decay, int64_t step,
                 float grad_scale, cudaStream_t stream) {
   if (n == 0) return;
-  // The step's constants on the host, exactly as the CPU kernel computes them.
-  const float bc1 = 1.0f - std::pow(beta1, float(step));
-  const float bc2_sqrt = std::sqrt(1.0f - std::pow(beta2, float(step)));
-  const float step_size = lr / bc1;
-  const float decay = 1.0f - lr * weight_decay;
-  adamw_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(
-      param, grad, m, v, n, beta1, beta2, eps, grad_scale, step_size, decay, bc2_sqrt);
+  const StepConstants k = step_constants(lr, beta1, beta2, eps, weight_decay, step, grad_scale);
+  adamw_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(param, grad, m, v, n, k);
   VACC_CUDA_CHECK_LAUNCH("adamw_kernel");
+}
+
+void adamw_step_items(float* param, const float* grad, float* m, float* v,
+                      const AdamWItem* items, int64_t num_items, bool vec, float lr, float beta1,
+                      float beta2, float eps, float weight_decay, int64_t step, float grad_scale,
+                      cudaStream_t stream) {
+  if (num_items == 0) return;
+  const StepConstants k = step_constants(lr, beta1, beta2, eps, weight_decay, step, grad_scale);
+  auto* kernel = vec ? adamw_items_kernel<true> : adamw_items_kernel<false>;
+  kernel<<<unsigned(num_items), kThreads, 0, stream>>>(param, grad, m, v, items, k);
+  VACC_CUDA_CHECK_LAUNCH("adamw_items_kernel");
 }
 
 }  // namespace vacc::cuda

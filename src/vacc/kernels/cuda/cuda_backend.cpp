@@ -5,8 +5,11 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <initializer_list>
 #include <utility>
+#include <vector>
 
 #include "vacc/core/error.h"
 #include "vacc/kernels/cuda/attention_flash_mma.h"
@@ -409,18 +412,56 @@ class CudaBackend final : public Backend {
 
   void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
                   const AdamWParams& p) override {
-    const char* op = "adamw_step";
-    on_device(op, "param", param);
-    expect_dtype(op, "param", param, DType::F32);
-    for (const Tensor* t : std::initializer_list<const Tensor*>{&grad, &m, &v}) {
-      const char* what = t == &grad ? "grad" : (t == &m ? "m" : "v");
-      on_device(op, what, *t);
-      expect(t->defined() && t->numel() == param.numel() && t->dtype() == DType::F32, op, what,
-             *t, "f32 with the numel of param");
-    }
+    check_adamw("adamw_step", param, grad, m, v);
     cuda::adamw_step(param.data_as<float>(), grad.data_as<float>(), m.data_as<float>(),
                      v.data_as<float>(), param.numel(), p.lr, p.beta1, p.beta2, p.eps,
                      p.weight_decay, p.step, p.grad_scale, stream());
+  }
+
+  // One launch for every segment. The work list (pieces of at most kAdamWItemElements of one
+  // segment) lives on the device and is rebuilt only when the segments change, so a training
+  // step uploads nothing.
+  void adamw_step_segments(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
+                           const std::vector<AdamWSegment>& segments,
+                           const AdamWParams& p) override {
+    const char* op = "adamw_step_segments";
+    check_adamw(op, param, grad, m, v);
+    if (segments != adamw_segments_) {
+      std::vector<cuda::AdamWItem> items;
+      int64_t end = 0;
+      bool vec = true;
+      for (size_t k = 0; k < segments.size(); ++k) {
+        const AdamWSegment& s = segments[k];
+        VACC_CHECK(s.offset >= end && s.numel >= 0 && s.offset + s.numel <= param.numel(), op,
+                   ": segment ", k, " [", s.offset, ", ", s.offset + s.numel,
+                   ") overlaps the one before or lies outside the ", param.numel(), " parameters");
+        end = s.offset + s.numel;
+        vec = vec && s.offset % 4 == 0 && s.numel % 4 == 0;
+        for (int64_t done = 0; done < s.numel; done += cuda::kAdamWItemElements)
+          items.push_back({s.offset + done,
+                           int32_t(std::min(cuda::kAdamWItemElements, s.numel - done)),
+                           s.decay ? 1 : 0});
+      }
+      adamw_items_ = Tensor();
+      adamw_segments_.clear();
+      if (!items.empty()) {
+        static_assert(sizeof(cuda::AdamWItem) == 16);
+        adamw_items_ = ctx_.scratch({int64_t(items.size()) * 4}, DType::I32, "AdamW work list");
+        ctx_.upload(items.data(), adamw_items_.data(), items.size() * sizeof(cuda::AdamWItem));
+      }
+      adamw_num_items_ = int64_t(items.size());
+      adamw_items_vec_ = vec;
+      adamw_segments_ = segments;
+    }
+    bool aligned = true;
+    for (const Tensor* t : std::initializer_list<const Tensor*>{&param, &grad, &m, &v})
+      aligned = aligned && reinterpret_cast<uintptr_t>(t->data()) % 16 == 0;
+    cuda::adamw_step_items(param.data_as<float>(), grad.data_as<float>(), m.data_as<float>(),
+                           v.data_as<float>(),
+                           adamw_items_.defined() ? adamw_items_.data_as<cuda::AdamWItem>()
+                                                  : nullptr,
+                           adamw_num_items_, adamw_items_vec_ && aligned, p.lr, p.beta1, p.beta2,
+                           p.eps, p.weight_decay, p.step, p.grad_scale, stream());
   }
 
   cudaStream_t stream() const { return ctx_.stream(); }
@@ -455,7 +496,25 @@ class CudaBackend final : public Backend {
                " is not supported by the CUDA kernels (at most ", cuda::kMaxHeadDim, ")");
   }
 
+  void check_adamw(const char* op, const Tensor& param, const Tensor& grad, const Tensor& m,
+                   const Tensor& v) const {
+    on_device(op, "param", param);
+    expect_dtype(op, "param", param, DType::F32);
+    for (const Tensor* t : std::initializer_list<const Tensor*>{&grad, &m, &v}) {
+      const char* what = t == &grad ? "grad" : (t == &m ? "m" : "v");
+      on_device(op, what, *t);
+      expect(t->defined() && t->numel() == param.numel() && t->dtype() == DType::F32, op, what,
+             *t, "f32 with the numel of param");
+    }
+  }
+
   cuda::CudaContext ctx_;
+  // adamw_step_segments' device work list and the segments it was built for (after ctx_: the
+  // tensor is freed before the allocator).
+  std::vector<AdamWSegment> adamw_segments_;
+  Tensor adamw_items_;
+  int64_t adamw_num_items_ = 0;
+  bool adamw_items_vec_ = false;
 };
 
 // Why no GPU can be used, or "" when one can.

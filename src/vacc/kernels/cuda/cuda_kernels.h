@@ -145,5 +145,18 @@ void add_loss_sum(const float* row_loss, int64_t m, float* loss_sum, cudaStream_
 void adamw_step(float* param, const float* grad, float* m, float* v, int64_t n, float lr,
                 float beta1, float beta2, float eps, float weight_decay, int64_t step,
                 float grad_scale, cudaStream_t stream);
+// AdamW over pieces of segments of flat buffers, one block per piece (AdamWItem), in one launch:
+// elements [start, start + count), with weight decay where `decay`. vec: every start and count
+// is a multiple of 4 and the four buffers are 16-byte aligned (float4 loads).
+struct AdamWItem {
+  int64_t start;
+  int32_t count;  // at most kAdamWItemElements
+  int32_t decay;  // 1: weight_decay applies
+};
+constexpr int64_t kAdamWItemElements = 16384;
+void adamw_step_items(float* param, const float* grad, float* m, float* v,
+                      const AdamWItem* items, int64_t num_items, bool vec, float lr, float beta1,
+                      float beta2, float eps, float weight_decay, int64_t step, float grad_scale,
+                      cudaStream_t stream);
 
 }  // namespace vacc::cuda
