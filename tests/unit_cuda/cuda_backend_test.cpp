@@ -21,7 +21,9 @@
 #include "test_util.h"
 #include "vacc/core/error.h"
 #include "vacc/kernels/backend.h"
+#include "vacc/kernels/cuda/attention_route.h"
 #include "vacc/kernels/cuda/cuda_backend.h"
+#include "vacc/kernels/cuda/cuda_context.h"
 
 namespace vacc::test {
 namespace {
@@ -434,6 +436,14 @@ struct AttentionRouteScope {
 };
 std::string route_label(const char* route) {
   return route ? std::string(" route ") + route : std::string();
+}
+
+// The tensor-core product the flash_mma route is built on, on this device, against the exact
+// result: if it fails, bf16 attention quietly takes the gemm route, so say so here.
+TEST_F(CudaBackendTest, TensorCoreSelfCheckPasses) {
+  cuda::CudaContext ctx(0, size_t(64) << 20);
+  EXPECT_TRUE(cuda::tensor_core_mma_self_check(ctx))
+      << "mma.m16n8k16 bf16 disagrees with the host on this GPU: see the warning above";
 }
 
 TEST_F(CudaBackendTest, AttentionForwardMatchesCpu) {

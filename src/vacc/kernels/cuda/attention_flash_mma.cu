@@ -15,7 +15,13 @@
 // Forward, per (sequence, q head, query tile of 64), key tiles kt <= qt:
 //   S = Q K^T * scale; m' = max(m, rowmax S); P = exp(S - m'); l = l e^(m - m') + rowsum P;
 //   O = O e^(m - m') + bf16(P) V;  out = O / l;  lse = m + log l (natural log, (B, Hq, T)).
+// Backward, as in FlashAttention-2 but deterministic (two kernels, no atomics):
+//   prep: D_i = rowsum(dO_i * O_i);
+//   dK/dV: per (sequence, kv head, 64 keys) over the group's q heads and query tiles of 32;
+//   dQ: per (sequence, q head, 64 queries) over key tiles of 32 (S and dP computed again).
 #include "vacc/kernels/cuda/attention_flash_mma.h"
+
+#include <type_traits>
 
 #include "vacc/core/error.h"
 #include "vacc/kernels/cuda/cuda_check.h"
@@ -56,32 +62,33 @@ __device__ __forceinline__ void load_b(uint32_t b[2], const uint16_t* tile_t, in
   b[1] = word_at(p + 8);
 }
 
-// tile[r][c] = bf16(src[(row0 + r) * width + c]) for r < kTile, c < D; zero from row `limit`.
-template <int D>
-__device__ __forceinline__ void load_rows(const float* src, int64_t width, int64_t row0,
+// tile[r][c] = bf16(src[(row0 + r) * width + c]) for r < Rows, c < D; zero from row `limit`.
+// Every thread of the block calls it.
+template <int D, int Rows, typename SrcT>
+__device__ __forceinline__ void load_rows(const SrcT* src, int64_t width, int64_t row0,
                                           int64_t limit, uint16_t* tile, int stride) {
-  for (int e = threadIdx.x; e < kTile * D / 2; e += kThreads) {
+  for (int e = threadIdx.x; e < Rows * D / 2; e += kThreads) {
     const int r = e / (D / 2), c = 2 * (e % (D / 2));
     const int64_t t = row0 + r;
     float lo = 0.0f, hi = 0.0f;
     if (t < limit) {
-      lo = src[t * width + c];
-      hi = src[t * width + c + 1];
+      lo = load(src, t * width + c);
+      hi = load(src, t * width + c + 1);
     }
     *reinterpret_cast<uint32_t*>(tile + r * stride + c) = pack_bf16x2(lo, hi);
   }
 }
 
 // The same rows transposed: tile_t[c][r] = bf16(src[(row0 + r) * width + c]).
-template <int D>
-__device__ __forceinline__ void load_rows_transposed(const float* src, int64_t width,
+template <int D, int Rows, typename SrcT>
+__device__ __forceinline__ void load_rows_transposed(const SrcT* src, int64_t width,
                                                      int64_t row0, int64_t limit,
                                                      uint16_t* tile_t, int stride) {
-  for (int e = threadIdx.x; e < kTile * D / 2; e += kThreads) {
+  for (int e = threadIdx.x; e < Rows * D / 2; e += kThreads) {
     const int c = e % D, r = 2 * (e / D);
     const int64_t t = row0 + r;
-    const float lo = t < limit ? src[t * width + c] : 0.0f;
-    const float hi = t + 1 < limit ? src[(t + 1) * width + c] : 0.0f;
+    const float lo = t < limit ? load(src, t * width + c) : 0.0f;
+    const float hi = t + 1 < limit ? load(src, (t + 1) * width + c) : 0.0f;
     *reinterpret_cast<uint32_t*>(tile_t + c * stride + r) = pack_bf16x2(lo, hi);
   }
 }
@@ -117,7 +124,7 @@ __global__ void __launch_bounds__(kThreads)
 
   // The warp's 16 query rows stay in registers as A fragments.
   uint32_t qa[kDimSteps][4];
-  load_rows<D>(base + int64_t(h) * D, W, q0, T, Ks, kStride);
+  load_rows<D, kTile>(base + int64_t(h) * D, W, q0, T, Ks, kStride);
   __syncthreads();
 #pragma unroll
   for (int kd = 0; kd < kDimSteps; ++kd) load_a(qa[kd], Ks, kStride, warp * kWarpRows, kd * 16);
@@ -129,8 +136,8 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t kt = 0; kt <= qt; ++kt) {
     const int64_t k0 = kt * kTile;
     __syncthreads();  // Q's fragments are read, the previous tile's K, V are no longer read
-    load_rows<D>(base + int64_t(Hq + g) * D, W, k0, T, Ks, kStride);
-    load_rows_transposed<D>(base + int64_t(Hq + Hkv + g) * D, W, k0, T, Vt, kStrideT);
+    load_rows<D, kTile>(base + int64_t(Hq + g) * D, W, k0, T, Ks, kStride);
+    load_rows_transposed<D, kTile>(base + int64_t(Hq + Hkv + g) * D, W, k0, T, Vt, kStrideT);
     __syncthreads();
     // Groups of 8 keys the warp's rows can see (on the diagonal tile, fewer); whole mma steps
     // of 16 keys, the same for the whole warp.
@@ -223,6 +230,263 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// The backward's inner tiles (queries for dK/dV, keys for dQ) are 32 rows: half the score
+// accumulators of the forward's 64, leaving registers for the two (D)-wide accumulators.
+constexpr int kInnerTile = 32;
+
+// One warp per (token row, q head): di = rowsum(dO * O), laid out (B, Hq, T) like lse.
+template <typename IoT>
+__global__ void flash_mma_backward_prep_kernel(const IoT* dout, const IoT* out, int64_t rows,
+                                               int64_t T, int Hq, int D, float* di) {
+  const int64_t w = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
+  const int lane = threadIdx.x & 31;
+  if (w >= rows * Hq) return;  // the whole warp
+  const int64_t row = w / Hq;
+  const int h = int(w % Hq);
+  const int64_t at = row * Hq * D + int64_t(h) * D;
+  float s = 0.0f;
+  for (int d = lane; d < D; d += 32) s += load(dout, at + d) * load(out, at + d);
+  s = warp_sum(s);
+  if (lane == 0) di[((row / T) * Hq + h) * T + row % T] = s;
+}
+
+// dK and dV of one (sequence, kv head, tile of 64 keys), summed over the group's q heads and the
+// query tiles at or after the keys; a warp owns 16 keys. Transposed products, so that the keys
+// are the mma's M: S^T = K Q^T, P^T = exp(S^T scale - lse), dP^T = V dO^T,
+// dS^T = P^T (dP^T - D); dV += bf16(P^T) dO, dK += bf16(dS^T) Q (times scale at the end).
+template <int D, typename IoT>
+__global__ void __launch_bounds__(kThreads)
+    flash_mma_dkdv_kernel(const float* qkv, const IoT* dout, const float* lse, const float* di,
+                          int64_t T, int Hq, int Hkv, float scale, int64_t bg_count,
+                          float* dqkv) {
+  constexpr int kStride = D + kPad, kStrideT = kInnerTile + kPad;
+  constexpr int kDimSteps = D / 16, kQueryGroups = kInnerTile / 8, kOutGroups = D / 8;
+  extern __shared__ uint32_t flash_smem[];
+  uint16_t* Ks = reinterpret_cast<uint16_t*>(flash_smem);  // [kTile][kStride]
+  uint16_t* Vs = Ks + kTile * kStride;                       // [kTile][kStride]
+  uint16_t* Qs = Vs + kTile * kStride;                       // [kInnerTile][kStride]
+  uint16_t* dOs = Qs + kInnerTile * kStride;                 // [kInnerTile][kStride]
+  uint16_t* Qt = dOs + kInnerTile * kStride;                 // [D][kStrideT]
+  uint16_t* dOt = Qt + D * kStrideT;                         // [D][kStrideT]
+  float* lse_s = reinterpret_cast<float*>(dOt + D * kStrideT);  // [kInnerTile]
+  float* di_s = lse_s + kInnerTile;                              // [kInnerTile]
+  // The first key tiles (the most queries) are scheduled first.
+  const int64_t bg = blockIdx.x % bg_count, kt = blockIdx.x / bg_count;
+  const int64_t b = bg / Hkv;
+  const int g = int(bg % Hkv), group = Hq / Hkv;
+  const int64_t W = int64_t(Hq + 2 * Hkv) * D, out_width = int64_t(Hq) * D, k0 = kt * kTile;
+  const float* base = qkv + b * T * W;
+  const IoT* dbase = dout + b * T * out_width;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, quad_col = 2 * (lane & 3);
+  const int64_t warp_first_key = k0 + warp * kWarpRows;
+  const int64_t key_lo = warp_first_key + (lane >> 2), key_hi = key_lo + 8;
+
+  load_rows<D, kTile>(base + int64_t(Hq + g) * D, W, k0, T, Ks, kStride);
+  load_rows<D, kTile>(base + int64_t(Hq + Hkv + g) * D, W, k0, T, Vs, kStride);
+
+  float dk[kOutGroups][4], dv[kOutGroups][4];
+#pragma unroll
+  for (int n = 0; n < kOutGroups; ++n)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) dk[n][i] = dv[n][i] = 0.0f;
+
+  const int64_t num_query_tiles = (T + kInnerTile - 1) / kInnerTile;
+  for (int hh = 0; hh < group; ++hh) {
+    const int h = g * group + hh;
+    const float* lse_h = lse + (b * Hq + h) * T;
+    const float* di_h = di + (b * Hq + h) * T;
+    for (int64_t qt = k0 / kInnerTile; qt < num_query_tiles; ++qt) {
+      const int64_t q0 = qt * kInnerTile;
+      __syncthreads();  // the previous tile's Q, dO are no longer read (and K, V are loaded)
+      load_rows<D, kInnerTile>(base + int64_t(h) * D, W, q0, T, Qs, kStride);
+      load_rows_transposed<D, kInnerTile>(base + int64_t(h) * D, W, q0, T, Qt, kStrideT);
+      load_rows<D, kInnerTile>(dbase + int64_t(h) * D, out_width, q0, T, dOs, kStride);
+      load_rows_transposed<D, kInnerTile>(dbase + int64_t(h) * D, out_width, q0, T, dOt,
+                                          kStrideT);
+      for (int r = threadIdx.x; r < kInnerTile; r += kThreads) {
+        const int64_t q = q0 + r;
+        lse_s[r] = q < T ? lse_h[q] : 0.0f;
+        di_s[r] = q < T ? di_h[q] : 0.0f;
+      }
+      __syncthreads();
+      if (q0 + kInnerTile - 1 < warp_first_key) continue;  // every query precedes the warp's keys
+
+      float st[kQueryGroups][4], dpt[kQueryGroups][4];
+#pragma unroll
+      for (int j = 0; j < kQueryGroups; ++j)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) st[j][i] = dpt[j][i] = 0.0f;
+#pragma unroll
+      for (int kd = 0; kd < kDimSteps; ++kd) {
+        uint32_t ka[4], va[4];
+        load_a(ka, Ks, kStride, warp * kWarpRows, kd * 16);
+        load_a(va, Vs, kStride, warp * kWarpRows, kd * 16);
+#pragma unroll
+        for (int j = 0; j < kQueryGroups; ++j) {
+          uint32_t qb[2], ob[2];
+          load_b(qb, Qs, kStride, j * 8, kd * 16);
+          mma_m16n8k16_bf16(st[j], ka, qb, st[j]);
+          load_b(ob, dOs, kStride, j * 8, kd * 16);
+          mma_m16n8k16_bf16(dpt[j], va, ob, dpt[j]);
+        }
+      }
+      // P^T into st, dS^T into dpt; zero above the diagonal and past T.
+#pragma unroll
+      for (int j = 0; j < kQueryGroups; ++j)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const int c = j * 8 + quad_col + (i & 1);
+          const int64_t q = q0 + c, key = i < 2 ? key_lo : key_hi;
+          const float p = q < T && q >= key ? expf(st[j][i] * scale - lse_s[c]) : 0.0f;
+          st[j][i] = p;
+          dpt[j][i] = p * (dpt[j][i] - di_s[c]);
+        }
+      // The accumulators of query groups 2kq and 2kq+1 are the A fragment of queries
+      // [16 kq, 16 kq + 16).
+#pragma unroll
+      for (int kq = 0; kq < kInnerTile / 16; ++kq) {
+        const uint32_t pa[4] = {pack_bf16x2(st[2 * kq][0], st[2 * kq][1]),
+                                pack_bf16x2(st[2 * kq][2], st[2 * kq][3]),
+                                pack_bf16x2(st[2 * kq + 1][0], st[2 * kq + 1][1]),
+                                pack_bf16x2(st[2 * kq + 1][2], st[2 * kq + 1][3])};
+        const uint32_t dsa[4] = {pack_bf16x2(dpt[2 * kq][0], dpt[2 * kq][1]),
+                                 pack_bf16x2(dpt[2 * kq][2], dpt[2 * kq][3]),
+                                 pack_bf16x2(dpt[2 * kq + 1][0], dpt[2 * kq + 1][1]),
+                                 pack_bf16x2(dpt[2 * kq + 1][2], dpt[2 * kq + 1][3])};
+#pragma unroll
+        for (int n = 0; n < kOutGroups; ++n) {
+          uint32_t ob[2], qb[2];
+          load_b(ob, dOt, kStrideT, n * 8, kq * 16);
+          mma_m16n8k16_bf16(dv[n], pa, ob, dv[n]);
+          load_b(qb, Qt, kStrideT, n * 8, kq * 16);
+          mma_m16n8k16_bf16(dk[n], dsa, qb, dk[n]);
+        }
+      }
+    }
+  }
+
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int64_t key = r == 0 ? key_lo : key_hi;
+    if (key >= T) continue;
+    float* row = dqkv + (b * T + key) * W;
+#pragma unroll
+    for (int n = 0; n < kOutGroups; ++n) {
+      const int64_t col = n * 8 + quad_col;
+      row[int64_t(Hq + g) * D + col] = dk[n][2 * r] * scale;
+      row[int64_t(Hq + g) * D + col + 1] = dk[n][2 * r + 1] * scale;
+      row[int64_t(Hq + Hkv + g) * D + col] = dv[n][2 * r];
+      row[int64_t(Hq + Hkv + g) * D + col + 1] = dv[n][2 * r + 1];
+    }
+  }
+}
+
+// dQ of one (sequence, q head, tile of 64 queries) over the key tiles up to the diagonal; a
+// warp owns 16 queries. S = Q K^T and dP = dO V^T again, dS = P (dP - D), dQ += bf16(dS) K
+// (times scale at the end). No two blocks write one element: no atomics, a fixed order.
+template <int D, typename IoT>
+__global__ void __launch_bounds__(kThreads)
+    flash_mma_dq_kernel(const float* qkv, const IoT* dout, const float* lse, const float* di,
+                        int64_t T, int Hq, int Hkv, float scale, int64_t num_tiles,
+                        int64_t bh_count, float* dqkv) {
+  constexpr int kStride = D + kPad, kStrideT = kInnerTile + kPad;
+  constexpr int kDimSteps = D / 16, kKeyGroups = kInnerTile / 8, kOutGroups = D / 8;
+  extern __shared__ uint32_t flash_smem[];
+  uint16_t* Qs = reinterpret_cast<uint16_t*>(flash_smem);  // [kTile][kStride]
+  uint16_t* dOs = Qs + kTile * kStride;                      // [kTile][kStride]
+  uint16_t* Ks = dOs + kTile * kStride;                      // [kInnerTile][kStride]
+  uint16_t* Vs = Ks + kInnerTile * kStride;                  // [kInnerTile][kStride]
+  uint16_t* Kt = Vs + kInnerTile * kStride;                  // [D][kStrideT]
+  // The last query tiles (the most keys) are scheduled first.
+  const int64_t bh = blockIdx.x % bh_count, qt = num_tiles - 1 - blockIdx.x / bh_count;
+  const int64_t b = bh / Hq;
+  const int h = int(bh % Hq), g = h / (Hq / Hkv);
+  const int64_t W = int64_t(Hq + 2 * Hkv) * D, out_width = int64_t(Hq) * D, q0 = qt * kTile;
+  const float* base = qkv + b * T * W;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, quad_col = 2 * (lane & 3);
+  const int64_t row_lo = q0 + warp * kWarpRows + (lane >> 2), row_hi = row_lo + 8;
+  const int64_t warp_last_row = q0 + warp * kWarpRows + kWarpRows - 1;
+
+  load_rows<D, kTile>(base + int64_t(h) * D, W, q0, T, Qs, kStride);
+  load_rows<D, kTile>(dout + b * T * out_width + int64_t(h) * D, out_width, q0, T, dOs, kStride);
+  float lse_r[2], di_r[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int64_t row = r == 0 ? row_lo : row_hi;
+    lse_r[r] = row < T ? lse[(b * Hq + h) * T + row] : 0.0f;
+    di_r[r] = row < T ? di[(b * Hq + h) * T + row] : 0.0f;
+  }
+  float dq[kOutGroups][4];
+#pragma unroll
+  for (int n = 0; n < kOutGroups; ++n) dq[n][0] = dq[n][1] = dq[n][2] = dq[n][3] = 0.0f;
+
+  const int64_t last_key = (q0 + kTile < T ? q0 + kTile : T) - 1;
+  for (int64_t k0 = 0; k0 <= last_key; k0 += kInnerTile) {
+    __syncthreads();  // the previous tile's K, V are no longer read (and Q, dO are loaded)
+    load_rows<D, kInnerTile>(base + int64_t(Hq + g) * D, W, k0, T, Ks, kStride);
+    load_rows<D, kInnerTile>(base + int64_t(Hq + Hkv + g) * D, W, k0, T, Vs, kStride);
+    load_rows_transposed<D, kInnerTile>(base + int64_t(Hq + g) * D, W, k0, T, Kt, kStrideT);
+    __syncthreads();
+    if (k0 > warp_last_row) continue;  // every key follows the warp's queries
+
+    float s[kKeyGroups][4], dp[kKeyGroups][4];
+#pragma unroll
+    for (int j = 0; j < kKeyGroups; ++j)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) s[j][i] = dp[j][i] = 0.0f;
+#pragma unroll
+    for (int kd = 0; kd < kDimSteps; ++kd) {
+      uint32_t qa[4], oa[4];
+      load_a(qa, Qs, kStride, warp * kWarpRows, kd * 16);
+      load_a(oa, dOs, kStride, warp * kWarpRows, kd * 16);
+#pragma unroll
+      for (int j = 0; j < kKeyGroups; ++j) {
+        uint32_t kb[2], vb[2];
+        load_b(kb, Ks, kStride, j * 8, kd * 16);
+        mma_m16n8k16_bf16(s[j], qa, kb, s[j]);
+        load_b(vb, Vs, kStride, j * 8, kd * 16);
+        mma_m16n8k16_bf16(dp[j], oa, vb, dp[j]);
+      }
+    }
+    // dS into s; zero above the diagonal and past T.
+#pragma unroll
+    for (int j = 0; j < kKeyGroups; ++j)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int64_t key = k0 + j * 8 + quad_col + (i & 1);
+        const int64_t row = i < 2 ? row_lo : row_hi;
+        const int r = i >> 1;
+        const float p = key <= row && key < T ? expf(s[j][i] * scale - lse_r[r]) : 0.0f;
+        s[j][i] = p * (dp[j][i] - di_r[r]);
+      }
+#pragma unroll
+    for (int kk = 0; kk < kInnerTile / 16; ++kk) {
+      const uint32_t dsa[4] = {pack_bf16x2(s[2 * kk][0], s[2 * kk][1]),
+                               pack_bf16x2(s[2 * kk][2], s[2 * kk][3]),
+                               pack_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                               pack_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+#pragma unroll
+      for (int n = 0; n < kOutGroups; ++n) {
+        uint32_t kb[2];
+        load_b(kb, Kt, kStrideT, n * 8, kk * 16);
+        mma_m16n8k16_bf16(dq[n], dsa, kb, dq[n]);
+      }
+    }
+  }
+
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int64_t row = r == 0 ? row_lo : row_hi;
+    if (row >= T) continue;
+    float* out = dqkv + (b * T + row) * W + int64_t(h) * D + quad_col;
+#pragma unroll
+    for (int n = 0; n < kOutGroups; ++n) {
+      out[n * 8] = dq[n][2 * r] * scale;
+      out[n * 8 + 1] = dq[n][2 * r + 1] * scale;
+    }
+  }
+}
+
 // One warp: d = bf16(a) bf16(b) + c with a (16x16), b (16x8), c and d (16x8) row-major f32.
 __global__ void mma_tile_product_kernel(const float* a, const float* b, const float* c,
                                         float* d) {
@@ -288,6 +552,47 @@ void attention_flash_mma_forward(const float* qkv, int64_t batch, int64_t seq, i
              static_cast<bf16*>(out), lse);
     else
       fail("attention_forward: out must be f32 or bf16, got ", dtype_name(out_dtype));
+  });
+}
+
+size_t attention_flash_mma_backward_scratch_bytes(int64_t batch, int64_t seq, int64_t q_heads) {
+  return sizeof(float) * size_t(batch * q_heads * seq);
+}
+
+void attention_flash_mma_backward(const void* dout, const float* qkv, const void* out,
+                                  DType io_dtype, const float* lse, int64_t batch, int64_t seq,
+                                  int64_t q_heads, int64_t kv_heads, int64_t head_dim,
+                                  float* dqkv, void* scratch, cudaStream_t stream) {
+  const int64_t rows = batch * seq;
+  if (rows == 0) return;
+  float* di = static_cast<float*>(scratch);
+  const int64_t num_tiles = (seq + kTile - 1) / kTile, bh = batch * q_heads, bg = batch * kv_heads;
+  const float scale = 1.0f / sqrtf(float(head_dim));
+  const int64_t prep_blocks = grid_for(rows * q_heads * 32, kThreads, int64_t(1) << 30);
+  dispatch_head_dim(head_dim, [&](auto d) {
+    constexpr int D = decltype(d)::value;
+    const size_t dkdv_smem = 2 * size_t(2 * kTile * (D + kPad) + 2 * kInnerTile * (D + kPad) +
+                                        2 * D * (kInnerTile + kPad)) +
+                             2 * sizeof(float) * kInnerTile;
+    const size_t dq_smem = 2 * size_t(2 * kTile * (D + kPad) + 2 * kInnerTile * (D + kPad) +
+                                      D * (kInnerTile + kPad));
+    auto run = [&](auto* typed_dout, auto* typed_out) {
+      using IoT = std::remove_cv_t<std::remove_pointer_t<decltype(typed_dout)>>;
+      launch(flash_mma_backward_prep_kernel<IoT>, "flash_mma_backward_prep_kernel", prep_blocks,
+             0, stream, typed_dout, typed_out, rows, seq, int(q_heads), D, di);
+      launch(flash_mma_dkdv_kernel<D, IoT>, "flash_mma_dkdv_kernel", num_tiles * bg, dkdv_smem,
+             stream, qkv, typed_dout, lse, static_cast<const float*>(di), seq, int(q_heads),
+             int(kv_heads), scale, bg, dqkv);
+      launch(flash_mma_dq_kernel<D, IoT>, "flash_mma_dq_kernel", num_tiles * bh, dq_smem, stream,
+             qkv, typed_dout, lse, static_cast<const float*>(di), seq, int(q_heads),
+             int(kv_heads), scale, num_tiles, bh, dqkv);
+    };
+    if (io_dtype == DType::F32)
+      run(static_cast<const float*>(dout), static_cast<const float*>(out));
+    else if (io_dtype == DType::BF16)
+      run(static_cast<const bf16*>(dout), static_cast<const bf16*>(out));
+    else
+      fail("attention_backward: out must be f32 or bf16, got ", dtype_name(io_dtype));
   });
 }
 

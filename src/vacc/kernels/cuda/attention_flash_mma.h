@@ -20,6 +20,15 @@ void attention_flash_mma_forward(const float* qkv, int64_t batch, int64_t seq, i
                                  int64_t kv_heads, int64_t head_dim, void* out, DType out_dtype,
                                  float* lse, cudaStream_t stream);
 
+// Bytes of device scratch attention_flash_mma_backward needs (D_i = rowsum(dO * O)).
+size_t attention_flash_mma_backward_scratch_bytes(int64_t batch, int64_t seq, int64_t q_heads);
+// dout and out (B*T, Hq D) of io_dtype; lse (B, Hq, T); dqkv (B*T, (Hq + 2 Hkv) D) overwritten.
+// Deterministic: dK/dV and dQ by separate kernels, no atomics.
+void attention_flash_mma_backward(const void* dout, const float* qkv, const void* out,
+                                  DType io_dtype, const float* lse, int64_t batch, int64_t seq,
+                                  int64_t q_heads, int64_t kv_heads, int64_t head_dim,
+                                  float* dqkv, void* scratch, cudaStream_t stream);
+
 // One m16n8k16 tensor-core product on the device, through the same helper as the kernels:
 // d (16x8) = bf16(a) (16x16) bf16(b) (16x8) + c (16x8), all row-major f32 device arrays. For the
 // route's self-check and the tests.

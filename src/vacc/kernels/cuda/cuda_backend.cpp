@@ -305,7 +305,19 @@ class CudaBackend final : public Backend {
     expect_dtype(op, "lse", lse, DType::F32);
     expect_shape(op, "dqkv", dqkv, qkv.shape());
     expect_dtype(op, "dqkv", dqkv, DType::F32);
-    if (cuda::attention_route(ctx_, s.seq, s.head_dim, s.compute) == cuda::AttentionRoute::Gemm) {
+    const cuda::AttentionRoute route = cuda::attention_route(ctx_, s.seq, s.head_dim, s.compute);
+    if (route == cuda::AttentionRoute::FlashMma) {
+      const size_t bytes =
+          cuda::attention_flash_mma_backward_scratch_bytes(s.batch, s.seq, s.q_heads);
+      Tensor scratch = ctx_.scratch({int64_t((bytes + 3) / 4)}, DType::F32,
+                                    "attention backward scratch");
+      cuda::attention_flash_mma_backward(dout.data(), qkv.data_as<float>(), out.data(),
+                                         out.dtype(), lse.data_as<float>(), s.batch, s.seq,
+                                         s.q_heads, s.kv_heads, s.head_dim,
+                                         dqkv.data_as<float>(), scratch.data(), stream());
+      return;
+    }
+    if (route == cuda::AttentionRoute::Gemm) {
       cuda::attention_gemm_backward(ctx_, dout, qkv, out, lse, s.batch, s.seq, s.q_heads,
                                     s.kv_heads, s.head_dim, dqkv);
       return;
