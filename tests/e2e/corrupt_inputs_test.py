@@ -119,6 +119,12 @@ with tempfile.TemporaryDirectory() as tmp:
                  ["generate", "--model", good, "--tokenizer", os.path.join(tmp, "none"), "--prompt", "hi"],
                  ["none"])
     expect_error("model folder missing", eval_args(os.path.join(tmp, "nowhere")), ["nowhere"])
+    if not os.path.exists("/dev/nvidia0"):
+        # A GPU flavor without a GPU (or a vacc without the CUDA backend) says why.
+        expect_error("eval on a GPU flavor without a GPU", eval_args(good) + ["--flavor", "gpu-1"],
+                     ["gpu-1"])
+        expect_error("generate on a GPU flavor without a GPU",
+                     ["generate", "--model", good, "--prompt", "hi", "--flavor", "gpu-1"], ["gpu-1"])
 
 if failures:
     sys.exit(f"{len(failures)} case(s) failed: {failures}")

@@ -31,6 +31,12 @@ size_t device_memory_budget(const Flavor& flavor, int local_index);
 std::unique_ptr<Backend> make_device_backend(const Flavor& flavor, int local_index,
                                              size_t budget, int threads);
 
+// The backend of a one-device command (eval, generate) on `flavor`: its first GPU on a GPU
+// flavor (budget: the flavor's, else the GPU's memory); on a CPU flavor the whole CPU (every
+// core unless `threads` says otherwise, no budget: one process, not one of the flavor's ranks).
+// A GPU flavor that cannot run here is check_flavor_devices' error.
+std::unique_ptr<Backend> make_single_device_backend(const Flavor& flavor, int threads);
+
 // The communicator of a job's rank: NCCL for a GPU flavor of several devices (when built with
 // NCCL), else make_communicator() (MPI between ranks, or the single-rank one).
 std::unique_ptr<Communicator> make_job_communicator(const Flavor& flavor);

@@ -6,7 +6,9 @@
 #include <optional>
 
 #include "vacc/cli/commands.h"
+#include "vacc/cli/device_backend.h"
 #include "vacc/core/error.h"
+#include "vacc/launch/accelerator_state.h"
 #include "vacc/io/sft_dataset.h"
 #include "vacc/io/tokenizer.h"
 #include "vacc/runtime/evaluation.h"
@@ -16,13 +18,16 @@ namespace vacc::cli {
 namespace {
 
 struct EvalArgs {
-  std::string model, data, tokenizer, dtype = "f32";
+  std::string model, data, tokenizer, flavor, dtype = "f32";
   int64_t seq_len = 1024, batch = 4;
   bool json = false, pack = false;
   int threads = 0;
 };
 
 void run_eval(const EvalArgs& a) {
+  // Before anything is read: a GPU flavor that cannot run here is the one error.
+  const Flavor flavor = a.flavor.empty() ? current_flavor() : resolve_flavor(a.flavor);
+  check_flavor_devices(flavor);
   const ModelConfig config = load_hf_config(a.model);
   std::string tok_dir = a.tokenizer;
   if (tok_dir.empty() && std::filesystem::exists(std::filesystem::path(a.model) / "tokenizer.json"))
@@ -37,7 +42,7 @@ void run_eval(const EvalArgs& a) {
   if (config.eos_token_id >= 0 && !tokenizer) d.eos_id = int32_t(config.eos_token_id);
   SftDataset data(a.data, tokenizer ? &*tokenizer : nullptr, d);
 
-  auto backend = make_cpu_backend(DeviceAllocator::kUnlimited, a.threads);
+  auto backend = make_single_device_backend(flavor, a.threads);
   Transformer model(*backend, config, ModelShard::whole(config), parse_dtype(a.dtype), a.seq_len);
   load_hf_checkpoint(a.model, *backend, config, model.table(), model.parameters(), !a.json);
   model.parameters_changed();
@@ -72,6 +77,8 @@ void add_eval_command(CLI::App& app) {
   cmd->add_option("--dtype", args->dtype, "f32 or bf16")->capture_default_str();
   cmd->add_flag("--pack", args->pack, "Pack examples into sequences instead of padding each");
   cmd->add_flag("--json", args->json, "Print {\"loss\": L, \"tokens\": N}");
+  cmd->add_option("--flavor", args->flavor,
+                  "Accelerator whose first device runs the model (default: the current one)");
   cmd->add_option("--threads", args->threads, "CPU threads (0: all cores)");
   cmd->callback([args] { run_eval(*args); });
 }

@@ -4,7 +4,9 @@
 #include <string>
 
 #include "vacc/cli/commands.h"
+#include "vacc/cli/device_backend.h"
 #include "vacc/core/error.h"
+#include "vacc/launch/accelerator_state.h"
 #include "vacc/io/chat_template.h"
 #include "vacc/io/sft_example.h"
 #include "vacc/io/tokenizer.h"
@@ -15,7 +17,7 @@ namespace vacc::cli {
 namespace {
 
 struct GenerateArgs {
-  std::string model, prompt, tokenizer, dtype = "f32";
+  std::string model, prompt, tokenizer, flavor, dtype = "f32";
   bool chat = false, alpaca = false;
   int64_t max_new_tokens = 128;
   float temperature = 0.7f, top_p = 0.9f;
@@ -47,6 +49,9 @@ class TextStream {
 };
 
 void run_generate(const GenerateArgs& a) {
+  // Before anything is read: a GPU flavor that cannot run here is the one error.
+  const Flavor flavor = a.flavor.empty() ? current_flavor() : resolve_flavor(a.flavor);
+  check_flavor_devices(flavor);
   VACC_CHECK(!(a.chat && a.alpaca), "vacc generate: --chat and --alpaca exclude each other");
   const ModelConfig config = load_hf_config(a.model);
   const Tokenizer tokenizer = Tokenizer::load(a.tokenizer.empty() ? a.model : a.tokenizer);
@@ -59,7 +64,7 @@ void run_generate(const GenerateArgs& a) {
     VACC_CHECK(id < config.vocab_size, "the prompt's token ", id, " is outside the model's vocabulary of ",
                config.vocab_size, " (is the tokenizer the model's?)");
 
-  auto backend = make_cpu_backend(DeviceAllocator::kUnlimited, a.threads);
+  auto backend = make_single_device_backend(flavor, a.threads);
   const int64_t max_len =
       std::min<int64_t>(config.max_position_embeddings, int64_t(prompt.size()) + a.max_new_tokens);
   Transformer model(*backend, config, ModelShard::whole(config), parse_dtype(a.dtype), max_len);
@@ -97,6 +102,8 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--top-p", args->top_p, "Nucleus sampling mass")->capture_default_str();
   cmd->add_option("--seed", args->seed, "Sampling seed")->capture_default_str();
   cmd->add_option("--dtype", args->dtype, "f32 or bf16")->capture_default_str();
+  cmd->add_option("--flavor", args->flavor,
+                  "Accelerator whose first device runs the model (default: the current one)");
   cmd->add_option("--threads", args->threads, "CPU threads (0: all cores)");
   cmd->callback([args] { run_generate(*args); });
 }
