@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "vacc/cli/commands.h"
+#include "vacc/cli/device_backend.h"
 #include "vacc/cli/profile_store.h"
 #include "vacc/cli/rank_launch.h"
 #include "vacc/comm/communicator.h"
@@ -82,7 +83,7 @@ void fit_and_store(const ProfileArgs& a, const Flavor& flavor, int ranks, int th
   // CPU ranks progress MPI's non-blocking collectives only while they poll, between kernels:
   // their gradient reduction does not hide behind backward (as DeviceProfile::cpu says).
   p.overlaps_communication = !flavor.is_cpu();
-  const size_t budget = flavor.memory_budget_bytes_per_device();
+  const size_t budget = device_memory_budget(flavor, 0);  // a GPU's memory, when none is given
   p.memory_bytes = double(budget == DeviceAllocator::kUnlimited ? host_memory_bytes() : budget);
   p.memory_bandwidth = sum_bytes_per_second(dev.kernels, {"stream_add"});
   p.elementwise_bandwidth = sum_bytes_per_second(
@@ -221,8 +222,10 @@ void fit_and_store(const ProfileArgs& a, const Flavor& flavor, int ranks, int th
   MeasuredProfile::from_json(doc, path);
   save_measured_profile(path, doc);
 
-  std::printf("\nProfile of %s: %d device(s) measured at once, %d thread(s) each, %s, %.1f s\n",
-              flavor.name.c_str(), ranks, threads, a.quick ? "quick" : "full", elapsed_s);
+  std::printf("\nProfile of %s: %d device(s) measured at once, %s, %s, %.1f s\n",
+              flavor.name.c_str(), ranks,
+              threads > 0 ? strprintf("%d thread(s) each", threads).c_str() : "one GPU each",
+              a.quick ? "quick" : "full", elapsed_s);
   std::printf("  matrix products (%s): peak %.1f GFLOP/s per device, half of it at %.3g "
               "multiply-adds (%.0f^3); fit within %.1f%% rms\n",
               dtype_name(dtype).c_str(), ef.peak_flops / 1e9, p.half_work,
@@ -248,20 +251,27 @@ void fit_and_store(const ProfileArgs& a, const Flavor& flavor, int ranks, int th
 
 void profile_on_rank(const ProfileArgs& a, const Flavor& flavor, DType dtype, Communicator& comm) {
   const bool rank0 = comm.rank() == 0;
+  const bool gpu = !flavor.is_cpu();
   const int cores = int(std::max(1u, std::thread::hardware_concurrency()));
-  const int threads = a.threads > 0 ? a.threads
+  const int threads = gpu ? 0
+                      : a.threads > 0 ? a.threads
                       : comm.size() > 1 ? default_threads_per_rank(cores)
                                         : cores;
-  auto backend = make_cpu_backend(DeviceAllocator::kUnlimited, threads);
+  // The whole device (no budget): the largest shapes need a few GiB.
+  auto backend = make_device_backend(flavor, local_rank(comm, flavor), DeviceAllocator::kUnlimited,
+                                     threads);
+  connect_streams(comm, *backend);
   ProfileMeasureOptions o;
   o.dtype = dtype;
   o.quick = a.quick;
+  o.gpu = gpu;
   o.progress = [&](const std::string& line) {
     if (rank0) log_info(line);
   };
-  log_info(strprintf("Profiling %s: %d device(s) at once, %d thread(s) each, %s matrix products%s",
-               flavor.name.c_str(), comm.size(), threads, dtype_name(dtype).c_str(),
-               a.quick ? " (quick)" : ""));
+  log_info(strprintf("Profiling %s: %d device(s) at once, %s, %s matrix products%s",
+               flavor.name.c_str(), comm.size(),
+               gpu ? backend->name().c_str() : strprintf("%d thread(s) each", threads).c_str(),
+               dtype_name(dtype).c_str(), a.quick ? " (quick)" : ""));
   const double load = load_average();
   if (rank0 && load > cores)
     log_warn(strprintf("this machine is busy (load average %.1f on %d cores): other work shares the "
@@ -281,11 +291,7 @@ void run_profile(const ProfileArgs& a) {
   VACC_CHECK(a.dtype == "f32" || a.dtype == "bf16", "--dtype must be f32 or bf16; got ", a.dtype);
   VACC_CHECK(a.comm_timeout_s > 0, "--comm-timeout must be positive");
   const Flavor flavor = a.flavor.empty() ? current_flavor() : resolve_flavor(a.flavor);
-  VACC_CHECK(flavor.is_cpu(), "vacc profile: the accelerator ", flavor.name, " has ",
-             flavor.device_model,
-             " devices; this version measures CPU devices only. A profile for ",
-             flavor.device_model, " can be written by hand to ", measured_profile_path(flavor),
-             " (docs/PLANNER.md, \"Measured profiles\")");
+  check_flavor_devices(flavor);
   const DType dtype = parse_dtype(a.dtype);
   run_on_every_rank(flavor, a.comm_timeout_s, "vacc profile",
                     [&](Communicator& comm) { profile_on_rank(a, flavor, dtype, comm); });

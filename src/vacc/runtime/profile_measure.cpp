@@ -61,20 +61,32 @@ double device_time(Communicator& comm, double min_seconds, double rep_seconds,
 
 struct Shapes {
   std::vector<std::array<int64_t, 3>> matmul;
-  int64_t stream = 0, rows = 0, hidden = 0, ffn = 0, adam = 0;
+  int64_t stream = 0, rows = 0, hidden = 0, ffn = 0, adam = 0, vocab = 0;
   AttentionShape attention;
   double min_seconds = 0, rep_seconds = 0;
 };
 
 Shapes shapes_for(const ProfileMeasureOptions& o) {
   Shapes s;
-  if (o.quick) {
+  if (o.gpu) {
+    // A micro-batch of 1024-8192 tokens through a 0.5B model's widths (896, 1152 = qkv, 4864,
+    // 9728 = gate_up), and squares up to the size that reaches a GPU's peak.
+    for (int64_t m : o.quick ? std::vector<int64_t>{8192} : std::vector<int64_t>{1024, 4096, 8192})
+      for (auto [n, k] : {std::pair<int64_t, int64_t>{896, 896}, {1152, 896}, {9728, 896},
+                          {896, 4864}, {4096, 4096}, {8192, 8192}})
+        s.matmul.push_back({m, n, k});
+    for (int64_t e : {256, 1024, 2048}) s.matmul.push_back({e, e, e});
+    s.stream = int64_t(256) << 20;  // 1 GiB per buffer
+    s.rows = 8192, s.hidden = 896, s.ffn = 4864, s.adam = int64_t(256) << 20, s.vocab = 151936;
+    s.attention = {8, 1024, 14, 2, 64};
+    s.min_seconds = o.quick ? 0.05 : 0.3, s.rep_seconds = 0.01;
+  } else if (o.quick) {
     for (int64_t m : {256, 1024})
       for (auto [n, k] : {std::pair<int64_t, int64_t>{512, 512}, {1024, 1024}, {2048, 2048}})
         s.matmul.push_back({m, n, k});
     s.matmul.push_back({128, 128, 128});
     s.stream = int64_t(8) << 20;  // floats: 32 MiB per buffer
-    s.rows = 1024, s.hidden = 1024, s.ffn = 2816, s.adam = int64_t(4) << 20;
+    s.rows = 1024, s.hidden = 1024, s.ffn = 2816, s.adam = int64_t(4) << 20, s.vocab = 2048;
     s.attention = {1, 512, 8, 8, 64};
     s.min_seconds = 0.05, s.rep_seconds = 0.01;
   } else {
@@ -89,7 +101,7 @@ Shapes shapes_for(const ProfileMeasureOptions& o) {
       for (auto [n, k] : {std::pair<int64_t, int64_t>{256, 64}, {64, 256}, {512, 128}, {256, 704}})
         s.matmul.push_back({m, n, k});
     s.stream = int64_t(32) << 20;  // 128 MiB per buffer
-    s.rows = 2048, s.hidden = 1024, s.ffn = 2816, s.adam = int64_t(16) << 20;
+    s.rows = 2048, s.hidden = 1024, s.ffn = 2816, s.adam = int64_t(16) << 20, s.vocab = 8192;
     s.attention = {1, 1024, 8, 8, 64};
     s.min_seconds = 0.5, s.rep_seconds = 0.04;
   }
@@ -206,7 +218,8 @@ DeviceMeasurements measure_device(Backend& be, Communicator& comm, const Profile
     });
   }
   {
-    const AttentionShape a = s.attention;
+    AttentionShape a = s.attention;
+    a.compute = o.dtype;  // the route training in this precision takes (a GPU's bf16 one)
     const int64_t T = a.batch * a.seq;
     Tensor qkv = be.empty({T, a.qkv_width()}, DType::F32, B, "qkv");
     Tensor att = be.empty({T, a.q_heads * a.head_dim}, DType::F32, B, "att");
@@ -228,7 +241,7 @@ DeviceMeasurements measure_device(Backend& be, Communicator& comm, const Profile
   }
   {
     // The training path's output head: logits, loss, dx and dweight in one fused call.
-    const int64_t N = s.rows / 2, V = o.quick ? 2048 : 8192, C = s.hidden;
+    const int64_t N = s.rows / 2, V = s.vocab, C = s.hidden;
     Tensor x = be.empty({N, C}, o.dtype, B, "classifier x");
     Tensor w = be.empty({V, C}, o.dtype, B, "classifier weight");
     Tensor labels = be.empty({N}, DType::I32, B, "classifier labels");

@@ -17,6 +17,10 @@ namespace vacc {
 struct ProfileMeasureOptions {
   DType dtype = DType::F32;  // of the matrix products
   bool quick = false;        // fewer shapes and sizes, shorter repetitions
+  // GPU-sized shapes: products up to 8192 on a side, a Qwen2.5-0.5B layer's kernels and its
+  // 151936-row vocabulary (a CPU's shapes are too small to fill a GPU, so its fit would
+  // extrapolate from launch overhead).
+  bool gpu = false;
   // Progress, one line per measurement (called on every rank; the caller logs rank 0's).
   std::function<void(const std::string&)> progress;
 };
