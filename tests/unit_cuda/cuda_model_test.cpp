@@ -36,6 +36,13 @@ std::vector<Case> cases() {
                                                             .ffn = 72, .layers = 2, .heads = 4,
                                                             .kv_heads = 4, .head_dim = 16,
                                                             .tied = false, .bias = false})});
+  // head_dim 64: bf16 training takes the tensor-core flash kernels (attention_route), so the
+  // whole pass runs through them here, not only the op tests.
+  out.push_back({"tied, GQA 2, head_dim 64", test_model_config({.vocab = 61, .hidden = 128,
+                                                                .ffn = 96, .layers = 1,
+                                                                .heads = 2, .kv_heads = 1,
+                                                                .head_dim = 64, .tied = true,
+                                                                .bias = true})});
   for (Case& c : out) {
     c.config.initializer_range = 0.1;  // peaked enough to matter
     c.config.max_position_embeddings = 64;

@@ -64,9 +64,18 @@ bool tensor_core_mma_self_check(CudaContext& ctx) {
   ctx.upload(a.data(), da, a.size() * sizeof(float));
   ctx.upload(b.data(), db, b.size() * sizeof(float));
   ctx.upload(c.data(), dc, c.size() * sizeof(float));
-  mma_bf16_tile_product(da, db, dc, dd, ctx.stream());
-  ctx.download(dd, got.data(), got.size() * sizeof(float));
   int wrong = 0;
+  try {
+    mma_bf16_tile_product(da, db, dc, dd, ctx.stream());
+    ctx.download(dd, got.data(), got.size() * sizeof(float));
+  } catch (const Error& e) {
+    // E.g. no kernel image for this GPU's architecture: a clean error the device survives
+    // (an illegal instruction would not be, and rethrows from the next call anyway).
+    log_warn(std::string("attention: the tensor-core self-check could not run (") + e.what() +
+             "); bf16 attention uses the cuBLASLt route instead");
+    state.store(2);
+    return false;
+  }
   for (size_t i = 0; i < want.size(); ++i) wrong += got[i] != want[i];
   if (wrong) {
     log_warn("attention: the tensor-core product (mma.m16n8k16 bf16) gave " +
