@@ -75,19 +75,27 @@ TEST(CudaKernelsSim, ConvertFillAddScaleAreExact) {
                             -std::numeric_limits<float>::quiet_NaN(),
                             std::numeric_limits<float>::denorm_min()};
   std::copy(std::begin(specials), std::end(specials), v.begin());
-  std::vector<bf16> b(v.size());
-  cuda::convert(v.data(), DType::F32, b.data(), DType::BF16, int64_t(v.size()), kStream);
-  size_t bad = 0;
-  for (size_t i = 0; i < v.size(); ++i) bad += b[i].bits != float_to_bf16(v[i]).bits;
-  EXPECT_EQ(bad, 0u) << "f32 -> bf16";
-  std::vector<float> back(v.size());
-  cuda::convert(b.data(), DType::BF16, back.data(), DType::F32, int64_t(v.size()), kStream);
-  bad = 0;
-  for (size_t i = 0; i < v.size(); ++i) {
-    const float want = bf16_to_float(b[i]);
-    bad += std::memcmp(&want, &back[i], 4) != 0;
-  }
-  EXPECT_EQ(bad, 0u) << "bf16 -> f32";
+  // Whole groups of four at an aligned start take the vectorised kernels; the others, the
+  // element-by-element ones. Both must round exactly as float_to_bf16.
+  for (size_t first : {size_t(0), size_t(1)})
+    for (size_t n : {size_t(3000), size_t(2999)}) {
+      const std::string what = "first " + std::to_string(first) + ", n " + std::to_string(n);
+      std::vector<bf16> b(n + 1);
+      cuda::convert(v.data() + first, DType::F32, b.data() + first, DType::BF16, int64_t(n),
+                    kStream);
+      size_t bad = 0;
+      for (size_t i = first; i < first + n; ++i) bad += b[i].bits != float_to_bf16(v[i]).bits;
+      EXPECT_EQ(bad, 0u) << "f32 -> bf16, " << what;
+      std::vector<float> back(n + 1);
+      cuda::convert(b.data() + first, DType::BF16, back.data() + first, DType::F32, int64_t(n),
+                    kStream);
+      bad = 0;
+      for (size_t i = first; i < first + n; ++i) {
+        const float want = bf16_to_float(b[i]);
+        bad += std::memcmp(&want, &back[i], 4) != 0;
+      }
+      EXPECT_EQ(bad, 0u) << "bf16 -> f32, " << what;
+    }
 
   std::vector<int32_t> ids(77, 0);
   cuda::fill(ids.data(), DType::I32, 5.0f, 77, kStream);
@@ -98,8 +106,11 @@ TEST(CudaKernelsSim, ConvertFillAddScaleAreExact) {
 
   auto a = random_vector(1000, 2), c = random_vector(1000, 3);
   std::vector<float> sum(1000);
-  cuda::add(a.data(), c.data(), sum.data(), 1000, kStream);
-  for (size_t i = 0; i < 1000; ++i) ASSERT_EQ(sum[i], a[i] + c[i]);
+  for (int64_t n : {int64_t(1000), int64_t(999)}) {  // vectorised, then element by element
+    std::fill(sum.begin(), sum.end(), 0.0f);
+    cuda::add(a.data(), c.data(), sum.data(), n, kStream);
+    for (int64_t i = 0; i < n; ++i) ASSERT_EQ(sum[size_t(i)], a[size_t(i)] + c[size_t(i)]) << n;
+  }
   cuda::scale(a.data(), -1.5f, 1000, kStream);
   EXPECT_EQ(a[17], c[17] * 0.0f + random_vector(1000, 2)[17] * -1.5f);
 }
@@ -114,12 +125,15 @@ TEST(CudaKernelsSim, SumOfSquaresAndBiasBackward) {
     cuda::sum_of_squares(x.data(), n, &acc, partials.data(), kStream);
     EXPECT_NEAR(acc, want, 1e-6 * want) << "n=" << n;
   }
-  const int64_t M = 70, N = 45;
-  auto dy = random_vector(size_t(M * N), 5);
-  auto g = random_vector(size_t(N), 6), c = g;
-  cuda::bias_backward(dy.data(), g.data(), M, N, kStream);
-  cpu::bias_backward(dy.data(), c.data(), M, N);
-  expect_close(g, c, 1e-5, 1e-6 * double(M), "bias_backward");
+  for (int64_t M : {int64_t(70), int64_t(1100)}) {  // one chunk of rows; three, the last short
+    const int64_t N = 45;
+    auto dy = random_vector(size_t(M * N), 5);
+    auto g = random_vector(size_t(N), 6), c = g;
+    std::vector<float> partials(size_t(cuda::column_sum_chunks(M) * N));
+    cuda::column_sums(dy.data(), nullptr, nullptr, M, N, partials.data(), g.data(), kStream);
+    cpu::bias_backward(dy.data(), c.data(), M, N);
+    expect_close(g, c, 1e-5, 1e-6 * double(M), "bias_backward M=" + std::to_string(M));
+  }
 }
 
 TEST(CudaKernelsSim, MatmulFallbackMatchesCpu) {
@@ -183,11 +197,12 @@ TEST(CudaKernelsSim, EmbeddingRmsnormRopeSwiglu) {
     std::vector<float> rstd(static_cast<size_t>(N)), y(size_t(N * C));
     cpu::rmsnorm_forward(x.data(), w.data(), 1e-6f, N, C, y.data(), DType::F32, rstd.data());
     auto dout = random_vector(size_t(N * C), 17);
+    std::vector<float> partials(size_t(cuda::column_sum_chunks(N) * C));
     for (bool acc : {false, true}) {
       auto gdx = random_vector(size_t(N * C), 18), cdx = gdx;
       auto gdw = random_vector(size_t(C), 19), cdw = gdw;
       cuda::rmsnorm_backward(dout.data(), x.data(), w.data(), rstd.data(), N, C, gdx.data(), acc,
-                             gdw.data(), kStream);
+                             gdw.data(), partials.data(), kStream);
       cpu::rmsnorm_backward(dout.data(), x.data(), w.data(), rstd.data(), N, C, cdx.data(), acc,
                             cdw.data());
       expect_close(gdx, cdx, 1e-4, 1e-5 * max_abs(cdx), "rmsnorm dx");
@@ -197,7 +212,7 @@ TEST(CudaKernelsSim, EmbeddingRmsnormRopeSwiglu) {
     auto inplace = dout, cdx = dout;
     std::vector<float> gdw(size_t(C), 0.0f), cdw(size_t(C), 0.0f);
     cuda::rmsnorm_backward(inplace.data(), x.data(), w.data(), rstd.data(), N, C, inplace.data(),
-                           false, gdw.data(), kStream);
+                           false, gdw.data(), partials.data(), kStream);
     cpu::rmsnorm_backward(dout.data(), x.data(), w.data(), rstd.data(), N, C, cdx.data(), false,
                           cdw.data());
     expect_close(inplace, cdx, 1e-4, 1e-5 * max_abs(cdx), "rmsnorm dx in place of dout");
@@ -224,19 +239,21 @@ TEST(CudaKernelsSim, EmbeddingRmsnormRopeSwiglu) {
     EXPECT_EQ(err.b, 4);
     EXPECT_EQ(err.c, P);
   }
-  {  // swiglu
-    const int64_t N = 5, F = 300;
+  for (int64_t F : {int64_t(300), int64_t(301)}) {  // swiglu: groups of 4 columns, then single
+    const int64_t N = 5;
     auto gu = random_vector(size_t(N * 2 * F), 24, -6.0f, 6.0f), dout = random_vector(size_t(N * F), 25);
     for (DType dt : {DType::F32, DType::BF16}) {
       Out g(dt, size_t(N * F)), c(dt, size_t(N * F));
       cuda::swiglu_forward(gu.data(), N, F, g.data(), dt, kStream);
       cpu::swiglu_forward(gu.data(), N, F, c.data(), dt);
       const double rtol = dt == DType::F32 ? 1e-5 : kBf16Step + 1e-5;
-      expect_close(g.values(), c.values(), rtol, 1e-7, "swiglu_forward " + dtype_name(dt));
+      expect_close(g.values(), c.values(), rtol, 1e-7,
+                   "swiglu_forward F=" + std::to_string(F) + " " + dtype_name(dt));
       Out gd(dt, size_t(N * 2 * F)), cd(dt, size_t(N * 2 * F));
       cuda::swiglu_backward(dout.data(), gu.data(), N, F, gd.data(), dt, kStream);
       cpu::swiglu_backward(dout.data(), gu.data(), N, F, cd.data(), dt);
-      expect_close(gd.values(), cd.values(), rtol, 1e-6, "swiglu_backward " + dtype_name(dt));
+      expect_close(gd.values(), cd.values(), rtol, 1e-6,
+                   "swiglu_backward F=" + std::to_string(F) + " " + dtype_name(dt));
     }
   }
 }

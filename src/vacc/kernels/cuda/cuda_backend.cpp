@@ -127,8 +127,9 @@ class CudaBackend final : public Backend {
     expect_dtype("bias_backward", "dy", dy, DType::F32);
     expect_shape("bias_backward", "dbias", dbias, {dy.size(1)});
     expect_dtype("bias_backward", "dbias", dbias, DType::F32);
-    cuda::bias_backward(dy.data_as<float>(), dbias.data_as<float>(), dy.size(0), dy.size(1),
-                        stream());
+    Tensor partials = column_partials(dy.size(0), dy.size(1));
+    cuda::column_sums(dy.data_as<float>(), nullptr, nullptr, dy.size(0), dy.size(1),
+                      partials.data_as<float>(), dbias.data_as<float>(), stream());
   }
 
   void embedding_forward(const Tensor& ids, const Tensor& table, int64_t vocab_start,
@@ -201,9 +202,11 @@ class CudaBackend final : public Backend {
     expect_dtype(op, "dweight", dweight, DType::F32);
     expect_shape(op, "rstd", rstd, {x.size(0)});
     expect_dtype(op, "rstd", rstd, DType::F32);
+    Tensor partials = column_partials(x.size(0), x.size(1));
     cuda::rmsnorm_backward(dout.data_as<float>(), x.data_as<float>(), weight.data_as<float>(),
                            rstd.data_as<float>(), x.size(0), x.size(1), dx.data_as<float>(),
-                           accumulate_dx, dweight.data_as<float>(), stream());
+                           accumulate_dx, dweight.data_as<float>(), partials.data_as<float>(),
+                           stream());
   }
 
   void rope(Tensor& x, const Tensor& positions, const Tensor& cos, const Tensor& sin,
@@ -506,6 +509,13 @@ class CudaBackend final : public Backend {
                s.kv_heads, ")");
     VACC_CHECK(s.head_dim <= cuda::kMaxHeadDim, "attention: head_dim ", s.head_dim,
                " is not supported by the CUDA kernels (at most ", cuda::kMaxHeadDim, ")");
+  }
+
+  // Scratch for the column sums of an (M, N) matrix (cuda::column_sums). Freed when the op
+  // returns; the stream keeps the order, and the caching allocator hands the same block back.
+  Tensor column_partials(int64_t M, int64_t N) {
+    return ctx_.scratch({std::max<int64_t>(1, cuda::column_sum_chunks(M) * N)}, DType::F32,
+                        "column-sum partials");
   }
 
   void check_adamw(const char* op, const Tensor& param, const Tensor& grad, const Tensor& m,

@@ -31,8 +31,12 @@ void scale(float* x, float s, int64_t n, cudaStream_t stream);
 // scratch of at least kSumPartials doubles.
 constexpr int kSumPartials = 1024;
 void sum_of_squares(const float* x, int64_t n, float* acc, double* partials, cudaStream_t stream);
-// dbias (N) += column sums of dy (M, N), each column summed in a fixed order.
-void bias_backward(const float* dy, float* dbias, int64_t M, int64_t N, cudaStream_t stream);
+// out (N) += column sums of a (M, N), times b (M, N) and row_scale (M) where given: bias_backward
+// (a = dy) and RMSNorm's weight gradient (dout * x * rstd). Each column is summed in a fixed
+// order, by chunks of rows: `partials` is device scratch of column_sum_chunks(M) * N floats.
+int64_t column_sum_chunks(int64_t M);
+void column_sums(const float* a, const float* b, const float* row_scale, int64_t M, int64_t N,
+                 float* partials, float* out, cudaStream_t stream);
 // out (M, N) += bias (N) broadcast over rows; out f32 or bf16.
 void add_bias_rows(void* out, DType out_dtype, const float* bias, int64_t M, int64_t N,
                    cudaStream_t stream);
@@ -51,9 +55,10 @@ void embedding_backward(const int32_t* ids, const float* dout, int64_t vocab_sta
 // ---- rmsnorm.cu ----
 void rmsnorm_forward(const float* x, const float* weight, float eps, int64_t n, int64_t c,
                      void* out, DType out_dtype, float* rstd, cudaStream_t stream);
+// `partials`: scratch of column_sum_chunks(n) * c floats (the weight gradient's column sums).
 void rmsnorm_backward(const float* dout, const float* x, const float* weight, const float* rstd,
                       int64_t n, int64_t c, float* dx, bool accumulate_dx, float* dweight,
-                      cudaStream_t stream);
+                      float* partials, cudaStream_t stream);
 
 // ---- rope.cu ----
 // Positions outside [0, max_positions) leave their row unchanged and set kRopePositionOutOfRange.

@@ -67,6 +67,33 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
   return m;
 }
 
+// Four consecutive elements, for the vectorised (16-byte f32, 8-byte bf16) paths of the
+// element-wise kernels: element k of group i is element 4i + k, converted exactly as load/store.
+struct Vec4 {
+  float x, y, z, w;
+};
+__device__ __forceinline__ Vec4 load4(const float* p, int64_t i) {
+  const float4 q = reinterpret_cast<const float4*>(p)[i];
+  return {q.x, q.y, q.z, q.w};
+}
+__device__ __forceinline__ Vec4 load4(const bf16* p, int64_t i) {
+  const uint2 q = reinterpret_cast<const uint2*>(p)[i];
+  return {__uint_as_float(q.x << 16), __uint_as_float(q.x & 0xffff0000u),
+          __uint_as_float(q.y << 16), __uint_as_float(q.y & 0xffff0000u)};
+}
+__device__ __forceinline__ void store4(float* p, int64_t i, Vec4 v) {
+  reinterpret_cast<float4*>(p)[i] = float4{v.x, v.y, v.z, v.w};
+}
+__device__ __forceinline__ void store4(bf16* p, int64_t i, Vec4 v) {
+  reinterpret_cast<uint2*>(p)[i] =
+      uint2{uint32_t(to_bf16(v.x).bits) | uint32_t(to_bf16(v.y).bits) << 16,
+            uint32_t(to_bf16(v.z).bits) | uint32_t(to_bf16(v.w).bits) << 16};
+}
+// Whether a host pointer to elements of `elem_size` bytes can be read four at a time.
+inline bool vec4_aligned(const void* p, size_t elem_size) {
+  return reinterpret_cast<uintptr_t>(p) % (4 * elem_size) == 0;
+}
+
 inline unsigned grid_for(int64_t n, int threads, int64_t max_blocks = int64_t(1) << 20) {
   int64_t blocks = (n + threads - 1) / threads;
   if (blocks < 1) blocks = 1;

@@ -19,6 +19,12 @@ __global__ void convert_kernel(const S* src, D* dst, int64_t n) {
   for (int64_t i = first_index(); i < n; i += grid_stride()) store(dst, i, load(src, i));
 }
 
+// n4 groups of four elements (16-byte f32 / 8-byte bf16 accesses: fewer, wider memory requests).
+template <typename S, typename D>
+__global__ void convert4_kernel(const S* src, D* dst, int64_t n4) {
+  for (int64_t i = first_index(); i < n4; i += grid_stride()) store4(dst, i, load4(src, i));
+}
+
 template <typename T>
 __global__ void fill_kernel(T* dst, float value, int64_t n) {
   for (int64_t i = first_index(); i < n; i += grid_stride()) store(dst, i, value);
@@ -30,6 +36,13 @@ __global__ void fill_i32_kernel(int32_t* dst, int32_t value, int64_t n) {
 
 __global__ void add_kernel(const float* a, const float* b, float* out, int64_t n) {
   for (int64_t i = first_index(); i < n; i += grid_stride()) out[i] = a[i] + b[i];
+}
+
+__global__ void add4_kernel(const float* a, const float* b, float* out, int64_t n4) {
+  for (int64_t i = first_index(); i < n4; i += grid_stride()) {
+    const Vec4 x = load4(a, i), y = load4(b, i);
+    store4(out, i, Vec4{x.x + y.x, x.y + y.y, x.z + y.z, x.w + y.w});
+  }
 }
 
 __global__ void scale_kernel(float* x, float s, int64_t n) {
@@ -54,21 +67,43 @@ __global__ void sum_partials_kernel(const double* partials, int count, float* ac
   if (threadIdx.x == 0) acc[0] += float(s);
 }
 
-// Column sums: block (32, 32) owns 32 columns; thread (x, y) sums rows y, y + 32, ... of
-// column x, then the 32 partial sums of a column are added in order of y.
-__global__ void bias_backward_kernel(const float* dy, float* dbias, int64_t M, int64_t N) {
+// Column sums out[col] += sum_i a[i, col] (* b[i, col]) (* row_scale[i]) in two launches:
+//   1. a (32 columns x 32 row lanes) block per 32 columns and chunk of rows writes its chunk's
+//      sums to partials (chunks, N); thread (x, y) sums rows y, y + 32, ... of the chunk;
+//   2. one thread per column adds its chunks' partials in order.
+// One block per 32 columns alone (896 columns: 28 blocks) left most of a GPU idle; the chunks
+// give every SM work, and the fixed order keeps the result the same from run to run.
+__global__ void column_partials_kernel(const float* a, const float* b, const float* row_scale,
+                                       int64_t M, int64_t N, int64_t rows_per_chunk,
+                                       float* partials) {
   __shared__ float part[32][33];
   const int64_t col = int64_t(blockIdx.x) * 32 + threadIdx.x;
+  const int64_t begin = int64_t(blockIdx.y) * rows_per_chunk;
+  const int64_t end = begin + rows_per_chunk < M ? begin + rows_per_chunk : M;
   float s = 0.0f;
   if (col < N)
-    for (int64_t i = threadIdx.y; i < M; i += 32) s += dy[i * N + col];
+    for (int64_t i = begin + threadIdx.y; i < end; i += 32) {
+      float t = a[i * N + col];
+      if (b) t *= b[i * N + col];
+      if (row_scale) t *= row_scale[i];
+      s += t;
+    }
   part[threadIdx.y][threadIdx.x] = s;
   __syncthreads();
   if (threadIdx.y == 0 && col < N) {
     float total = 0.0f;
     for (int y = 0; y < 32; ++y) total += part[y][threadIdx.x];
-    dbias[col] += total;
+    partials[int64_t(blockIdx.y) * N + col] = total;
   }
+}
+
+__global__ void add_column_partials_kernel(const float* partials, int64_t chunks, int64_t N,
+                                           float* out) {
+  const int64_t col = first_index();
+  if (col >= N) return;
+  float s = 0.0f;
+  for (int64_t c = 0; c < chunks; ++c) s += partials[c * N + col];
+  out[col] += s;
 }
 
 template <typename T>
@@ -104,8 +139,12 @@ void convert(const void* src, DType src_dtype, void* dst, DType dst_dtype, int64
     using S = std::remove_pointer_t<decltype(s_tag)>;
     dispatch(dst_dtype, [&](auto d_tag) {
       using D = std::remove_pointer_t<decltype(d_tag)>;
-      convert_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(static_cast<const S*>(src),
-                                                                     static_cast<D*>(dst), n);
+      if (n % 4 == 0 && vec4_aligned(src, sizeof(S)) && vec4_aligned(dst, sizeof(D)))
+        convert4_kernel<<<grid_for(n / 4, kThreads), kThreads, 0, stream>>>(
+            static_cast<const S*>(src), static_cast<D*>(dst), n / 4);
+      else
+        convert_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(
+            static_cast<const S*>(src), static_cast<D*>(dst), n);
     });
   });
   VACC_CUDA_CHECK_LAUNCH("convert_kernel");
@@ -127,7 +166,10 @@ void fill(void* dst, DType dtype, float value, int64_t n, cudaStream_t stream) {
 
 void add(const float* a, const float* b, float* out, int64_t n, cudaStream_t stream) {
   if (n == 0) return;
-  add_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(a, b, out, n);
+  if (n % 4 == 0 && vec4_aligned(a, 4) && vec4_aligned(b, 4) && vec4_aligned(out, 4))
+    add4_kernel<<<grid_for(n / 4, kThreads), kThreads, 0, stream>>>(a, b, out, n / 4);
+  else
+    add_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(a, b, out, n);
   VACC_CUDA_CHECK_LAUNCH("add_kernel");
 }
 
@@ -146,10 +188,22 @@ void sum_of_squares(const float* x, int64_t n, float* acc, double* partials, cud
   VACC_CUDA_CHECK_LAUNCH("sum_partials_kernel");
 }
 
-void bias_backward(const float* dy, float* dbias, int64_t M, int64_t N, cudaStream_t stream) {
+int64_t column_sum_chunks(int64_t rows) {
+  const int64_t c = (rows + 511) / 512;  // about 512 rows per chunk, at most 32 chunks
+  return c < 1 ? 1 : (c > 32 ? 32 : c);
+}
+
+void column_sums(const float* a, const float* b, const float* row_scale, int64_t M, int64_t N,
+                 float* partials, float* out, cudaStream_t stream) {
   if (M == 0 || N == 0) return;
-  bias_backward_kernel<<<unsigned((N + 31) / 32), dim3(32, 32), 0, stream>>>(dy, dbias, M, N);
-  VACC_CUDA_CHECK_LAUNCH("bias_backward_kernel");
+  const int64_t chunks = column_sum_chunks(M);
+  const int64_t rows_per_chunk = (M + chunks - 1) / chunks;
+  column_partials_kernel<<<dim3(unsigned((N + 31) / 32), unsigned(chunks)), dim3(32, 32), 0,
+                           stream>>>(a, b, row_scale, M, N, rows_per_chunk, partials);
+  VACC_CUDA_CHECK_LAUNCH("column_partials_kernel");
+  add_column_partials_kernel<<<grid_for(N, kThreads), kThreads, 0, stream>>>(partials, chunks, N,
+                                                                             out);
+  VACC_CUDA_CHECK_LAUNCH("add_column_partials_kernel");
 }
 
 void add_bias_rows(void* out, DType out_dtype, const float* bias, int64_t M, int64_t N,

@@ -45,23 +45,6 @@ __global__ void rmsnorm_backward_dx_kernel(const float* dout, const float* x, co
   }
 }
 
-// dweight_j += sum_i dout_ij x_ij rstd_i: block (32, 32) owns 32 columns, as bias_backward.
-__global__ void rmsnorm_backward_dw_kernel(const float* dout, const float* x, const float* rstd,
-                                           int64_t n, int64_t c, float* dweight) {
-  __shared__ float part[32][33];
-  const int64_t col = int64_t(blockIdx.x) * 32 + threadIdx.x;
-  float s = 0.0f;
-  if (col < c)
-    for (int64_t i = threadIdx.y; i < n; i += 32) s += dout[i * c + col] * x[i * c + col] * rstd[i];
-  part[threadIdx.y][threadIdx.x] = s;
-  __syncthreads();
-  if (threadIdx.y == 0 && col < c) {
-    float total = 0.0f;
-    for (int y = 0; y < 32; ++y) total += part[y][threadIdx.x];
-    dweight[col] += total;
-  }
-}
-
 }  // namespace
 
 void rmsnorm_forward(const float* x, const float* weight, float eps, int64_t n, int64_t c,
@@ -80,12 +63,10 @@ void rmsnorm_forward(const float* x, const float* weight, float eps, int64_t n, 
 
 void rmsnorm_backward(const float* dout, const float* x, const float* weight, const float* rstd,
                       int64_t n, int64_t c, float* dx, bool accumulate_dx, float* dweight,
-                      cudaStream_t stream) {
+                      float* partials, cudaStream_t stream) {
   if (n == 0 || c == 0) return;
-  // dweight first: it reads dout, which dx may overwrite.
-  rmsnorm_backward_dw_kernel<<<unsigned((c + 31) / 32), dim3(32, 32), 0, stream>>>(dout, x, rstd,
-                                                                                   n, c, dweight);
-  VACC_CUDA_CHECK_LAUNCH("rmsnorm_backward_dw_kernel");
+  // dweight_j += sum_i dout_ij x_ij rstd_i first: it reads dout, which dx may overwrite.
+  column_sums(dout, x, rstd, n, c, partials, dweight, stream);
   rmsnorm_backward_dx_kernel<<<unsigned(n), kThreads, 0, stream>>>(dout, x, weight, rstd, c, dx,
                                                                    accumulate_dx);
   VACC_CUDA_CHECK_LAUNCH("rmsnorm_backward_dx_kernel");

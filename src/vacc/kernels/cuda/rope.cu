@@ -25,9 +25,12 @@ __global__ void rope_kernel(float* x, int64_t row_width, const int32_t* position
   const float* c = cos + pos * half;
   const float* s = sin + pos * half;
   float* row = x + i * row_width;
-  for (int64_t p = threadIdx.x; p < num_heads * half; p += blockDim.x) {
-    const int64_t h = p / half, j = p % half;
-    float* x1 = row + h * 2 * half + j;
+  // 32-bit indices within the row (heads x half is small): a 64-bit division per element
+  // costs many times a 32-bit one.
+  const int pairs = int(num_heads * half), hf = int(half);
+  for (int p = threadIdx.x; p < pairs; p += blockDim.x) {
+    const int h = p / hf, j = p % hf;
+    float* x1 = row + int64_t(h) * 2 * half + j;
     float* x2 = x1 + half;
     const float a = *x1, b = *x2, sj = sign * s[j];
     *x1 = a * c[j] - b * sj;
