@@ -32,9 +32,8 @@ __device__ __forceinline__ void running_add(float x, float& m, float& s) {
 __device__ RowStats row_softmax_stats(const float* row, int64_t V, float* scratch) {
   float m = kNegInf, s = 0.0f;
   if (vec4_row(row, V)) {
-    const float4* r4 = reinterpret_cast<const float4*>(row);
     for (int64_t j = threadIdx.x; j < V / 4; j += blockDim.x) {
-      const float4 q = r4[j];
+      const Vec4 q = load4(row, j);
       running_add(q.x, m, s);
       running_add(q.y, m, s);
       running_add(q.z, m, s);
@@ -54,17 +53,13 @@ template <typename Grad>
 __device__ __forceinline__ void write_row_gradient(float* row, int64_t V, bf16* out_bf16,
                                                    Grad g) {
   if (vec4_row(row, V) && (!out_bf16 || reinterpret_cast<uintptr_t>(out_bf16) % 8 == 0)) {
-    float4* r4 = reinterpret_cast<float4*>(row);
     for (int64_t j = threadIdx.x; j < V / 4; j += blockDim.x) {
-      const float4 q = r4[j];
-      const float4 d = {g(4 * j, q.x), g(4 * j + 1, q.y), g(4 * j + 2, q.z), g(4 * j + 3, q.w)};
-      if (out_bf16) {
-        const uint2 packed = {uint32_t(to_bf16(d.x).bits) | uint32_t(to_bf16(d.y).bits) << 16,
-                              uint32_t(to_bf16(d.z).bits) | uint32_t(to_bf16(d.w).bits) << 16};
-        reinterpret_cast<uint2*>(out_bf16)[j] = packed;
-      } else {
-        r4[j] = d;
-      }
+      const Vec4 q = load4(row, j);
+      const Vec4 d = {g(4 * j, q.x), g(4 * j + 1, q.y), g(4 * j + 2, q.z), g(4 * j + 3, q.w)};
+      if (out_bf16)
+        store4(out_bf16, j, d);
+      else
+        store4(row, j, d);
     }
     return;
   }
