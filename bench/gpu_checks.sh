@@ -5,8 +5,12 @@
 #
 #   bench/gpu_checks.sh BUILD_DIR     (BUILD_DIR/bin/vacc, BUILD_DIR/tests/unit_cuda/*, ...)
 #
-# GPU_CHECKS selects steps (default "info tests ops step sanitize"; "profile" adds vacc train
-# --profile on the benchmark's model); STEP_ARGS are more arguments for the step comparison.
+# GPU_CHECKS selects steps (default "info tests ops step sanitize"); more steps:
+#   profile   vacc train --profile on the benchmark's model (device time per op)
+#   routes    the benchmark's step with each bf16 attention route (VACC_ATTENTION)
+#   commands  vacc eval and vacc generate on gpu-1, and vacc profile --flavor gpu-1 --quick
+#   races     compute-sanitizer racecheck and synccheck on the attention and reduction tests
+# STEP_ARGS are more arguments for the step comparison.
 set -uo pipefail
 build=${1:?usage: bench/gpu_checks.sh BUILD_DIR}
 logs=${LOGS:-gpu-logs}
@@ -54,10 +58,47 @@ for step in $steps; do
         --synthetic --batch 8 --seq-len 1024 --steps 3 --dtype bf16 --flavor gpu-1 --profile
       tail -45 "$logs/vacc_profile.log"
       ;;
+    routes)
+      q05=$(mktemp -d)
+      "$build/bin/vacc" init --preset qwen2.5-0.5b --config-only "$q05" >/dev/null
+      for route in flash_mma gemm; do
+        run "route_$route" 120 env VACC_ATTENTION=$route "$build/bin/vacc" train \
+          --model-config "$q05/config.json" --synthetic --batch 8 --seq-len 1024 --steps 6 \
+          --dtype bf16 --flavor gpu-1
+        grep -E "^Done|attention|error" "$logs/route_$route.log" | head -5
+      done
+      ;;
+    commands)
+      tiny=$(mktemp -d)/tiny
+      "$build/bin/vacc" init --preset tiny --seed 3 "$tiny" >/dev/null
+      printf '{"text": "The capital of France is Paris."}\n%.0s' 1 2 3 4 >"$tiny.jsonl"
+      for flavor in cpu-1 gpu-1; do  # the same loss on both
+        run "eval_$flavor" 60 "$build/bin/vacc" eval --model "$tiny" --data "$tiny.jsonl" \
+          --seq-len 32 --json --flavor $flavor
+        cat "$logs/eval_$flavor.log"
+      done
+      run generate_gpu 60 "$build/bin/vacc" generate --model "$tiny" --prompt "Hello" \
+        --max-new-tokens 8 --temperature 0 --flavor gpu-1
+      tail -3 "$logs/generate_gpu.log"
+      run vacc_profile_gpu 120 "$build/bin/vacc" profile --flavor gpu-1 --dtype bf16 --quick \
+        --out "$logs/gpu-1-profile.json"
+      tail -30 "$logs/vacc_profile_gpu.log"
+      ;;
+    races)
+      for tool in racecheck synccheck; do
+        run "$tool" 200 compute-sanitizer --tool $tool --print-limit 20 \
+          "$build/tests/unit_cuda/cuda_backend_test" --gtest_brief=1 \
+          --gtest_filter='*Attention*:*RmsNorm*:*Classifier*:*SumOfSquares*:*BiasBackward*:*Swiglu*'
+        tail -8 "$logs/$tool.log"
+      done
+      ;;
     sanitize)
       run memcheck 150 compute-sanitizer --tool memcheck --print-limit 20 \
         "$build/tests/unit_cuda/cuda_backend_test" --gtest_brief=1
       tail -25 "$logs/memcheck.log"
+      run memcheck_model 150 compute-sanitizer --tool memcheck --print-limit 20 \
+        "$build/tests/unit_cuda/cuda_model_test" --gtest_brief=1
+      tail -10 "$logs/memcheck_model.log"
       ;;
     *) echo "unknown step $step" >&2 ;;
   esac
