@@ -228,7 +228,7 @@ TEST(Recompute, ModeIsFixedWhenActivationsAreAllocated) {
 
 // Bytes of the activations of one layer, split into the attention internals selective
 // recomputation drops (qkv after RoPE, attention output, lse: f32) and the rest it keeps
-// (norm1, norm2, SwiGLU output in the compute dtype; rstd1, rstd2, h, gate_up f32).
+// (norm1, norm2, gate_up, SwiGLU output in the compute dtype; rstd1, rstd2, h f32).
 struct LayerBytes {
   int64_t attention = 0, kept = 0;
   int64_t total() const { return attention + kept; }
@@ -244,7 +244,7 @@ LayerBytes layer_bytes(const ModelConfig& c, DType dtype, int64_t batch, int64_t
   b.kept = N * C * e * 2                    // norm1, norm2
            + N * 4 * 2                      // rstd1, rstd2
            + N * C * 4                      // h
-           + N * 2 * F * 4                  // gate_up
+           + N * 2 * F * e                  // gate_up
            + N * F * e;                     // SwiGLU output
   return b;
 }

@@ -76,6 +76,38 @@ TEST_P(SwigluTest, BackwardMatchesFiniteDifferences) {
   expect_close(to_host(*be, DB), want, std::ldexp(1.0, -8) + 1e-4, 1e-6, "dgate_up bf16");
 }
 
+// bf16 gate_up and dout (mixed precision keeps them in bf16): exactly the f32 results of the
+// bf16-rounded values, forward and backward.
+TEST_P(SwigluTest, Bf16InputsGiveTheF32ResultsOfTheirValues) {
+  auto [N, F] = GetParam();
+  auto be = make_cpu_backend();
+  Tensor GU = to_device(*be, random_vector(size_t(N * 2 * F), 40 + uint64_t(F), -6.0f, 6.0f),
+                        {N, 2 * F});
+  Tensor Dout = to_device(*be, random_vector(size_t(N * F), 50 + uint64_t(F)), {N, F});
+  Tensor GUb = be->empty({N, 2 * F}, DType::BF16, MemoryCategory::Activations, "gate_up bf16");
+  Tensor Doutb = be->empty({N, F}, DType::BF16, MemoryCategory::Activations, "dout bf16");
+  be->copy(GU, GUb);
+  be->copy(Dout, Doutb);
+  be->copy(GUb, GU);  // GU, Dout: the rounded values in f32
+  be->copy(Doutb, Dout);
+  for (DType out : {DType::F32, DType::BF16}) {
+    const std::string what = "out " + dtype_name(out);
+    Tensor O1 = be->empty({N, F}, out, MemoryCategory::Activations, "o1");
+    Tensor O2 = be->empty({N, F}, out, MemoryCategory::Activations, "o2");
+    be->swiglu_forward(GU, O1);
+    be->swiglu_forward(GUb, O2);
+    expect_close(to_host(*be, O2), to_host(*be, O1), 0.0, 0.0, "forward, " + what);
+    Tensor D1 = be->empty({N, 2 * F}, out, MemoryCategory::Activations, "d1");
+    Tensor D2 = be->empty({N, 2 * F}, out, MemoryCategory::Activations, "d2");
+    be->swiglu_backward(Dout, GU, D1);
+    be->swiglu_backward(Doutb, GUb, D2);
+    expect_close(to_host(*be, D2), to_host(*be, D1), 0.0, 0.0, "backward, " + what);
+  }
+  // dout and gate_up share a dtype.
+  Tensor D = be->empty({N, 2 * F}, DType::F32, MemoryCategory::Activations, "d");
+  EXPECT_THROW(be->swiglu_backward(Dout, GUb, D), Error);
+}
+
 INSTANTIATE_TEST_SUITE_P(Shapes, SwigluTest,
                          ::testing::Values(SwigluCase{1, 1}, SwigluCase{7, 13}, SwigluCase{19, 97},
                                            SwigluCase{3, 1000}),

@@ -364,11 +364,21 @@ TEST_F(CudaBackendTest, SwigluForwardAndBackward) {
   const int64_t N = 57, F = 1000;
   auto gu = random_vector(size_t(N * 2 * F), 24, -6.0f, 6.0f), dout = random_vector(size_t(N * F), 25);
   Backend* bes[2] = {&gpu(), &cpu()};
-  for (DType dt : {DType::F32, DType::BF16}) {
+  // (inputs, outputs): f32 and bf16 outputs of f32 inputs, and bf16 inputs (mixed precision).
+  for (auto [in, dt] : {std::pair{DType::F32, DType::F32}, std::pair{DType::F32, DType::BF16},
+                        std::pair{DType::BF16, DType::BF16}}) {
     std::vector<float> out[2], dgu[2];
     for (int k = 0; k < 2; ++k) {
       Backend& be = *bes[k];
       Tensor GU = to_device(be, gu, {N, 2 * F}), DO = to_device(be, dout, {N, F});
+      if (in == DType::BF16) {
+        Tensor GUb = be.empty({N, 2 * F}, in, MemoryCategory::Activations, "gate_up bf16");
+        Tensor DOb = be.empty({N, F}, in, MemoryCategory::Activations, "dout bf16");
+        be.copy(GU, GUb);
+        be.copy(DO, DOb);
+        GU = GUb;
+        DO = DOb;
+      }
       Tensor O = be.empty({N, F}, dt, MemoryCategory::Activations, "out");
       Tensor DGU = be.empty({N, 2 * F}, dt, MemoryCategory::Activations, "dgate_up");
       be.swiglu_forward(GU, O);
@@ -378,8 +388,9 @@ TEST_F(CudaBackendTest, SwigluForwardAndBackward) {
     }
     // The CPU's exp is a polynomial (about 1 ulp); the GPU's is expf.
     const double rtol = dt == DType::F32 ? 1e-5 : kBf16Step + 1e-5;
-    expect_close(out[0], out[1], rtol, 1e-7, "swiglu_forward " + dtype_name(dt));
-    expect_close(dgu[0], dgu[1], rtol, 1e-6, "swiglu_backward " + dtype_name(dt));
+    const std::string what = dtype_name(in) + " -> " + dtype_name(dt);
+    expect_close(out[0], out[1], rtol, 1e-7, "swiglu_forward " + what);
+    expect_close(dgu[0], dgu[1], rtol, 1e-6, "swiglu_backward " + what);
   }
 }
 

@@ -244,14 +244,14 @@ TEST(CudaKernelsSim, EmbeddingRmsnormRopeSwiglu) {
     auto gu = random_vector(size_t(N * 2 * F), 24, -6.0f, 6.0f), dout = random_vector(size_t(N * F), 25);
     for (DType dt : {DType::F32, DType::BF16}) {
       Out g(dt, size_t(N * F)), c(dt, size_t(N * F));
-      cuda::swiglu_forward(gu.data(), N, F, g.data(), dt, kStream);
-      cpu::swiglu_forward(gu.data(), N, F, c.data(), dt);
+      cuda::swiglu_forward(gu.data(), DType::F32, N, F, g.data(), dt, kStream);
+      cpu::swiglu_forward(gu.data(), DType::F32, N, F, c.data(), dt);
       const double rtol = dt == DType::F32 ? 1e-5 : kBf16Step + 1e-5;
       expect_close(g.values(), c.values(), rtol, 1e-7,
                    "swiglu_forward F=" + std::to_string(F) + " " + dtype_name(dt));
       Out gd(dt, size_t(N * 2 * F)), cd(dt, size_t(N * 2 * F));
-      cuda::swiglu_backward(dout.data(), gu.data(), N, F, gd.data(), dt, kStream);
-      cpu::swiglu_backward(dout.data(), gu.data(), N, F, cd.data(), dt);
+      cuda::swiglu_backward(dout.data(), gu.data(), DType::F32, N, F, gd.data(), dt, kStream);
+      cpu::swiglu_backward(dout.data(), gu.data(), DType::F32, N, F, cd.data(), dt);
       expect_close(gd.values(), cd.values(), rtol, 1e-6,
                    "swiglu_backward F=" + std::to_string(F) + " " + dtype_name(dt));
     }

@@ -116,9 +116,10 @@ class Backend {
                     int64_t num_heads, int64_t head_dim, bool inverse) = 0;
 
   // gate_up (N, 2F) holds gate in columns [0, F) and up in [F, 2F); out (N, F) =
-  // silu(gate) * up. out may be f32 or bf16; gate_up f32.
+  // silu(gate) * up, computed in f32. gate_up f32 or bf16; out f32 or bf16.
   virtual void swiglu_forward(const Tensor& gate_up, Tensor& out) = 0;
-  // dgate_up (N, 2F) = gradient of both halves (overwrites); dgate_up f32 or bf16.
+  // dgate_up (N, 2F) = gradient of both halves (overwrites); dout has gate_up's dtype;
+  // dgate_up f32 or bf16.
   virtual void swiglu_backward(const Tensor& dout, const Tensor& gate_up, Tensor& dgate_up) = 0;
 
   // Causal softmax(q k^T / sqrt(head_dim)) v over each sequence of the batch, tiled with an

@@ -389,7 +389,7 @@ Tensor Transformer::decode(const Tensor& ids, KvCache& cache, bool all_rows) {
   Tensor rstd = buf({n}, DType::F32, "decode rstd");
   Tensor qkv = buf({n, a.qkv_width()}, DType::F32, "decode qkv");
   Tensor attn = buf({n, a.q_heads * a.head_dim}, compute_, "decode attention output");
-  Tensor gate_up = buf({n, 2 * g.ffn}, DType::F32, "decode gate_up");
+  Tensor gate_up = buf({n, 2 * g.ffn}, compute_, "decode gate_up");  // as block_forward
   Tensor act = buf({n, g.ffn}, compute_, "decode swiglu output");
 
   // The op sequence of block_forward, with attention over the cache.

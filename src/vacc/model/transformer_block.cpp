@@ -51,7 +51,9 @@ BlockActivations allocate_parts(Backend& be, const BlockGeometry& g, unsigned pa
   make(kH, act.h, {N, C}, DType::F32, "residual h");
   make(kNorm2, act.norm2, {N, C}, g.compute, "norm2");
   make(kRstd2, act.rstd2, {N}, DType::F32, "rstd2");
-  make(kGateUp, act.gate_up, {N, 2 * F}, DType::F32, "gate_up");
+  // In the compute dtype, as the product writes it (PyTorch's autocast keeps it in bf16 too):
+  // SwiGLU computes in f32 from it, and bf16 halves the largest activation a layer keeps.
+  make(kGateUp, act.gate_up, {N, 2 * F}, g.compute, "gate_up");
   make(kSwiglu, act.act, {N, F}, g.compute, "swiglu output");
   return act;
 }
@@ -94,7 +96,7 @@ BlockWorkspace BlockWorkspace::allocate(Backend& be, const BlockGeometry& g) {
   ws.dh = be.empty({N, C}, DType::F32, kBuf, "dh");
   ws.dnorm = be.empty({N, C}, DType::F32, kBuf, "dnorm");
   if (mixed) ws.dy_c = be.empty({N, C}, g.compute, kBuf, "dy (compute dtype)");
-  ws.dact = be.empty({N, F}, DType::F32, kBuf, "dact");
+  ws.dact = be.empty({N, F}, g.compute, kBuf, "dact");  // SwiGLU's dout: gate_up's dtype
   ws.dgate_up = be.empty({N, 2 * F}, g.compute, kBuf, "dgate_up");
   ws.dattn = be.empty({N, a.q_heads * a.head_dim}, DType::F32, kBuf, "dattn");
   if (mixed)

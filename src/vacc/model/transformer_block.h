@@ -39,7 +39,7 @@ struct BlockActivations {
   Tensor h;            // (N, C) f32: residual after attention
   Tensor norm2;        // (N, C) compute dtype
   Tensor rstd2;        // (N)
-  Tensor gate_up;      // (N, 2F) f32
+  Tensor gate_up;      // (N, 2F) compute dtype
   Tensor act;          // (N, F) compute dtype: input of down_proj
 
   // The tensors a layer keeps between forward and backward under `mode`: all of them for

@@ -37,7 +37,7 @@ LayerActivations layer_activations(const ModelShard& s, const ModelConfig& c, in
   const double norms = 2 * N * C * compute_bytes + 2 * N * kF32;        // norm1/2, rstd1/2
   const double attention = N * (hq + 2 * hkv) * D * kF32                // qkv
                            + N * hq * D * kF32 + N * hq * kF32;         // attn, lse
-  const double mlp = N * C * kF32 + N * 2 * F * kF32 + N * F * compute_bytes;  // h, gate_up, act
+  const double mlp = N * C * kF32 + N * 2 * F * compute_bytes + N * F * compute_bytes;  // h, gate_up, act
   const double all = norms + attention + mlp;
   // Full also keeps a scratch for the recomputed layer's output (N, C) f32.
   if (mode == Recompute::Full) return {0, all + N * C * kF32};
@@ -137,7 +137,8 @@ MemoryBreakdown predict_rank_memory(const ModelConfig& c, const ParallelConfig& 
 
   // Buffers: the layer workspace, the trainer's ids/labels/positions and residual gradient,
   // pipeline gradient sends, RoPE tables, small scalars.
-  double ws = 3 * N * C * kF32 + N * F * kF32 + N * 2 * F * cb + N * hq * D * kF32 + N * W * kF32;
+  double ws = 3 * N * C * kF32 + N * F * cb /* dact */ + N * 2 * F * cb + N * hq * D * kF32 +
+              N * W * kF32;
   if (mixed) ws += N * C * 2 + N * hq * D * 2 + N * W * 2;
   m.buffers = ws + N * C * kF32 /* model's dx scratch */ + N * C * kF32 /* trainer's dx */ +
               double(in_flight) * 2 * N * 4 + N * 4 /* ids, labels, positions */ +

@@ -175,23 +175,23 @@ class CpuBackend final : public Backend {
   void swiglu_forward(const Tensor& gate_up, Tensor& out) override {
     const char* op = "swiglu_forward";
     expect_2d(op, "gate_up", gate_up);
-    expect_dtype(op, "gate_up", gate_up, DType::F32);
+    expect_float(op, "gate_up", gate_up);
     expect(gate_up.size(1) % 2 == 0, op, "gate_up", gate_up, "an even number of columns");
     expect_shape(op, "out", out, {gate_up.size(0), gate_up.size(1) / 2});
     expect_float(op, "out", out);
-    cpu::swiglu_forward(gate_up.data_as<float>(), gate_up.size(0), gate_up.size(1) / 2,
+    cpu::swiglu_forward(gate_up.data(), gate_up.dtype(), gate_up.size(0), gate_up.size(1) / 2,
                         out.data(), out.dtype());
   }
   void swiglu_backward(const Tensor& dout, const Tensor& gate_up, Tensor& dgate_up) override {
     const char* op = "swiglu_backward";
     expect_2d(op, "gate_up", gate_up);
-    expect_dtype(op, "gate_up", gate_up, DType::F32);
+    expect_float(op, "gate_up", gate_up);
     expect(gate_up.size(1) % 2 == 0, op, "gate_up", gate_up, "an even number of columns");
     expect_shape(op, "dout", dout, {gate_up.size(0), gate_up.size(1) / 2});
-    expect_dtype(op, "dout", dout, DType::F32);
+    expect_dtype(op, "dout", dout, gate_up.dtype());
     expect_shape(op, "dgate_up", dgate_up, gate_up.shape());
     expect_float(op, "dgate_up", dgate_up);
-    cpu::swiglu_backward(dout.data_as<float>(), gate_up.data_as<float>(), gate_up.size(0),
+    cpu::swiglu_backward(dout.data(), gate_up.data(), gate_up.dtype(), gate_up.size(0),
                          gate_up.size(1) / 2, dgate_up.data(), dgate_up.dtype());
   }
 

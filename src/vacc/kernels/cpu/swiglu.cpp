@@ -7,38 +7,44 @@
 
 namespace vacc::cpu {
 
-void swiglu_forward(const float* gate_up, int64_t n, int64_t f, void* out, DType out_dtype) {
-  dispatch_float(out_dtype, [&](auto tag) {
-    auto* y = static_cast<std::remove_pointer_t<decltype(tag)>*>(out);
+void swiglu_forward(const void* gate_up, DType in_dtype, int64_t n, int64_t f, void* out,
+                    DType out_dtype) {
+  dispatch_float(in_dtype, [&](auto in_tag) {
+    const auto* gu = static_cast<const std::remove_pointer_t<decltype(in_tag)>*>(gate_up);
+    dispatch_float(out_dtype, [&](auto tag) {
+      auto* y = static_cast<std::remove_pointer_t<decltype(tag)>*>(out);
 #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; ++i) {
-      const float* g = gate_up + i * 2 * f;
-      const float* u = g + f;
-      for (int64_t j = 0; j < f; ++j) {
-        float sig = fast_sigmoid(g[j]);
-        store(y, i * f + j, g[j] * sig * u[j]);
+      for (int64_t i = 0; i < n; ++i) {
+        const int64_t row = i * 2 * f;
+        for (int64_t j = 0; j < f; ++j) {
+          const float g = load(gu, row + j), u = load(gu, row + f + j);
+          store(y, i * f + j, g * fast_sigmoid(g) * u);
+        }
       }
-    }
+    });
   });
 }
 
-void swiglu_backward(const float* dout, const float* gate_up, int64_t n, int64_t f,
+void swiglu_backward(const void* dout, const void* gate_up, DType in_dtype, int64_t n, int64_t f,
                      void* dgate_up, DType dgate_up_dtype) {
   // d silu(g)/dg = sig(g) (1 + g (1 - sig(g))).
-  dispatch_float(dgate_up_dtype, [&](auto tag) {
-    auto* d = static_cast<std::remove_pointer_t<decltype(tag)>*>(dgate_up);
+  dispatch_float(in_dtype, [&](auto in_tag) {
+    using In = std::remove_pointer_t<decltype(in_tag)>;
+    const auto* gu = static_cast<const In*>(gate_up);
+    const auto* dy = static_cast<const In*>(dout);
+    dispatch_float(dgate_up_dtype, [&](auto tag) {
+      auto* d = static_cast<std::remove_pointer_t<decltype(tag)>*>(dgate_up);
 #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; ++i) {
-      const float* g = gate_up + i * 2 * f;
-      const float* u = g + f;
-      const float* dy = dout + i * f;
-      for (int64_t j = 0; j < f; ++j) {
-        float sig = fast_sigmoid(g[j]);
-        float silu = g[j] * sig;
-        store(d, i * 2 * f + j, dy[j] * u[j] * sig * (1.0f + g[j] * (1.0f - sig)));
-        store(d, i * 2 * f + f + j, dy[j] * silu);
+      for (int64_t i = 0; i < n; ++i) {
+        const int64_t row = i * 2 * f;
+        for (int64_t j = 0; j < f; ++j) {
+          const float g = load(gu, row + j), u = load(gu, row + f + j), dyj = load(dy, i * f + j);
+          const float sig = fast_sigmoid(g);
+          store(d, row + j, dyj * u * sig * (1.0f + g * (1.0f - sig)));
+          store(d, row + f + j, dyj * (g * sig));
+        }
       }
-    }
+    });
   });
 }
 

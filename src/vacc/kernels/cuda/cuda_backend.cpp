@@ -238,11 +238,11 @@ class CudaBackend final : public Backend {
     on_device(op, "gate_up", gate_up);
     on_device(op, "out", out);
     expect_2d(op, "gate_up", gate_up);
-    expect_dtype(op, "gate_up", gate_up, DType::F32);
+    expect_float(op, "gate_up", gate_up);
     expect(gate_up.size(1) % 2 == 0, op, "gate_up", gate_up, "an even number of columns");
     expect_shape(op, "out", out, {gate_up.size(0), gate_up.size(1) / 2});
     expect_float(op, "out", out);
-    cuda::swiglu_forward(gate_up.data_as<float>(), gate_up.size(0), gate_up.size(1) / 2,
+    cuda::swiglu_forward(gate_up.data(), gate_up.dtype(), gate_up.size(0), gate_up.size(1) / 2,
                          out.data(), out.dtype(), stream());
   }
   void swiglu_backward(const Tensor& dout, const Tensor& gate_up, Tensor& dgate_up) override {
@@ -251,13 +251,13 @@ class CudaBackend final : public Backend {
     on_device(op, "gate_up", gate_up);
     on_device(op, "dgate_up", dgate_up);
     expect_2d(op, "gate_up", gate_up);
-    expect_dtype(op, "gate_up", gate_up, DType::F32);
+    expect_float(op, "gate_up", gate_up);
     expect(gate_up.size(1) % 2 == 0, op, "gate_up", gate_up, "an even number of columns");
     expect_shape(op, "dout", dout, {gate_up.size(0), gate_up.size(1) / 2});
-    expect_dtype(op, "dout", dout, DType::F32);
+    expect_dtype(op, "dout", dout, gate_up.dtype());
     expect_shape(op, "dgate_up", dgate_up, gate_up.shape());
     expect_float(op, "dgate_up", dgate_up);
-    cuda::swiglu_backward(dout.data_as<float>(), gate_up.data_as<float>(), gate_up.size(0),
+    cuda::swiglu_backward(dout.data(), gate_up.data(), gate_up.dtype(), gate_up.size(0),
                           gate_up.size(1) / 2, dgate_up.data(), dgate_up.dtype(), stream());
   }
 

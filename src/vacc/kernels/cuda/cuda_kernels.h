@@ -67,9 +67,10 @@ void rope(float* x, int64_t n, int64_t row_width, const int32_t* positions, cons
           bool inverse, DeviceError* error, cudaStream_t stream);
 
 // ---- swiglu.cu ----
-void swiglu_forward(const float* gate_up, int64_t n, int64_t f, void* out, DType out_dtype,
-                    cudaStream_t stream);
-void swiglu_backward(const float* dout, const float* gate_up, int64_t n, int64_t f,
+// gate_up (and dout) f32 or bf16 (in_dtype); out / dgate_up f32 or bf16.
+void swiglu_forward(const void* gate_up, DType in_dtype, int64_t n, int64_t f, void* out,
+                    DType out_dtype, cudaStream_t stream);
+void swiglu_backward(const void* dout, const void* gate_up, DType in_dtype, int64_t n, int64_t f,
                      void* dgate_up, DType dgate_up_dtype, cudaStream_t stream);
 
 // ---- attention.cu ----

@@ -1,4 +1,6 @@
 // SwiGLU: out = silu(gate) * up with gate and up the two halves of one fused (N, 2F) product.
+#include <type_traits>
+
 #include "vacc/core/error.h"
 #include "vacc/kernels/cuda/cuda_check.h"
 #include "vacc/kernels/cuda/cuda_kernels.h"
@@ -18,33 +20,34 @@ __device__ __forceinline__ void swiglu_grads(float dy, float g, float u, float& 
   du = dy * g * sig;
 }
 
-template <typename OutT>
-__global__ void swiglu_forward_kernel(const float* gate_up, int64_t n, int64_t f, OutT* out) {
+template <typename InT, typename OutT>
+__global__ void swiglu_forward_kernel(const InT* gate_up, int64_t n, int64_t f, OutT* out) {
   for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < n * f;
        e += int64_t(gridDim.x) * blockDim.x) {
     const int64_t i = e / f, j = e % f;
-    const float g = gate_up[i * 2 * f + j], u = gate_up[i * 2 * f + f + j];
-    store(out, e, silu_times(g, u));
+    store(out, e, silu_times(load(gate_up, i * 2 * f + j), load(gate_up, i * 2 * f + f + j)));
   }
 }
 
-template <typename OutT>
-__global__ void swiglu_backward_kernel(const float* dout, const float* gate_up, int64_t n,
-                                       int64_t f, OutT* dgate_up) {
+template <typename InT, typename OutT>
+__global__ void swiglu_backward_kernel(const InT* dout, const InT* gate_up, int64_t n, int64_t f,
+                                       OutT* dgate_up) {
   for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < n * f;
        e += int64_t(gridDim.x) * blockDim.x) {
     const int64_t i = e / f, j = e % f;
     float dg, du;
-    swiglu_grads(dout[e], gate_up[i * 2 * f + j], gate_up[i * 2 * f + f + j], dg, du);
+    swiglu_grads(load(dout, e), load(gate_up, i * 2 * f + j), load(gate_up, i * 2 * f + f + j),
+                 dg, du);
     store(dgate_up, i * 2 * f + j, dg);
     store(dgate_up, i * 2 * f + f + j, du);
   }
 }
 
 // The same two kernels over rows (blockIdx.y, strided) and groups of four columns (x): no
-// 64-bit division per element, 16-byte loads. For f a multiple of 4 and aligned buffers.
-template <typename OutT>
-__global__ void swiglu_forward4_kernel(const float* gate_up, int64_t n, int64_t f4, OutT* out) {
+// 64-bit division per element, 16-byte (f32) or 8-byte (bf16) accesses. For f a multiple of 4
+// and buffers aligned to four elements.
+template <typename InT, typename OutT>
+__global__ void swiglu_forward4_kernel(const InT* gate_up, int64_t n, int64_t f4, OutT* out) {
   const int64_t j = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (j >= f4) return;
   for (int64_t i = blockIdx.y; i < n; i += gridDim.y) {
@@ -55,8 +58,8 @@ __global__ void swiglu_forward4_kernel(const float* gate_up, int64_t n, int64_t 
   }
 }
 
-template <typename OutT>
-__global__ void swiglu_backward4_kernel(const float* dout, const float* gate_up, int64_t n,
+template <typename InT, typename OutT>
+__global__ void swiglu_backward4_kernel(const InT* dout, const InT* gate_up, int64_t n,
                                         int64_t f4, OutT* dgate_up) {
   const int64_t j = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (j >= f4) return;
@@ -78,48 +81,58 @@ dim3 rows_by_groups(int64_t n, int64_t f4) {
   return dim3(unsigned((f4 + kThreads - 1) / kThreads), unsigned(n < 65535 ? n : 65535));
 }
 
+// Calls fn with null pointers of the C++ types of (in, out): f32 or bf16 each.
+template <typename Fn>
+void dispatch_in_out(DType in, DType out, const char* op, Fn&& fn) {
+  VACC_CHECK((in == DType::F32 || in == DType::BF16) && (out == DType::F32 || out == DType::BF16),
+             op, ": inputs and outputs must be f32 or bf16, got ", dtype_name(in), " and ",
+             dtype_name(out));
+  auto with_out = [&](auto in_tag) {
+    if (out == DType::F32)
+      fn(in_tag, static_cast<float*>(nullptr));
+    else
+      fn(in_tag, static_cast<bf16*>(nullptr));
+  };
+  if (in == DType::F32)
+    with_out(static_cast<const float*>(nullptr));
+  else
+    with_out(static_cast<const bf16*>(nullptr));
+}
+
 }  // namespace
 
-void swiglu_forward(const float* gate_up, int64_t n, int64_t f, void* out, DType out_dtype,
-                    cudaStream_t stream) {
+void swiglu_forward(const void* gate_up, DType in_dtype, int64_t n, int64_t f, void* out,
+                    DType out_dtype, cudaStream_t stream) {
   if (n == 0 || f == 0) return;
-  VACC_CHECK(out_dtype == DType::F32 || out_dtype == DType::BF16,
-             "swiglu_forward: out must be f32 or bf16, got ", dtype_name(out_dtype));
-  const bool vec = f % 4 == 0 && vec4_aligned(gate_up, 4) && vec4_aligned(out, dtype_size(out_dtype));
-  const unsigned blocks = grid_for(n * f, kThreads);
-  const dim3 grid4 = rows_by_groups(n, f / 4);
-  if (out_dtype == DType::F32 && vec)
-    swiglu_forward4_kernel<<<grid4, kThreads, 0, stream>>>(gate_up, n, f / 4, static_cast<float*>(out));
-  else if (out_dtype == DType::F32)
-    swiglu_forward_kernel<<<blocks, kThreads, 0, stream>>>(gate_up, n, f, static_cast<float*>(out));
-  else if (vec)
-    swiglu_forward4_kernel<<<grid4, kThreads, 0, stream>>>(gate_up, n, f / 4, static_cast<bf16*>(out));
-  else
-    swiglu_forward_kernel<<<blocks, kThreads, 0, stream>>>(gate_up, n, f, static_cast<bf16*>(out));
+  dispatch_in_out(in_dtype, out_dtype, "swiglu_forward", [&](auto in_tag, auto out_tag) {
+    using In = std::remove_const_t<std::remove_pointer_t<decltype(in_tag)>>;
+    using Out = std::remove_pointer_t<decltype(out_tag)>;
+    const In* gu = static_cast<const In*>(gate_up);
+    Out* o = static_cast<Out*>(out);
+    if (f % 4 == 0 && vec4_aligned(gu, sizeof(In)) && vec4_aligned(o, sizeof(Out)))
+      swiglu_forward4_kernel<<<rows_by_groups(n, f / 4), kThreads, 0, stream>>>(gu, n, f / 4, o);
+    else
+      swiglu_forward_kernel<<<grid_for(n * f, kThreads), kThreads, 0, stream>>>(gu, n, f, o);
+  });
   VACC_CUDA_CHECK_LAUNCH("swiglu_forward_kernel");
 }
 
-void swiglu_backward(const float* dout, const float* gate_up, int64_t n, int64_t f,
+void swiglu_backward(const void* dout, const void* gate_up, DType in_dtype, int64_t n, int64_t f,
                      void* dgate_up, DType dgate_up_dtype, cudaStream_t stream) {
   if (n == 0 || f == 0) return;
-  VACC_CHECK(dgate_up_dtype == DType::F32 || dgate_up_dtype == DType::BF16,
-             "swiglu_backward: dgate_up must be f32 or bf16, got ", dtype_name(dgate_up_dtype));
-  const bool vec = f % 4 == 0 && vec4_aligned(dout, 4) && vec4_aligned(gate_up, 4) &&
-                   vec4_aligned(dgate_up, dtype_size(dgate_up_dtype));
-  const unsigned blocks = grid_for(n * f, kThreads);
-  const dim3 grid4 = rows_by_groups(n, f / 4);
-  if (dgate_up_dtype == DType::F32 && vec)
-    swiglu_backward4_kernel<<<grid4, kThreads, 0, stream>>>(dout, gate_up, n, f / 4,
-                                                            static_cast<float*>(dgate_up));
-  else if (dgate_up_dtype == DType::F32)
-    swiglu_backward_kernel<<<blocks, kThreads, 0, stream>>>(dout, gate_up, n, f,
-                                                            static_cast<float*>(dgate_up));
-  else if (vec)
-    swiglu_backward4_kernel<<<grid4, kThreads, 0, stream>>>(dout, gate_up, n, f / 4,
-                                                            static_cast<bf16*>(dgate_up));
-  else
-    swiglu_backward_kernel<<<blocks, kThreads, 0, stream>>>(dout, gate_up, n, f,
-                                                            static_cast<bf16*>(dgate_up));
+  dispatch_in_out(in_dtype, dgate_up_dtype, "swiglu_backward", [&](auto in_tag, auto out_tag) {
+    using In = std::remove_const_t<std::remove_pointer_t<decltype(in_tag)>>;
+    using Out = std::remove_pointer_t<decltype(out_tag)>;
+    const In* dy = static_cast<const In*>(dout);
+    const In* gu = static_cast<const In*>(gate_up);
+    Out* d = static_cast<Out*>(dgate_up);
+    if (f % 4 == 0 && vec4_aligned(dy, sizeof(In)) && vec4_aligned(gu, sizeof(In)) &&
+        vec4_aligned(d, sizeof(Out)))
+      swiglu_backward4_kernel<<<rows_by_groups(n, f / 4), kThreads, 0, stream>>>(dy, gu, n, f / 4,
+                                                                               d);
+    else
+      swiglu_backward_kernel<<<grid_for(n * f, kThreads), kThreads, 0, stream>>>(dy, gu, n, f, d);
+  });
   VACC_CUDA_CHECK_LAUNCH("swiglu_backward_kernel");
 }
 
