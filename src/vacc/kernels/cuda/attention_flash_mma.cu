@@ -93,6 +93,35 @@ __device__ __forceinline__ void load_rows_transposed(const SrcT* src, int64_t wi
   }
 }
 
+// The backward's two products of one step, zeroed first: for the warp's 16 rows of A1 and A2
+// (from row a_row of their tiles) and the Groups x 8 rows of B1 and B2, over the D columns of
+// all four tiles (stride `stride`): acc1[j] = A1 B1[j]^T, acc2[j] = A2 B2[j]^T. (dK/dV: S^T and
+// dP^T from K, V against Q, dO; dQ: S and dP from Q, dO against K, V.)
+template <int D, int Groups>
+__device__ __forceinline__ void paired_products(float (&acc1)[Groups][4], float (&acc2)[Groups][4],
+                                                const uint16_t* a1, const uint16_t* a2,
+                                                const uint16_t* b1, const uint16_t* b2,
+                                                int stride, int a_row) {
+#pragma unroll
+  for (int j = 0; j < Groups; ++j)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) acc1[j][i] = acc2[j][i] = 0.0f;
+#pragma unroll
+  for (int kd = 0; kd < D / 16; ++kd) {
+    uint32_t fa1[4], fa2[4];
+    load_a(fa1, a1, stride, a_row, kd * 16);
+    load_a(fa2, a2, stride, a_row, kd * 16);
+#pragma unroll
+    for (int j = 0; j < Groups; ++j) {
+      uint32_t fb1[2], fb2[2];
+      load_b(fb1, b1, stride, j * 8, kd * 16);
+      mma_m16n8k16_bf16(acc1[j], fa1, fb1, acc1[j]);
+      load_b(fb2, b2, stride, j * 8, kd * 16);
+      mma_m16n8k16_bf16(acc2[j], fa2, fb2, acc2[j]);
+    }
+  }
+}
+
 // Quad (4 lanes of one accumulator row) reductions.
 __device__ __forceinline__ float quad_max(float v) {
   v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
@@ -260,7 +289,7 @@ __global__ void __launch_bounds__(kThreads)
                           int64_t T, int Hq, int Hkv, float scale, int64_t bg_count,
                           float* dqkv) {
   constexpr int kStride = D + kPad, kStrideT = kInnerTile + kPad;
-  constexpr int kDimSteps = D / 16, kQueryGroups = kInnerTile / 8, kOutGroups = D / 8;
+  constexpr int kQueryGroups = kInnerTile / 8, kOutGroups = D / 8;
   extern __shared__ uint32_t flash_smem[];
   uint16_t* Ks = reinterpret_cast<uint16_t*>(flash_smem);  // [kTile][kStride]
   uint16_t* Vs = Ks + kTile * kStride;                       // [kTile][kStride]
@@ -312,24 +341,7 @@ __global__ void __launch_bounds__(kThreads)
       if (q0 + kInnerTile - 1 < warp_first_key) continue;  // every query precedes the warp's keys
 
       float st[kQueryGroups][4], dpt[kQueryGroups][4];
-#pragma unroll
-      for (int j = 0; j < kQueryGroups; ++j)
-#pragma unroll
-        for (int i = 0; i < 4; ++i) st[j][i] = dpt[j][i] = 0.0f;
-#pragma unroll
-      for (int kd = 0; kd < kDimSteps; ++kd) {
-        uint32_t ka[4], va[4];
-        load_a(ka, Ks, kStride, warp * kWarpRows, kd * 16);
-        load_a(va, Vs, kStride, warp * kWarpRows, kd * 16);
-#pragma unroll
-        for (int j = 0; j < kQueryGroups; ++j) {
-          uint32_t qb[2], ob[2];
-          load_b(qb, Qs, kStride, j * 8, kd * 16);
-          mma_m16n8k16_bf16(st[j], ka, qb, st[j]);
-          load_b(ob, dOs, kStride, j * 8, kd * 16);
-          mma_m16n8k16_bf16(dpt[j], va, ob, dpt[j]);
-        }
-      }
+      paired_products<D>(st, dpt, Ks, Vs, Qs, dOs, kStride, warp * kWarpRows);
       // P^T into st, dS^T into dpt; zero above the diagonal and past T.
 #pragma unroll
       for (int j = 0; j < kQueryGroups; ++j)
@@ -390,7 +402,7 @@ __global__ void __launch_bounds__(kThreads)
                         int64_t T, int Hq, int Hkv, float scale, int64_t num_tiles,
                         int64_t bh_count, float* dqkv) {
   constexpr int kStride = D + kPad, kStrideT = kInnerTile + kPad;
-  constexpr int kDimSteps = D / 16, kKeyGroups = kInnerTile / 8, kOutGroups = D / 8;
+  constexpr int kKeyGroups = kInnerTile / 8, kOutGroups = D / 8;
   extern __shared__ uint32_t flash_smem[];
   uint16_t* Qs = reinterpret_cast<uint16_t*>(flash_smem);  // [kTile][kStride]
   uint16_t* dOs = Qs + kTile * kStride;                      // [kTile][kStride]
@@ -430,24 +442,7 @@ __global__ void __launch_bounds__(kThreads)
     if (k0 > warp_last_row) continue;  // every key follows the warp's queries
 
     float s[kKeyGroups][4], dp[kKeyGroups][4];
-#pragma unroll
-    for (int j = 0; j < kKeyGroups; ++j)
-#pragma unroll
-      for (int i = 0; i < 4; ++i) s[j][i] = dp[j][i] = 0.0f;
-#pragma unroll
-    for (int kd = 0; kd < kDimSteps; ++kd) {
-      uint32_t qa[4], oa[4];
-      load_a(qa, Qs, kStride, warp * kWarpRows, kd * 16);
-      load_a(oa, dOs, kStride, warp * kWarpRows, kd * 16);
-#pragma unroll
-      for (int j = 0; j < kKeyGroups; ++j) {
-        uint32_t kb[2], vb[2];
-        load_b(kb, Ks, kStride, j * 8, kd * 16);
-        mma_m16n8k16_bf16(s[j], qa, kb, s[j]);
-        load_b(vb, Vs, kStride, j * 8, kd * 16);
-        mma_m16n8k16_bf16(dp[j], oa, vb, dp[j]);
-      }
-    }
+    paired_products<D>(s, dp, Qs, dOs, Ks, Vs, kStride, warp * kWarpRows);
     // dS into s; zero above the diagonal and past T.
 #pragma unroll
     for (int j = 0; j < kKeyGroups; ++j)
