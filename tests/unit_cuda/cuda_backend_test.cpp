@@ -10,9 +10,11 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <random>
 #include <string>
@@ -737,31 +739,35 @@ TEST_F(CudaBackendTest, VocabularyParallelClassifierMatchesCpu) {
   EXPECT_EQ(messages[0], messages[1]);
 }
 
-TEST_F(CudaBackendTest, AdamWStepsMatchCpu) {
-  const int64_t n = 100003;
-  auto p0 = random_vector(size_t(n), 38), m0 = random_vector(size_t(n), 39, -0.1f, 0.1f);
-  auto v0 = random_vector(size_t(n), 40, 0.0f, 0.01f);
-  std::vector<float> p[2], m[2], v[2];
-  Backend* bes[2] = {&gpu(), &cpu()};
-  for (int k = 0; k < 2; ++k) {
-    Backend& be = *bes[k];
-    Tensor P = to_device(be, p0, {n}), M = to_device(be, m0, {n}), V = to_device(be, v0, {n});
-    for (int64_t step = 1; step <= 3; ++step) {
-      Tensor G = to_device(be, random_vector(size_t(n), 41 + uint64_t(step)), {n});
-      AdamWParams hp;
-      hp.lr = 1e-3f;
-      hp.weight_decay = 0.1f;
-      hp.step = step;
-      hp.grad_scale = 0.7f;
-      be.adamw_step(P, G, M, V, hp);
-    }
-    p[k] = to_host(be, P);
-    m[k] = to_host(be, M);
-    v[k] = to_host(be, V);
+// AdamW from the same start on one backend: `steps` updates by `step` with fresh gradients;
+// returns param, m and v.
+using AdamWCall = std::function<void(Backend&, Tensor&, const Tensor&, Tensor&, Tensor&,
+                                     const AdamWParams&)>;
+std::array<std::vector<float>, 3> adamw_run(Backend& be, int64_t n, int64_t steps, float lr,
+                                            float weight_decay, const AdamWCall& step) {
+  Tensor P = to_device(be, random_vector(size_t(n), 38), {n});
+  Tensor M = to_device(be, random_vector(size_t(n), 39, -0.1f, 0.1f), {n});
+  Tensor V = to_device(be, random_vector(size_t(n), 40, 0.0f, 0.01f), {n});
+  for (int64_t k = 1; k <= steps; ++k) {
+    Tensor G = to_device(be, random_vector(size_t(n), 41 + uint64_t(k)), {n});
+    AdamWParams hp;
+    hp.lr = lr;
+    hp.weight_decay = weight_decay;
+    hp.step = k;
+    hp.grad_scale = 0.7f;
+    step(be, P, G, M, V, hp);
   }
-  expect_close(p[0], p[1], 1e-6, 1e-4 * 1e-3, "param");
-  expect_close(m[0], m[1], 1e-6, 1e-7, "m");
-  expect_close(v[0], v[1], 1e-6, 1e-8, "v");
+  return {to_host(be, P), to_host(be, M), to_host(be, V)};
+}
+
+TEST_F(CudaBackendTest, AdamWStepsMatchCpu) {
+  const AdamWCall step = [](Backend& be, Tensor& P, const Tensor& G, Tensor& M, Tensor& V,
+                            const AdamWParams& hp) { be.adamw_step(P, G, M, V, hp); };
+  const auto g = adamw_run(gpu(), 100003, 3, 1e-3f, 0.1f, step);
+  const auto c = adamw_run(cpu(), 100003, 3, 1e-3f, 0.1f, step);
+  expect_close(g[0], c[0], 1e-6, 1e-4 * 1e-3, "param");
+  expect_close(g[1], c[1], 1e-6, 1e-7, "m");
+  expect_close(g[2], c[2], 1e-6, 1e-8, "v");
 }
 
 // All of a model's segments in one launch: gaps between segments stay untouched, decay only
@@ -772,27 +778,16 @@ TEST_F(CudaBackendTest, AdamWSegmentsMatchCpu) {
   const std::vector<std::vector<AdamWSegment>> layouts = {
       {{0, 40000, true}, {40004, 896, false}, {40900, 9000, true}},
       {{1, 40001, true}, {40003, 7, false}, {40010, 10011, true}}};
+  const std::vector<float> p0 = random_vector(size_t(n), 38);  // adamw_run's start
   for (const auto& segments : layouts) {
-    auto p0 = random_vector(size_t(n), 50), m0 = random_vector(size_t(n), 51, -0.1f, 0.1f);
-    auto v0 = random_vector(size_t(n), 52, 0.0f, 0.01f);
-    std::vector<float> p[2];
-    Backend* bes[2] = {&gpu(), &cpu()};
-    for (int k = 0; k < 2; ++k) {
-      Backend& be = *bes[k];
-      Tensor P = to_device(be, p0, {n}), M = to_device(be, m0, {n}), V = to_device(be, v0, {n});
-      for (int64_t step = 1; step <= 2; ++step) {
-        Tensor G = to_device(be, random_vector(size_t(n), 53 + uint64_t(step)), {n});
-        AdamWParams hp;
-        hp.lr = 1e-2f;
-        hp.weight_decay = 0.3f;
-        hp.step = step;
-        hp.grad_scale = 0.7f;
-        be.adamw_step_segments(P, G, M, V, segments, hp);
-      }
-      p[k] = to_host(be, P);
-    }
+    const AdamWCall step = [&](Backend& be, Tensor& P, const Tensor& G, Tensor& M, Tensor& V,
+                               const AdamWParams& hp) {
+      be.adamw_step_segments(P, G, M, V, segments, hp);
+    };
+    const auto g = adamw_run(gpu(), n, 2, 1e-2f, 0.3f, step);
+    const auto c = adamw_run(cpu(), n, 2, 1e-2f, 0.3f, step);
     const std::string what = "segments from offset " + std::to_string(segments[0].offset);
-    expect_close(p[0], p[1], 1e-6, 1e-4 * 1e-2, what + " param");
+    expect_close(g[0], c[0], 1e-6, 1e-4 * 1e-2, what + " param");
     std::vector<bool> covered(size_t(n), false);
     for (const AdamWSegment& sg : segments)
       std::fill_n(covered.begin() + sg.offset, sg.numel, true);
@@ -800,7 +795,7 @@ TEST_F(CudaBackendTest, AdamWSegmentsMatchCpu) {
     for (int64_t i = 0; i < n; ++i)
       if (!covered[size_t(i)]) {
         ++gaps;
-        EXPECT_EQ(p[0][size_t(i)], p0[size_t(i)]) << what << ": element " << i << " changed";
+        EXPECT_EQ(g[0][size_t(i)], p0[size_t(i)]) << what << ": element " << i << " changed";
       }
     EXPECT_GT(gaps, 0) << what;
   }
