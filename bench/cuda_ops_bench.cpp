@@ -63,7 +63,8 @@ int main(int argc, char** argv) {
                 (long long)B, (long long)T);
     Backend& g = *be;
     for (DType dt : {DType::BF16, DType::F32}) {
-      const std::string tag = " " + dtype_name(dt);
+      std::string tag = " ";  // (appended: GCC 12's -Wrestrict misfires on " " + string)
+      tag += dtype_name(dt);
       Tensor x = random_tensor(g, {N, C}, dt, 1.0f, 1);
       Tensor wqkv = random_tensor(g, {QKV, C}, dt, 0.05f, 2), bqkv = random_tensor(g, {QKV}, DType::F32, 0.1f, 3);
       Tensor wgu = random_tensor(g, {2 * F, C}, dt, 0.05f, 4), wdown = random_tensor(g, {C, F}, dt, 0.05f, 5);
@@ -143,6 +144,20 @@ int main(int argc, char** argv) {
       report(g, "swiglu forward (bf16 out)", 0, double(N * F) * 10, [&] { g.swiglu_forward(gu, a); });
       report(g, "swiglu backward (bf16 out)", 0, double(N * F) * 16,
              [&] { g.swiglu_backward(dout, gu, dgu); });
+      // Mixed precision's: gate_up and the SwiGLU output's gradient in bf16.
+      Tensor gub = g.empty({N, 2 * F}, DType::BF16, MemoryCategory::Activations, "gate_up bf16");
+      Tensor doutb = g.empty({N, F}, DType::BF16, MemoryCategory::Activations, "dout bf16");
+      g.copy(gu, gub);
+      g.copy(dout, doutb);
+      report(g, "swiglu forward (bf16 in and out)", 0, double(N * F) * 6,
+             [&] { g.swiglu_forward(gub, a); });
+      report(g, "swiglu backward (bf16 in and out)", 0, double(N * F) * 10,
+             [&] { g.swiglu_backward(doutb, gub, dgu); });
+      Tensor xb = g.empty({N, C}, DType::BF16, MemoryCategory::Activations, "x bf16");
+      report(g, "convert f32->bf16 (N x C)", 0, double(N * C) * 6, [&] { g.copy(x, xb); });
+      report(g, "add (N x C)", 0, double(N * C) * 12, [&] { g.add(x, dx, dx); });
+      Tensor db = g.zeros({C}, DType::F32, MemoryCategory::Gradients, "dbias");
+      report(g, "bias_backward (N x C)", 0, double(N * C) * 4, [&] { g.bias_backward(x, db); });
     }
 
     {
