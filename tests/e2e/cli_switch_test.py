@@ -58,6 +58,14 @@ with tempfile.TemporaryDirectory() as tmp:
     r = run("status")
     check("cpu-1" in r.stdout, f"failed switches keep the flavor: {r.stdout}")
 
+    if not os.path.exists("/dev/nvidia0"):
+        # A GPU flavor on a machine without one: status says why each device cannot be used.
+        run("switch", "gpu-2")
+        r = run("status")
+        check(r.returncode == 0 and r.stdout.count("cannot be used here (") == 2,
+              f"status of gpu-2 without GPUs: {r.stdout} {r.stderr}")
+        run("switch", "cpu-1")
+
     # A flavor file.
     flavor_file = os.path.join(tmp, "cluster.json")
     with open(flavor_file, "w") as f:

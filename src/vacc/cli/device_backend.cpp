@@ -49,6 +49,23 @@ void check_flavor_devices(const Flavor& flavor) {
 #endif
 }
 
+LocalGpu local_gpu(int index) {
+  LocalGpu g;
+#ifdef VACC_HAVE_CUDA
+  try {
+    g.name = cuda_device_name(index);
+    g.memory_bytes = cuda_device_memory_bytes(index);
+  } catch (const Error& e) {
+    g = LocalGpu{};
+    g.unavailable = e.what();
+  }
+#else
+  (void)index;
+  g.unavailable = "this vacc was built without the CUDA backend";
+#endif
+  return g;
+}
+
 int local_rank(const Communicator& comm, const Flavor& flavor) {
   const int launcher = launcher_local_rank();
   if (launcher >= 0) return launcher;

@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <memory>
+#include <string>
 
 #include "vacc/comm/communicator.h"
 #include "vacc/kernels/backend.h"
@@ -19,6 +20,15 @@ bool cuda_backend_built();
 // Throws one clear error when the flavor's devices cannot be used by this process: a GPU
 // flavor on a vacc built without CUDA, or on a machine with no usable GPU (with the reason).
 void check_flavor_devices(const Flavor& flavor);
+
+// GPU `index` of this machine, for people (`vacc status`): its name and memory, or why it
+// cannot be used (no CUDA backend in this vacc, no driver, no such GPU).
+struct LocalGpu {
+  std::string name;           // "NVIDIA H200"; empty when it cannot be used
+  size_t memory_bytes = 0;
+  std::string unavailable;    // why not; empty when it can be used
+};
+LocalGpu local_gpu(int index);
 
 // This rank's index among the ranks of its node (the launcher's local rank; 0 alone).
 int local_rank(const Communicator& comm, const Flavor& flavor);

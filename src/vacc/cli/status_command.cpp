@@ -6,6 +6,7 @@
 #include <string>
 
 #include "vacc/cli/commands.h"
+#include "vacc/cli/device_backend.h"
 #include "vacc/core/error.h"
 #include "vacc/launch/accelerator_state.h"
 #include "vacc/launch/flavor.h"
@@ -40,6 +41,20 @@ void show_devices(const Flavor& f, const JobStatus* job) {
   }
   const std::string host = f.launcher.kind == LauncherKind::Local ? this_host() : "";
   const size_t budget = f.memory_budget_bytes_per_device();
+  if (!f.is_cpu() && !host.empty()) {
+    // This machine's GPUs: what they are, or why the flavor cannot run here.
+    for (int r = 0; r < f.total_devices(); ++r) {
+      const LocalGpu g = local_gpu(r);
+      if (!g.unavailable.empty()) {
+        std::cout << "  [" << r << "] " << f.device_model << ": cannot be used here ("
+                  << g.unavailable << ")\n";
+        continue;
+      }
+      std::cout << "  [" << r << "] " << g.name << " on " << host << "  memory 0 B / "
+                << human_bytes(budget ? budget : g.memory_bytes) << "\n";
+    }
+    return;
+  }
   for (int r = 0; r < f.total_devices(); ++r) {
     std::cout << "  [" << r << "] " << f.device_model;
     if (!host.empty())

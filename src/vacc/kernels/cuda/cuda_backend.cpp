@@ -592,6 +592,13 @@ size_t cuda_device_memory_bytes(int device_index) {
   return prop.totalGlobalMem;
 }
 
+std::string cuda_device_name(int device_index) {
+  check_usable_device(device_index);
+  cudaDeviceProp prop{};
+  VACC_CUDA_CHECK(cudaGetDeviceProperties(&prop, device_index));
+  return prop.name;
+}
+
 void* cuda_compute_stream(Backend& backend) {
   auto* cuda = dynamic_cast<CudaBackend*>(&backend);
   return cuda ? static_cast<void*>(cuda->stream()) : nullptr;

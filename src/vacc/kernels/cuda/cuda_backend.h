@@ -29,6 +29,10 @@ std::unique_ptr<Backend> make_cuda_backend(int device_index = 0,
 // reason when there is no such GPU.
 size_t cuda_device_memory_bytes(int device_index);
 
+// The name of GPU `device_index` ("NVIDIA H200"). Throws vacc::Error naming the reason when
+// there is no such GPU.
+std::string cuda_device_name(int device_index);
+
 // The stream a backend made by make_cuda_backend issues all its work on (a cudaStream_t), so
 // that a communicator can order its operations after it; nullptr for any other backend.
 void* cuda_compute_stream(Backend& backend);
