@@ -538,6 +538,37 @@ TEST_F(CudaBackendTest, AttentionBackwardMatchesCpu) {
   }
 }
 
+// qkv and dout that start one element past an aligned address (views into larger buffers):
+// the tensor-core kernels then read them element by element instead of four at a time.
+TEST_F(CudaBackendTest, TensorCoreAttentionReadsMisalignedInputs) {
+  const AttnCase c{1, 70, 4, 2, 64};
+  const int64_t rows = c.batch * c.seq, out_width = c.q_heads * c.head_dim;
+  AttentionShape s = c.shape();
+  s.compute = DType::BF16;
+  const int64_t width = s.qkv_width();
+  auto qkv = random_vector(size_t(rows * width + 1), 29, -1.5f, 1.5f);
+  auto dout = random_vector(size_t(rows * out_width + 1), 30);
+  std::vector<float> out[2], lse[2], dqkv[2];
+  Backend* bes[2] = {&gpu(), &cpu()};
+  for (int k = 0; k < 2; ++k) {
+    Backend& be = *bes[k];
+    Tensor QKV = to_device(be, qkv, {rows * width + 1}).view(1, {rows, width});
+    Tensor DO = to_device(be, dout, {rows * out_width + 1}, DType::BF16).view(1, {rows, out_width});
+    Tensor O = be.empty({rows, out_width}, DType::BF16, MemoryCategory::Activations, "out");
+    Tensor L = be.empty({c.batch, c.q_heads, c.seq}, DType::F32, MemoryCategory::Activations, "lse");
+    Tensor DQKV = be.empty({rows, width}, DType::F32, MemoryCategory::Activations, "dqkv");
+    be.attention_forward(QKV, s, O, L);
+    be.attention_backward(DO, QKV, O, L, s, DQKV);
+    out[k] = to_host(be, O);
+    lse[k] = to_host(be, L);
+    dqkv[k] = to_host(be, DQKV);
+  }
+  expect_close(out[0], out[1], 0.0, kBf16Attention * max_abs(out[1]), c.str() + " out");
+  expect_close(lse[0], lse[1], 0.0, kBf16Attention, c.str() + " lse");
+  expect_close(dqkv[0], dqkv[1], 0.0, kBf16Attention * std::max(1.0, max_abs(dqkv[1])),
+               c.str() + " dqkv");
+}
+
 TEST_F(CudaBackendTest, AttentionDecodeMatchesCpu) {
   struct DecodeCase {
     int64_t past, n_new, q_heads, kv_heads, head_dim;
