@@ -539,7 +539,8 @@ TEST_F(CudaBackendTest, AttentionBackwardMatchesCpu) {
 }
 
 // qkv and dout that start one element past an aligned address (views into larger buffers):
-// the tensor-core kernels then read them element by element instead of four at a time.
+// qkv is packed into an aligned bf16 copy first, and the tensor-core kernels read dout element
+// by element instead of four at a time.
 TEST_F(CudaBackendTest, TensorCoreAttentionReadsMisalignedInputs) {
   const AttnCase c{1, 70, 4, 2, 64};
   const int64_t rows = c.batch * c.seq, out_width = c.q_heads * c.head_dim;

@@ -25,6 +25,7 @@
 
 #include "vacc/core/error.h"
 #include "vacc/kernels/cuda/cuda_check.h"
+#include "vacc/kernels/cuda/cuda_kernels.h"
 #include "vacc/kernels/cuda/device_math.cuh"
 #include "vacc/kernels/cuda/mma_bf16.cuh"
 
@@ -74,6 +75,21 @@ __device__ __forceinline__ bool rows_vec4(const SrcT* src, int64_t width) {
 template <int D, int Rows, typename SrcT>
 __device__ __forceinline__ void load_rows(const SrcT* src, int64_t width, int64_t row0,
                                           int64_t limit, uint16_t* tile, int stride) {
+  if constexpr (std::is_same_v<SrcT, bf16>) {
+    if (width % 8 == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0) {
+      // Already bf16 (the packed qkv): eight elements per 16-byte copy, no conversion. A
+      // shared row is (D + kPad) * 2 bytes, a multiple of 16.
+#pragma unroll 2
+      for (int e = threadIdx.x; e < Rows * D / 8; e += kThreads) {
+        const int r = e / (D / 8), c = 8 * (e % (D / 8));
+        const int64_t t = row0 + r;
+        const uint4 v = t < limit ? *reinterpret_cast<const uint4*>(src + t * width + c)
+                                  : uint4{0u, 0u, 0u, 0u};
+        *reinterpret_cast<uint4*>(tile + r * stride + c) = v;
+      }
+      return;
+    }
+  }
   if (rows_vec4(src, width)) {
     // Four columns per thread: one wide load, one 8-byte shared store (stride and c even).
     for (int e = threadIdx.x; e < Rows * D / 4; e += kThreads) {
@@ -166,12 +182,12 @@ __device__ __forceinline__ float quad_sum(float v) {
 }
 
 template <int D, typename OutT>
-__global__ void __launch_bounds__(kThreads)
-    flash_mma_forward_kernel(const float* qkv, int64_t T, int Hq, int Hkv, float scale,
+__global__ void __launch_bounds__(kThreads, D == 64 ? 4 : 3)
+    flash_mma_forward_kernel(const bf16* qkv, int64_t T, int Hq, int Hkv, float scale,
                              int64_t num_tiles, int64_t bh_count, OutT* out, float* lse) {
   constexpr int kStride = D + kPad, kStrideT = kTile + kPad;
   constexpr int kDimSteps = D / 16, kKeyGroups = kTile / 8, kOutGroups = D / 8;
-  extern __shared__ uint32_t flash_smem[];
+  extern __shared__ uint4 flash_smem[];  // uint4: 16-byte aligned (the bf16 tile copies)
   uint16_t* Ks = reinterpret_cast<uint16_t*>(flash_smem);  // [kTile][kStride]; Q at first
   uint16_t* Vt = Ks + kTile * kStride;                       // [D][kStrideT]: V transposed
   // The last query tiles (the most keys) are scheduled first.
@@ -179,7 +195,7 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t b = bh / Hq;
   const int h = int(bh % Hq), g = h / (Hq / Hkv);
   const int64_t W = int64_t(Hq + 2 * Hkv) * D, q0 = qt * kTile;
-  const float* base = qkv + b * T * W;
+  const bf16* base = qkv + b * T * W;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, quad_col = 2 * (lane & 3);
   const int64_t row_lo = q0 + warp * kWarpRows + (lane >> 2), row_hi = row_lo + 8;
   const int64_t warp_last_row = q0 + warp * kWarpRows + kWarpRows - 1;
@@ -318,12 +334,12 @@ __global__ void flash_mma_backward_prep_kernel(const IoT* dout, const IoT* out, 
 // dS^T = P^T (dP^T - D); dV += bf16(P^T) dO, dK += bf16(dS^T) Q (times scale at the end).
 template <int D, typename IoT>
 __global__ void __launch_bounds__(kThreads)
-    flash_mma_dkdv_kernel(const float* qkv, const IoT* dout, const float* lse, const float* di,
+    flash_mma_dkdv_kernel(const bf16* qkv, const IoT* dout, const float* lse, const float* di,
                           int64_t T, int Hq, int Hkv, float scale, int64_t bg_count,
                           float* dqkv) {
   constexpr int kStride = D + kPad, kStrideT = kInnerTile + kPad;
   constexpr int kQueryGroups = kInnerTile / 8, kOutGroups = D / 8;
-  extern __shared__ uint32_t flash_smem[];
+  extern __shared__ uint4 flash_smem[];  // uint4: 16-byte aligned (the bf16 tile copies)
   uint16_t* Ks = reinterpret_cast<uint16_t*>(flash_smem);  // [kTile][kStride]
   uint16_t* Vs = Ks + kTile * kStride;                       // [kTile][kStride]
   uint16_t* Qs = Vs + kTile * kStride;                       // [kInnerTile][kStride]
@@ -337,7 +353,7 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t b = bg / Hkv;
   const int g = int(bg % Hkv), group = Hq / Hkv;
   const int64_t W = int64_t(Hq + 2 * Hkv) * D, out_width = int64_t(Hq) * D, k0 = kt * kTile;
-  const float* base = qkv + b * T * W;
+  const bf16* base = qkv + b * T * W;
   const IoT* dbase = dout + b * T * out_width;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, quad_col = 2 * (lane & 3);
   const int64_t warp_first_key = k0 + warp * kWarpRows;
@@ -431,12 +447,12 @@ __global__ void __launch_bounds__(kThreads)
 // (times scale at the end). No two blocks write one element: no atomics, a fixed order.
 template <int D, typename IoT>
 __global__ void __launch_bounds__(kThreads)
-    flash_mma_dq_kernel(const float* qkv, const IoT* dout, const float* lse, const float* di,
+    flash_mma_dq_kernel(const bf16* qkv, const IoT* dout, const float* lse, const float* di,
                         int64_t T, int Hq, int Hkv, float scale, int64_t num_tiles,
                         int64_t bh_count, float* dqkv) {
   constexpr int kStride = D + kPad, kStrideT = kInnerTile + kPad;
   constexpr int kKeyGroups = kInnerTile / 8, kOutGroups = D / 8;
-  extern __shared__ uint32_t flash_smem[];
+  extern __shared__ uint4 flash_smem[];  // uint4: 16-byte aligned (the bf16 tile copies)
   uint16_t* Qs = reinterpret_cast<uint16_t*>(flash_smem);  // [kTile][kStride]
   uint16_t* dOs = Qs + kTile * kStride;                      // [kTile][kStride]
   uint16_t* Ks = dOs + kTile * kStride;                      // [kInnerTile][kStride]
@@ -447,7 +463,7 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t b = bh / Hq;
   const int h = int(bh % Hq), g = h / (Hq / Hkv);
   const int64_t W = int64_t(Hq + 2 * Hkv) * D, out_width = int64_t(Hq) * D, q0 = qt * kTile;
-  const float* base = qkv + b * T * W;
+  const bf16* base = qkv + b * T * W;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, quad_col = 2 * (lane & 3);
   const int64_t row_lo = q0 + warp * kWarpRows + (lane >> 2), row_hi = row_lo + 8;
   const int64_t warp_last_row = q0 + warp * kWarpRows + kWarpRows - 1;
@@ -558,15 +574,38 @@ void dispatch_head_dim(int64_t head_dim, Fn&& fn) {
     fn(std::integral_constant<int, 128>());
 }
 
+// The kernels read q, k and v as bf16: rounded once here (exactly as they would round each
+// element of a tile), they are read in half the bytes and without converting, though every
+// key tile is read by every query tile of its sequence.
+const bf16* pack_qkv(const float* qkv, int64_t batch, int64_t seq, int64_t q_heads,
+                     int64_t kv_heads, int64_t head_dim, void* packed, cudaStream_t stream) {
+  convert(qkv, DType::F32, packed, DType::BF16, batch * seq * (q_heads + 2 * kv_heads) * head_dim,
+          stream);
+  return static_cast<const bf16*>(packed);
+}
+
+// D_i (batch x q_heads x seq floats), then the packed qkv at the next 256-byte boundary.
+size_t di_bytes(int64_t batch, int64_t seq, int64_t q_heads) {
+  return (sizeof(float) * size_t(batch * q_heads * seq) + 255) / 256 * 256;
+}
+
 }  // namespace
 
 bool attention_flash_mma_supports(int64_t head_dim) { return head_dim == 64 || head_dim == 128; }
 
-void attention_flash_mma_forward(const float* qkv, int64_t batch, int64_t seq, int64_t q_heads,
-                                 int64_t kv_heads, int64_t head_dim, void* out, DType out_dtype,
-                                 float* lse, cudaStream_t stream) {
+size_t attention_flash_mma_forward_scratch_bytes(int64_t batch, int64_t seq, int64_t q_heads,
+                                                 int64_t kv_heads, int64_t head_dim) {
+  return sizeof(bf16) * size_t(batch * seq * (q_heads + 2 * kv_heads) * head_dim);
+}
+
+void attention_flash_mma_forward(const float* qkv_f32, int64_t batch, int64_t seq,
+                                 int64_t q_heads, int64_t kv_heads, int64_t head_dim, void* out,
+                                 DType out_dtype, float* lse, void* scratch,
+                                 cudaStream_t stream) {
+  if (batch * seq == 0) return;
   const int64_t num_tiles = (seq + kTile - 1) / kTile, bh = batch * q_heads;
   const float scale = 1.0f / sqrtf(float(head_dim));
+  const bf16* qkv = pack_qkv(qkv_f32, batch, seq, q_heads, kv_heads, head_dim, scratch, stream);
   dispatch_head_dim(head_dim, [&](auto d) {
     constexpr int D = decltype(d)::value;
     const size_t smem = 2 * size_t(kTile * (D + kPad) + D * (kTile + kPad));
@@ -583,17 +622,20 @@ void attention_flash_mma_forward(const float* qkv, int64_t batch, int64_t seq, i
   });
 }
 
-size_t attention_flash_mma_backward_scratch_bytes(int64_t batch, int64_t seq, int64_t q_heads) {
-  return sizeof(float) * size_t(batch * q_heads * seq);
+size_t attention_flash_mma_backward_scratch_bytes(int64_t batch, int64_t seq, int64_t q_heads,
+                                                  int64_t kv_heads, int64_t head_dim) {
+  return di_bytes(batch, seq, q_heads) +
+         attention_flash_mma_forward_scratch_bytes(batch, seq, q_heads, kv_heads, head_dim);
 }
-
-void attention_flash_mma_backward(const void* dout, const float* qkv, const void* out,
+void attention_flash_mma_backward(const void* dout, const float* qkv_f32, const void* out,
                                   DType io_dtype, const float* lse, int64_t batch, int64_t seq,
                                   int64_t q_heads, int64_t kv_heads, int64_t head_dim,
                                   float* dqkv, void* scratch, cudaStream_t stream) {
   const int64_t rows = batch * seq;
   if (rows == 0) return;
   float* di = static_cast<float*>(scratch);
+  const bf16* qkv = pack_qkv(qkv_f32, batch, seq, q_heads, kv_heads, head_dim,
+                             static_cast<char*>(scratch) + di_bytes(batch, seq, q_heads), stream);
   const int64_t num_tiles = (seq + kTile - 1) / kTile, bh = batch * q_heads, bg = batch * kv_heads;
   const float scale = 1.0f / sqrtf(float(head_dim));
   const int64_t prep_blocks = grid_for(rows * q_heads * 32, kThreads, int64_t(1) << 30);

@@ -15,13 +15,18 @@ namespace vacc::cuda {
 // Whether the kernels take this head_dim (64 or 128; any sequence length).
 bool attention_flash_mma_supports(int64_t head_dim);
 
+// Bytes of device scratch attention_flash_mma_forward needs (qkv packed in bf16).
+size_t attention_flash_mma_forward_scratch_bytes(int64_t batch, int64_t seq, int64_t q_heads,
+                                                 int64_t kv_heads, int64_t head_dim);
 // qkv (B*T, (Hq + 2 Hkv) D) f32; out (B*T, Hq D) of out_dtype; lse (B, Hq, T), natural log.
 void attention_flash_mma_forward(const float* qkv, int64_t batch, int64_t seq, int64_t q_heads,
                                  int64_t kv_heads, int64_t head_dim, void* out, DType out_dtype,
-                                 float* lse, cudaStream_t stream);
+                                 float* lse, void* scratch, cudaStream_t stream);
 
-// Bytes of device scratch attention_flash_mma_backward needs (D_i = rowsum(dO * O)).
-size_t attention_flash_mma_backward_scratch_bytes(int64_t batch, int64_t seq, int64_t q_heads);
+// Bytes of device scratch attention_flash_mma_backward needs (D_i = rowsum(dO * O), and qkv
+// packed in bf16).
+size_t attention_flash_mma_backward_scratch_bytes(int64_t batch, int64_t seq, int64_t q_heads,
+                                                  int64_t kv_heads, int64_t head_dim);
 // dout and out (B*T, Hq D) of io_dtype; lse (B, Hq, T); dqkv (B*T, (Hq + 2 Hkv) D) overwritten.
 // Deterministic: dK/dV and dQ by separate kernels, no atomics.
 void attention_flash_mma_backward(const void* dout, const float* qkv, const void* out,

@@ -276,9 +276,13 @@ class CudaBackend final : public Backend {
     expect_dtype(op, "lse", lse, DType::F32);
     const cuda::AttentionRoute route = cuda::attention_route(ctx_, s.seq, s.head_dim, s.compute);
     if (route == cuda::AttentionRoute::FlashMma) {
+      const size_t bytes = cuda::attention_flash_mma_forward_scratch_bytes(
+          s.batch, s.seq, s.q_heads, s.kv_heads, s.head_dim);
+      Tensor scratch = ctx_.scratch({int64_t((bytes + 3) / 4)}, DType::F32,
+                                    "attention forward scratch");
       cuda::attention_flash_mma_forward(qkv.data_as<float>(), s.batch, s.seq, s.q_heads,
                                         s.kv_heads, s.head_dim, out.data(), out.dtype(),
-                                        lse.data_as<float>(), stream());
+                                        lse.data_as<float>(), scratch.data(), stream());
       return;
     }
     if (route == cuda::AttentionRoute::Gemm) {
@@ -310,8 +314,8 @@ class CudaBackend final : public Backend {
     expect_dtype(op, "dqkv", dqkv, DType::F32);
     const cuda::AttentionRoute route = cuda::attention_route(ctx_, s.seq, s.head_dim, s.compute);
     if (route == cuda::AttentionRoute::FlashMma) {
-      const size_t bytes =
-          cuda::attention_flash_mma_backward_scratch_bytes(s.batch, s.seq, s.q_heads);
+      const size_t bytes = cuda::attention_flash_mma_backward_scratch_bytes(
+          s.batch, s.seq, s.q_heads, s.kv_heads, s.head_dim);
       Tensor scratch = ctx_.scratch({int64_t((bytes + 3) / 4)}, DType::F32,
                                     "attention backward scratch");
       cuda::attention_flash_mma_backward(dout.data(), qkv.data_as<float>(), out.data(),
