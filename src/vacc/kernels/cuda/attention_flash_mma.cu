@@ -142,6 +142,17 @@ __device__ __forceinline__ void load_rows_transposed(const SrcT* src, int64_t wi
   }
 }
 
+// Two adjacent groups of 8 accumulator columns (groups 2k and 2k+1), rounded to bf16, as the A
+// fragment of those 16 columns: the C layout of the pair is exactly A's layout of its 16 k.
+struct AFragment {
+  uint32_t r[4];
+};
+__device__ __forceinline__ AFragment accumulators_as_a(const float (&lo)[4],
+                                                       const float (&hi)[4]) {
+  return {{pack_bf16x2(lo[0], lo[1]), pack_bf16x2(lo[2], lo[3]), pack_bf16x2(hi[0], hi[1]),
+           pack_bf16x2(hi[2], hi[3])}};
+}
+
 // The backward's two products of one step, zeroed first: for the warp's 16 rows of A1 and A2
 // (from row a_row of their tiles) and the Groups x 8 rows of B1 and B2, over the D columns of
 // all four tiles (stride `stride`): acc1[j] = A1 B1[j]^T, acc2[j] = A2 B2[j]^T. (dK/dV: S^T and
@@ -278,15 +289,12 @@ __global__ void __launch_bounds__(kThreads, D == 64 ? 4 : 3)
 #pragma unroll
     for (int kk = 0; kk < kTile / 16; ++kk)
       if (kk < key_steps) {
-        const uint32_t pa[4] = {pack_bf16x2(s[2 * kk][0], s[2 * kk][1]),
-                                pack_bf16x2(s[2 * kk][2], s[2 * kk][3]),
-                                pack_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                                pack_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+        const AFragment pa = accumulators_as_a(s[2 * kk], s[2 * kk + 1]);
 #pragma unroll
         for (int n = 0; n < kOutGroups; ++n) {
           uint32_t vb[2];
           load_b(vb, Vt, kStrideT, n * 8, kk * 16);
-          mma_m16n8k16_bf16(o[n], pa, vb, o[n]);
+          mma_m16n8k16_bf16(o[n], pa.r, vb, o[n]);
         }
       }
   }
@@ -406,21 +414,15 @@ __global__ void __launch_bounds__(kThreads)
       // [16 kq, 16 kq + 16).
 #pragma unroll
       for (int kq = 0; kq < kInnerTile / 16; ++kq) {
-        const uint32_t pa[4] = {pack_bf16x2(st[2 * kq][0], st[2 * kq][1]),
-                                pack_bf16x2(st[2 * kq][2], st[2 * kq][3]),
-                                pack_bf16x2(st[2 * kq + 1][0], st[2 * kq + 1][1]),
-                                pack_bf16x2(st[2 * kq + 1][2], st[2 * kq + 1][3])};
-        const uint32_t dsa[4] = {pack_bf16x2(dpt[2 * kq][0], dpt[2 * kq][1]),
-                                 pack_bf16x2(dpt[2 * kq][2], dpt[2 * kq][3]),
-                                 pack_bf16x2(dpt[2 * kq + 1][0], dpt[2 * kq + 1][1]),
-                                 pack_bf16x2(dpt[2 * kq + 1][2], dpt[2 * kq + 1][3])};
+        const AFragment pa = accumulators_as_a(st[2 * kq], st[2 * kq + 1]);
+        const AFragment dsa = accumulators_as_a(dpt[2 * kq], dpt[2 * kq + 1]);
 #pragma unroll
         for (int n = 0; n < kOutGroups; ++n) {
           uint32_t ob[2], qb[2];
           load_b(ob, dOt, kStrideT, n * 8, kq * 16);
-          mma_m16n8k16_bf16(dv[n], pa, ob, dv[n]);
+          mma_m16n8k16_bf16(dv[n], pa.r, ob, dv[n]);
           load_b(qb, Qt, kStrideT, n * 8, kq * 16);
-          mma_m16n8k16_bf16(dk[n], dsa, qb, dk[n]);
+          mma_m16n8k16_bf16(dk[n], dsa.r, qb, dk[n]);
         }
       }
     }
@@ -505,15 +507,12 @@ __global__ void __launch_bounds__(kThreads)
       }
 #pragma unroll
     for (int kk = 0; kk < kInnerTile / 16; ++kk) {
-      const uint32_t dsa[4] = {pack_bf16x2(s[2 * kk][0], s[2 * kk][1]),
-                               pack_bf16x2(s[2 * kk][2], s[2 * kk][3]),
-                               pack_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                               pack_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+      const AFragment dsa = accumulators_as_a(s[2 * kk], s[2 * kk + 1]);
 #pragma unroll
       for (int n = 0; n < kOutGroups; ++n) {
         uint32_t kb[2];
         load_b(kb, Kt, kStrideT, n * 8, kk * 16);
-        mma_m16n8k16_bf16(dq[n], dsa, kb, dq[n]);
+        mma_m16n8k16_bf16(dq[n], dsa.r, kb, dq[n]);
       }
     }
   }
