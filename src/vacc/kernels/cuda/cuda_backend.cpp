@@ -278,8 +278,7 @@ class CudaBackend final : public Backend {
     if (route == cuda::AttentionRoute::FlashMma) {
       const size_t bytes = cuda::attention_flash_mma_forward_scratch_bytes(
           s.batch, s.seq, s.q_heads, s.kv_heads, s.head_dim);
-      Tensor scratch = ctx_.scratch({int64_t((bytes + 3) / 4)}, DType::F32,
-                                    "attention forward scratch");
+      Tensor scratch = ctx_.scratch_bytes(bytes, "attention forward scratch");
       cuda::attention_flash_mma_forward(qkv.data_as<float>(), s.batch, s.seq, s.q_heads,
                                         s.kv_heads, s.head_dim, out.data(), out.dtype(),
                                         lse.data_as<float>(), scratch.data(), stream());
@@ -316,8 +315,7 @@ class CudaBackend final : public Backend {
     if (route == cuda::AttentionRoute::FlashMma) {
       const size_t bytes = cuda::attention_flash_mma_backward_scratch_bytes(
           s.batch, s.seq, s.q_heads, s.kv_heads, s.head_dim);
-      Tensor scratch = ctx_.scratch({int64_t((bytes + 3) / 4)}, DType::F32,
-                                    "attention backward scratch");
+      Tensor scratch = ctx_.scratch_bytes(bytes, "attention backward scratch");
       cuda::attention_flash_mma_backward(dout.data(), qkv.data_as<float>(), out.data(),
                                          out.dtype(), lse.data_as<float>(), s.batch, s.seq,
                                          s.q_heads, s.kv_heads, s.head_dim,
@@ -331,8 +329,7 @@ class CudaBackend final : public Backend {
     }
     const size_t bytes = cuda::attention_backward_scratch_bytes(s.batch, s.seq, s.q_heads,
                                                                 s.head_dim, out.dtype());
-    Tensor scratch = ctx_.scratch({int64_t((bytes + 3) / 4)}, DType::F32,
-                                  "attention backward scratch");
+    Tensor scratch = ctx_.scratch_bytes(bytes, "attention backward scratch");
     cuda::attention_backward(dout.data(), qkv.data_as<float>(), out.data(), out.dtype(),
                              lse.data_as<float>(), s.batch, s.seq, s.q_heads, s.kv_heads,
                              s.head_dim, dqkv.data_as<float>(), scratch.data(), stream());
@@ -464,8 +461,8 @@ class CudaBackend final : public Backend {
       adamw_items_ = Tensor();
       adamw_segments_.clear();
       if (!items.empty()) {
-        static_assert(sizeof(cuda::AdamWItem) == 16);
-        adamw_items_ = ctx_.scratch({int64_t(items.size()) * 4}, DType::I32, "AdamW work list");
+        adamw_items_ =
+            ctx_.scratch_bytes(items.size() * sizeof(cuda::AdamWItem), "AdamW work list");
         ctx_.upload(items.data(), adamw_items_.data(), items.size() * sizeof(cuda::AdamWItem));
       }
       adamw_num_items_ = int64_t(items.size());
@@ -564,6 +561,14 @@ void check_usable_device(int device_index) {
              " does not exist: this machine has ", count, " CUDA device(s)");
 }
 
+// The properties of GPU `device_index`, after check_usable_device.
+cudaDeviceProp usable_device_properties(int device_index) {
+  check_usable_device(device_index);
+  cudaDeviceProp prop{};
+  VACC_CUDA_CHECK(cudaGetDeviceProperties(&prop, device_index));
+  return prop;
+}
+
 }  // namespace
 
 int cuda_device_count() {
@@ -590,17 +595,11 @@ std::unique_ptr<Backend> make_cuda_backend(int device_index, size_t memory_budge
 }
 
 size_t cuda_device_memory_bytes(int device_index) {
-  check_usable_device(device_index);
-  cudaDeviceProp prop{};
-  VACC_CUDA_CHECK(cudaGetDeviceProperties(&prop, device_index));
-  return prop.totalGlobalMem;
+  return usable_device_properties(device_index).totalGlobalMem;
 }
 
 std::string cuda_device_name(int device_index) {
-  check_usable_device(device_index);
-  cudaDeviceProp prop{};
-  VACC_CUDA_CHECK(cudaGetDeviceProperties(&prop, device_index));
-  return prop.name;
+  return usable_device_properties(device_index).name;
 }
 
 void* cuda_compute_stream(Backend& backend) {

@@ -7,6 +7,7 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <memory>
 
 #include "vacc/core/tensor.h"
@@ -53,6 +54,10 @@ class CudaContext {
   // A scratch tensor for one op (counted as Buffers).
   Tensor scratch(Shape shape, DType dtype, std::string_view what) {
     return Tensor(allocator_, std::move(shape), dtype, MemoryCategory::Buffers, what);
+  }
+  // Untyped scratch of at least `bytes` (a kernel's own layout; at least one element).
+  Tensor scratch_bytes(size_t bytes, std::string_view what) {
+    return scratch({std::max<int64_t>(1, int64_t((bytes + 3) / 4))}, DType::F32, what);
   }
 
  private:
