@@ -95,7 +95,6 @@ std::unique_ptr<Backend> make_device_backend(const Flavor& flavor, int local_ind
 
 std::unique_ptr<Backend> make_single_device_backend(const Flavor& flavor, int threads) {
   if (flavor.is_cpu()) return make_cpu_backend(DeviceAllocator::kUnlimited, threads);
-  check_flavor_devices(flavor);
   return make_device_backend(flavor, 0, device_memory_budget(flavor, 0), threads);
 }
 

@@ -44,7 +44,8 @@ std::unique_ptr<Backend> make_device_backend(const Flavor& flavor, int local_ind
 // The backend of a one-device command (eval, generate) on `flavor`: its first GPU on a GPU
 // flavor (budget: the flavor's, else the GPU's memory); on a CPU flavor the whole CPU (every
 // core unless `threads` says otherwise, no budget: one process, not one of the flavor's ranks).
-// A GPU flavor that cannot run here is check_flavor_devices' error.
+// Callers run check_flavor_devices first, before reading their inputs, for its one clear error
+// (an unusable GPU would still throw here, naming the reason).
 std::unique_ptr<Backend> make_single_device_backend(const Flavor& flavor, int threads);
 
 // The communicator of a job's rank: NCCL for a GPU flavor of several devices (when built with
