@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
@@ -24,6 +25,7 @@
 #include "vacc/core/error.h"
 #include "vacc/kernels/backend.h"
 #include "vacc/kernels/cuda/attention_route.h"
+#include "vacc/kernels/cuda/attention_self_check.h"
 #include "vacc/kernels/cuda/cuda_backend.h"
 #include "vacc/kernels/cuda/cuda_context.h"
 
@@ -457,6 +459,21 @@ TEST_F(CudaBackendTest, TensorCoreSelfCheckPasses) {
   cuda::CudaContext ctx(0, size_t(64) << 20);
   EXPECT_TRUE(cuda::tensor_core_mma_self_check(ctx))
       << "mma.m16n8k16 bf16 disagrees with the host on this GPU: see the warning above";
+}
+
+// The check attention_route runs before it lets training use the tensor-core flash kernels:
+// they agree with the exact f32 kernels on this device (the figures are printed for the record).
+TEST_F(CudaBackendTest, FlashMmaKernelsPassTheirSelfCheck) {
+  cuda::CudaContext ctx(0, size_t(64) << 20);
+  for (int64_t head_dim : {64, 128}) {
+    const cuda::FlashMmaAgreement a = cuda::flash_mma_agreement(ctx, head_dim);
+    std::printf("flash_mma self-check, head_dim %lld: out %.2e, lse %.2e, dqkv %.2e\n",
+                static_cast<long long>(head_dim), a.out, a.lse, a.dqkv);
+    EXPECT_LE(a.worst(), cuda::kFlashMmaSelfCheckTolerance) << "head_dim " << head_dim;
+    // The bound leaves room for bf16 rounding only, not for a wrong tile.
+    EXPECT_GT(a.out, 0.0) << "bf16 outputs cannot match f32 exactly: is the check comparing?";
+    EXPECT_TRUE(cuda::flash_mma_self_check(ctx, head_dim)) << "head_dim " << head_dim;
+  }
 }
 
 TEST_F(CudaBackendTest, AttentionForwardMatchesCpu) {

@@ -18,6 +18,7 @@
 #include "vacc/kernels/cpu/cpu_kernels.h"
 #include "vacc/kernels/cuda/attention_flash_mma.h"
 #include "vacc/kernels/cuda/attention_route.h"
+#include "vacc/kernels/cuda/attention_self_check.h"
 #include "vacc/kernels/cuda/cuda_context.h"
 #include "vacc/kernels/cuda/cuda_kernels.h"
 #include "vacc/kernels/cuda/matmul_fallback.h"
@@ -333,13 +334,15 @@ TEST(CudaKernelsSim, MmaBf16TileProductMatchesScalar) {
 }
 
 // The one place that chooses attention's kernels: the tensor-core flash kernels for bf16 with
-// head_dim 64 or 128 (after the tensor-core self-check, here on the emulated product), the
+// head_dim 64 or 128 (after their self-check, here on the emulated product), the
 // cuBLASLt products for other head dims up to 8192 tokens, f32 flash otherwise; VACC_ATTENTION
 // prefers a route where it can run.
 TEST(CudaKernelsSim, AttentionRouteChoosesTheTensorCoreFlashWhereItFits) {
   using cuda::AttentionRoute;
   cuda::CudaContext ctx(0, size_t(1) << 30);
-  EXPECT_TRUE(cuda::tensor_core_mma_self_check(ctx));
+  EXPECT_TRUE(cuda::flash_mma_self_check(ctx, 64));
+  EXPECT_TRUE(cuda::flash_mma_self_check(ctx, 128));
+  EXPECT_FALSE(cuda::flash_mma_self_check(ctx, 96));
   unsetenv("VACC_ATTENTION");
   EXPECT_EQ(cuda::attention_route(ctx, 1024, 64, DType::BF16), AttentionRoute::FlashMma);
   EXPECT_EQ(cuda::attention_route(ctx, 100000, 128, DType::BF16), AttentionRoute::FlashMma);
