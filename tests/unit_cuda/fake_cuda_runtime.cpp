@@ -1,5 +1,5 @@
 // The CUDA runtime and cuBLASLt functions the CUDA backend calls, implemented on the host for
-// the simulator build (cuda_sim.h): one simulated device whose memory is host memory, streams
+// the simulator build (cuda_sim.h): simulated devices (VACC_SIM_GPUS) whose memory is host memory, streams
 // that finish every operation before returning, and a cuBLASLt whose matrix product follows the
 // library's documented column-major contract with plain loops (so the backend's row-major
 // mapping onto it is checked, not mirrored). It declines (no algorithm) a bf16 output with a
@@ -71,14 +71,18 @@ struct cublasLtContext {
 extern "C" {
 
 // ---- CUDA runtime ----
+// VACC_SIM_GPUS devices (default 1), each of 16 GiB; they share the host's memory.
 cudaError_t cudaGetDeviceCount(int* count) {
-  *count = 1;
+  const char* env = std::getenv("VACC_SIM_GPUS");
+  *count = env && std::atoi(env) > 0 ? std::atoi(env) : 1;
   return cudaSuccess;
 }
 cudaError_t cudaSetDevice(int) { return cudaSuccess; }
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int) {
   std::memset(prop, 0, sizeof *prop);
   std::strcpy(prop->name, "vacc_sim CPU simulator");
+  prop->totalGlobalMem = size_t(16) << 30;
+  prop->major = 9;
   return cudaSuccess;
 }
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned int) {
@@ -88,6 +92,17 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned int) {
 }
 cudaError_t cudaStreamDestroy(cudaStream_t) { return cudaSuccess; }
 cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaStreamQuery(cudaStream_t) { return cudaSuccess; }
+// Events: every operation has finished when its call returns, so an event is always complete.
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int) {
+  static int dummy;
+  *event = reinterpret_cast<cudaEvent_t>(&dummy);
+  return cudaSuccess;
+}
+cudaError_t cudaEventDestroy(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaEventRecord(cudaEvent_t, cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaEventQuery(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned int) { return cudaSuccess; }
 cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
 cudaError_t cudaMalloc(void** p, size_t size) {
   *p = std::aligned_alloc(256, (size + 255) / 256 * 256);
@@ -98,6 +113,10 @@ cudaError_t cudaFree(void* p) {
   return cudaSuccess;
 }
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, cudaMemcpyKind, cudaStream_t) {
+  std::memmove(dst, src, count);
+  return cudaSuccess;
+}
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t count, cudaMemcpyKind) {
   std::memmove(dst, src, count);
   return cudaSuccess;
 }

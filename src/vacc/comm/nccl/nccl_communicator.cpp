@@ -20,6 +20,13 @@ struct NcclCommunicator::State {
   cudaEvent_t compute_done = nullptr;
   std::chrono::milliseconds timeout{60000};
   bool aborted = false;
+  // send_async's sends not yet enqueued (see issue_queued_sends).
+  struct QueuedSend {
+    Tensor buf;
+    int peer;
+    std::shared_ptr<struct OpEvent> issued;
+  };
+  std::vector<QueuedSend> queued_sends;
 
   ~State();
   std::string who() const {
@@ -31,6 +38,15 @@ struct NcclCommunicator::State {
     aborted = true;
     ncclCommAbort(comm);
     comm = nullptr;
+  }
+};
+
+// The event recorded on the communication stream after an operation; for a send of send_async,
+// none until the send is enqueued.
+struct OpEvent {
+  cudaEvent_t event = nullptr;
+  ~OpEvent() {
+    if (event) cudaEventDestroy(event);
   }
 };
 
@@ -94,12 +110,14 @@ void wait_event(State& st, cudaEvent_t event, const std::string& what,
   }
 }
 
+void issue_queued_sends(State& st, std::string_view what, Tensor* recv = nullptr, int peer = -1);
+
 class NcclRequest final : public CommRequest {
  public:
-  NcclRequest(std::shared_ptr<State> st, cudaEvent_t event, std::string what,
+  NcclRequest(std::shared_ptr<State> st, std::shared_ptr<OpEvent> event, std::string what,
               std::string waiting_for, std::vector<Tensor> buffers)
       : st_(std::move(st)),
-        event_(event),
+        event_(std::move(event)),
         what_(std::move(what)),
         waiting_for_(std::move(waiting_for)),
         buffers_(std::move(buffers)) {}
@@ -113,12 +131,13 @@ class NcclRequest final : public CommRequest {
         std::fprintf(stderr, "vacc: %s\n", e.what());
       }
     }
-    cudaEventDestroy(event_);
   }
 
+  // A queued send (send_async) is not done before it is enqueued: test() does not enqueue it.
   bool test() override {
     if (done_) return true;
-    cudaError_t e = cudaEventQuery(event_);
+    if (!event_->event) return false;
+    cudaError_t e = cudaEventQuery(event_->event);
     if (e == cudaErrorNotReady) return false;
     check_cuda(st_.get(), e, what_);
     finish();
@@ -127,7 +146,10 @@ class NcclRequest final : public CommRequest {
 
   void wait() override {
     if (done_) return;
-    wait_event(*st_, event_, what_, waiting_for_);
+    if (!event_->event) issue_queued_sends(*st_, what_);
+    VACC_CHECK(event_->event, st_->who(), ": ", what_,
+               " was never started: an earlier operation of this communicator failed");
+    wait_event(*st_, event_->event, what_, waiting_for_);
     finish();
   }
 
@@ -138,7 +160,7 @@ class NcclRequest final : public CommRequest {
   }
 
   std::shared_ptr<State> st_;
-  cudaEvent_t event_;
+  std::shared_ptr<OpEvent> event_;
   std::string what_;
   std::string waiting_for_;
   std::vector<Tensor> buffers_;  // kept alive until the GPU is done with them
@@ -155,19 +177,28 @@ void start_after_compute(State& st, std::string_view what) {
              "ordering the communication stream after the compute stream");
 }
 
+// Records, into `ev`, an event after the work enqueued so far on the communication stream.
+void record_into(State& st, OpEvent& ev) {
+  cudaEvent_t event = nullptr;
+  check_cuda(&st, cudaEventCreateWithFlags(&event, cudaEventDisableTiming), "creating an event");
+  const cudaError_t e = cudaEventRecord(event, st.stream);
+  if (e != cudaSuccess) cudaEventDestroy(event);
+  check_cuda(&st, e, "recording an event");
+  ev.event = event;
+}
+std::shared_ptr<OpEvent> record_event(State& st) {
+  auto ev = std::make_shared<OpEvent>();
+  record_into(st, *ev);
+  return ev;
+}
+
 // A request completing with the work enqueued so far on the communication stream.
 std::unique_ptr<CommRequest> request_after(const std::shared_ptr<State>& st, std::string what,
                                            std::vector<Tensor> buffers,
                                            std::string waiting_for = std::string()) {
   if (waiting_for.empty()) waiting_for = waiting_for_ranks(st->size);
-  cudaEvent_t event = nullptr;
-  check_cuda(st.get(), cudaEventCreateWithFlags(&event, cudaEventDisableTiming),
-             "creating an event");
-  cudaError_t e = cudaEventRecord(event, st->stream);
-  if (e != cudaSuccess) cudaEventDestroy(event);
-  check_cuda(st.get(), e, "recording an event");
-  return std::make_unique<NcclRequest>(st, event, std::move(what), std::move(waiting_for),
-                                       std::move(buffers));
+  return std::make_unique<NcclRequest>(st, record_event(*st), std::move(what),
+                                       std::move(waiting_for), std::move(buffers));
 }
 
 // Enqueues calls inside one NCCL group.
@@ -180,6 +211,25 @@ void grouped(State& st, std::string_view what, Calls calls) {
   });
   ncclResult_t end_result = ncclGroupEnd();
   check_nccl(st, first_error != ncclSuccess ? first_error : end_result, what);
+}
+
+// Enqueues send_async's queued sends, in one NCCL group with the receive `recv` from `peer` when
+// given. Sends are queued, not enqueued at once, because NCCL runs a communicator's operations
+// in the order they were enqueued: in a pipeline, stage 0 sends activations 0 and 1 before it
+// receives gradient 0, while stage 1 sends gradient 0 before it receives activations 1, so
+// enqueued at once each stage's stream would wait for the other (beyond NCCL's internal
+// buffering). Grouped with the next receive they progress together, as MPI's Isend does.
+void issue_queued_sends(State& st, std::string_view what, Tensor* recv, int peer) {
+  if (st.queued_sends.empty() && !recv) return;
+  std::vector<State::QueuedSend> sends = std::move(st.queued_sends);
+  st.queued_sends.clear();
+  start_after_compute(st, what);
+  grouped(st, what, [&](auto record) {
+    for (const State::QueuedSend& q : sends)
+      record(ncclSend(q.buf.data(), q.buf.nbytes(), ncclUint8, q.peer, st.comm, st.stream));
+    if (recv) record(ncclRecv(recv->data(), recv->nbytes(), ncclUint8, peer, st.comm, st.stream));
+  });
+  for (State::QueuedSend& q : sends) record_into(st, *q.issued);
 }
 
 void check_rank(const State& st, std::string_view op, std::string_view role, int r) {
@@ -277,6 +327,7 @@ std::chrono::milliseconds NcclCommunicator::timeout() const {
 std::unique_ptr<CommRequest> NcclCommunicator::all_reduce_async(Tensor& buf) {
   check_comm_tensor("all_reduce", "buf", buf, Device::Kind::CUDA, "nccl");
   std::string what = "all_reduce of " + describe_values(buf.numel(), buf.dtype());
+  issue_queued_sends(*st_, what);  // first: a peer may wait for them
   start_after_compute(*st_, what);
   check_nccl(*st_,
              ncclAllReduce(buf.data(), buf.data(), size_t(buf.numel()), nccl_type(buf.dtype()),
@@ -295,6 +346,7 @@ std::unique_ptr<CommRequest> NcclCommunicator::reduce_scatter_async(
   VACC_CHECK(!tensors_overlap(in, out), name, ": out (", out.str(), ") overlaps in (", in.str(),
              "); reduce_scatter needs separate buffers");
   std::string what = std::string(name) + " of " + describe_values(in.numel(), in.dtype());
+  issue_queued_sends(*st_, what);  // first: a peer may wait for them
   start_after_compute(*st_, what);
   ncclDataType_t type = nccl_type(in.dtype());
   size_t element = dtype_size(in.dtype());
@@ -331,6 +383,7 @@ std::unique_ptr<CommRequest> NcclCommunicator::all_gather_async(const Tensor& pa
   VACC_CHECK(part.data() == own_place || !tensors_overlap(part, out), name, ": part (", part.str(),
              ") overlaps out (", out.str(), ") but is not this rank's place in it");
   std::string what = std::string(name) + " of " + describe_values(out.numel(), out.dtype());
+  issue_queued_sends(*st_, what);  // first: a peer may wait for them
   start_after_compute(*st_, what);
   ncclDataType_t type = nccl_type(out.dtype());
   if (all_equal(counts)) {
@@ -356,6 +409,7 @@ void NcclCommunicator::broadcast(Tensor& buf, int root) {
   check_comm_tensor("broadcast", "buf", buf, Device::Kind::CUDA, "nccl");
   check_rank(*st_, "broadcast", "root", root);
   std::string what = "broadcast of " + buf.str() + " from rank " + std::to_string(root);
+  issue_queued_sends(*st_, what);  // first: a peer may wait for them
   start_after_compute(*st_, what);
   check_nccl(
       *st_,
@@ -365,26 +419,35 @@ void NcclCommunicator::broadcast(Tensor& buf, int root) {
 }
 
 void NcclCommunicator::all_reduce_host(double* values, int64_t count) {
+  issue_queued_sends(*st_, "all_reduce_host");
   st_->host->all_reduce_host(values, count);
 }
 
 void NcclCommunicator::broadcast_host(void* data, int64_t bytes, int root) {
+  issue_queued_sends(*st_, "broadcast_host");
   st_->host->broadcast_host(data, bytes, root);
 }
 
 void NcclCommunicator::barrier() {
+  issue_queued_sends(*st_, "barrier");
   st_->host->barrier();
 }
 
 void NcclCommunicator::send(const Tensor& buf, int peer) {
+  send_async(buf, peer)->wait();
+}
+
+std::unique_ptr<CommRequest> NcclCommunicator::send_async(const Tensor& buf, int peer) {
   check_comm_tensor("send", "buf", buf, Device::Kind::CUDA, "nccl");
   check_rank(*st_, "send", "peer", peer);
   VACC_CHECK(peer != st_->rank, "send: rank ", peer, " cannot send to itself");
+  VACC_CHECK(!st_->aborted, st_->who(), ": send: the NCCL communicator was aborted after an "
+             "earlier failure");
   std::string what = "send of " + buf.str() + " to rank " + std::to_string(peer);
-  start_after_compute(*st_, what);
-  check_nccl(*st_, ncclSend(buf.data(), buf.nbytes(), ncclUint8, peer, st_->comm, st_->stream),
-             what);
-  request_after(st_, what, {buf}, waiting_for_peer(peer, false))->wait();
+  auto issued = std::make_shared<OpEvent>();
+  st_->queued_sends.push_back({buf, peer, issued});
+  return std::make_unique<NcclRequest>(st_, std::move(issued), std::move(what),
+                                       waiting_for_peer(peer, false), std::vector<Tensor>{buf});
 }
 
 void NcclCommunicator::recv(Tensor& buf, int peer) {
@@ -392,9 +455,7 @@ void NcclCommunicator::recv(Tensor& buf, int peer) {
   check_rank(*st_, "recv", "peer", peer);
   VACC_CHECK(peer != st_->rank, "recv: rank ", peer, " cannot receive from itself");
   std::string what = "recv of " + buf.str() + " from rank " + std::to_string(peer);
-  start_after_compute(*st_, what);
-  check_nccl(*st_, ncclRecv(buf.data(), buf.nbytes(), ncclUint8, peer, st_->comm, st_->stream),
-             what);
+  issue_queued_sends(*st_, what, &buf, peer);
   request_after(st_, what, {buf}, waiting_for_peer(peer, true))->wait();
 }
 
@@ -405,6 +466,7 @@ void NcclCommunicator::progress() {
 std::unique_ptr<Communicator> NcclCommunicator::split(int color, int key) {
   VACC_CHECK(!st_->aborted, st_->who(),
              ": split: the NCCL communicator was aborted after an earlier failure");
+  issue_queued_sends(*st_, "split");
   std::unique_ptr<Communicator> host_part = st_->host->split(color, key);  // every rank is here
   check_cuda(st_.get(), cudaSetDevice(st_->device), "selecting the GPU");
   ncclComm_t part = nullptr;

@@ -11,6 +11,12 @@
 //
 // send and recv wait until the transfer is done: pair them so that one side of every pair
 // sends first (a ring where every rank sends before receiving waits forever on NCCL).
+// send_async queues its send: it is enqueued with the communicator's next recv (in one NCCL
+// group, so both progress together), before its next other operation, or when its request is
+// waited for (test() alone does not start it). So a schedule that posts its sends with
+// send_async and receives in order cannot deadlock, as with MPI. Enqueued at once it could:
+// NCCL runs one communicator's operations in order, so the send would hold back this rank's
+// later receives, while the peer may send what those receive before it takes this send.
 // Built only when the CUDA toolkit and NCCL are found (VACC_HAVE_NCCL).
 #pragma once
 
@@ -51,6 +57,7 @@ class NcclCommunicator final : public Communicator {
 
   void send(const Tensor& buf, int peer) override;
   void recv(Tensor& buf, int peer) override;
+  std::unique_ptr<CommRequest> send_async(const Tensor& buf, int peer) override;
 
   void progress() override;
   std::unique_ptr<Communicator> split(int color, int key) override;
