@@ -79,5 +79,28 @@ TEST(MemoryModel, FullRecomputeKeepsOnlyTheLayerInputs) {
   EXPECT_EQ(m.activations, 12288 + 4160 + 49536 + 4096);
 }
 
+// A GPU adds its backend's scratch to the buffers: cuBLASLt's workspace, and the larger of the
+// classifier's chunk scratch and attention's.
+TEST(MemoryModel, GpuScratchIsCountedAsBuffers) {
+  const MemoryQuery cpu{2, 8, DType::BF16};
+  MemoryQuery gpu = cpu;
+  gpu.scratch = gpu_device_scratch(80.0 * (1ull << 30));
+  EXPECT_EQ(gpu.scratch.fixed_bytes, 32.0 * (1 << 20));
+  EXPECT_EQ(gpu.scratch.classifier_chunk_bytes, int64_t(1) << 30);  // 1/64 of 80 GiB, capped
+  EXPECT_EQ(gpu_device_scratch(16.0 * (1ull << 30)).classifier_chunk_bytes, int64_t(256) << 20);
+  EXPECT_EQ(gpu_device_scratch(0).classifier_chunk_bytes, int64_t(128) << 20);
+  const double extra = predict_peak_memory(tiny(), ParallelConfig{}, gpu).buffers -
+                       predict_peak_memory(tiny(), ParallelConfig{}, cpu).buffers;
+  // N = 16 rows in one chunk: row list and row losses 2 x 16 x 4, logits 16 x 256 x (4 + 2),
+  // gathered x and dx rows 16 x 64 x (2 + 4) = 30848; attention: packed q, k, v 16 x 128 x 2
+  // plus the rowsum 16 x 4 x 4 rounded to 256: 4352.
+  EXPECT_EQ(extra, 32.0 * (1 << 20) + 30848);
+  // A chunk of 4 rows' logits: 4 chunks of 4 rows.
+  gpu.scratch.classifier_chunk_bytes = 4 * 256 * 4;
+  const double chunked = predict_peak_memory(tiny(), ParallelConfig{}, gpu).buffers -
+                         predict_peak_memory(tiny(), ParallelConfig{}, cpu).buffers;
+  EXPECT_EQ(chunked, 32.0 * (1 << 20) + 2 * 16 * 4 + 4 * 256 * 6 + 4 * 64 * 6);
+}
+
 }  // namespace
 }  // namespace vacc

@@ -62,8 +62,9 @@ void run_fixed(const PlanArgs& a, const ModelConfig& config, const Flavor& flavo
   const int devices = flavor.total_devices();
   const ParallelConfig p = pins.completed(devices);
   p.validate(devices, a.batch, &config);
-  const MemoryQuery q{a.batch, a.seq_len, plan_dtype(a, flavor)};
   const size_t device_memory = flavor.memory_budget_bytes_per_device();
+  const MemoryQuery q{a.batch, a.seq_len, plan_dtype(a, flavor),
+                      device_scratch_for(flavor, double(device_memory))};
 
   nlohmann::json ranks = nlohmann::json::array();
   MemoryBreakdown peak;
@@ -124,6 +125,7 @@ void run_plan(const PlanArgs& a) {
   o.dtype = dtype;
   o.usable_memory_fraction = a.usable_memory;
   o.threads = a.threads;
+  o.scratch = device_scratch_for(flavor, planned_device_memory(cluster));
   // With --json the log goes to stderr, so stdout is the JSON alone.
   const PlanLog log = [&](const std::string& line) {
     if (a.json) std::fprintf(stderr, "%s\n", line.c_str());

@@ -151,6 +151,16 @@ ClusterSpec cluster_spec_for(const Flavor& f, const ProfileInputs& in, DType dty
   return k;
 }
 
+DeviceScratch device_scratch_for(const Flavor& flavor, double device_memory_bytes) {
+  if (flavor.is_cpu()) return {};
+  return gpu_device_scratch(device_memory_bytes);
+}
+
+double planned_device_memory(const ClusterSpec& cluster) {
+  return cluster.memory_bytes_per_device > 0 ? cluster.memory_bytes_per_device
+                                             : cluster.profile.memory_bytes;
+}
+
 nlohmann::json candidate_json(const Candidate& c, int64_t batch) {
   nlohmann::json j{{"dp", c.config.dp},
                    {"tp", c.config.tp},

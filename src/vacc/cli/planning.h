@@ -27,6 +27,12 @@ void check_usable_memory(double fraction);
 // What the planner needs of the flavor.
 ClusterSpec cluster_spec_for(const Flavor& flavor, const ProfileInputs& inputs, DType dtype);
 
+// What the flavor's devices allocate for themselves besides the job's tensors: a GPU backend's
+// scratch on a device of `device_memory_bytes` (0: unknown); nothing on CPUs.
+DeviceScratch device_scratch_for(const Flavor& flavor, double device_memory_bytes);
+// The memory per device the planner assumes: the cluster's, else its device profile's.
+double planned_device_memory(const ClusterSpec& cluster);
+
 // One candidate as `vacc plan --json` prints it.
 nlohmann::json candidate_json(const Candidate& c, int64_t batch);
 

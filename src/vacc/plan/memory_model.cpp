@@ -1,9 +1,11 @@
 #include "vacc/plan/memory_model.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 
 #include "vacc/core/device_allocator.h"
+#include "vacc/core/gpu_scratch.h"
 #include "vacc/model/model_shard.h"
 #include "vacc/model/parameter_table.h"
 #include "vacc/plan/stage_split.h"
@@ -45,7 +47,41 @@ LayerActivations layer_activations(const ModelShard& s, const ModelConfig& c, in
   return {all, 0};
 }
 
+// The largest transient scratch a GPU rank allocates in a micro-batch, on top of what it holds
+// then (the memory model's other terms); every row counted, as an upper bound.
+// - The classifier (last stage; whole vocabulary or this tp rank's shard): the row list, the
+//   f32 logits chunk, in mixed precision its bf16 gradient, the row losses, and the chunk's
+//   rows of x and of dx gathered when ignored labels make them non-contiguous.
+// - Attention (each layer): in mixed precision the tensor-core kernels' packed bf16 q, k, v
+//   and, backward, rowsum(dO * O); in f32 that rowsum (kernels/cuda/attention*.cu). The
+//   cuBLASLt route for other head dims holds more and is not counted.
+double gpu_transient_scratch(const ModelShard& s, const ModelConfig& c, const DeviceScratch& d,
+                             int64_t micro, int64_t seq, bool mixed) {
+  const double N = double(micro * seq), C = double(c.hidden_size), cb = mixed ? 2.0 : 4.0;
+  const double W = double(s.q_heads + 2 * s.kv_heads) * double(c.head_dim);
+  const double rowsum = std::ceil(N * double(s.q_heads) * kF32 / 256) * 256;
+  const double attention = mixed ? N * W * 2 + rowsum : rowsum;
+  double classifier = 0;
+  if (s.has_head && s.vocab_size > 0) {
+    const int64_t n = micro * seq, v = s.vocab_size;
+    const int64_t max_rows = std::max<int64_t>(1, d.classifier_chunk_bytes / (v * int64_t(kF32)));
+    const int64_t chunks = (n + max_rows - 1) / max_rows;
+    const double rows = double((n + chunks - 1) / chunks);
+    classifier = 2 * N * kF32 + rows * double(v) * (kF32 + (mixed ? 2.0 : 0.0)) +
+                 rows * C * (cb + kF32);
+  }
+  return std::max(classifier, attention);
+}
+
 }  // namespace
+
+DeviceScratch gpu_device_scratch(double budget_bytes) {
+  DeviceScratch d;
+  d.gpu = true;
+  d.fixed_bytes = double(kCublasLtWorkspaceBytes);
+  d.classifier_chunk_bytes = gpu_classifier_chunk_bytes(size_t(std::max(0.0, budget_bytes)));
+  return d;
+}
 
 std::string MemoryBreakdown::str() const {
   char buf[256];
@@ -145,6 +181,9 @@ MemoryBreakdown predict_rank_memory(const ModelConfig& c, const ParallelConfig& 
               (stage > 0 ? 2 * N * C * kF32 : 0.0) /* gradient sends */ +
               2 * double(q.seq_len) * D / 2 * kF32 /* rope */ +
               (p.tp > 1 && shard.has_head ? double(p.tp + 2) * N * kF32 : 0.0) /* lse */;
+  if (q.scratch.gpu)
+    m.buffers += q.scratch.fixed_bytes +
+                 gpu_transient_scratch(shard, c, q.scratch, micro, q.seq_len, mixed);
   return m;
 }
 

@@ -24,9 +24,21 @@ struct MemoryBreakdown {
   std::string str() const;
 };
 
+// What a GPU's backend allocates for itself besides the model's and the runtime's tensors
+// (core/gpu_scratch.h): counted as buffers. Nothing on CPU devices, whose scratch is host
+// memory outside the allocator.
+struct DeviceScratch {
+  bool gpu = false;
+  double fixed_bytes = 0;              // held for the backend's life (cuBLASLt's workspace)
+  int64_t classifier_chunk_bytes = 0;  // the classifier's largest f32 logits chunk
+};
+// The scratch of a GPU with this memory budget (bytes; 0: unknown, the smallest chunk).
+DeviceScratch gpu_device_scratch(double budget_bytes);
+
 struct MemoryQuery {
   int64_t global_batch = 1, seq_len = 1;
   DType dtype = DType::F32;
+  DeviceScratch scratch{};
 };
 
 // A pipeline stage's parameters under a (pp, tp) split (tensor-parallel rank 0; the ranks of

@@ -80,7 +80,7 @@ PlanResult plan_parallelism(const ModelConfig& model, const ClusterSpec& cluster
   log("Parallel Graph Compile start...");
   auto t0 = std::chrono::steady_clock::now();
   std::vector<Candidate> all(configs.size());
-  const MemoryQuery mq{o.global_batch, o.seq_len, o.dtype};
+  const MemoryQuery mq{o.global_batch, o.seq_len, o.dtype, o.scratch};
   // The stages' parameter tables depend on (pp, tp) alone: built once per pair.
   std::map<std::pair<int, int>, std::vector<StageParameters>> stages;
   for (const ParallelConfig& c : configs) stages[{c.pp, c.tp}];

@@ -20,6 +20,7 @@ struct PlannerOptions {
   DType dtype = DType::BF16;
   double usable_memory_fraction = 0.8;  // of the device memory
   int threads = 0;                      // 0: std::thread::hardware_concurrency()
+  DeviceScratch scratch{};              // what a GPU backend holds besides (gpu_device_scratch)
 };
 
 struct Candidate {

@@ -17,30 +17,33 @@
 #include <vector>
 
 #include "vacc/core/error.h"
+#include "vacc/core/gpu_scratch.h"
 
 namespace vacc::cuda {
 namespace {
 
 constexpr int32_t kIgnoreLabel = -100;
 
+}  // namespace
+
 // The f32 logits chunk (plus, in bf16, its bf16 gradient at half the size) is the classifier's
 // largest scratch. More rows per chunk keep the GPU busy in the gradient products (dx = dlogits
 // @ W has only R rows) and read and write dweight (V x C in f32) fewer times: on the H200, 128 MiB
 // chunks (220 rows of a 151936 vocabulary) ran the whole classifier at 168 TFLOP/s. So a chunk
 // is 1/64 of the device's memory budget, between 128 MiB and 1 GiB (1 GiB is 1766 such rows;
-// an 80 GiB GPU reaches it). The CPU simulator's build caps it (VACC_CLASSIFIER_CHUNK_BYTES) so
-// that its small tests cross chunks.
-int64_t chunk_bytes(CudaContext& ctx) {
+// an 80 GiB GPU reaches it): gpu_classifier_chunk_bytes, which the memory model counts too. The
+// CPU simulator's build caps it (VACC_CLASSIFIER_CHUNK_BYTES) so that its small tests cross
+// chunks.
+int64_t classifier_chunk_bytes(CudaContext& ctx) {
 #ifdef VACC_CLASSIFIER_CHUNK_BYTES
   (void)ctx;
   return VACC_CLASSIFIER_CHUNK_BYTES;
 #else
-  constexpr int64_t kMin = int64_t(128) << 20, kMax = int64_t(1) << 30;
-  const size_t budget = ctx.allocator().budget();
-  const int64_t share = budget >= size_t(kMax) * 64 ? kMax : int64_t(budget / 64);
-  return std::clamp(share, kMin, kMax);
+  return gpu_classifier_chunk_bytes(ctx.allocator().budget());
 #endif
 }
+
+namespace {
 
 // The counted rows of a call in chunks, with each chunk's rows of x on the device (gathered
 // when they are not contiguous) and the scratch every chunk reuses.
@@ -70,7 +73,7 @@ class RowChunks {
     const int64_t m = counted();
     if (m == 0) return;
     // Chunks of equal size (the last no larger), at most chunk_bytes of f32 logits each.
-    const int64_t max_rows = std::max<int64_t>(1, chunk_bytes(ctx) / (v * int64_t(sizeof(float))));
+    const int64_t max_rows = std::max<int64_t>(1, classifier_chunk_bytes(ctx) / (v * int64_t(sizeof(float))));
     const int64_t num_chunks = (m + max_rows - 1) / max_rows;
     chunk_rows_ = (m + num_chunks - 1) / num_chunks;
     rows_dev_ = ctx.scratch({m}, DType::I32, "classifier row list");

@@ -9,6 +9,9 @@
 
 namespace vacc::cuda {
 
+// The largest f32 logits chunk the classifier holds on this context's device (bytes).
+int64_t classifier_chunk_bytes(CudaContext& ctx);
+
 void classifier_cross_entropy(CudaContext& ctx, const Tensor& x, const Tensor& weight,
                               const Tensor& labels, float grad_scale, Tensor& loss_sum,
                               Tensor* dx, Tensor* dweight);

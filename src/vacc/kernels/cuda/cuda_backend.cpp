@@ -481,6 +481,7 @@ class CudaBackend final : public Backend {
   }
 
   cudaStream_t stream() const { return ctx_.stream(); }
+  cuda::CudaContext& context() { return ctx_; }
 
  private:
   void on_device(const char* op, const char* what, const Tensor& t) const {
@@ -600,6 +601,11 @@ size_t cuda_device_memory_bytes(int device_index) {
 
 std::string cuda_device_name(int device_index) {
   return usable_device_properties(device_index).name;
+}
+
+int64_t cuda_classifier_chunk_bytes(Backend& backend) {
+  auto* cuda = dynamic_cast<CudaBackend*>(&backend);
+  return cuda ? cuda::classifier_chunk_bytes(cuda->context()) : 0;
 }
 
 void* cuda_compute_stream(Backend& backend) {

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -36,5 +37,9 @@ std::string cuda_device_name(int device_index);
 // The stream a backend made by make_cuda_backend issues all its work on (a cudaStream_t), so
 // that a communicator can order its operations after it; nullptr for any other backend.
 void* cuda_compute_stream(Backend& backend);
+
+// The largest f32 logits chunk the classifier of a backend made by make_cuda_backend holds
+// (bytes; the memory model's DeviceScratch::classifier_chunk_bytes); 0 for any other backend.
+int64_t cuda_classifier_chunk_bytes(Backend& backend);
 
 }  // namespace vacc

@@ -1,13 +1,14 @@
 #include "vacc/kernels/cuda/cuda_context.h"
 
+#include "vacc/core/gpu_scratch.h"
 #include "vacc/kernels/cuda/cuda_check.h"
 #include "vacc/kernels/cuda/matmul_fallback.h"
 
 namespace vacc::cuda {
 namespace {
 
-// cuBLASLt's workspace: NVIDIA recommends 32 MiB on Hopper (4 MiB suffices before).
-constexpr size_t kWorkspaceBytes = size_t(32) << 20;
+// cuBLASLt's workspace (4 MiB suffices before Hopper).
+constexpr size_t kWorkspaceBytes = kCublasLtWorkspaceBytes;
 
 }  // namespace
 
