@@ -57,10 +57,11 @@ def measured_bf16_peak(torch):
 
 def run_vacc(vacc, model_dir, batch, seq, steps, extra):
     with tempfile.TemporaryDirectory() as tmp:
-        metrics = os.path.join(tmp, "m.jsonl")
+        metrics, plan = os.path.join(tmp, "m.jsonl"), os.path.join(tmp, "plan.json")
         cmd = [vacc, "train", "--model-config", os.path.join(model_dir, "config.json"),
                "--synthetic", "--batch", str(batch), "--seq-len", str(seq), "--steps", str(steps),
-               "--dtype", "bf16", "--flavor", "gpu-1", "--metrics-out", metrics] + extra
+               "--dtype", "bf16", "--flavor", "gpu-1", "--metrics-out", metrics,
+               "--plan-out", plan] + extra
         print("$ " + " ".join(cmd), flush=True)
         t0 = time.time()
         out = subprocess.run(cmd, capture_output=True, text=True)
@@ -70,8 +71,12 @@ def run_vacc(vacc, model_dir, batch, seq, steps, extra):
             raise SystemExit(f"vacc train failed ({out.returncode})")
         rows = [json.loads(line) for line in open(metrics)]
         print(f"  (vacc train took {time.time() - t0:.1f} s in all)", flush=True)
+        # The memory model's prediction, when the planner ran (no --parallel pinning it all).
+        predicted = json.load(open(plan))["predicted_peak_memory_bytes"] if os.path.exists(plan) else None
     times = [r["step_time_s"] for r in rows[2:]] or [r["step_time_s"] for r in rows]
-    return statistics.median(times), [r["loss"] for r in rows]
+    memory = {"peak_bytes": max(max(r["peak_memory_bytes"]) for r in rows),
+              "predicted_peak_bytes": predicted}
+    return statistics.median(times), [r["loss"] for r in rows], memory
 
 
 def run_transformers(torch, transformers, model_dir, batch, seq, steps, compile_model):
@@ -83,6 +88,7 @@ def run_transformers(torch, transformers, model_dir, batch, seq, steps, compile_
                             weight_decay=0.0, fused=True)
     forward = torch.compile(model) if compile_model else model
     gen = torch.Generator(device="cuda").manual_seed(1)
+    torch.cuda.reset_peak_memory_stats()
     times, losses = [], []
     for step in range(steps):
         ids = torch.randint(0, config.vocab_size, (batch, seq), device="cuda", generator=gen)
@@ -97,10 +103,11 @@ def run_transformers(torch, transformers, model_dir, batch, seq, steps, compile_
         torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
         losses.append(float(loss))
+    memory = {"peak_bytes": torch.cuda.max_memory_allocated()}
     del model, opt, forward
     torch.cuda.empty_cache()
     warm = 3 if compile_model else 2
-    return statistics.median(times[warm:]), losses
+    return statistics.median(times[warm:]), losses, memory
 
 
 def main():
@@ -143,17 +150,23 @@ def main():
 
     print(f"\n{a.preset}, bf16 mixed precision, batch {a.batch} x {a.seq_len} tokens, "
           f"{fpt / 1e9:.2f} GFLOP per token, on {name}")
-    print(f"{'':28} {'step ms':>8} {'tokens/s':>9} {'MFU(meas)':>9} {'MFU(sheet)':>10}  losses")
+    print(f"{'':28} {'step ms':>8} {'tokens/s':>9} {'MFU(meas)':>9} {'MFU(sheet)':>10} {'peak GiB':>8}"
+          f"  losses")
     figures = {"gpu": name, "torch": torch.__version__, "transformers": transformers.__version__,
                "measured_peak": peak, "datasheet_peak": sheet, "batch": a.batch,
                "seq_len": a.seq_len, "preset": a.preset, "runs": {}}
-    for label, (seconds, losses) in results.items():
+    for label, (seconds, losses, memory) in results.items():
         tps = tokens / seconds
         mfu, mfu_sheet = tps * fpt / peak, (tps * fpt / sheet if sheet else 0)
         print(f"{label:28} {seconds * 1e3:8.1f} {tps:9.0f} {100 * mfu:8.1f}% {100 * mfu_sheet:9.1f}%"
-              f"  {losses[0]:.3f} -> {losses[-1]:.3f}")
+              f" {memory['peak_bytes'] / 2**30:8.2f}  {losses[0]:.3f} -> {losses[-1]:.3f}")
         figures["runs"][label] = {"step_s": seconds, "tokens_per_s": tps, "mfu_measured": mfu,
-                                  "mfu_datasheet": mfu_sheet, "losses": losses}
+                                  "mfu_datasheet": mfu_sheet, "losses": losses, "memory": memory}
+    if results.get("vacc") and results["vacc"][2]["predicted_peak_bytes"]:
+        m = results["vacc"][2]
+        print(f"vacc memory: measured peak {m['peak_bytes'] / 2**30:.2f} GiB, the memory model "
+              f"predicted {m['predicted_peak_bytes'] / 2**30:.2f} GiB "
+              f"({100 * (m['predicted_peak_bytes'] / m['peak_bytes'] - 1):+.1f}%)")
     if "vacc" in results:
         for label in results:
             if label != "vacc":
