@@ -184,5 +184,19 @@ TEST(CostModel, ProfilesAndCurve) {
   EXPECT_THROW(find_profile("TPU-v9"), Error);
 }
 
+// gpu-N flavors plan with the profile of the GPU the driver names; "" where none fits.
+TEST(DeviceProfiles, BuiltinProfileOfTheLocalGpu) {
+  EXPECT_EQ(builtin_profile_for_gpu("NVIDIA H200"), "H200");
+  EXPECT_EQ(builtin_profile_for_gpu("NVIDIA H100 80GB HBM3"), "H100-SXM");
+  EXPECT_EQ(builtin_profile_for_gpu("NVIDIA H100 PCIe"), "");
+  EXPECT_EQ(builtin_profile_for_gpu("NVIDIA H100 NVL"), "");
+  EXPECT_EQ(builtin_profile_for_gpu("NVIDIA A100-SXM4-80GB"), "A100-80GB");
+  EXPECT_EQ(builtin_profile_for_gpu("NVIDIA A100-SXM4-40GB"), "");
+  EXPECT_EQ(builtin_profile_for_gpu("NVIDIA L40S"), "");
+  for (const char* name : {"NVIDIA H200", "NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-80GB"})
+    EXPECT_TRUE(has_profile(builtin_profile_for_gpu(name))) << name;
+  EXPECT_FALSE(has_profile("NVIDIA L40S"));
+}
+
 }  // namespace
 }  // namespace vacc

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 
+#include "vacc/cli/command_flavor.h"
 #include "vacc/cli/commands.h"
 #include "vacc/cli/device_backend.h"
 #include "vacc/core/error.h"
@@ -26,7 +27,7 @@ struct EvalArgs {
 
 void run_eval(const EvalArgs& a) {
   // Before anything is read: a GPU flavor that cannot run here is the one error.
-  const Flavor flavor = a.flavor.empty() ? current_flavor() : resolve_flavor(a.flavor);
+  const Flavor flavor = command_flavor(a.flavor);
   check_flavor_devices(flavor);
   const ModelConfig config = load_hf_config(a.model);
   std::string tok_dir = a.tokenizer;

@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <string>
 
+#include "vacc/cli/command_flavor.h"
 #include "vacc/cli/commands.h"
 #include "vacc/cli/device_backend.h"
 #include "vacc/core/error.h"
@@ -50,7 +51,7 @@ class TextStream {
 
 void run_generate(const GenerateArgs& a) {
   // Before anything is read: a GPU flavor that cannot run here is the one error.
-  const Flavor flavor = a.flavor.empty() ? current_flavor() : resolve_flavor(a.flavor);
+  const Flavor flavor = command_flavor(a.flavor);
   check_flavor_devices(flavor);
   VACC_CHECK(!(a.chat && a.alpaca), "vacc generate: --chat and --alpaca exclude each other");
   const ModelConfig config = load_hf_config(a.model);

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "vacc/cli/command_flavor.h"
 #include "vacc/cli/commands.h"
 #include "vacc/cli/planning.h"
 #include "vacc/core/byte_size.h"
@@ -108,9 +109,8 @@ void run_plan(const PlanArgs& a) {
   VACC_CHECK(a.batch > 0 && a.seq_len > 0, "--batch and --seq-len must be positive");
   const ModelConfig config =
       a.model.empty() ? ModelConfig::from_file(a.model_config) : load_hf_config(a.model);
-  const Flavor flavor = !a.flavor_file.empty() ? load_flavor_file(a.flavor_file)
-                        : a.flavor.empty()     ? current_flavor()
-                                               : resolve_flavor(a.flavor);
+  const Flavor flavor =
+      !a.flavor_file.empty() ? load_flavor_file(a.flavor_file) : command_flavor(a.flavor);
   // --parallel's pins, and --micro-batches unless --parallel pins the micro-batches too.
   PlanConstraints pinned = PlanConstraints::parse(a.parallel);
   if (a.micro_batches > 0 && !pinned.micro_batches) pinned.micro_batches = a.micro_batches;

@@ -117,7 +117,17 @@ ClusterSpec cluster_spec_for(const Flavor& f, const ProfileInputs& in, DType dty
     if (peak <= 0) peak = measure_local_cpu_peak(f, dtype);
     k.profile = DeviceProfile::cpu(peak, k.memory_bytes_per_device);
   } else {
-    k.profile = find_profile(f.device_model == "GPU" ? "H100-SXM" : f.device_model, extra);
+    // A built-in GPU flavor is named after this machine's GPU (command_flavor); without a
+    // profile of that GPU, or with no GPU to see, it plans with the H100's figures.
+    std::string model = f.device_model;
+    if (!f.is_cpu() && f.source_file.empty() && !has_profile(model, extra)) {
+      if (model != "GPU")
+        std::fprintf(stderr, "No built-in device profile for %s: planning with H100-SXM's figures "
+                     "(`vacc profile --flavor %s` measures this GPU)\n", model.c_str(),
+                     f.name.c_str());
+      model = "H100-SXM";
+    }
+    k.profile = find_profile(model, extra);
     if (in.device_peak_tflops > 0)
       k.profile.peak_bf16_flops = k.profile.peak_fp32_flops = in.device_peak_tflops * 1e12;
   }

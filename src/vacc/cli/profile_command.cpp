@@ -16,6 +16,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "vacc/cli/command_flavor.h"
 #include "vacc/cli/commands.h"
 #include "vacc/cli/device_backend.h"
 #include "vacc/cli/profile_store.h"
@@ -290,7 +291,7 @@ void profile_on_rank(const ProfileArgs& a, const Flavor& flavor, DType dtype, Co
 void run_profile(const ProfileArgs& a) {
   VACC_CHECK(a.dtype == "f32" || a.dtype == "bf16", "--dtype must be f32 or bf16; got ", a.dtype);
   VACC_CHECK(a.comm_timeout_s > 0, "--comm-timeout must be positive");
-  const Flavor flavor = a.flavor.empty() ? current_flavor() : resolve_flavor(a.flavor);
+  const Flavor flavor = command_flavor(a.flavor);
   check_flavor_devices(flavor);
   const DType dtype = parse_dtype(a.dtype);
   run_on_every_rank(flavor, a.comm_timeout_s, "vacc profile",

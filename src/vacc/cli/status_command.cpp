@@ -5,6 +5,7 @@
 #include <iostream>
 #include <string>
 
+#include "vacc/cli/command_flavor.h"
 #include "vacc/cli/commands.h"
 #include "vacc/cli/device_backend.h"
 #include "vacc/core/error.h"
@@ -85,7 +86,7 @@ void add_status_command(CLI::App& app) {
       std::cout << "Cleared the status left by job PID " << job->pid << "\n";
       return;
     }
-    const Flavor f = current_flavor();
+    const Flavor f = command_flavor("");
     std::cout << "Accelerator: " << f.name << " (" << f.describe() << ")\n";
     if (!f.source_file.empty()) std::cout << "Flavor file: " << f.source_file << "\n";
     const bool alive = job && job_is_alive(job->pid);

@@ -13,6 +13,7 @@
 
 #include <unistd.h>
 
+#include "vacc/cli/command_flavor.h"
 #include "vacc/cli/commands.h"
 #include "vacc/cli/device_backend.h"
 #include "vacc/cli/planning.h"
@@ -444,7 +445,7 @@ void run_train(const TrainArgs& a) {
   const ModelConfig config =
       a.model.empty() ? ModelConfig::from_file(a.model_config) : load_hf_config(a.model);
   // The accelerator: --flavor, else the one `vacc switch` remembered (default cpu-1).
-  const Flavor flavor = a.flavor.empty() ? current_flavor() : resolve_flavor(a.flavor);
+  const Flavor flavor = command_flavor(a.flavor);
   check_flavor_devices(flavor);
   // Cheap checks first, so a mistake does not start N processes to fail N times.
   check_pins(a, flavor.total_devices(), config);

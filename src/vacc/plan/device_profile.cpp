@@ -74,6 +74,24 @@ const std::vector<DeviceProfile>& builtin_profiles() {
   return profiles;
 }
 
+bool has_profile(const std::string& name, const std::vector<DeviceProfile>& extra) {
+  for (const auto* list : {&extra, &builtin_profiles()})
+    for (const DeviceProfile& p : *list)
+      if (lower(p.name) == lower(name)) return true;
+  return false;
+}
+
+std::string builtin_profile_for_gpu(const std::string& device_name) {
+  const std::string n = lower(device_name);
+  auto has = [&](const char* part) { return n.find(part) != std::string::npos; };
+  if (has("h200")) return "H200";
+  // The SXM H100 reports its memory type; the PCIe and NVL boards are slower.
+  if (has("h100") && (has("sxm") || has("hbm3")) && !has("pcie") && !has("nvl")) return "H100-SXM";
+  if (has("a100") && has("80gb")) return "A100-80GB";
+  if (has("mi300x")) return "MI300X";
+  return "";
+}
+
 DeviceProfile find_profile(const std::string& name, const std::vector<DeviceProfile>& extra) {
   for (const auto* list : {&extra, &builtin_profiles()})
     for (const DeviceProfile& p : *list)

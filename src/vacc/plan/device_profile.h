@@ -85,6 +85,13 @@ const std::vector<DeviceProfile>& builtin_profiles();
 // A profile by name, first from `extra` (read from a profile file), then the built-ins;
 // names compare case-insensitively. Throws vacc::Error listing the known names.
 DeviceProfile find_profile(const std::string& name, const std::vector<DeviceProfile>& extra = {});
+// Whether find_profile knows `name`.
+bool has_profile(const std::string& name, const std::vector<DeviceProfile>& extra = {});
+
+// The built-in profile of a GPU the CUDA driver names `device_name` ("NVIDIA H200" -> "H200",
+// "NVIDIA H100 80GB HBM3" -> "H100-SXM", "NVIDIA A100-SXM4-80GB" -> "A100-80GB"); "" when none
+// fits (an H100 PCIe, an A100 40GB, any other GPU).
+std::string builtin_profile_for_gpu(const std::string& device_name);
 // A profile file's contents: one profile object, or {"profiles": [ ... ]}.
 std::vector<DeviceProfile> profiles_from_json(const nlohmann::json& j, const std::string& source);
 
