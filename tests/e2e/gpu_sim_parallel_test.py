@@ -3,7 +3,8 @@
 CPU simulator, NCCL's API over MPI; tests/unit_cuda/CMakeLists.txt): one rank per GPU, the
 NCCL communicator and its splits, data, pipeline and tensor parallelism, ZeRO, micro-batches
 and recomputation give gpu-1's losses and saved weights; bf16 mixed precision too; a flavor
-with more GPUs than the machine has is one clear error. This runs the multi-GPU path of vacc
+with more GPUs than the machine has is one clear error; `vacc eval` and `vacc generate` on
+gpu-1 give the CPU's loss and text. This runs the multi-GPU path of vacc
 itself, not NCCL or two streams at once: those need GPUs (docs/cuda.md)."""
 import json
 import os
@@ -99,5 +100,34 @@ with tempfile.TemporaryDirectory() as tmp:
     check(r.returncode != 0 and "8" in err and "4" in err and "Traceback" not in err and
           err.count("error") <= 2, f"gpu-8 on 4 simulated GPUs: one clear error: {err[-1500:]}")
     print("gpu-8 on 4 GPUs:", err.strip().splitlines()[-1] if err.strip() else "(no message)")
+
+# The one-GPU commands on gpu-1 against the CPU (the same binary): `vacc eval` and greedy
+# `vacc generate` on the tiny preset (the real Qwen tokenizer, from scripts/setup.sh).
+with tempfile.TemporaryDirectory() as tmp:
+    model = os.path.join(tmp, "tiny")
+    r = subprocess.run([VACC, "init", "--preset", "tiny", "--seed", "3", model], capture_output=True,
+                       text=True, timeout=300, env=ENV)
+    check(r.returncode == 0, f"vacc init --preset tiny (scripts/setup.sh fetches the tokenizer): {r.stderr}")
+    data = os.path.join(tmp, "eval.jsonl")
+    with open(os.path.join(os.path.dirname(CONFIG), "..", "examples", "data", "instructions.jsonl")) as f:
+        lines = f.readlines()[:4]
+    with open(data, "w") as f:
+        f.writelines(lines)
+    out = {}
+    for flavor in ("gpu-1", "cpu-1"):
+        e = subprocess.run([VACC, "eval", "--model", model, "--data", data, "--seq-len", "48", "--batch", "2",
+                            "--json", "--flavor", flavor], capture_output=True, text=True, timeout=300, env=ENV)
+        g = subprocess.run([VACC, "generate", "--model", model, "--prompt", "The capital of France is",
+                            "--max-new-tokens", "6", "--temperature", "0", "--flavor", flavor],
+                           capture_output=True, text=True, timeout=300, env=ENV)
+        check(e.returncode == 0 and g.returncode == 0, f"eval and generate on {flavor}: {e.stderr[-800:]} {g.stderr[-800:]}")
+        if e.returncode == 0 and g.returncode == 0:
+            out[flavor] = (json.loads(e.stdout.strip().splitlines()[-1]), g.stdout)
+    if len(out) == 2:
+        (eg, gg), (ec, gc) = out["gpu-1"], out["cpu-1"]
+        check(eg["tokens"] == ec["tokens"] and abs(eg["loss"] - ec["loss"]) <= 1e-5 * abs(ec["loss"]),
+              f"vacc eval on gpu-1 gives the CPU's loss: {eg} vs {ec}")
+        check(gg == gc and gg.strip(), f"greedy vacc generate on gpu-1 gives the CPU's text: {gg!r} vs {gc!r}")
+        print(f"eval gpu-1 {eg}, cpu-1 {ec}; generate: {gg.strip()!r}")
 
 finish("gpu_sim_parallel")

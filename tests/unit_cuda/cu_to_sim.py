@@ -1,10 +1,28 @@
 #!/usr/bin/env python3
 """Rewrites a CUDA source of src/vacc/kernels/cuda into C++ for the CPU simulator (cuda_sim.h):
 kernel launches K<<<cfg>>>(args); become vacc_sim::launch(cfg, [&] { K(args); });, `extern
-__shared__` arrays a per-block buffer, and the launch checks the simulator's.
+__shared__` arrays a per-block buffer, and the launch checks the simulator's. A .cuh of the
+same folder that launches kernels is inlined where it is included, and rewritten with it.
 usage: cu_to_sim.py IN.cu OUT.cpp"""
+import os
 import re
 import sys
+
+
+def inline_launching_headers(src: str, path: str) -> str:
+    """Replaces each #include of a .cuh of src/vacc/kernels/cuda that launches kernels with the
+    header's text, so that its launches are rewritten too (with #line markers for messages)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    out = []
+    for number, line in enumerate(src.splitlines(keepends=True), start=1):
+        m = re.match(r'#include "vacc/kernels/cuda/(\w+\.cuh)"', line)
+        header = os.path.join(folder, m.group(1)) if m else None
+        if header and "<<<" in open(header).read():
+            text = re.sub(r"^#pragma once\n", "", open(header).read(), flags=re.M)
+            out.append(f'#line 1 "{header}"\n{text}#line {number + 1} "{path}"\n')
+        else:
+            out.append(line)
+    return "".join(out)
 
 
 def rewrite(src: str) -> str:
@@ -47,6 +65,6 @@ def rewrite(src: str) -> str:
 
 if __name__ == "__main__":
     with open(sys.argv[1]) as f:
-        src = f.read()
+        src = inline_launching_headers(f.read(), sys.argv[1])
     with open(sys.argv[2], "w") as f:
         f.write(rewrite(src))

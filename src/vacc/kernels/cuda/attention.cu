@@ -18,6 +18,7 @@
 //   dQ: per (sequence, q head, query tile) over key tiles kt <= qt: dQ += ds k (times scale).
 #include "vacc/core/error.h"
 #include "vacc/kernels/cuda/cuda_check.h"
+#include "vacc/kernels/cuda/launch_with_smem.cuh"
 #include "vacc/kernels/cuda/cuda_kernels.h"
 #include "vacc/kernels/cuda/device_math.cuh"
 
@@ -324,19 +325,6 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// Launches kernel with `smem` bytes of dynamic shared memory (raising the kernel's limit
-// above the default 48 KiB when needed; sm_80 allows 163 KiB, sm_90 227 KiB).
-template <typename Kernel, typename... Args>
-void launch(Kernel kernel, const char* name, int64_t blocks, size_t smem, cudaStream_t stream,
-            Args... args) {
-  if (blocks == 0) return;
-  if (smem > 48 * 1024)
-    VACC_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         int(smem)));
-  kernel<<<unsigned(blocks), kThreads, smem, stream>>>(args...);
-  check_launch(name, __FILE__, __LINE__);
-}
-
 // Calls fn with std::integral_constant<int, NI>: the per-lane column count for head_dim.
 template <typename Fn>
 void dispatch_ni(int64_t head_dim, Fn&& fn) {
@@ -364,13 +352,15 @@ void attention_forward(const float* qkv, int64_t batch, int64_t seq, int64_t q_h
   dispatch_ni(head_dim, [&](auto ni) {
     constexpr int NI = decltype(ni)::value;
     if (out_dtype == DType::F32)
-      launch(attention_forward_kernel<NI, float>, "attention_forward_kernel", num_tiles * bh, smem,
-             stream, qkv, seq, int(q_heads), int(kv_heads), D, scale, num_tiles, bh,
-             static_cast<float*>(out), lse);
+      launch_with_smem<kThreads>(attention_forward_kernel<NI, float>, "attention_forward_kernel",
+                                 num_tiles * bh, smem, stream, qkv, seq, int(q_heads),
+                                 int(kv_heads), D, scale, num_tiles, bh, static_cast<float*>(out),
+                                 lse);
     else if (out_dtype == DType::BF16)
-      launch(attention_forward_kernel<NI, bf16>, "attention_forward_kernel", num_tiles * bh, smem,
-             stream, qkv, seq, int(q_heads), int(kv_heads), D, scale, num_tiles, bh,
-             static_cast<bf16*>(out), lse);
+      launch_with_smem<kThreads>(attention_forward_kernel<NI, bf16>, "attention_forward_kernel",
+                                 num_tiles * bh, smem, stream, qkv, seq, int(q_heads),
+                                 int(kv_heads), D, scale, num_tiles, bh, static_cast<bf16*>(out),
+                                 lse);
     else
       fail("attention_forward: out must be f32 or bf16, got ", dtype_name(out_dtype));
   });
@@ -413,12 +403,14 @@ void attention_backward(const void* dout, const float* qkv, const void* out, DTy
   const float scale = 1.0f / sqrtf(float(D));
   dispatch_ni(head_dim, [&](auto ni) {
     constexpr int NI = decltype(ni)::value;
-    launch(attention_dkdv_kernel<NI>, "attention_dkdv_kernel", num_tiles * batch * kv_heads, smem,
-           stream, qkv, dO, lse, static_cast<const float*>(di), seq, int(q_heads), int(kv_heads),
-           D, scale, num_tiles, batch * kv_heads, dqkv);
-    launch(attention_dq_kernel<NI>, "attention_dq_kernel", num_tiles * batch * q_heads, smem,
-           stream, qkv, dO, lse, static_cast<const float*>(di), seq, int(q_heads), int(kv_heads),
-           D, scale, num_tiles, batch * q_heads, dqkv);
+    launch_with_smem<kThreads>(attention_dkdv_kernel<NI>, "attention_dkdv_kernel",
+                               num_tiles * batch * kv_heads, smem, stream, qkv, dO, lse,
+                               static_cast<const float*>(di), seq, int(q_heads), int(kv_heads), D,
+                               scale, num_tiles, batch * kv_heads, dqkv);
+    launch_with_smem<kThreads>(attention_dq_kernel<NI>, "attention_dq_kernel",
+                               num_tiles * batch * q_heads, smem, stream, qkv, dO, lse,
+                               static_cast<const float*>(di), seq, int(q_heads), int(kv_heads), D,
+                               scale, num_tiles, batch * q_heads, dqkv);
   });
 }
 

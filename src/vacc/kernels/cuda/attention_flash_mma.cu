@@ -25,6 +25,7 @@
 
 #include "vacc/core/error.h"
 #include "vacc/kernels/cuda/cuda_check.h"
+#include "vacc/kernels/cuda/launch_with_smem.cuh"
 #include "vacc/kernels/cuda/cuda_kernels.h"
 #include "vacc/kernels/cuda/device_math.cuh"
 #include "vacc/kernels/cuda/mma_bf16.cuh"
@@ -549,19 +550,6 @@ __global__ void mma_tile_product_kernel(const float* a, const float* b, const fl
   d[(g + 8) * 8 + 2 * t + 1] = acc[3];
 }
 
-// Launches kernel with `smem` bytes of dynamic shared memory (raising the kernel's limit
-// above the default 48 KiB when needed).
-template <typename Kernel, typename... Args>
-void launch(Kernel kernel, const char* name, int64_t blocks, size_t smem, cudaStream_t stream,
-            Args... args) {
-  if (blocks == 0) return;
-  if (smem > 48 * 1024)
-    VACC_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         int(smem)));
-  kernel<<<unsigned(blocks), kThreads, smem, stream>>>(args...);
-  check_launch(name, __FILE__, __LINE__);
-}
-
 // Calls fn with std::integral_constant<int, D> for a supported head_dim.
 template <typename Fn>
 void dispatch_head_dim(int64_t head_dim, Fn&& fn) {
@@ -609,13 +597,14 @@ void attention_flash_mma_forward(const float* qkv_f32, int64_t batch, int64_t se
     constexpr int D = decltype(d)::value;
     const size_t smem = 2 * size_t(kTile * (D + kPad) + D * (kTile + kPad));
     if (out_dtype == DType::F32)
-      launch(flash_mma_forward_kernel<D, float>, "flash_mma_forward_kernel", num_tiles * bh, smem,
-             stream, qkv, seq, int(q_heads), int(kv_heads), scale, num_tiles, bh,
-             static_cast<float*>(out), lse);
+      launch_with_smem<kThreads>(flash_mma_forward_kernel<D, float>, "flash_mma_forward_kernel",
+                                 num_tiles * bh, smem, stream, qkv, seq, int(q_heads),
+                                 int(kv_heads), scale, num_tiles, bh, static_cast<float*>(out),
+                                 lse);
     else if (out_dtype == DType::BF16)
-      launch(flash_mma_forward_kernel<D, bf16>, "flash_mma_forward_kernel", num_tiles * bh, smem,
-             stream, qkv, seq, int(q_heads), int(kv_heads), scale, num_tiles, bh,
-             static_cast<bf16*>(out), lse);
+      launch_with_smem<kThreads>(flash_mma_forward_kernel<D, bf16>, "flash_mma_forward_kernel",
+                                 num_tiles * bh, smem, stream, qkv, seq, int(q_heads),
+                                 int(kv_heads), scale, num_tiles, bh, static_cast<bf16*>(out), lse);
     else
       fail("attention_forward: out must be f32 or bf16, got ", dtype_name(out_dtype));
   });
@@ -647,14 +636,17 @@ void attention_flash_mma_backward(const void* dout, const float* qkv_f32, const 
                                       D * (kInnerTile + kPad));
     auto run = [&](auto* typed_dout, auto* typed_out) {
       using IoT = std::remove_cv_t<std::remove_pointer_t<decltype(typed_dout)>>;
-      launch(flash_mma_backward_prep_kernel<IoT>, "flash_mma_backward_prep_kernel", prep_blocks,
-             0, stream, typed_dout, typed_out, rows, seq, int(q_heads), D, di);
-      launch(flash_mma_dkdv_kernel<D, IoT>, "flash_mma_dkdv_kernel", num_tiles * bg, dkdv_smem,
-             stream, qkv, typed_dout, lse, static_cast<const float*>(di), seq, int(q_heads),
-             int(kv_heads), scale, bg, dqkv);
-      launch(flash_mma_dq_kernel<D, IoT>, "flash_mma_dq_kernel", num_tiles * bh, dq_smem, stream,
-             qkv, typed_dout, lse, static_cast<const float*>(di), seq, int(q_heads),
-             int(kv_heads), scale, num_tiles, bh, dqkv);
+      launch_with_smem<kThreads>(flash_mma_backward_prep_kernel<IoT>,
+                                 "flash_mma_backward_prep_kernel", prep_blocks, 0, stream,
+                                 typed_dout, typed_out, rows, seq, int(q_heads), D, di);
+      launch_with_smem<kThreads>(flash_mma_dkdv_kernel<D, IoT>, "flash_mma_dkdv_kernel",
+                                 num_tiles * bg, dkdv_smem, stream, qkv, typed_dout, lse,
+                                 static_cast<const float*>(di), seq, int(q_heads), int(kv_heads),
+                                 scale, bg, dqkv);
+      launch_with_smem<kThreads>(flash_mma_dq_kernel<D, IoT>, "flash_mma_dq_kernel", num_tiles * bh,
+                                 dq_smem, stream, qkv, typed_dout, lse,
+                                 static_cast<const float*>(di), seq, int(q_heads), int(kv_heads),
+                                 scale, num_tiles, bh, dqkv);
     };
     if (io_dtype == DType::F32)
       run(static_cast<const float*>(dout), static_cast<const float*>(out));
