@@ -39,7 +39,8 @@ for step in $steps; do
     tests)
       for t in cuda_backend_test cuda_model_test cuda_trainer_test; do
         run "$t" 90 "$build/tests/unit_cuda/$t" --gtest_brief=1
-        grep -E "PASSED|FAILED|SKIPPED|Failure|error|cuBLASLt has no algorithm" "$logs/$t.log" | head -40
+        grep -E "PASSED|FAILED|SKIPPED|Failure|error|cuBLASLt has no algorithm|self-check|predicted" \
+          "$logs/$t.log" | head -40
       done
       ;;
     ops)
