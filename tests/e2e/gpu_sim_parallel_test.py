@@ -4,7 +4,7 @@ CPU simulator, NCCL's API over MPI; tests/unit_cuda/CMakeLists.txt): one rank pe
 NCCL communicator and its splits, data, pipeline and tensor parallelism, ZeRO, micro-batches
 and recomputation give gpu-1's losses and saved weights; bf16 mixed precision too; a flavor
 with more GPUs than the machine has is one clear error; `vacc eval` and `vacc generate` on
-gpu-1 give the CPU's loss and text. This runs the multi-GPU path of vacc
+gpu-1 give the CPU's loss and text; `vacc profile` measures two GPUs and their NCCL links. This runs the multi-GPU path of vacc
 itself, not NCCL or two streams at once: those need GPUs (docs/cuda.md)."""
 import json
 import os
@@ -100,6 +100,26 @@ with tempfile.TemporaryDirectory() as tmp:
     check(r.returncode != 0 and "8" in err and "4" in err and "Traceback" not in err and
           err.count("error") <= 2, f"gpu-8 on 4 simulated GPUs: one clear error: {err[-1500:]}")
     print("gpu-8 on 4 GPUs:", err.strip().splitlines()[-1] if err.strip() else "(no message)")
+
+# `vacc profile --quick` of two simulated GPUs (small shapes in this build): the devices and the
+# NCCL links measured, the profile stored under the GPU's model, and `vacc plan` using it.
+with tempfile.TemporaryDirectory() as tmp:
+    env = dict(ENV, VACC_HOME=tmp)
+    r = subprocess.run([VACC, "profile", "--quick", "--flavor", "gpu-2"], capture_output=True, text=True,
+                       timeout=600, env=env)
+    check(r.returncode == 0, f"vacc profile --flavor gpu-2: {r.stderr[-2500:]}")
+    path = os.path.join(tmp, "profiles", "vacc_sim_CPU_simulator.json")
+    check(os.path.exists(path), f"the profile is stored under the GPU's model: {os.listdir(tmp)}")
+    if os.path.exists(path):
+        prof = json.load(open(path))
+        link = (prof.get("links") or {}).get("intra_node") or {}
+        check(prof.get("devices") == 2 and set(link.get("per_collective", {})) ==
+              {"all_reduce", "reduce_scatter", "all_gather", "send_recv"},
+              f"two devices and every collective over NCCL measured: {prof.get('devices')}, {link}")
+        p = subprocess.run([VACC, "plan", "--model-config", CONFIG, "--flavor", "gpu-2", "--batch", "4",
+                            "--seq-len", "32"], capture_output=True, text=True, timeout=300, env=env)
+        check(p.returncode == 0 and "Using the measured profile vacc_sim_CPU_simulator" in p.stderr,
+              f"vacc plan uses the stored profile: {p.stderr[-1500:]}")
 
 # The one-GPU commands on gpu-1 against the CPU (the same binary): `vacc eval` and greedy
 # `vacc generate` on the tiny preset (the real Qwen tokenizer, from scripts/setup.sh).

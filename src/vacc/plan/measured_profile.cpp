@@ -45,7 +45,9 @@ MeasuredProfile MeasuredProfile::from_json(const nlohmann::json& j, const std::s
   p.host = j.contains("host") && j["host"].is_string() ? j["host"].get<std::string>() : "";
   p.dtype = text(j, "dtype", source);
   p.devices = int(positive(j, "devices", "", source));
-  p.threads_per_device = int(positive(j, "threads_per_device", "", source));
+  // A CPU device is a number of the host's threads; a GPU's figure is 0 (its own cores).
+  p.threads_per_device =
+      int(positive(j, "threads_per_device", "", source, p.device_model != "CPU"));
   const nlohmann::json& device = field(j, "device", "", source);
   const nlohmann::json& fitted = field(device, "profile", "device.", source);
   p.device = DeviceProfile::from_json(fitted, source + " (device.profile)");

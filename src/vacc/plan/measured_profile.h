@@ -23,7 +23,7 @@ struct MeasuredProfile {
   std::string host;
   std::string dtype;         // of the matrix products: f32 or bf16
   int devices = 1;           // ranks measured at once
-  int threads_per_device = 0;
+  int threads_per_device = 0;  // host threads of a CPU device; 0 for a GPU
   DeviceProfile device;      // fitted: peak and half_work, memory and kernel bandwidths
   bool has_link = false;     // links are measured only with 2 or more ranks
   LinkSpec link;             // fitted alpha (latency) and beta (bandwidth), intra-node

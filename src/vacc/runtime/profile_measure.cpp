@@ -68,6 +68,20 @@ struct Shapes {
 
 Shapes shapes_for(const ProfileMeasureOptions& o) {
   Shapes s;
+#ifdef VACC_SIM_PROFILE_SHAPES
+  // The CPU simulator's build of vacc (tests/unit_cuda): its products and kernels are plain
+  // loops, so a simulated GPU is profiled on small shapes (the command's flow, not figures).
+  if (o.gpu) {
+    for (int64_t m : {16, 32, 64})
+      for (auto [n, k] : {std::pair<int64_t, int64_t>{64, 64}, {128, 64}}) s.matmul.push_back({m, n, k});
+    s.matmul.push_back({8, 8, 8});
+    s.stream = int64_t(1) << 14;
+    s.rows = 64, s.hidden = 64, s.ffn = 128, s.adam = int64_t(1) << 14, s.vocab = 256;
+    s.attention = {1, 64, 2, 1, 64};
+    s.min_seconds = 0.01, s.rep_seconds = 0.005;
+    return s;
+  }
+#endif
   if (o.gpu) {
     // A micro-batch of 1024-8192 tokens through a 0.5B model's widths (896, 1152 = qkv, 4864,
     // 9728 = gate_up), and squares up to the size that reaches a GPU's peak.
