@@ -60,7 +60,9 @@ with tempfile.TemporaryDirectory() as tmp:
 
     if not os.path.exists("/dev/nvidia0"):
         # A GPU flavor on a machine without one: status says why each device cannot be used.
-        run("switch", "gpu-2")
+        r = run("switch", "gpu-2")
+        check(r.returncode == 0 and "Note: jobs on it cannot start here: " in r.stdout,
+              f"switching to gpu-2 without GPUs says at once that jobs cannot start: {r.stdout}")
         r = run("status")
         check(r.returncode == 0 and r.stdout.count("cannot be used here (") == 2,
               f"status of gpu-2 without GPUs: {r.stdout} {r.stderr}")

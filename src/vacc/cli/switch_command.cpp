@@ -2,7 +2,9 @@
 #include <iostream>
 #include <string>
 
+#include "vacc/cli/command_flavor.h"
 #include "vacc/cli/commands.h"
+#include "vacc/cli/device_backend.h"
 #include "vacc/core/error.h"
 #include "vacc/launch/accelerator_state.h"
 #include "vacc/launch/flavor.h"
@@ -12,6 +14,13 @@ namespace {
 
 void announce(const Flavor& f) {
   std::cout << "Accelerator switched to " << f.name << ": " << f.describe() << "\n";
+  // A flavor whose devices this machine lacks is said at once, not at the next job's start.
+  try {
+    check_flavor_devices(f);
+  } catch (const Error& e) {
+    std::cout << "Note: jobs on it cannot start here: " << e.what()
+              << " (`vacc plan` plans for it anywhere)\n";
+  }
 }
 
 std::string choose_from_list() {
@@ -49,7 +58,8 @@ void add_switch_command(CLI::App& app) {
                "give a flavor NAME or --flavor-file, not both");
     std::string chosen = !flavor_file.empty() ? flavor_file : name;
     if (chosen.empty()) chosen = choose_from_list();
-    announce(set_current_flavor(chosen));
+    set_current_flavor(chosen);
+    announce(command_flavor(""));  // a GPU flavor named after this machine's GPU
   });
 }
 
