@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 
+#include "vacc/core/classifier_chunks.h"
 #include "vacc/core/device_allocator.h"
 #include "vacc/core/gpu_scratch.h"
 #include "vacc/model/model_shard.h"
@@ -63,11 +64,9 @@ double gpu_transient_scratch(const ModelShard& s, const ModelConfig& c, const De
   const double attention = mixed ? N * W * 2 + rowsum : rowsum;
   double classifier = 0;
   if (s.has_head && s.vocab_size > 0) {
-    const int64_t n = micro * seq, v = s.vocab_size;
-    const int64_t max_rows = std::max<int64_t>(1, d.classifier_chunk_bytes / (v * int64_t(kF32)));
-    const int64_t chunks = (n + max_rows - 1) / max_rows;
-    const double rows = double((n + chunks - 1) / chunks);
-    classifier = 2 * N * kF32 + rows * double(v) * (kF32 + (mixed ? 2.0 : 0.0)) +
+    const double rows =
+        double(classifier_chunk_rows(micro * seq, s.vocab_size, d.classifier_chunk_bytes));
+    classifier = 2 * N * kF32 + rows * double(s.vocab_size) * (kF32 + (mixed ? 2.0 : 0.0)) +
                  rows * C * (cb + kF32);
   }
   return std::max(classifier, attention);

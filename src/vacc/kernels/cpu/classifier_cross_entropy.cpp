@@ -15,6 +15,7 @@
 #include <cstring>
 #include <vector>
 
+#include "vacc/core/classifier_chunks.h"
 #include "vacc/core/error.h"
 #include "vacc/kernels/cpu/cpu_kernels.h"
 #include "vacc/kernels/cpu/fast_exp.h"
@@ -109,10 +110,7 @@ double classifier_cross_entropy(const void* x, const void* weight, DType in_dtyp
   const size_t esize = dtype_size(in_dtype);
   const auto* xb = static_cast<const unsigned char*>(x);
 
-  // Chunks of equal size (the last no larger), at most kChunkBytes of f32 logits each.
-  const int64_t max_rows = std::max<int64_t>(1, kChunkBytes / (v * int64_t(sizeof(float))));
-  const int64_t num_chunks = (m + max_rows - 1) / max_rows;
-  const int64_t chunk_rows = (m + num_chunks - 1) / num_chunks;
+  const int64_t chunk_rows = classifier_chunk_rows(m, v, kChunkBytes);
 
   std::vector<float> logits(size_t(chunk_rows) * size_t(v));
   std::vector<uint16_t> dlog_bf16(want_grad && bf16_mode ? size_t(chunk_rows) * size_t(v) : 0);
@@ -205,9 +203,7 @@ class ShardRowChunks {
       rows_.push_back(i);
     }
     const int64_t m = counted();
-    const int64_t max_rows = std::max<int64_t>(1, kChunkBytes / (v * int64_t(sizeof(float))));
-    const int64_t num_chunks = std::max<int64_t>(1, (m + max_rows - 1) / max_rows);
-    chunk_rows_ = std::max<int64_t>(1, (m + num_chunks - 1) / num_chunks);
+    chunk_rows_ = std::max<int64_t>(1, classifier_chunk_rows(m, v, kChunkBytes));
   }
 
   int64_t counted() const { return int64_t(rows_.size()); }

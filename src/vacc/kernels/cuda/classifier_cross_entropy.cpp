@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "vacc/core/classifier_chunks.h"
 #include "vacc/core/error.h"
 #include "vacc/core/gpu_scratch.h"
 
@@ -72,10 +73,7 @@ class RowChunks {
     }
     const int64_t m = counted();
     if (m == 0) return;
-    // Chunks of equal size (the last no larger), at most chunk_bytes of f32 logits each.
-    const int64_t max_rows = std::max<int64_t>(1, classifier_chunk_bytes(ctx) / (v * int64_t(sizeof(float))));
-    const int64_t num_chunks = (m + max_rows - 1) / max_rows;
-    chunk_rows_ = (m + num_chunks - 1) / num_chunks;
+    chunk_rows_ = classifier_chunk_rows(m, v, classifier_chunk_bytes(ctx));
     rows_dev_ = ctx.scratch({m}, DType::I32, "classifier row list");
     ctx.upload(rows_.data(), rows_dev_.data(), size_t(m) * sizeof(int32_t));
     logits_ = ctx.scratch({chunk_rows_, v}, DType::F32, "classifier logits chunk");
