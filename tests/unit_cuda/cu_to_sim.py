@@ -16,9 +16,10 @@ def inline_launching_headers(src: str, path: str) -> str:
     out = []
     for number, line in enumerate(src.splitlines(keepends=True), start=1):
         m = re.match(r'#include "vacc/kernels/cuda/(\w+\.cuh)"', line)
-        header = os.path.join(folder, m.group(1)) if m else None
-        if header and "<<<" in open(header).read():
-            text = re.sub(r"^#pragma once\n", "", open(header).read(), flags=re.M)
+        text = open(os.path.join(folder, m.group(1))).read() if m else ""
+        if "<<<" in text:
+            text = re.sub(r"^#pragma once\n", "", text, flags=re.M)
+            header = os.path.join(folder, m.group(1))
             out.append(f'#line 1 "{header}"\n{text}#line {number + 1} "{path}"\n')
         else:
             out.append(line)

@@ -74,11 +74,21 @@ const std::vector<DeviceProfile>& builtin_profiles() {
   return profiles;
 }
 
-bool has_profile(const std::string& name, const std::vector<DeviceProfile>& extra) {
+namespace {
+
+// The profile named `name` (case-insensitively), first in `extra`, then the built-ins; null if none.
+const DeviceProfile* lookup_profile(const std::string& name,
+                                    const std::vector<DeviceProfile>& extra) {
   for (const auto* list : {&extra, &builtin_profiles()})
     for (const DeviceProfile& p : *list)
-      if (lower(p.name) == lower(name)) return true;
-  return false;
+      if (lower(p.name) == lower(name)) return &p;
+  return nullptr;
+}
+
+}  // namespace
+
+bool has_profile(const std::string& name, const std::vector<DeviceProfile>& extra) {
+  return lookup_profile(name, extra) != nullptr;
 }
 
 std::string builtin_profile_for_gpu(const std::string& device_name) {
@@ -93,9 +103,7 @@ std::string builtin_profile_for_gpu(const std::string& device_name) {
 }
 
 DeviceProfile find_profile(const std::string& name, const std::vector<DeviceProfile>& extra) {
-  for (const auto* list : {&extra, &builtin_profiles()})
-    for (const DeviceProfile& p : *list)
-      if (lower(p.name) == lower(name)) return p;
+  if (const DeviceProfile* p = lookup_profile(name, extra)) return *p;
   std::string known;
   for (const auto* list : {&extra, &builtin_profiles()})
     for (const DeviceProfile& p : *list) known += (known.empty() ? "" : ", ") + p.name;

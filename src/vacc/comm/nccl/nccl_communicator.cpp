@@ -232,6 +232,13 @@ void issue_queued_sends(State& st, std::string_view what, Tensor* recv, int peer
   for (State::QueuedSend& q : sends) record_into(st, *q.issued);
 }
 
+// Before a collective: the queued sends first (a peer may wait for them), then the
+// communication stream ordered after the compute stream.
+void start_collective(State& st, std::string_view what) {
+  issue_queued_sends(st, what);
+  start_after_compute(st, what);
+}
+
 void check_rank(const State& st, std::string_view op, std::string_view role, int r) {
   VACC_CHECK(r >= 0 && r < st.size, op, ": ", role, " rank ", r, " is outside the job (", st.size,
              " ranks)");
@@ -327,8 +334,7 @@ std::chrono::milliseconds NcclCommunicator::timeout() const {
 std::unique_ptr<CommRequest> NcclCommunicator::all_reduce_async(Tensor& buf) {
   check_comm_tensor("all_reduce", "buf", buf, Device::Kind::CUDA, "nccl");
   std::string what = "all_reduce of " + describe_values(buf.numel(), buf.dtype());
-  issue_queued_sends(*st_, what);  // first: a peer may wait for them
-  start_after_compute(*st_, what);
+  start_collective(*st_, what);
   check_nccl(*st_,
              ncclAllReduce(buf.data(), buf.data(), size_t(buf.numel()), nccl_type(buf.dtype()),
                            ncclSum, st_->comm, st_->stream),
@@ -346,8 +352,7 @@ std::unique_ptr<CommRequest> NcclCommunicator::reduce_scatter_async(
   VACC_CHECK(!tensors_overlap(in, out), name, ": out (", out.str(), ") overlaps in (", in.str(),
              "); reduce_scatter needs separate buffers");
   std::string what = std::string(name) + " of " + describe_values(in.numel(), in.dtype());
-  issue_queued_sends(*st_, what);  // first: a peer may wait for them
-  start_after_compute(*st_, what);
+  start_collective(*st_, what);
   ncclDataType_t type = nccl_type(in.dtype());
   size_t element = dtype_size(in.dtype());
   if (all_equal(counts)) {
@@ -383,8 +388,7 @@ std::unique_ptr<CommRequest> NcclCommunicator::all_gather_async(const Tensor& pa
   VACC_CHECK(part.data() == own_place || !tensors_overlap(part, out), name, ": part (", part.str(),
              ") overlaps out (", out.str(), ") but is not this rank's place in it");
   std::string what = std::string(name) + " of " + describe_values(out.numel(), out.dtype());
-  issue_queued_sends(*st_, what);  // first: a peer may wait for them
-  start_after_compute(*st_, what);
+  start_collective(*st_, what);
   ncclDataType_t type = nccl_type(out.dtype());
   if (all_equal(counts)) {
     check_nccl(
@@ -409,8 +413,7 @@ void NcclCommunicator::broadcast(Tensor& buf, int root) {
   check_comm_tensor("broadcast", "buf", buf, Device::Kind::CUDA, "nccl");
   check_rank(*st_, "broadcast", "root", root);
   std::string what = "broadcast of " + buf.str() + " from rank " + std::to_string(root);
-  issue_queued_sends(*st_, what);  // first: a peer may wait for them
-  start_after_compute(*st_, what);
+  start_collective(*st_, what);
   check_nccl(
       *st_,
       ncclBroadcast(buf.data(), buf.data(), buf.nbytes(), ncclUint8, root, st_->comm, st_->stream),

@@ -25,9 +25,9 @@
 
 #include "vacc/core/error.h"
 #include "vacc/kernels/cuda/cuda_check.h"
-#include "vacc/kernels/cuda/launch_with_smem.cuh"
 #include "vacc/kernels/cuda/cuda_kernels.h"
 #include "vacc/kernels/cuda/device_math.cuh"
+#include "vacc/kernels/cuda/launch_with_smem.cuh"
 #include "vacc/kernels/cuda/mma_bf16.cuh"
 
 namespace vacc::cuda {

@@ -5,12 +5,6 @@
 #include "vacc/kernels/cuda/matmul_fallback.h"
 
 namespace vacc::cuda {
-namespace {
-
-// cuBLASLt's workspace (4 MiB suffices before Hopper).
-constexpr size_t kWorkspaceBytes = kCublasLtWorkspaceBytes;
-
-}  // namespace
 
 CudaContext::CudaContext(int device_index, size_t budget_bytes)
     : device_index_(device_index), allocator_(device_index, budget_bytes) {
@@ -24,11 +18,11 @@ CudaContext::CudaContext(int device_index, size_t budget_bytes)
   device_name_ = prop.name;
   VACC_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   try {
-    workspace_ = scratch({int64_t(kWorkspaceBytes / 4)}, DType::F32, "cuBLASLt workspace");
+    workspace_ = scratch_bytes(kCublasLtWorkspaceBytes, "cuBLASLt workspace");
     reduce_partials_ = scratch({int64_t(kSumPartials) * 2}, DType::F32, "reduction partials");
     device_error_ = scratch({int64_t(sizeof(DeviceError) / 4)}, DType::F32, "device error slot");
     VACC_CUDA_CHECK(cudaMemsetAsync(device_error_.data(), 0, sizeof(DeviceError), stream_));
-    matmul_ = std::make_unique<CublasLtMatmul>(workspace_.data(), kWorkspaceBytes);
+    matmul_ = std::make_unique<CublasLtMatmul>(workspace_.data(), kCublasLtWorkspaceBytes);
     VACC_CUDA_CHECK(cudaStreamSynchronize(stream_));
   } catch (...) {
     cudaStreamDestroy(stream_);
