@@ -121,12 +121,13 @@ with tempfile.TemporaryDirectory() as home:
     check(r.returncode == 1 and path in r.stderr and '"device"' in r.stderr,
           f"profile without device: {r.stderr}")
 
-    # --out writes elsewhere; bad flavors are clear errors.
+    # --out writes elsewhere (in bf16: its classifier keeps an f32 dx, as training does); bad
+    # flavors are clear errors.
     os.remove(path)
     out = os.path.join(home, "one.json")
-    r = vacc("profile", "--quick", "--flavor", "cpu-1", "--out", out)
+    r = vacc("profile", "--quick", "--flavor", "cpu-1", "--dtype", "bf16", "--out", out)
     check(r.returncode == 0 and os.path.exists(out) and json.load(open(out))["links"] is None,
-          f"--out on cpu-1: {r.stderr[-1000:]}")
+          f"--out on cpu-1 in bf16: {r.stderr[-1000:]}")
     check(not os.path.exists(os.path.join(home, "profiles", "cpu-1.json")), "--out also wrote the database")
     if not os.path.exists("/dev/nvidia0"):
         # GPU flavors are measured on their GPUs; without one, one line says why.

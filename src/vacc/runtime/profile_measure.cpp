@@ -260,7 +260,7 @@ DeviceMeasurements measure_device(Backend& be, Communicator& comm, const Profile
     Tensor w = be.empty({V, C}, o.dtype, B, "classifier weight");
     Tensor labels = be.empty({N}, DType::I32, B, "classifier labels");
     Tensor loss = be.zeros({1}, DType::F32, B, "classifier loss");
-    Tensor dx = be.empty({N, C}, o.dtype, B, "classifier dx");
+    Tensor dx = be.empty({N, C}, DType::F32, B, "classifier dx");  // f32 in mixed precision too, as the model's
     Tensor dw = be.zeros({V, C}, DType::F32, B, "classifier dweight");
     be.fill(x, 0.01f);
     be.fill(w, 0.01f);
