@@ -10,6 +10,8 @@
 #   routes    the benchmark's step with each bf16 attention route (VACC_ATTENTION)
 #   commands  vacc eval and vacc generate on gpu-1, and vacc profile --flavor gpu-1 --quick
 #   races     compute-sanitizer racecheck and synccheck on the attention and reduction tests
+#             (RACE_FILTER: other gtest filter; RACE_LIMIT: seconds per tool, default 200;
+#             racecheck of the whole default filter took longer than 200 s on an H200)
 # STEP_ARGS are more arguments for the step comparison.
 set -uo pipefail
 build=${1:?usage: bench/gpu_checks.sh BUILD_DIR}
@@ -87,9 +89,9 @@ for step in $steps; do
       ;;
     races)
       for tool in racecheck synccheck; do
-        run "$tool" 200 compute-sanitizer --tool $tool --print-limit 20 \
+        run "$tool" "${RACE_LIMIT:-200}" compute-sanitizer --tool $tool --print-limit 20 \
           "$build/tests/unit_cuda/cuda_backend_test" --gtest_brief=1 \
-          --gtest_filter='*Attention*:*RmsNorm*:*Classifier*:*SumOfSquares*:*BiasBackward*:*Swiglu*'
+          --gtest_filter="${RACE_FILTER:-*Attention*:*RmsNorm*:*Classifier*:*SumOfSquares*:*BiasBackward*:*Swiglu*}"
         tail -8 "$logs/$tool.log"
       done
       ;;

@@ -54,14 +54,18 @@ LayerActivations layer_activations(const ModelShard& s, const ModelConfig& c, in
 //   f32 logits chunk, in mixed precision its bf16 gradient, the row losses, and the chunk's
 //   rows of x and of dx gathered when ignored labels make them non-contiguous.
 // - Attention (each layer): in mixed precision the tensor-core kernels' packed bf16 q, k, v
-//   and, backward, rowsum(dO * O); in f32 that rowsum (kernels/cuda/attention*.cu). The
-//   cuBLASLt route for other head dims holds more and is not counted.
+//   and, backward, rowsum(dO * O) and with grouped heads each q head's f32 share of dK and dV;
+//   in f32 that rowsum (kernels/cuda/attention*.cu). The cuBLASLt route for other head dims
+//   holds more and is not counted.
 double gpu_transient_scratch(const ModelShard& s, const ModelConfig& c, const DeviceScratch& d,
                              int64_t micro, int64_t seq, bool mixed) {
   const double N = double(micro * seq), C = double(c.hidden_size), cb = mixed ? 2.0 : 4.0;
   const double W = double(s.q_heads + 2 * s.kv_heads) * double(c.head_dim);
-  const double rowsum = std::ceil(N * double(s.q_heads) * kF32 / 256) * 256;
-  const double attention = mixed ? N * W * 2 + rowsum : rowsum;
+  auto round_256 = [](double bytes) { return std::ceil(bytes / 256) * 256; };
+  const double rowsum = round_256(N * double(s.q_heads) * kF32);
+  const double dkdv_shares =
+      s.kv_heads < s.q_heads ? 2 * round_256(N * double(s.q_heads * c.head_dim) * kF32) : 0.0;
+  const double attention = mixed ? round_256(N * W * 2) + rowsum + dkdv_shares : rowsum;
   double classifier = 0;
   if (s.has_head && s.vocab_size > 0) {
     const double rows =

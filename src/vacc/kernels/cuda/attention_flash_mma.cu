@@ -17,7 +17,10 @@
 //   O = O e^(m - m') + bf16(P) V;  out = O / l;  lse = m + log l (natural log, (B, Hq, T)).
 // Backward, as in FlashAttention-2 but deterministic (two kernels, no atomics):
 //   prep: D_i = rowsum(dO_i * O_i);
-//   dK/dV: per (sequence, kv head, 64 keys) over the group's q heads and query tiles of 32;
+//   dK/dV: per (sequence, q head, 64 keys) over query tiles of 32. With grouped heads each q
+//   head's share goes to an f32 partial buffer and a last kernel sums a group's shares in a
+//   fixed order: a block per kv head would leave the GPU idle (at 7 q heads per kv head, 2 kv
+//   heads and batch 8: 256 blocks, the first of them 7 x 32 query tiles long);
 //   dQ: per (sequence, q head, 64 queries) over key tiles of 32 (S and dP computed again).
 #include "vacc/kernels/cuda/attention_flash_mma.h"
 
@@ -337,15 +340,18 @@ __global__ void flash_mma_backward_prep_kernel(const IoT* dout, const IoT* out, 
   if (lane == 0) di[((row / T) * Hq + h) * T + row % T] = s;
 }
 
-// dK and dV of one (sequence, kv head, tile of 64 keys), summed over the group's q heads and the
+// One q head's share of dK and dV for one (sequence, q head, tile of 64 keys), summed over the
 // query tiles at or after the keys; a warp owns 16 keys. Transposed products, so that the keys
 // are the mma's M: S^T = K Q^T, P^T = exp(S^T scale - lse), dP^T = V dO^T,
 // dS^T = P^T (dP^T - D); dV += bf16(P^T) dO, dK += bf16(dS^T) Q (times scale at the end).
+// Written to row (b T + key) of dk and dv, `stride` floats apart, at column (per_q_head ? h :
+// kv head) x D: the partial buffers (B T, Hq D), or dqkv's dK and dV columns when each kv head
+// has one q head.
 template <int D, typename IoT>
 __global__ void __launch_bounds__(kThreads)
     flash_mma_dkdv_kernel(const bf16* qkv, const IoT* dout, const float* lse, const float* di,
-                          int64_t T, int Hq, int Hkv, float scale, int64_t bg_count,
-                          float* dqkv) {
+                          int64_t T, int Hq, int Hkv, float scale, int64_t bh_count,
+                          float* dk_out, float* dv_out, int64_t stride, bool per_q_head) {
   constexpr int kStride = D + kPad, kStrideT = kInnerTile + kPad;
   constexpr int kQueryGroups = kInnerTile / 8, kOutGroups = D / 8;
   extern __shared__ uint4 flash_smem[];  // uint4: 16-byte aligned (the bf16 tile copies)
@@ -358,9 +364,9 @@ __global__ void __launch_bounds__(kThreads)
   float* lse_s = reinterpret_cast<float*>(dOt + D * kStrideT);  // [kInnerTile]
   float* di_s = lse_s + kInnerTile;                              // [kInnerTile]
   // The first key tiles (the most queries) are scheduled first.
-  const int64_t bg = blockIdx.x % bg_count, kt = blockIdx.x / bg_count;
-  const int64_t b = bg / Hkv;
-  const int g = int(bg % Hkv), group = Hq / Hkv;
+  const int64_t bh = blockIdx.x % bh_count, kt = blockIdx.x / bh_count;
+  const int64_t b = bh / Hq;
+  const int h = int(bh % Hq), g = h / (Hq / Hkv);
   const int64_t W = int64_t(Hq + 2 * Hkv) * D, out_width = int64_t(Hq) * D, k0 = kt * kTile;
   const bf16* base = qkv + b * T * W;
   const IoT* dbase = dout + b * T * out_width;
@@ -378,8 +384,7 @@ __global__ void __launch_bounds__(kThreads)
     for (int i = 0; i < 4; ++i) dk[n][i] = dv[n][i] = 0.0f;
 
   const int64_t num_query_tiles = (T + kInnerTile - 1) / kInnerTile;
-  for (int hh = 0; hh < group; ++hh) {
-    const int h = g * group + hh;
+  {
     const float* lse_h = lse + (b * Hq + h) * T;
     const float* di_h = di + (b * Hq + h) * T;
     for (int64_t qt = k0 / kInnerTile; qt < num_query_tiles; ++qt) {
@@ -429,20 +434,44 @@ __global__ void __launch_bounds__(kThreads)
     }
   }
 
+  const int64_t column0 = int64_t(per_q_head ? h : g) * D + quad_col;
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const int64_t key = r == 0 ? key_lo : key_hi;
     if (key >= T) continue;
-    float* row = dqkv + (b * T + key) * W;
+    float* dk_row = dk_out + (b * T + key) * stride + column0;
+    float* dv_row = dv_out + (b * T + key) * stride + column0;
 #pragma unroll
     for (int n = 0; n < kOutGroups; ++n) {
-      const int64_t col = n * 8 + quad_col;
-      row[int64_t(Hq + g) * D + col] = dk[n][2 * r] * scale;
-      row[int64_t(Hq + g) * D + col + 1] = dk[n][2 * r + 1] * scale;
-      row[int64_t(Hq + Hkv + g) * D + col] = dv[n][2 * r];
-      row[int64_t(Hq + Hkv + g) * D + col + 1] = dv[n][2 * r + 1];
+      *reinterpret_cast<float2*>(dk_row + n * 8) = float2{dk[n][2 * r] * scale, dk[n][2 * r + 1] * scale};
+      *reinterpret_cast<float2*>(dv_row + n * 8) = float2{dv[n][2 * r], dv[n][2 * r + 1]};
     }
   }
+}
+
+// dqkv's dK and dV columns of kv head g: the sums of the group's q heads' partials (B T, Hq D),
+// in head order. Four columns per thread (D is a multiple of 4).
+__global__ void flash_mma_sum_group_kernel(const float* dk_partial, const float* dv_partial,
+                                           int64_t rows, int Hq, int Hkv, int D, float* dqkv) {
+  const int64_t quads = rows * Hkv * D / 4;
+  const int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (e >= quads) return;
+  const int64_t row = e / (Hkv * D / 4);
+  const int rest = int(e % (Hkv * D / 4));
+  const int g = rest / (D / 4), c = 4 * (rest % (D / 4)), group = Hq / Hkv;
+  const int64_t W = int64_t(Hq + 2 * Hkv) * D;
+  const float* dk_row = dk_partial + row * Hq * D + int64_t(g) * group * D + c;
+  const float* dv_row = dv_partial + row * Hq * D + int64_t(g) * group * D + c;
+  float4 dk = *reinterpret_cast<const float4*>(dk_row);
+  float4 dv = *reinterpret_cast<const float4*>(dv_row);
+  for (int hh = 1; hh < group; ++hh) {
+    const float4 k = *reinterpret_cast<const float4*>(dk_row + hh * D);
+    const float4 v = *reinterpret_cast<const float4*>(dv_row + hh * D);
+    dk = float4{dk.x + k.x, dk.y + k.y, dk.z + k.z, dk.w + k.w};
+    dv = float4{dv.x + v.x, dv.y + v.y, dv.z + v.z, dv.w + v.w};
+  }
+  *reinterpret_cast<float4*>(dqkv + row * W + int64_t(Hq + g) * D + c) = dk;
+  *reinterpret_cast<float4*>(dqkv + row * W + int64_t(Hq + Hkv + g) * D + c) = dv;
 }
 
 // dQ of one (sequence, q head, tile of 64 queries) over the key tiles up to the diagonal; a
@@ -571,9 +600,17 @@ const bf16* pack_qkv(const float* qkv, int64_t batch, int64_t seq, int64_t q_hea
   return static_cast<const bf16*>(packed);
 }
 
-// D_i (batch x q_heads x seq floats), then the packed qkv at the next 256-byte boundary.
+size_t round_up_256(size_t bytes) { return (bytes + 255) / 256 * 256; }
+
+// The backward's scratch, each part at a 256-byte boundary: D_i (batch x q_heads x seq floats),
+// the packed qkv, and with grouped heads the dK and dV partials (batch seq x q_heads head_dim
+// floats each).
 size_t di_bytes(int64_t batch, int64_t seq, int64_t q_heads) {
-  return (sizeof(float) * size_t(batch * q_heads * seq) + 255) / 256 * 256;
+  return round_up_256(sizeof(float) * size_t(batch * q_heads * seq));
+}
+size_t partial_bytes(int64_t batch, int64_t seq, int64_t q_heads, int64_t kv_heads,
+                     int64_t head_dim) {
+  return q_heads == kv_heads ? 0 : round_up_256(sizeof(float) * size_t(batch * seq * q_heads * head_dim));
 }
 
 }  // namespace
@@ -613,7 +650,8 @@ void attention_flash_mma_forward(const float* qkv_f32, int64_t batch, int64_t se
 size_t attention_flash_mma_backward_scratch_bytes(int64_t batch, int64_t seq, int64_t q_heads,
                                                   int64_t kv_heads, int64_t head_dim) {
   return di_bytes(batch, seq, q_heads) +
-         attention_flash_mma_forward_scratch_bytes(batch, seq, q_heads, kv_heads, head_dim);
+         round_up_256(attention_flash_mma_forward_scratch_bytes(batch, seq, q_heads, kv_heads, head_dim)) +
+         2 * partial_bytes(batch, seq, q_heads, kv_heads, head_dim);
 }
 void attention_flash_mma_backward(const void* dout, const float* qkv_f32, const void* out,
                                   DType io_dtype, const float* lse, int64_t batch, int64_t seq,
@@ -621,10 +659,19 @@ void attention_flash_mma_backward(const void* dout, const float* qkv_f32, const 
                                   float* dqkv, void* scratch, cudaStream_t stream) {
   const int64_t rows = batch * seq;
   if (rows == 0) return;
-  float* di = static_cast<float*>(scratch);
-  const bf16* qkv = pack_qkv(qkv_f32, batch, seq, q_heads, kv_heads, head_dim,
-                             static_cast<char*>(scratch) + di_bytes(batch, seq, q_heads), stream);
-  const int64_t num_tiles = (seq + kTile - 1) / kTile, bh = batch * q_heads, bg = batch * kv_heads;
+  char* at = static_cast<char*>(scratch);
+  float* di = reinterpret_cast<float*>(at);
+  at += di_bytes(batch, seq, q_heads);
+  const bf16* qkv = pack_qkv(qkv_f32, batch, seq, q_heads, kv_heads, head_dim, at, stream);
+  at += round_up_256(attention_flash_mma_forward_scratch_bytes(batch, seq, q_heads, kv_heads, head_dim));
+  // Grouped heads: each q head's share of dK, dV into partials, summed by the group afterwards.
+  const bool per_q_head = q_heads != kv_heads;
+  const int64_t W = (q_heads + 2 * kv_heads) * head_dim;
+  float* dk_out = per_q_head ? reinterpret_cast<float*>(at) : dqkv + q_heads * head_dim;
+  float* dv_out = per_q_head ? reinterpret_cast<float*>(at + partial_bytes(batch, seq, q_heads, kv_heads, head_dim))
+                             : dqkv + (q_heads + kv_heads) * head_dim;
+  const int64_t out_stride = per_q_head ? q_heads * head_dim : W;
+  const int64_t num_tiles = (seq + kTile - 1) / kTile, bh = batch * q_heads;
   const float scale = 1.0f / sqrtf(float(head_dim));
   const int64_t prep_blocks = grid_for(rows * q_heads * 32, kThreads, int64_t(1) << 30);
   dispatch_head_dim(head_dim, [&](auto d) {
@@ -640,9 +687,14 @@ void attention_flash_mma_backward(const void* dout, const float* qkv_f32, const 
                                  "flash_mma_backward_prep_kernel", prep_blocks, 0, stream,
                                  typed_dout, typed_out, rows, seq, int(q_heads), D, di);
       launch_with_smem<kThreads>(flash_mma_dkdv_kernel<D, IoT>, "flash_mma_dkdv_kernel",
-                                 num_tiles * bg, dkdv_smem, stream, qkv, typed_dout, lse,
+                                 num_tiles * bh, dkdv_smem, stream, qkv, typed_dout, lse,
                                  static_cast<const float*>(di), seq, int(q_heads), int(kv_heads),
-                                 scale, bg, dqkv);
+                                 scale, bh, dk_out, dv_out, out_stride, per_q_head);
+      if (per_q_head)
+        launch_with_smem<256>(flash_mma_sum_group_kernel, "flash_mma_sum_group_kernel",
+                              grid_for(rows * kv_heads * D / 4, 256, int64_t(1) << 30), 0, stream,
+                              static_cast<const float*>(dk_out), static_cast<const float*>(dv_out),
+                              rows, int(q_heads), int(kv_heads), D, dqkv);
       launch_with_smem<kThreads>(flash_mma_dq_kernel<D, IoT>, "flash_mma_dq_kernel", num_tiles * bh,
                                  dq_smem, stream, qkv, typed_dout, lse,
                                  static_cast<const float*>(di), seq, int(q_heads), int(kv_heads),
