@@ -8,9 +8,11 @@
 //
 // Blocks of 4 warps. A warp owns 16 rows (one mma's M) of the block's 64-row tile, so a row's
 // softmax needs only the 4 lanes of a quad (lanes 4g..4g+3 hold row g of every accumulator).
-// Shared tiles are bf16 rows padded by kPad elements: the row stride is then 4 words (mod 32),
-// so a fragment load (8 rows x 4 words) touches 32 different banks. An operand needed with its
-// pairs of elements along a column (V in P V) is stored transposed.
+// Shared tiles are row-major bf16 rows padded by kPad elements: the row stride is then 4 words
+// (mod 32), so an ldmatrix phase (8 rows x 4 words) touches 32 different banks. Fragments come
+// from the tiles by ldmatrix (mma_bf16.cuh); an operand needed with its pairs of elements along
+// a column (V in P V, Q and dO in dK and dV, K in dQ) by ldmatrix's transposing form, so no tile
+// is stored twice.
 //
 // Forward, per (sequence, q head, query tile of 64), key tiles kt <= qt:
 //   S = Q K^T * scale; m' = max(m, rowmax S); P = exp(S - m'); l = l e^(m - m') + rowsum P;
@@ -42,29 +44,34 @@ constexpr int kWarpRows = 16;                  // an mma's M
 constexpr int kTile = kWarps * kWarpRows;      // 64 rows of queries (forward) or keys
 constexpr int kPad = 8;                        // bf16 elements after each shared row
 
-__device__ __forceinline__ uint32_t word_at(const uint16_t* p) {
-  return *reinterpret_cast<const uint32_t*>(p);
-}
-
-// The A fragment of the 16x16 block at (r0, c0) of a row-major bf16 tile.
+// The A fragment of the 16x16 block at (r0, c0) of a row-major bf16 tile: matrices (r0, c0),
+// (r0 + 8, c0), (r0, c0 + 8), (r0 + 8, c0 + 8) are a[0..3].
 __device__ __forceinline__ void load_a(uint32_t a[4], const uint16_t* tile, int stride, int r0,
                                        int c0) {
-  const int lane = threadIdx.x & 31;
-  const uint16_t* p = tile + (r0 + (lane >> 2)) * stride + c0 + 2 * (lane & 3);
-  a[0] = word_at(p);
-  a[1] = word_at(p + 8 * stride);
-  a[2] = word_at(p + 8);
-  a[3] = word_at(p + 8 * stride + 8);
+  const int lane = threadIdx.x & 31, i = lane >> 3;
+  ldmatrix_x4(a, tile + (r0 + (lane & 7) + 8 * (i & 1)) * stride + c0 + 8 * (i >> 1));
 }
 
-// The B fragment of the 16 (k) x 8 (n) block at (k0, n0) of B, from a tile holding B
-// transposed (row n of the tile is column n of B, so its k pairs are adjacent).
-__device__ __forceinline__ void load_b(uint32_t b[2], const uint16_t* tile_t, int stride, int n0,
-                                       int k0) {
-  const int lane = threadIdx.x & 31;
-  const uint16_t* p = tile_t + (n0 + (lane >> 2)) * stride + k0 + 2 * (lane & 3);
-  b[0] = word_at(p);
-  b[1] = word_at(p + 8);
+// The B fragments of two groups of 8 columns, n0 and n0 + 8, over k0..k0+15, from a tile holding
+// B transposed (row n of the tile is column n of B, so its k pairs are adjacent): matrices
+// (n0, k0), (n0, k0 + 8) are b0, (n0 + 8, k0), (n0 + 8, k0 + 8) are b1.
+__device__ __forceinline__ void load_b_pair(uint32_t b0[2], uint32_t b1[2], const uint16_t* tile_t,
+                                            int stride, int n0, int k0) {
+  const int lane = threadIdx.x & 31, i = lane >> 3;
+  uint32_t r[4];
+  ldmatrix_x4(r, tile_t + (n0 + (lane & 7) + 8 * (i >> 1)) * stride + k0 + 8 * (i & 1));
+  b0[0] = r[0], b0[1] = r[1], b1[0] = r[2], b1[1] = r[3];
+}
+
+// The same two B fragments from a row-major tile of B itself (row k, column n), transposed by
+// ldmatrix: matrices (k0, n0), (k0 + 8, n0) are b0, (k0, n0 + 8), (k0 + 8, n0 + 8) are b1.
+__device__ __forceinline__ void load_b_pair_rows(uint32_t b0[2], uint32_t b1[2],
+                                                 const uint16_t* tile, int stride, int k0,
+                                                 int n0) {
+  const int lane = threadIdx.x & 31, i = lane >> 3;
+  uint32_t r[4];
+  ldmatrix_x4_trans(r, tile + (k0 + (lane & 7) + 8 * (i & 1)) * stride + n0 + 8 * (i >> 1));
+  b0[0] = r[0], b0[1] = r[1], b1[0] = r[2], b1[1] = r[3];
 }
 
 // Whether rows of `width` elements from `src` can be read four at a time (16-byte f32, 8-byte
@@ -117,35 +124,6 @@ __device__ __forceinline__ void load_rows(const SrcT* src, int64_t width, int64_
   }
 }
 
-// The same rows transposed: tile_t[c][r] = bf16(src[(row0 + r) * width + c]).
-template <int D, int Rows, typename SrcT>
-__device__ __forceinline__ void load_rows_transposed(const SrcT* src, int64_t width,
-                                                     int64_t row0, int64_t limit,
-                                                     uint16_t* tile_t, int stride) {
-  if (rows_vec4(src, width)) {
-    // Four columns of two rows per thread: two wide loads, four 4-byte shared stores.
-    for (int e = threadIdx.x; e < Rows * D / 8; e += kThreads) {
-      const int c = 4 * (e % (D / 4)), r = 2 * (e / (D / 4));
-      const int64_t t = row0 + r;
-      const Vec4 zero{0.0f, 0.0f, 0.0f, 0.0f};
-      const Vec4 lo = t < limit ? load4(src + t * width + c, 0) : zero;
-      const Vec4 hi = t + 1 < limit ? load4(src + (t + 1) * width + c, 0) : zero;
-      *reinterpret_cast<uint32_t*>(tile_t + (c + 0) * stride + r) = pack_bf16x2(lo.x, hi.x);
-      *reinterpret_cast<uint32_t*>(tile_t + (c + 1) * stride + r) = pack_bf16x2(lo.y, hi.y);
-      *reinterpret_cast<uint32_t*>(tile_t + (c + 2) * stride + r) = pack_bf16x2(lo.z, hi.z);
-      *reinterpret_cast<uint32_t*>(tile_t + (c + 3) * stride + r) = pack_bf16x2(lo.w, hi.w);
-    }
-    return;
-  }
-  for (int e = threadIdx.x; e < Rows * D / 2; e += kThreads) {
-    const int c = e % D, r = 2 * (e / D);
-    const int64_t t = row0 + r;
-    const float lo = t < limit ? load(src, t * width + c) : 0.0f;
-    const float hi = t + 1 < limit ? load(src, (t + 1) * width + c) : 0.0f;
-    *reinterpret_cast<uint32_t*>(tile_t + c * stride + r) = pack_bf16x2(lo, hi);
-  }
-}
-
 // Two adjacent groups of 8 accumulator columns (groups 2k and 2k+1), rounded to bf16, as the A
 // fragment of those 16 columns: the C layout of the pair is exactly A's layout of its 16 k.
 struct AFragment {
@@ -176,12 +154,14 @@ __device__ __forceinline__ void paired_products(float (&acc1)[Groups][4], float 
     load_a(fa1, a1, stride, a_row, kd * 16);
     load_a(fa2, a2, stride, a_row, kd * 16);
 #pragma unroll
-    for (int j = 0; j < Groups; ++j) {
-      uint32_t fb1[2], fb2[2];
-      load_b(fb1, b1, stride, j * 8, kd * 16);
-      mma_m16n8k16_bf16(acc1[j], fa1, fb1, acc1[j]);
-      load_b(fb2, b2, stride, j * 8, kd * 16);
-      mma_m16n8k16_bf16(acc2[j], fa2, fb2, acc2[j]);
+    for (int j = 0; j < Groups; j += 2) {
+      uint32_t f1[2], f1_next[2], f2[2], f2_next[2];
+      load_b_pair(f1, f1_next, b1, stride, j * 8, kd * 16);
+      mma_m16n8k16_bf16(acc1[j], fa1, f1, acc1[j]);
+      mma_m16n8k16_bf16(acc1[j + 1], fa1, f1_next, acc1[j + 1]);
+      load_b_pair(f2, f2_next, b2, stride, j * 8, kd * 16);
+      mma_m16n8k16_bf16(acc2[j], fa2, f2, acc2[j]);
+      mma_m16n8k16_bf16(acc2[j + 1], fa2, f2_next, acc2[j + 1]);
     }
   }
 }
@@ -200,11 +180,11 @@ template <int D, typename OutT>
 __global__ void __launch_bounds__(kThreads, D == 64 ? 4 : 3)
     flash_mma_forward_kernel(const bf16* qkv, int64_t T, int Hq, int Hkv, float scale,
                              int64_t num_tiles, int64_t bh_count, OutT* out, float* lse) {
-  constexpr int kStride = D + kPad, kStrideT = kTile + kPad;
+  constexpr int kStride = D + kPad;
   constexpr int kDimSteps = D / 16, kKeyGroups = kTile / 8, kOutGroups = D / 8;
   extern __shared__ uint4 flash_smem[];  // uint4: 16-byte aligned (the bf16 tile copies)
   uint16_t* Ks = reinterpret_cast<uint16_t*>(flash_smem);  // [kTile][kStride]; Q at first
-  uint16_t* Vt = Ks + kTile * kStride;                       // [D][kStrideT]: V transposed
+  uint16_t* Vs = Ks + kTile * kStride;                       // [kTile][kStride]
   // The last query tiles (the most keys) are scheduled first.
   const int64_t bh = blockIdx.x % bh_count, qt = num_tiles - 1 - blockIdx.x / bh_count;
   const int64_t b = bh / Hq;
@@ -230,7 +210,7 @@ __global__ void __launch_bounds__(kThreads, D == 64 ? 4 : 3)
     const int64_t k0 = kt * kTile;
     __syncthreads();  // Q's fragments are read, the previous tile's K, V are no longer read
     load_rows<D, kTile>(base + int64_t(Hq + g) * D, W, k0, T, Ks, kStride);
-    load_rows_transposed<D, kTile>(base + int64_t(Hq + Hkv + g) * D, W, k0, T, Vt, kStrideT);
+    load_rows<D, kTile>(base + int64_t(Hq + Hkv + g) * D, W, k0, T, Vs, kStride);
     __syncthreads();
     // Groups of 8 keys the warp's rows can see (on the diagonal tile, fewer); whole mma steps
     // of 16 keys, the same for the whole warp.
@@ -244,11 +224,12 @@ __global__ void __launch_bounds__(kThreads, D == 64 ? 4 : 3)
 #pragma unroll
     for (int kd = 0; kd < kDimSteps; ++kd)
 #pragma unroll
-      for (int j = 0; j < kKeyGroups; ++j)
-        if (j < key_groups) {
-          uint32_t kb[2];
-          load_b(kb, Ks, kStride, j * 8, kd * 16);
+      for (int j = 0; j < kKeyGroups; j += 2)
+        if (j < key_groups) {  // key_groups is even
+          uint32_t kb[2], kb_next[2];
+          load_b_pair(kb, kb_next, Ks, kStride, j * 8, kd * 16);
           mma_m16n8k16_bf16(s[j], qa[kd], kb, s[j]);
+          mma_m16n8k16_bf16(s[j + 1], qa[kd], kb_next, s[j + 1]);
         }
 
     // Scale, mask (above the diagonal, past T, groups not computed) and the row maxima.
@@ -295,10 +276,11 @@ __global__ void __launch_bounds__(kThreads, D == 64 ? 4 : 3)
       if (kk < key_steps) {
         const AFragment pa = accumulators_as_a(s[2 * kk], s[2 * kk + 1]);
 #pragma unroll
-        for (int n = 0; n < kOutGroups; ++n) {
-          uint32_t vb[2];
-          load_b(vb, Vt, kStrideT, n * 8, kk * 16);
+        for (int n = 0; n < kOutGroups; n += 2) {
+          uint32_t vb[2], vb_next[2];
+          load_b_pair_rows(vb, vb_next, Vs, kStride, kk * 16, n * 8);
           mma_m16n8k16_bf16(o[n], pa.r, vb, o[n]);
+          mma_m16n8k16_bf16(o[n + 1], pa.r, vb_next, o[n + 1]);
         }
       }
   }
@@ -352,16 +334,14 @@ __global__ void __launch_bounds__(kThreads)
     flash_mma_dkdv_kernel(const bf16* qkv, const IoT* dout, const float* lse, const float* di,
                           int64_t T, int Hq, int Hkv, float scale, int64_t bh_count,
                           float* dk_out, float* dv_out, int64_t stride, bool per_q_head) {
-  constexpr int kStride = D + kPad, kStrideT = kInnerTile + kPad;
+  constexpr int kStride = D + kPad;
   constexpr int kQueryGroups = kInnerTile / 8, kOutGroups = D / 8;
   extern __shared__ uint4 flash_smem[];  // uint4: 16-byte aligned (the bf16 tile copies)
   uint16_t* Ks = reinterpret_cast<uint16_t*>(flash_smem);  // [kTile][kStride]
   uint16_t* Vs = Ks + kTile * kStride;                       // [kTile][kStride]
   uint16_t* Qs = Vs + kTile * kStride;                       // [kInnerTile][kStride]
   uint16_t* dOs = Qs + kInnerTile * kStride;                 // [kInnerTile][kStride]
-  uint16_t* Qt = dOs + kInnerTile * kStride;                 // [D][kStrideT]
-  uint16_t* dOt = Qt + D * kStrideT;                         // [D][kStrideT]
-  float* lse_s = reinterpret_cast<float*>(dOt + D * kStrideT);  // [kInnerTile]
+  float* lse_s = reinterpret_cast<float*>(dOs + kInnerTile * kStride);  // [kInnerTile]
   float* di_s = lse_s + kInnerTile;                              // [kInnerTile]
   // The first key tiles (the most queries) are scheduled first.
   const int64_t bh = blockIdx.x % bh_count, kt = blockIdx.x / bh_count;
@@ -391,10 +371,7 @@ __global__ void __launch_bounds__(kThreads)
       const int64_t q0 = qt * kInnerTile;
       __syncthreads();  // the previous tile's Q, dO are no longer read (and K, V are loaded)
       load_rows<D, kInnerTile>(base + int64_t(h) * D, W, q0, T, Qs, kStride);
-      load_rows_transposed<D, kInnerTile>(base + int64_t(h) * D, W, q0, T, Qt, kStrideT);
       load_rows<D, kInnerTile>(dbase + int64_t(h) * D, out_width, q0, T, dOs, kStride);
-      load_rows_transposed<D, kInnerTile>(dbase + int64_t(h) * D, out_width, q0, T, dOt,
-                                          kStrideT);
       for (int r = threadIdx.x; r < kInnerTile; r += kThreads) {
         const int64_t q = q0 + r;
         lse_s[r] = q < T ? lse_h[q] : 0.0f;
@@ -423,12 +400,14 @@ __global__ void __launch_bounds__(kThreads)
         const AFragment pa = accumulators_as_a(st[2 * kq], st[2 * kq + 1]);
         const AFragment dsa = accumulators_as_a(dpt[2 * kq], dpt[2 * kq + 1]);
 #pragma unroll
-        for (int n = 0; n < kOutGroups; ++n) {
-          uint32_t ob[2], qb[2];
-          load_b(ob, dOt, kStrideT, n * 8, kq * 16);
+        for (int n = 0; n < kOutGroups; n += 2) {
+          uint32_t ob[2], ob_next[2], qb[2], qb_next[2];
+          load_b_pair_rows(ob, ob_next, dOs, kStride, kq * 16, n * 8);
           mma_m16n8k16_bf16(dv[n], pa.r, ob, dv[n]);
-          load_b(qb, Qt, kStrideT, n * 8, kq * 16);
+          mma_m16n8k16_bf16(dv[n + 1], pa.r, ob_next, dv[n + 1]);
+          load_b_pair_rows(qb, qb_next, Qs, kStride, kq * 16, n * 8);
           mma_m16n8k16_bf16(dk[n], dsa.r, qb, dk[n]);
+          mma_m16n8k16_bf16(dk[n + 1], dsa.r, qb_next, dk[n + 1]);
         }
       }
     }
@@ -482,14 +461,13 @@ __global__ void __launch_bounds__(kThreads)
     flash_mma_dq_kernel(const bf16* qkv, const IoT* dout, const float* lse, const float* di,
                         int64_t T, int Hq, int Hkv, float scale, int64_t num_tiles,
                         int64_t bh_count, float* dqkv) {
-  constexpr int kStride = D + kPad, kStrideT = kInnerTile + kPad;
+  constexpr int kStride = D + kPad;
   constexpr int kKeyGroups = kInnerTile / 8, kOutGroups = D / 8;
   extern __shared__ uint4 flash_smem[];  // uint4: 16-byte aligned (the bf16 tile copies)
   uint16_t* Qs = reinterpret_cast<uint16_t*>(flash_smem);  // [kTile][kStride]
   uint16_t* dOs = Qs + kTile * kStride;                      // [kTile][kStride]
   uint16_t* Ks = dOs + kTile * kStride;                      // [kInnerTile][kStride]
   uint16_t* Vs = Ks + kInnerTile * kStride;                  // [kInnerTile][kStride]
-  uint16_t* Kt = Vs + kInnerTile * kStride;                  // [D][kStrideT]
   // The last query tiles (the most keys) are scheduled first.
   const int64_t bh = blockIdx.x % bh_count, qt = num_tiles - 1 - blockIdx.x / bh_count;
   const int64_t b = bh / Hq;
@@ -518,7 +496,6 @@ __global__ void __launch_bounds__(kThreads)
     __syncthreads();  // the previous tile's K, V are no longer read (and Q, dO are loaded)
     load_rows<D, kInnerTile>(base + int64_t(Hq + g) * D, W, k0, T, Ks, kStride);
     load_rows<D, kInnerTile>(base + int64_t(Hq + Hkv + g) * D, W, k0, T, Vs, kStride);
-    load_rows_transposed<D, kInnerTile>(base + int64_t(Hq + g) * D, W, k0, T, Kt, kStrideT);
     __syncthreads();
     if (k0 > warp_last_row) continue;  // every key follows the warp's queries
 
@@ -539,10 +516,11 @@ __global__ void __launch_bounds__(kThreads)
     for (int kk = 0; kk < kInnerTile / 16; ++kk) {
       const AFragment dsa = accumulators_as_a(s[2 * kk], s[2 * kk + 1]);
 #pragma unroll
-      for (int n = 0; n < kOutGroups; ++n) {
-        uint32_t kb[2];
-        load_b(kb, Kt, kStrideT, n * 8, kk * 16);
+      for (int n = 0; n < kOutGroups; n += 2) {
+        uint32_t kb[2], kb_next[2];
+        load_b_pair_rows(kb, kb_next, Ks, kStride, kk * 16, n * 8);
         mma_m16n8k16_bf16(dq[n], dsa.r, kb, dq[n]);
+        mma_m16n8k16_bf16(dq[n + 1], dsa.r, kb_next, dq[n + 1]);
       }
     }
   }
@@ -632,7 +610,7 @@ void attention_flash_mma_forward(const float* qkv_f32, int64_t batch, int64_t se
   const bf16* qkv = pack_qkv(qkv_f32, batch, seq, q_heads, kv_heads, head_dim, scratch, stream);
   dispatch_head_dim(head_dim, [&](auto d) {
     constexpr int D = decltype(d)::value;
-    const size_t smem = 2 * size_t(kTile * (D + kPad) + D * (kTile + kPad));
+    const size_t smem = 2 * size_t(2 * kTile * (D + kPad));
     if (out_dtype == DType::F32)
       launch_with_smem<kThreads>(flash_mma_forward_kernel<D, float>, "flash_mma_forward_kernel",
                                  num_tiles * bh, smem, stream, qkv, seq, int(q_heads),
@@ -676,11 +654,9 @@ void attention_flash_mma_backward(const void* dout, const float* qkv_f32, const 
   const int64_t prep_blocks = grid_for(rows * q_heads * 32, kThreads, int64_t(1) << 30);
   dispatch_head_dim(head_dim, [&](auto d) {
     constexpr int D = decltype(d)::value;
-    const size_t dkdv_smem = 2 * size_t(2 * kTile * (D + kPad) + 2 * kInnerTile * (D + kPad) +
-                                        2 * D * (kInnerTile + kPad)) +
+    const size_t dkdv_smem = 2 * size_t(2 * kTile * (D + kPad) + 2 * kInnerTile * (D + kPad)) +
                              2 * sizeof(float) * kInnerTile;
-    const size_t dq_smem = 2 * size_t(2 * kTile * (D + kPad) + 2 * kInnerTile * (D + kPad) +
-                                      D * (kInnerTile + kPad));
+    const size_t dq_smem = 2 * size_t(2 * kTile * (D + kPad) + 2 * kInnerTile * (D + kPad));
     auto run = [&](auto* typed_dout, auto* typed_out) {
       using IoT = std::remove_cv_t<std::remove_pointer_t<decltype(typed_dout)>>;
       launch_with_smem<kThreads>(flash_mma_backward_prep_kernel<IoT>,

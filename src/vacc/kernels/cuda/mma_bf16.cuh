@@ -65,4 +65,46 @@ __device__ __forceinline__ void mma_m16n8k16_bf16(float d[4], const uint32_t a[4
 #endif
 }
 
+// The row address lane `src` holds (the emulations of ldmatrix below).
+__device__ __forceinline__ const uint16_t* row_of_lane(const uint16_t* row, int src) {
+  const auto bits = static_cast<unsigned long long>(reinterpret_cast<uintptr_t>(row));
+  return reinterpret_cast<const uint16_t*>(uintptr_t(__shfl_sync(0xffffffffu, bits, src)));
+}
+
+// ldmatrix: four 8x8 matrices of b16 from shared memory into the fragment layout above. Lanes
+// 8i..8i+7 give the addresses of matrix i's rows 0..7 (16 bytes each, 16-byte aligned); lane
+// (g, t) receives in r[i] matrix i's row g, columns 2t and 2t+1 -- or, `_trans`, its rows 2t and
+// 2t+1 at column g, i.e. the transpose's fragment (PTX ISA, "Warp-level matrix load
+// instruction: ldmatrix"). Without an sm_80 target, emulated with shuffles of the lanes' row
+// addresses, so the simulator checks which lane gives which row.
+__device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const uint16_t* row) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const unsigned address = static_cast<unsigned>(__cvta_generic_to_shared(row));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(address));
+#else
+  const int lane = int(threadIdx.x & 31), g = lane >> 2, t = lane & 3;
+  for (int i = 0; i < 4; ++i) {
+    const uint16_t* src = row_of_lane(row, 8 * i + g);
+    r[i] = uint32_t(src[2 * t]) | (uint32_t(src[2 * t + 1]) << 16);
+  }
+#endif
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], const uint16_t* row) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const unsigned address = static_cast<unsigned>(__cvta_generic_to_shared(row));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(address));
+#else
+  const int lane = int(threadIdx.x & 31), g = lane >> 2, t = lane & 3;
+  for (int i = 0; i < 4; ++i) {
+    const uint16_t* even = row_of_lane(row, 8 * i + 2 * t);
+    const uint16_t* odd = row_of_lane(row, 8 * i + 2 * t + 1);
+    r[i] = uint32_t(even[g]) | (uint32_t(odd[g]) << 16);
+  }
+#endif
+}
+
 }  // namespace vacc::cuda
