@@ -30,6 +30,7 @@
 
 #include "vacc/core/error.h"
 #include "vacc/kernels/cuda/cuda_check.h"
+#include "vacc/kernels/cuda/cp_async.cuh"
 #include "vacc/kernels/cuda/cuda_kernels.h"
 #include "vacc/kernels/cuda/device_math.cuh"
 #include "vacc/kernels/cuda/launch_with_smem.cuh"
@@ -124,6 +125,26 @@ __device__ __forceinline__ void load_rows(const SrcT* src, int64_t width, int64_
   }
 }
 
+// Starts loading the same rows as load_rows: by cp.async where the source is bf16 rows the copies
+// can take (16-byte aligned, width a multiple of 8: always the packed qkv), else at once through
+// load_rows. The caller commits, waits and synchronises before reading the tile.
+template <int D, int Rows, typename SrcT>
+__device__ __forceinline__ void stage_rows(const SrcT* src, int64_t width, int64_t row0,
+                                           int64_t limit, uint16_t* tile, int stride) {
+  if constexpr (std::is_same_v<SrcT, bf16>) {
+    if (width % 8 == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0) {
+#pragma unroll 2
+      for (int e = threadIdx.x; e < Rows * D / 8; e += kThreads) {
+        const int r = e / (D / 8), c = 8 * (e % (D / 8));
+        const int64_t t = row0 + r;
+        cp_async_16(tile + r * stride + c, t < limit ? src + t * width + c : src, t < limit);
+      }
+      return;
+    }
+  }
+  load_rows<D, Rows>(src, width, row0, limit, tile, stride);
+}
+
 // Two adjacent groups of 8 accumulator columns (groups 2k and 2k+1), rounded to bf16, as the A
 // fragment of those 16 columns: the C layout of the pair is exactly A's layout of its 16 k.
 struct AFragment {
@@ -183,8 +204,12 @@ __global__ void __launch_bounds__(kThreads, D == 64 ? 4 : 3)
   constexpr int kStride = D + kPad;
   constexpr int kDimSteps = D / 16, kKeyGroups = kTile / 8, kOutGroups = D / 8;
   extern __shared__ uint4 flash_smem[];  // uint4: 16-byte aligned (the bf16 tile copies)
-  uint16_t* Ks = reinterpret_cast<uint16_t*>(flash_smem);  // [kTile][kStride]; Q at first
-  uint16_t* Vs = Ks + kTile * kStride;                       // [kTile][kStride]
+  // Two buffers of K and V tiles ([kTile][kStride] each): key tile kt in buffer kt % 2, the
+  // next one loading while this one is used. Q passes through K's buffer 1 first.
+  uint16_t* const tiles = reinterpret_cast<uint16_t*>(flash_smem);
+  // (Computed, not an array of pointers: indexing that by a variable puts it in local memory.)
+  auto Ks = [=](int i) { return tiles + i * 2 * kTile * kStride; };
+  auto Vs = [=](int i) { return tiles + (2 * i + 1) * kTile * kStride; };
   // The last query tiles (the most keys) are scheduled first.
   const int64_t bh = blockIdx.x % bh_count, qt = num_tiles - 1 - blockIdx.x / bh_count;
   const int64_t b = bh / Hq;
@@ -195,12 +220,19 @@ __global__ void __launch_bounds__(kThreads, D == 64 ? 4 : 3)
   const int64_t row_lo = q0 + warp * kWarpRows + (lane >> 2), row_hi = row_lo + 8;
   const int64_t warp_last_row = q0 + warp * kWarpRows + kWarpRows - 1;
 
+  const bf16* k_src = base + int64_t(Hq + g) * D;
+  const bf16* v_src = base + int64_t(Hq + Hkv + g) * D;
+  stage_rows<D, kTile>(k_src, W, 0, T, Ks(0), kStride);
+  stage_rows<D, kTile>(v_src, W, 0, T, Vs(0), kStride);
+  cp_async_commit();
+
   // The warp's 16 query rows stay in registers as A fragments.
   uint32_t qa[kDimSteps][4];
-  load_rows<D, kTile>(base + int64_t(h) * D, W, q0, T, Ks, kStride);
+  load_rows<D, kTile>(base + int64_t(h) * D, W, q0, T, Ks(1), kStride);
   __syncthreads();
 #pragma unroll
-  for (int kd = 0; kd < kDimSteps; ++kd) load_a(qa[kd], Ks, kStride, warp * kWarpRows, kd * 16);
+  for (int kd = 0; kd < kDimSteps; ++kd)
+    load_a(qa[kd], Ks(1), kStride, warp * kWarpRows, kd * 16);
 
   float o[kOutGroups][4], m[2] = {kNegInf, kNegInf}, l[2] = {0.0f, 0.0f};
 #pragma unroll
@@ -208,10 +240,17 @@ __global__ void __launch_bounds__(kThreads, D == 64 ? 4 : 3)
 
   for (int64_t kt = 0; kt <= qt; ++kt) {
     const int64_t k0 = kt * kTile;
-    __syncthreads();  // Q's fragments are read, the previous tile's K, V are no longer read
-    load_rows<D, kTile>(base + int64_t(Hq + g) * D, W, k0, T, Ks, kStride);
-    load_rows<D, kTile>(base + int64_t(Hq + Hkv + g) * D, W, k0, T, Vs, kStride);
-    __syncthreads();
+    const int buf = int(kt & 1);
+    __syncthreads();  // Q's fragments or the previous tile are read: buffer buf ^ 1 is free
+    if (kt < qt) {
+      stage_rows<D, kTile>(k_src, W, k0 + kTile, T, Ks(buf ^ 1), kStride);
+      stage_rows<D, kTile>(v_src, W, k0 + kTile, T, Vs(buf ^ 1), kStride);
+      cp_async_commit();
+      cp_async_wait<1>();  // all but the next tile's copies: tile kt is in
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();  // tile kt is in buffer buf for every thread
     // Groups of 8 keys the warp's rows can see (on the diagonal tile, fewer); whole mma steps
     // of 16 keys, the same for the whole warp.
     const int64_t visible_steps = (warp_last_row - k0) / 16 + 1;
@@ -227,7 +266,7 @@ __global__ void __launch_bounds__(kThreads, D == 64 ? 4 : 3)
       for (int j = 0; j < kKeyGroups; j += 2)
         if (j < key_groups) {  // key_groups is even
           uint32_t kb[2], kb_next[2];
-          load_b_pair(kb, kb_next, Ks, kStride, j * 8, kd * 16);
+          load_b_pair(kb, kb_next, Ks(buf), kStride, j * 8, kd * 16);
           mma_m16n8k16_bf16(s[j], qa[kd], kb, s[j]);
           mma_m16n8k16_bf16(s[j + 1], qa[kd], kb_next, s[j + 1]);
         }
@@ -278,7 +317,7 @@ __global__ void __launch_bounds__(kThreads, D == 64 ? 4 : 3)
 #pragma unroll
         for (int n = 0; n < kOutGroups; n += 2) {
           uint32_t vb[2], vb_next[2];
-          load_b_pair_rows(vb, vb_next, Vs, kStride, kk * 16, n * 8);
+          load_b_pair_rows(vb, vb_next, Vs(buf), kStride, kk * 16, n * 8);
           mma_m16n8k16_bf16(o[n], pa.r, vb, o[n]);
           mma_m16n8k16_bf16(o[n + 1], pa.r, vb_next, o[n + 1]);
         }
@@ -337,12 +376,17 @@ __global__ void __launch_bounds__(kThreads)
   constexpr int kStride = D + kPad;
   constexpr int kQueryGroups = kInnerTile / 8, kOutGroups = D / 8;
   extern __shared__ uint4 flash_smem[];  // uint4: 16-byte aligned (the bf16 tile copies)
-  uint16_t* Ks = reinterpret_cast<uint16_t*>(flash_smem);  // [kTile][kStride]
-  uint16_t* Vs = Ks + kTile * kStride;                       // [kTile][kStride]
-  uint16_t* Qs = Vs + kTile * kStride;                       // [kInnerTile][kStride]
-  uint16_t* dOs = Qs + kInnerTile * kStride;                 // [kInnerTile][kStride]
-  float* lse_s = reinterpret_cast<float*>(dOs + kInnerTile * kStride);  // [kInnerTile]
-  float* di_s = lse_s + kInnerTile;                              // [kInnerTile]
+  // K and V of the block's keys ([kTile][kStride]), then two buffers of a query tile's Q and dO
+  // ([kInnerTile][kStride]) and lse and D ([kInnerTile] floats): the next tile loads while this
+  // one is used.
+  uint16_t* const Ks = reinterpret_cast<uint16_t*>(flash_smem);
+  uint16_t* const Vs = Ks + kTile * kStride;
+  uint16_t* const inner = Vs + kTile * kStride;
+  float* const rows_f = reinterpret_cast<float*>(inner + 4 * kInnerTile * kStride);
+  auto Qs = [=](int i) { return inner + i * 2 * kInnerTile * kStride; };
+  auto dOs = [=](int i) { return inner + (2 * i + 1) * kInnerTile * kStride; };
+  auto lse_s = [=](int i) { return rows_f + i * 2 * kInnerTile; };
+  auto di_s = [=](int i) { return rows_f + (2 * i + 1) * kInnerTile; };
   // The first key tiles (the most queries) are scheduled first.
   const int64_t bh = blockIdx.x % bh_count, kt = blockIdx.x / bh_count;
   const int64_t b = bh / Hq;
@@ -367,21 +411,35 @@ __global__ void __launch_bounds__(kThreads)
   {
     const float* lse_h = lse + (b * Hq + h) * T;
     const float* di_h = di + (b * Hq + h) * T;
-    for (int64_t qt = k0 / kInnerTile; qt < num_query_tiles; ++qt) {
+    // Starts loading query tile qt into buffer `to` (lse and D at once).
+    auto stage_query_tile = [&](int64_t qt, int to) {
       const int64_t q0 = qt * kInnerTile;
-      __syncthreads();  // the previous tile's Q, dO are no longer read (and K, V are loaded)
-      load_rows<D, kInnerTile>(base + int64_t(h) * D, W, q0, T, Qs, kStride);
-      load_rows<D, kInnerTile>(dbase + int64_t(h) * D, out_width, q0, T, dOs, kStride);
+      stage_rows<D, kInnerTile>(base + int64_t(h) * D, W, q0, T, Qs(to), kStride);
+      stage_rows<D, kInnerTile>(dbase + int64_t(h) * D, out_width, q0, T, dOs(to), kStride);
+      cp_async_commit();
       for (int r = threadIdx.x; r < kInnerTile; r += kThreads) {
         const int64_t q = q0 + r;
-        lse_s[r] = q < T ? lse_h[q] : 0.0f;
-        di_s[r] = q < T ? di_h[q] : 0.0f;
+        lse_s(to)[r] = q < T ? lse_h[q] : 0.0f;
+        di_s(to)[r] = q < T ? di_h[q] : 0.0f;
       }
-      __syncthreads();
+    };
+    const int64_t first_tile = k0 / kInnerTile;
+    stage_query_tile(first_tile, 0);
+    for (int64_t qt = first_tile; qt < num_query_tiles; ++qt) {
+      const int64_t q0 = qt * kInnerTile;
+      const int buf = int((qt - first_tile) & 1);
+      __syncthreads();  // the previous tile is read: buffer buf ^ 1 is free
+      if (qt + 1 < num_query_tiles) {
+        stage_query_tile(qt + 1, buf ^ 1);
+        cp_async_wait<1>();  // all but the next tile's copies: tile qt is in
+      } else {
+        cp_async_wait<0>();
+      }
+      __syncthreads();  // tile qt (and K, V) are in shared memory for every thread
       if (q0 + kInnerTile - 1 < warp_first_key) continue;  // every query precedes the warp's keys
 
       float st[kQueryGroups][4], dpt[kQueryGroups][4];
-      paired_products<D>(st, dpt, Ks, Vs, Qs, dOs, kStride, warp * kWarpRows);
+      paired_products<D>(st, dpt, Ks, Vs, Qs(buf), dOs(buf), kStride, warp * kWarpRows);
       // P^T into st, dS^T into dpt; zero above the diagonal and past T.
 #pragma unroll
       for (int j = 0; j < kQueryGroups; ++j)
@@ -389,9 +447,9 @@ __global__ void __launch_bounds__(kThreads)
         for (int i = 0; i < 4; ++i) {
           const int c = j * 8 + quad_col + (i & 1);
           const int64_t q = q0 + c, key = i < 2 ? key_lo : key_hi;
-          const float p = q < T && q >= key ? expf(st[j][i] * scale - lse_s[c]) : 0.0f;
+          const float p = q < T && q >= key ? expf(st[j][i] * scale - lse_s(buf)[c]) : 0.0f;
           st[j][i] = p;
-          dpt[j][i] = p * (dpt[j][i] - di_s[c]);
+          dpt[j][i] = p * (dpt[j][i] - di_s(buf)[c]);
         }
       // The accumulators of query groups 2kq and 2kq+1 are the A fragment of queries
       // [16 kq, 16 kq + 16).
@@ -402,10 +460,10 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
         for (int n = 0; n < kOutGroups; n += 2) {
           uint32_t ob[2], ob_next[2], qb[2], qb_next[2];
-          load_b_pair_rows(ob, ob_next, dOs, kStride, kq * 16, n * 8);
+          load_b_pair_rows(ob, ob_next, dOs(buf), kStride, kq * 16, n * 8);
           mma_m16n8k16_bf16(dv[n], pa.r, ob, dv[n]);
           mma_m16n8k16_bf16(dv[n + 1], pa.r, ob_next, dv[n + 1]);
-          load_b_pair_rows(qb, qb_next, Qs, kStride, kq * 16, n * 8);
+          load_b_pair_rows(qb, qb_next, Qs(buf), kStride, kq * 16, n * 8);
           mma_m16n8k16_bf16(dk[n], dsa.r, qb, dk[n]);
           mma_m16n8k16_bf16(dk[n + 1], dsa.r, qb_next, dk[n + 1]);
         }
@@ -464,10 +522,13 @@ __global__ void __launch_bounds__(kThreads)
   constexpr int kStride = D + kPad;
   constexpr int kKeyGroups = kInnerTile / 8, kOutGroups = D / 8;
   extern __shared__ uint4 flash_smem[];  // uint4: 16-byte aligned (the bf16 tile copies)
-  uint16_t* Qs = reinterpret_cast<uint16_t*>(flash_smem);  // [kTile][kStride]
-  uint16_t* dOs = Qs + kTile * kStride;                      // [kTile][kStride]
-  uint16_t* Ks = dOs + kTile * kStride;                      // [kInnerTile][kStride]
-  uint16_t* Vs = Ks + kInnerTile * kStride;                  // [kInnerTile][kStride]
+  // Q and dO of the block's queries ([kTile][kStride]), then two buffers of a key tile's K and V
+  // ([kInnerTile][kStride]): the next tile loads while this one is used.
+  uint16_t* const Qs = reinterpret_cast<uint16_t*>(flash_smem);
+  uint16_t* const dOs = Qs + kTile * kStride;
+  uint16_t* const inner = dOs + kTile * kStride;
+  auto Ks = [=](int i) { return inner + i * 2 * kInnerTile * kStride; };
+  auto Vs = [=](int i) { return inner + (2 * i + 1) * kInnerTile * kStride; };
   // The last query tiles (the most keys) are scheduled first.
   const int64_t bh = blockIdx.x % bh_count, qt = num_tiles - 1 - blockIdx.x / bh_count;
   const int64_t b = bh / Hq;
@@ -491,16 +552,28 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
   for (int n = 0; n < kOutGroups; ++n) dq[n][0] = dq[n][1] = dq[n][2] = dq[n][3] = 0.0f;
 
+  const bf16* k_src = base + int64_t(Hq + g) * D;
+  const bf16* v_src = base + int64_t(Hq + Hkv + g) * D;
+  stage_rows<D, kInnerTile>(k_src, W, 0, T, Ks(0), kStride);
+  stage_rows<D, kInnerTile>(v_src, W, 0, T, Vs(0), kStride);
+  cp_async_commit();
   const int64_t last_key = (q0 + kTile < T ? q0 + kTile : T) - 1;
   for (int64_t k0 = 0; k0 <= last_key; k0 += kInnerTile) {
-    __syncthreads();  // the previous tile's K, V are no longer read (and Q, dO are loaded)
-    load_rows<D, kInnerTile>(base + int64_t(Hq + g) * D, W, k0, T, Ks, kStride);
-    load_rows<D, kInnerTile>(base + int64_t(Hq + Hkv + g) * D, W, k0, T, Vs, kStride);
-    __syncthreads();
+    const int buf = int((k0 / kInnerTile) & 1);
+    __syncthreads();  // the previous tile is read: buffer buf ^ 1 is free
+    if (k0 + kInnerTile <= last_key) {
+      stage_rows<D, kInnerTile>(k_src, W, k0 + kInnerTile, T, Ks(buf ^ 1), kStride);
+      stage_rows<D, kInnerTile>(v_src, W, k0 + kInnerTile, T, Vs(buf ^ 1), kStride);
+      cp_async_commit();
+      cp_async_wait<1>();  // all but the next tile's copies: tile k0 is in
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();  // tile k0 (and Q, dO) are in shared memory for every thread
     if (k0 > warp_last_row) continue;  // every key follows the warp's queries
 
     float s[kKeyGroups][4], dp[kKeyGroups][4];
-    paired_products<D>(s, dp, Qs, dOs, Ks, Vs, kStride, warp * kWarpRows);
+    paired_products<D>(s, dp, Qs, dOs, Ks(buf), Vs(buf), kStride, warp * kWarpRows);
     // dS into s; zero above the diagonal and past T.
 #pragma unroll
     for (int j = 0; j < kKeyGroups; ++j)
@@ -518,7 +591,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
       for (int n = 0; n < kOutGroups; n += 2) {
         uint32_t kb[2], kb_next[2];
-        load_b_pair_rows(kb, kb_next, Ks, kStride, kk * 16, n * 8);
+        load_b_pair_rows(kb, kb_next, Ks(buf), kStride, kk * 16, n * 8);
         mma_m16n8k16_bf16(dq[n], dsa.r, kb, dq[n]);
         mma_m16n8k16_bf16(dq[n + 1], dsa.r, kb_next, dq[n + 1]);
       }
@@ -610,7 +683,7 @@ void attention_flash_mma_forward(const float* qkv_f32, int64_t batch, int64_t se
   const bf16* qkv = pack_qkv(qkv_f32, batch, seq, q_heads, kv_heads, head_dim, scratch, stream);
   dispatch_head_dim(head_dim, [&](auto d) {
     constexpr int D = decltype(d)::value;
-    const size_t smem = 2 * size_t(2 * kTile * (D + kPad));
+    const size_t smem = 2 * size_t(4 * kTile * (D + kPad));  // two buffers of K and V
     if (out_dtype == DType::F32)
       launch_with_smem<kThreads>(flash_mma_forward_kernel<D, float>, "flash_mma_forward_kernel",
                                  num_tiles * bh, smem, stream, qkv, seq, int(q_heads),
@@ -654,9 +727,10 @@ void attention_flash_mma_backward(const void* dout, const float* qkv_f32, const 
   const int64_t prep_blocks = grid_for(rows * q_heads * 32, kThreads, int64_t(1) << 30);
   dispatch_head_dim(head_dim, [&](auto d) {
     constexpr int D = decltype(d)::value;
-    const size_t dkdv_smem = 2 * size_t(2 * kTile * (D + kPad) + 2 * kInnerTile * (D + kPad)) +
-                             2 * sizeof(float) * kInnerTile;
-    const size_t dq_smem = 2 * size_t(2 * kTile * (D + kPad) + 2 * kInnerTile * (D + kPad));
+    // One tile pair of the outer rows, two buffers of the inner tile pair (and, dK/dV, of lse, D).
+    const size_t dkdv_smem = 2 * size_t(2 * kTile * (D + kPad) + 4 * kInnerTile * (D + kPad)) +
+                             4 * sizeof(float) * kInnerTile;
+    const size_t dq_smem = 2 * size_t(2 * kTile * (D + kPad) + 4 * kInnerTile * (D + kPad));
     auto run = [&](auto* typed_dout, auto* typed_out) {
       using IoT = std::remove_cv_t<std::remove_pointer_t<decltype(typed_dout)>>;
       launch_with_smem<kThreads>(flash_mma_backward_prep_kernel<IoT>,
