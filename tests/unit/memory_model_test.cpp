@@ -92,14 +92,19 @@ TEST(MemoryModel, GpuScratchIsCountedAsBuffers) {
   const double extra = predict_peak_memory(tiny(), ParallelConfig{}, gpu).buffers -
                        predict_peak_memory(tiny(), ParallelConfig{}, cpu).buffers;
   // N = 16 rows in one chunk: row list and row losses 2 x 16 x 4, logits 16 x 256 x (4 + 2),
-  // gathered x and dx rows 16 x 64 x (2 + 4) = 30848; attention: packed q, k, v 16 x 128 x 2
-  // plus the rowsum 16 x 4 x 4 rounded to 256: 4352.
+  // gathered x and dx rows 16 x 64 x (2 + 4) = 30848; attention: packed q, k, v 16 x 128 x 2,
+  // the rowsum 16 x 4 x 4 rounded to 256, and the q heads' shares of dK and dV (4 q heads
+  // over 2 kv heads) 2 x 16 x 4 x 16 x 4: 12544.
   EXPECT_EQ(extra, 32.0 * (1 << 20) + 30848);
-  // A chunk of 4 rows' logits: 4 chunks of 4 rows.
-  gpu.scratch.classifier_chunk_bytes = 4 * 256 * 4;
-  const double chunked = predict_peak_memory(tiny(), ParallelConfig{}, gpu).buffers -
-                         predict_peak_memory(tiny(), ParallelConfig{}, cpu).buffers;
-  EXPECT_EQ(chunked, 32.0 * (1 << 20) + 2 * 16 * 4 + 4 * 256 * 6 + 4 * 64 * 6);
+  const auto gpu_extra = [&](int64_t chunk_rows) {
+    gpu.scratch.classifier_chunk_bytes = chunk_rows * 256 * 4;
+    return predict_peak_memory(tiny(), ParallelConfig{}, gpu).buffers -
+           predict_peak_memory(tiny(), ParallelConfig{}, cpu).buffers;
+  };
+  // A chunk of 8 rows' logits: 2 chunks of 8 rows, still more than attention's.
+  EXPECT_EQ(gpu_extra(8), 32.0 * (1 << 20) + 2 * 16 * 4 + 8 * 256 * 6 + 8 * 64 * 6);
+  // Chunks of 4 rows (7808 bytes): attention's scratch is the larger.
+  EXPECT_EQ(gpu_extra(4), 32.0 * (1 << 20) + 16 * 128 * 2 + 256 + 2 * 16 * 4 * 16 * 4);
 }
 
 }  // namespace
