@@ -84,11 +84,13 @@ with tempfile.TemporaryDirectory() as tmp:
     print("gpu-2 planned:", [l for l in (r.stdout + r.stderr).splitlines() if "num_stages" in l][-1:])
     compare("gpu-2 planned", got, base, 1e-5)
 
-    # bf16 mixed precision: the tensor-core flash attention and bf16 products on every rank.
+    # bf16 mixed precision: the tensor-core flash attention and bf16 products on every rank;
+    # ZeRO-3 too: each gathered group converted into its bf16 copy on every rank.
     r, base16, _ = train(tmp, "gpu1-bf16", "gpu-1", "dp=1,pp=1,tp=1,zero=0,microbatches=1,recompute=none",
                          dtype="bf16")
     check(r.returncode == 0, f"gpu-1 bf16 runs: {r.stderr[-2000:]}")
     for flavor, parallel in [("gpu-2", "dp=2,pp=1,tp=1,zero=1,microbatches=1,recompute=none"),
+                             ("gpu-2", "dp=2,pp=1,tp=1,zero=3,microbatches=2,recompute=none"),
                              ("gpu-4", "dp=1,pp=2,tp=2,zero=0,microbatches=2,recompute=selective")]:
         r, got, _ = train(tmp, f"bf16-{flavor}", flavor, parallel, dtype="bf16")
         check(r.returncode == 0, f"bf16 {flavor} {parallel}: runs: {r.stderr[-2500:]}")
