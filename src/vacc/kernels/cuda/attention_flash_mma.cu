@@ -82,25 +82,38 @@ __device__ __forceinline__ bool rows_vec4(const SrcT* src, int64_t width) {
   return width % 4 == 0 && reinterpret_cast<uintptr_t>(src) % (4 * sizeof(SrcT)) == 0;
 }
 
+// Whether rows of bf16 can be copied 16 bytes (eight elements) at a time: always the packed
+// qkv. A shared row is (D + kPad) * 2 bytes, a multiple of 16.
+template <typename SrcT>
+__device__ __forceinline__ bool copyable_bf16_rows(const SrcT* src, int64_t width) {
+  if constexpr (std::is_same_v<SrcT, bf16>)
+    return width % 8 == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0;
+  return false;
+}
+
+// Calls copy(r, c, t, valid) for this thread's 16-byte pieces of a tile of Rows x D bf16: tile
+// row r, columns c..c+7, from source row t = row0 + r, which exists when valid (t < limit).
+template <int D, int Rows, typename Copy>
+__device__ __forceinline__ void for_each_piece(int64_t row0, int64_t limit, Copy&& copy) {
+#pragma unroll 2
+  for (int e = threadIdx.x; e < Rows * D / 8; e += kThreads) {
+    const int r = e / (D / 8), c = 8 * (e % (D / 8));
+    const int64_t t = row0 + r;
+    copy(r, c, t, t < limit);
+  }
+}
+
 // tile[r][c] = bf16(src[(row0 + r) * width + c]) for r < Rows, c < D; zero from row `limit`.
 // Every thread of the block calls it.
 template <int D, int Rows, typename SrcT>
 __device__ __forceinline__ void load_rows(const SrcT* src, int64_t width, int64_t row0,
                                           int64_t limit, uint16_t* tile, int stride) {
-  if constexpr (std::is_same_v<SrcT, bf16>) {
-    if (width % 8 == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0) {
-      // Already bf16 (the packed qkv): eight elements per 16-byte copy, no conversion. A
-      // shared row is (D + kPad) * 2 bytes, a multiple of 16.
-#pragma unroll 2
-      for (int e = threadIdx.x; e < Rows * D / 8; e += kThreads) {
-        const int r = e / (D / 8), c = 8 * (e % (D / 8));
-        const int64_t t = row0 + r;
-        const uint4 v = t < limit ? *reinterpret_cast<const uint4*>(src + t * width + c)
-                                  : uint4{0u, 0u, 0u, 0u};
-        *reinterpret_cast<uint4*>(tile + r * stride + c) = v;
-      }
-      return;
-    }
+  if (copyable_bf16_rows(src, width)) {  // already bf16: copied, not converted
+    for_each_piece<D, Rows>(row0, limit, [&](int r, int c, int64_t t, bool valid) {
+      *reinterpret_cast<uint4*>(tile + r * stride + c) =
+          valid ? *reinterpret_cast<const uint4*>(src + t * width + c) : uint4{0u, 0u, 0u, 0u};
+    });
+    return;
   }
   if (rows_vec4(src, width)) {
     // Four columns per thread: one wide load, one 8-byte shared store (stride and c even).
@@ -131,18 +144,30 @@ __device__ __forceinline__ void load_rows(const SrcT* src, int64_t width, int64_
 template <int D, int Rows, typename SrcT>
 __device__ __forceinline__ void stage_rows(const SrcT* src, int64_t width, int64_t row0,
                                            int64_t limit, uint16_t* tile, int stride) {
-  if constexpr (std::is_same_v<SrcT, bf16>) {
-    if (width % 8 == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0) {
-#pragma unroll 2
-      for (int e = threadIdx.x; e < Rows * D / 8; e += kThreads) {
-        const int r = e / (D / 8), c = 8 * (e % (D / 8));
-        const int64_t t = row0 + r;
-        cp_async_16(tile + r * stride + c, t < limit ? src + t * width + c : src, t < limit);
-      }
-      return;
-    }
+  if (copyable_bf16_rows(src, width)) {
+    for_each_piece<D, Rows>(row0, limit, [&](int r, int c, int64_t t, bool valid) {
+      cp_async_16(tile + r * stride + c, valid ? src + t * width + c : src, valid);
+    });
+    return;
   }
   load_rows<D, Rows>(src, width, row0, limit, tile, stride);
+}
+
+// One turn of a double-buffered loop over K and V tiles of Rows rows: with a next tile (from
+// source row `next_row0`), starts its copies into the free buffers and waits for all but them;
+// without, waits for everything. The caller then synchronises before reading this tile.
+template <int D, int Rows>
+__device__ __forceinline__ void prefetch_kv(bool has_next, const bf16* k_src, const bf16* v_src,
+                                            int64_t width, int64_t next_row0, int64_t limit,
+                                            uint16_t* next_k, uint16_t* next_v, int stride) {
+  if (has_next) {
+    stage_rows<D, Rows>(k_src, width, next_row0, limit, next_k, stride);
+    stage_rows<D, Rows>(v_src, width, next_row0, limit, next_v, stride);
+    cp_async_commit();
+    cp_async_wait<1>();  // all but the next tile's copies: this tile is in
+  } else {
+    cp_async_wait<0>();
+  }
 }
 
 // Two adjacent groups of 8 accumulator columns (groups 2k and 2k+1), rounded to bf16, as the A
@@ -242,14 +267,8 @@ __global__ void __launch_bounds__(kThreads, D == 64 ? 4 : 3)
     const int64_t k0 = kt * kTile;
     const int buf = int(kt & 1);
     __syncthreads();  // Q's fragments or the previous tile are read: buffer buf ^ 1 is free
-    if (kt < qt) {
-      stage_rows<D, kTile>(k_src, W, k0 + kTile, T, Ks(buf ^ 1), kStride);
-      stage_rows<D, kTile>(v_src, W, k0 + kTile, T, Vs(buf ^ 1), kStride);
-      cp_async_commit();
-      cp_async_wait<1>();  // all but the next tile's copies: tile kt is in
-    } else {
-      cp_async_wait<0>();
-    }
+    prefetch_kv<D, kTile>(kt < qt, k_src, v_src, W, k0 + kTile, T, Ks(buf ^ 1), Vs(buf ^ 1),
+                          kStride);
     __syncthreads();  // tile kt is in buffer buf for every thread
     // Groups of 8 keys the warp's rows can see (on the diagonal tile, fewer); whole mma steps
     // of 16 keys, the same for the whole warp.
@@ -561,14 +580,8 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t k0 = 0; k0 <= last_key; k0 += kInnerTile) {
     const int buf = int((k0 / kInnerTile) & 1);
     __syncthreads();  // the previous tile is read: buffer buf ^ 1 is free
-    if (k0 + kInnerTile <= last_key) {
-      stage_rows<D, kInnerTile>(k_src, W, k0 + kInnerTile, T, Ks(buf ^ 1), kStride);
-      stage_rows<D, kInnerTile>(v_src, W, k0 + kInnerTile, T, Vs(buf ^ 1), kStride);
-      cp_async_commit();
-      cp_async_wait<1>();  // all but the next tile's copies: tile k0 is in
-    } else {
-      cp_async_wait<0>();
-    }
+    prefetch_kv<D, kInnerTile>(k0 + kInnerTile <= last_key, k_src, v_src, W, k0 + kInnerTile, T,
+                               Ks(buf ^ 1), Vs(buf ^ 1), kStride);
     __syncthreads();  // tile k0 (and Q, dO) are in shared memory for every thread
     if (k0 > warp_last_row) continue;  // every key follows the warp's queries
 
