@@ -427,65 +427,63 @@ __global__ void __launch_bounds__(kThreads)
     for (int i = 0; i < 4; ++i) dk[n][i] = dv[n][i] = 0.0f;
 
   const int64_t num_query_tiles = (T + kInnerTile - 1) / kInnerTile;
-  {
-    const float* lse_h = lse + (b * Hq + h) * T;
-    const float* di_h = di + (b * Hq + h) * T;
-    // Starts loading query tile qt into buffer `to` (lse and D at once).
-    auto stage_query_tile = [&](int64_t qt, int to) {
-      const int64_t q0 = qt * kInnerTile;
-      stage_rows<D, kInnerTile>(base + int64_t(h) * D, W, q0, T, Qs(to), kStride);
-      stage_rows<D, kInnerTile>(dbase + int64_t(h) * D, out_width, q0, T, dOs(to), kStride);
-      cp_async_commit();
-      for (int r = threadIdx.x; r < kInnerTile; r += kThreads) {
-        const int64_t q = q0 + r;
-        lse_s(to)[r] = q < T ? lse_h[q] : 0.0f;
-        di_s(to)[r] = q < T ? di_h[q] : 0.0f;
-      }
-    };
-    const int64_t first_tile = k0 / kInnerTile;
-    stage_query_tile(first_tile, 0);
-    for (int64_t qt = first_tile; qt < num_query_tiles; ++qt) {
-      const int64_t q0 = qt * kInnerTile;
-      const int buf = int((qt - first_tile) & 1);
-      __syncthreads();  // the previous tile is read: buffer buf ^ 1 is free
-      if (qt + 1 < num_query_tiles) {
-        stage_query_tile(qt + 1, buf ^ 1);
-        cp_async_wait<1>();  // all but the next tile's copies: tile qt is in
-      } else {
-        cp_async_wait<0>();
-      }
-      __syncthreads();  // tile qt (and K, V) are in shared memory for every thread
-      if (q0 + kInnerTile - 1 < warp_first_key) continue;  // every query precedes the warp's keys
+  const float* lse_h = lse + (b * Hq + h) * T;
+  const float* di_h = di + (b * Hq + h) * T;
+  // Starts loading query tile qt into buffer `to` (lse and D at once).
+  auto stage_query_tile = [&](int64_t qt, int to) {
+    const int64_t q0 = qt * kInnerTile;
+    stage_rows<D, kInnerTile>(base + int64_t(h) * D, W, q0, T, Qs(to), kStride);
+    stage_rows<D, kInnerTile>(dbase + int64_t(h) * D, out_width, q0, T, dOs(to), kStride);
+    cp_async_commit();
+    for (int r = threadIdx.x; r < kInnerTile; r += kThreads) {
+      const int64_t q = q0 + r;
+      lse_s(to)[r] = q < T ? lse_h[q] : 0.0f;
+      di_s(to)[r] = q < T ? di_h[q] : 0.0f;
+    }
+  };
+  const int64_t first_tile = k0 / kInnerTile;
+  stage_query_tile(first_tile, 0);
+  for (int64_t qt = first_tile; qt < num_query_tiles; ++qt) {
+    const int64_t q0 = qt * kInnerTile;
+    const int buf = int((qt - first_tile) & 1);
+    __syncthreads();  // the previous tile is read: buffer buf ^ 1 is free
+    if (qt + 1 < num_query_tiles) {
+      stage_query_tile(qt + 1, buf ^ 1);
+      cp_async_wait<1>();  // all but the next tile's copies: tile qt is in
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();  // tile qt (and K, V) are in shared memory for every thread
+    if (q0 + kInnerTile - 1 < warp_first_key) continue;  // every query precedes the warp's keys
 
-      float st[kQueryGroups][4], dpt[kQueryGroups][4];
-      paired_products<D>(st, dpt, Ks, Vs, Qs(buf), dOs(buf), kStride, warp * kWarpRows);
-      // P^T into st, dS^T into dpt; zero above the diagonal and past T.
+    float st[kQueryGroups][4], dpt[kQueryGroups][4];
+    paired_products<D>(st, dpt, Ks, Vs, Qs(buf), dOs(buf), kStride, warp * kWarpRows);
+    // P^T into st, dS^T into dpt; zero above the diagonal and past T.
 #pragma unroll
-      for (int j = 0; j < kQueryGroups; ++j)
+    for (int j = 0; j < kQueryGroups; ++j)
 #pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const int c = j * 8 + quad_col + (i & 1);
-          const int64_t q = q0 + c, key = i < 2 ? key_lo : key_hi;
-          const float p = q < T && q >= key ? expf(st[j][i] * scale - lse_s(buf)[c]) : 0.0f;
-          st[j][i] = p;
-          dpt[j][i] = p * (dpt[j][i] - di_s(buf)[c]);
-        }
-      // The accumulators of query groups 2kq and 2kq+1 are the A fragment of queries
-      // [16 kq, 16 kq + 16).
+      for (int i = 0; i < 4; ++i) {
+        const int c = j * 8 + quad_col + (i & 1);
+        const int64_t q = q0 + c, key = i < 2 ? key_lo : key_hi;
+        const float p = q < T && q >= key ? expf(st[j][i] * scale - lse_s(buf)[c]) : 0.0f;
+        st[j][i] = p;
+        dpt[j][i] = p * (dpt[j][i] - di_s(buf)[c]);
+      }
+    // The accumulators of query groups 2kq and 2kq+1 are the A fragment of queries
+    // [16 kq, 16 kq + 16).
 #pragma unroll
-      for (int kq = 0; kq < kInnerTile / 16; ++kq) {
-        const AFragment pa = accumulators_as_a(st[2 * kq], st[2 * kq + 1]);
-        const AFragment dsa = accumulators_as_a(dpt[2 * kq], dpt[2 * kq + 1]);
+    for (int kq = 0; kq < kInnerTile / 16; ++kq) {
+      const AFragment pa = accumulators_as_a(st[2 * kq], st[2 * kq + 1]);
+      const AFragment dsa = accumulators_as_a(dpt[2 * kq], dpt[2 * kq + 1]);
 #pragma unroll
-        for (int n = 0; n < kOutGroups; n += 2) {
-          uint32_t ob[2], ob_next[2], qb[2], qb_next[2];
-          load_b_pair_rows(ob, ob_next, dOs(buf), kStride, kq * 16, n * 8);
-          mma_m16n8k16_bf16(dv[n], pa.r, ob, dv[n]);
-          mma_m16n8k16_bf16(dv[n + 1], pa.r, ob_next, dv[n + 1]);
-          load_b_pair_rows(qb, qb_next, Qs(buf), kStride, kq * 16, n * 8);
-          mma_m16n8k16_bf16(dk[n], dsa.r, qb, dk[n]);
-          mma_m16n8k16_bf16(dk[n + 1], dsa.r, qb_next, dk[n + 1]);
-        }
+      for (int n = 0; n < kOutGroups; n += 2) {
+        uint32_t ob[2], ob_next[2], qb[2], qb_next[2];
+        load_b_pair_rows(ob, ob_next, dOs(buf), kStride, kq * 16, n * 8);
+        mma_m16n8k16_bf16(dv[n], pa.r, ob, dv[n]);
+        mma_m16n8k16_bf16(dv[n + 1], pa.r, ob_next, dv[n + 1]);
+        load_b_pair_rows(qb, qb_next, Qs(buf), kStride, kq * 16, n * 8);
+        mma_m16n8k16_bf16(dk[n], dsa.r, qb, dk[n]);
+        mma_m16n8k16_bf16(dk[n + 1], dsa.r, qb_next, dk[n + 1]);
       }
     }
   }
@@ -499,7 +497,8 @@ __global__ void __launch_bounds__(kThreads)
     float* dv_row = dv_out + (b * T + key) * stride + column0;
 #pragma unroll
     for (int n = 0; n < kOutGroups; ++n) {
-      *reinterpret_cast<float2*>(dk_row + n * 8) = float2{dk[n][2 * r] * scale, dk[n][2 * r + 1] * scale};
+      *reinterpret_cast<float2*>(dk_row + n * 8) =
+          float2{dk[n][2 * r] * scale, dk[n][2 * r + 1] * scale};
       *reinterpret_cast<float2*>(dv_row + n * 8) = float2{dv[n][2 * r], dv[n][2 * r + 1]};
     }
   }
@@ -664,17 +663,24 @@ const bf16* pack_qkv(const float* qkv, int64_t batch, int64_t seq, int64_t q_hea
   return static_cast<const bf16*>(packed);
 }
 
-size_t round_up_256(size_t bytes) { return (bytes + 255) / 256 * 256; }
-
-// The backward's scratch, each part at a 256-byte boundary: D_i (batch x q_heads x seq floats),
-// the packed qkv, and with grouped heads the dK and dV partials (batch seq x q_heads head_dim
-// floats each).
-size_t di_bytes(int64_t batch, int64_t seq, int64_t q_heads) {
-  return round_up_256(sizeof(float) * size_t(batch * q_heads * seq));
-}
-size_t partial_bytes(int64_t batch, int64_t seq, int64_t q_heads, int64_t kv_heads,
-                     int64_t head_dim) {
-  return q_heads == kv_heads ? 0 : round_up_256(sizeof(float) * size_t(batch * seq * q_heads * head_dim));
+// The backward's scratch, each part at a 256-byte boundary: D_i (batch x q_heads x seq floats)
+// at 0, then the packed qkv, then with grouped heads the dK and dV partials (batch seq x q_heads
+// head_dim floats each). Offsets and the total in bytes.
+struct BackwardScratch {
+  size_t packed = 0, dk = 0, dv = 0, total = 0;
+};
+BackwardScratch backward_scratch(int64_t batch, int64_t seq, int64_t q_heads, int64_t kv_heads,
+                                 int64_t head_dim) {
+  auto round_up_256 = [](size_t bytes) { return (bytes + 255) / 256 * 256; };
+  const size_t shares = sizeof(float) * size_t(batch * seq * q_heads * head_dim);
+  const size_t partial = q_heads == kv_heads ? 0 : round_up_256(shares);
+  BackwardScratch s;
+  s.packed = round_up_256(sizeof(float) * size_t(batch * q_heads * seq));
+  s.dk = s.packed + round_up_256(attention_flash_mma_forward_scratch_bytes(batch, seq, q_heads,
+                                                                           kv_heads, head_dim));
+  s.dv = s.dk + partial;
+  s.total = s.dv + partial;
+  return s;
 }
 
 }  // namespace
@@ -713,9 +719,7 @@ void attention_flash_mma_forward(const float* qkv_f32, int64_t batch, int64_t se
 
 size_t attention_flash_mma_backward_scratch_bytes(int64_t batch, int64_t seq, int64_t q_heads,
                                                   int64_t kv_heads, int64_t head_dim) {
-  return di_bytes(batch, seq, q_heads) +
-         round_up_256(attention_flash_mma_forward_scratch_bytes(batch, seq, q_heads, kv_heads, head_dim)) +
-         2 * partial_bytes(batch, seq, q_heads, kv_heads, head_dim);
+  return backward_scratch(batch, seq, q_heads, kv_heads, head_dim).total;
 }
 void attention_flash_mma_backward(const void* dout, const float* qkv_f32, const void* out,
                                   DType io_dtype, const float* lse, int64_t batch, int64_t seq,
@@ -723,18 +727,18 @@ void attention_flash_mma_backward(const void* dout, const float* qkv_f32, const 
                                   float* dqkv, void* scratch, cudaStream_t stream) {
   const int64_t rows = batch * seq;
   if (rows == 0) return;
-  char* at = static_cast<char*>(scratch);
-  float* di = reinterpret_cast<float*>(at);
-  at += di_bytes(batch, seq, q_heads);
-  const bf16* qkv = pack_qkv(qkv_f32, batch, seq, q_heads, kv_heads, head_dim, at, stream);
-  at += round_up_256(attention_flash_mma_forward_scratch_bytes(batch, seq, q_heads, kv_heads, head_dim));
+  const BackwardScratch layout = backward_scratch(batch, seq, q_heads, kv_heads, head_dim);
+  char* const base = static_cast<char*>(scratch);
+  float* di = reinterpret_cast<float*>(base);
+  const bf16* qkv =
+      pack_qkv(qkv_f32, batch, seq, q_heads, kv_heads, head_dim, base + layout.packed, stream);
   // Grouped heads: each q head's share of dK, dV into partials, summed by the group afterwards.
   const bool per_q_head = q_heads != kv_heads;
-  const int64_t W = (q_heads + 2 * kv_heads) * head_dim;
-  float* dk_out = per_q_head ? reinterpret_cast<float*>(at) : dqkv + q_heads * head_dim;
-  float* dv_out = per_q_head ? reinterpret_cast<float*>(at + partial_bytes(batch, seq, q_heads, kv_heads, head_dim))
+  float* dk_out =
+      per_q_head ? reinterpret_cast<float*>(base + layout.dk) : dqkv + q_heads * head_dim;
+  float* dv_out = per_q_head ? reinterpret_cast<float*>(base + layout.dv)
                              : dqkv + (q_heads + kv_heads) * head_dim;
-  const int64_t out_stride = per_q_head ? q_heads * head_dim : W;
+  const int64_t out_stride = per_q_head ? q_heads * head_dim : (q_heads + 2 * kv_heads) * head_dim;
   const int64_t num_tiles = (seq + kTile - 1) / kTile, bh = batch * q_heads;
   const float scale = 1.0f / sqrtf(float(head_dim));
   const int64_t prep_blocks = grid_for(rows * q_heads * 32, kThreads, int64_t(1) << 30);
