@@ -72,7 +72,8 @@ def run_vacc(vacc, model_dir, batch, seq, steps, extra):
         rows = [json.loads(line) for line in open(metrics)]
         print(f"  (vacc train took {time.time() - t0:.1f} s in all)", flush=True)
         # The memory model's prediction, when the planner ran (no --parallel pinning it all).
-        predicted = json.load(open(plan))["predicted_peak_memory_bytes"] if os.path.exists(plan) else None
+        predicted = (json.load(open(plan))["predicted_peak_memory_bytes"]
+                     if os.path.exists(plan) else None)
     times = [r["step_time_s"] for r in rows[2:]] or [r["step_time_s"] for r in rows]
     memory = {"peak_bytes": max(max(r["peak_memory_bytes"]) for r in rows),
               "predicted_peak_bytes": predicted}

@@ -1,9 +1,10 @@
 // The CUDA runtime and cuBLASLt functions the CUDA backend calls, implemented on the host for
-// the simulator build (cuda_sim.h): simulated devices (VACC_SIM_GPUS) whose memory is host memory, streams
-// that finish every operation before returning, and a cuBLASLt whose matrix product follows the
-// library's documented column-major contract with plain loops (so the backend's row-major
-// mapping onto it is checked, not mirrored). It declines (no algorithm) a bf16 output with a
-// bias epilogue and any operand aligned to less than 4 bytes, so the backend's fallbacks run too.
+// the simulator build (cuda_sim.h): simulated devices (VACC_SIM_GPUS) whose memory is host
+// memory, streams that finish every operation before returning, and a cuBLASLt whose matrix
+// product follows the library's documented column-major contract with plain loops (so the
+// backend's row-major mapping onto it is checked, not mirrored). It declines (no algorithm) a
+// bf16 output with a bias epilogue and any operand aligned to less than 4 bytes, so the
+// backend's fallbacks run too.
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 

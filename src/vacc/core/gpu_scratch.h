@@ -13,7 +13,8 @@ namespace vacc {
 inline constexpr size_t kCublasLtWorkspaceBytes = size_t(32) << 20;
 
 // The largest f32 logits chunk of the fused classifier + cross-entropy on a device with this
-// memory budget: 1/64 of it, between 128 MiB and 1 GiB (why: kernels/cuda/classifier_cross_entropy.cpp).
+// memory budget: 1/64 of it, between 128 MiB and 1 GiB (why:
+// kernels/cuda/classifier_cross_entropy.cpp).
 inline int64_t gpu_classifier_chunk_bytes(size_t budget_bytes) {
   constexpr int64_t kMin = int64_t(128) << 20, kMax = int64_t(1) << 30;
   const int64_t share = budget_bytes >= size_t(kMax) * 64 ? kMax : int64_t(budget_bytes / 64);

@@ -76,7 +76,8 @@ const std::vector<DeviceProfile>& builtin_profiles() {
 
 namespace {
 
-// The profile named `name` (case-insensitively), first in `extra`, then the built-ins; null if none.
+// The profile named `name` (case-insensitively), first in `extra`, then the built-ins; null if
+// none.
 const DeviceProfile* lookup_profile(const std::string& name,
                                     const std::vector<DeviceProfile>& extra) {
   for (const auto* list : {&extra, &builtin_profiles()})

@@ -73,7 +73,8 @@ Shapes shapes_for(const ProfileMeasureOptions& o) {
   // loops, so a simulated GPU is profiled on small shapes (the command's flow, not figures).
   if (o.gpu) {
     for (int64_t m : {16, 32, 64})
-      for (auto [n, k] : {std::pair<int64_t, int64_t>{64, 64}, {128, 64}}) s.matmul.push_back({m, n, k});
+      for (auto [n, k] : {std::pair<int64_t, int64_t>{64, 64}, {128, 64}})
+        s.matmul.push_back({m, n, k});
     s.matmul.push_back({8, 8, 8});
     s.stream = int64_t(1) << 14;
     s.rows = 64, s.hidden = 64, s.ffn = 128, s.adam = int64_t(1) << 14, s.vocab = 256;
@@ -260,7 +261,8 @@ DeviceMeasurements measure_device(Backend& be, Communicator& comm, const Profile
     Tensor w = be.empty({V, C}, o.dtype, B, "classifier weight");
     Tensor labels = be.empty({N}, DType::I32, B, "classifier labels");
     Tensor loss = be.zeros({1}, DType::F32, B, "classifier loss");
-    Tensor dx = be.empty({N, C}, DType::F32, B, "classifier dx");  // f32 in mixed precision too, as the model's
+    // dx is f32 in mixed precision too, as the model's.
+    Tensor dx = be.empty({N, C}, DType::F32, B, "classifier dx");
     Tensor dw = be.zeros({V, C}, DType::F32, B, "classifier dweight");
     be.fill(x, 0.01f);
     be.fill(w, 0.01f);

@@ -18,9 +18,9 @@
 //   dQ: per (sequence, q head, query tile) over key tiles kt <= qt: dQ += ds k (times scale).
 #include "vacc/core/error.h"
 #include "vacc/kernels/cuda/cuda_check.h"
-#include "vacc/kernels/cuda/launch_with_smem.cuh"
 #include "vacc/kernels/cuda/cuda_kernels.h"
 #include "vacc/kernels/cuda/device_math.cuh"
+#include "vacc/kernels/cuda/launch_with_smem.cuh"
 
 namespace vacc::cuda {
 namespace {
