@@ -136,7 +136,7 @@ int main(int argc, char** argv) {
       report(g, "rmsnorm forward (bf16 out)", 0, double(N * C) * 6,
              [&] { g.rmsnorm_forward(x, w, 1e-6f, out, rstd); });
       report(g, "rmsnorm backward", 0, double(N * C) * 12,
-             [&] { g.rmsnorm_backward(x, x, w, rstd, dx, false, dw); });
+             [&] { g.rmsnorm_backward(x, x, w, rstd, nullptr, dx, nullptr, dw); });
       Tensor gu = random_tensor(g, {N, 2 * F}, DType::F32, 2.0f, 14);
       Tensor a = g.empty({N, F}, DType::BF16, MemoryCategory::Activations, "act");
       Tensor dout = random_tensor(g, {N, F}, DType::F32, 1.0f, 15);

@@ -48,6 +48,14 @@ TEST_P(MatmulTest, MatchesNaiveInF32AndBf16) {
     for (size_t i = 0; i < want.size(); ++i) want_acc[i] = want[i] + prev[i];
     expect_close(to_host(*be, D), want_acc, 1e-4, 1e-4, "beta=1 " + dtype_name(dt));
 
+    // matmul_add: the same sum into another tensor, the addend untouched; or into the addend.
+    Tensor Addend = to_device(*be, prev, {M, N});
+    be->matmul_add(A, ta, B, tb, Addend, C);
+    expect_close(to_host(*be, C), want_acc, 1e-4, 1e-4, "matmul_add " + dtype_name(dt));
+    EXPECT_EQ(to_host(*be, Addend), prev) << "matmul_add changed its addend";
+    be->matmul_add(A, ta, B, tb, Addend, Addend);
+    expect_close(to_host(*be, Addend), want_acc, 1e-4, 1e-4, "matmul_add in place");
+
     Tensor Bias = to_device(*be, bias, {N});
     be->matmul(A, ta, B, tb, C, 1.0f, 0.0f, &Bias);
     std::vector<double> want_bias(want.size());
@@ -70,6 +78,13 @@ TEST(Matmul, RejectsMismatchedInnerDimension) {
   Tensor b = be->zeros({5, 6}, DType::F32, MemoryCategory::Buffers, "b");
   Tensor c = be->zeros({3, 6}, DType::F32, MemoryCategory::Buffers, "c");
   EXPECT_THROW(be->matmul(a, false, b, false, c), Error);
+  // matmul_add: an addend of another shape or dtype than out.
+  Tensor a6 = be->zeros({6, 4}, DType::F32, MemoryCategory::Buffers, "a");
+  Tensor short_addend = be->zeros({2, 6}, DType::F32, MemoryCategory::Buffers, "addend");
+  Tensor bf16_addend = be->zeros({3, 6}, DType::BF16, MemoryCategory::Buffers, "addend");
+  EXPECT_THROW(be->matmul_add(a, false, a6, true, short_addend, c), Error);
+  EXPECT_THROW(be->matmul_add(a, false, a6, true, bf16_addend, c), Error);
+  EXPECT_NO_THROW(be->matmul_add(a, false, a6, true, c, c));
 }
 
 }  // namespace

@@ -108,10 +108,10 @@ TEST_P(RmsNormTest, BackwardMatchesFiniteDifferences) {
 
   Tensor Dout = to_device(*be, R, {N, C});
   Tensor Dx = be->empty({N, C}, DType::F32, MemoryCategory::Activations, "dx");
-  be->fill(Dx, 55.0f);  // overwritten without accumulate_dx
+  be->fill(Dx, 55.0f);  // overwritten without a residual
   auto dw0 = random_vector(size_t(C), 600 + uint64_t(C));
   Tensor Dw = to_device(*be, dw0, {C});
-  be->rmsnorm_backward(Dout, X, W, Rstd, Dx, false, Dw);
+  be->rmsnorm_backward(Dout, X, W, Rstd, nullptr, Dx, nullptr, Dw);
 
   // dx_ij = r_i (w_j R_ij - x_ij k_i) cancels (badly for C = 1, where it is ~eps/x^2 of its
   // terms), so the f32 error is relative to the size of the terms, r_i max_j |w_j R_ij|.
@@ -134,15 +134,31 @@ TEST_P(RmsNormTest, BackwardMatchesFiniteDifferences) {
   }
   expect_close(to_host(*be, Dw), want_dw, 1e-4, 1e-5 * wscale, "dweight (accumulated)");
 
-  // accumulate_dx adds the same gradient to what dx holds; dweight accumulates again.
+  // A residual adds the same gradient to itself, into dx and (rounded) into the bf16 copy;
+  // dweight accumulates again.
   auto dx0 = random_vector(size_t(N * C), 700 + uint64_t(C));
-  Tensor Dx2 = to_device(*be, dx0, {N, C});
-  be->rmsnorm_backward(Dout, X, W, Rstd, Dx2, true, Dw);
+  Tensor Residual = to_device(*be, dx0, {N, C});
+  Tensor Dx2 = be->empty({N, C}, DType::F32, MemoryCategory::Activations, "dx");
+  Tensor Copy = be->empty({N, C}, DType::BF16, MemoryCategory::Activations, "dx (bf16)");
+  be->rmsnorm_backward(Dout, X, W, Rstd, &Residual, Dx2, &Copy, Dw);
   std::vector<double> want_acc(size_t(N * C));
   for (size_t k = 0; k < want_acc.size(); ++k) want_acc[k] = double(dx0[k]) + double(got_dx[k]);
-  expect_close(to_host(*be, Dx2), want_acc, 1e-6, 1e-6, "dx with accumulate_dx");
+  const auto got_acc = to_host(*be, Dx2);
+  expect_close(got_acc, want_acc, 1e-6, 1e-6, "dx with a residual");
+  EXPECT_EQ(to_host(*be, Copy), round_bf16(got_acc)) << "the bf16 copy of dx";
   for (int64_t j = 0; j < C; ++j) want_dw[size_t(j)] += fd.dw[size_t(j)];
   expect_close(to_host(*be, Dw), want_dw, 1e-4, 1e-5 * wscale, "dweight (accumulated twice)");
+
+  // The residual may be dx itself, and dout too (each element is read before it is written).
+  be->rmsnorm_backward(Dout, X, W, Rstd, &Residual, Residual, nullptr, Dw);
+  EXPECT_EQ(to_host(*be, Residual), got_acc) << "dx in place of its residual";
+  Tensor InPlace = to_device(*be, R, {N, C});
+  be->rmsnorm_backward(InPlace, X, W, Rstd, &InPlace, InPlace, nullptr, Dw);
+  std::vector<double> want_self(size_t(N * C));
+  for (size_t k = 0; k < want_self.size(); ++k) want_self[k] = double(R[k]) + double(got_dx[k]);
+  expect_close(to_host(*be, InPlace), want_self, 1e-6, 1e-6, "dx in place of dout and residual");
+  for (int64_t j = 0; j < C; ++j) want_dw[size_t(j)] += 2 * fd.dw[size_t(j)];
+  expect_close(to_host(*be, Dw), want_dw, 1e-4, 1e-5 * wscale, "dweight (accumulated 4 times)");
 }
 
 INSTANTIATE_TEST_SUITE_P(AwkwardWidths, RmsNormTest, ::testing::Values(1, 7, 33, 896),
@@ -168,11 +184,17 @@ TEST(RmsNorm, RejectsBadShapes) {
   Tensor WB = be->zeros({8}, DType::BF16, MemoryCategory::Parameters, "w bf16");
   Tensor RstdB = be->zeros({3}, DType::BF16, MemoryCategory::Activations, "rstd bf16");
   Tensor RstdI = be->zeros({3}, DType::I32, MemoryCategory::Activations, "rstd i32");
-  EXPECT_NO_THROW(be->rmsnorm_backward(X, X, W8, Rstd, Dx, false, Dw));
-  EXPECT_THROW(be->rmsnorm_backward(X, X, WB, Rstd, Dx, false, Dw), Error);
-  EXPECT_THROW(be->rmsnorm_backward(X, X, W8, RstdB, Dx, false, Dw), Error);
-  EXPECT_THROW(be->rmsnorm_backward(X, X, W8, RstdI, Dx, false, Dw), Error);
-  EXPECT_THROW(be->rmsnorm_backward(X, X, W8, Rstd2, Dx, false, Dw), Error);
+  EXPECT_NO_THROW(be->rmsnorm_backward(X, X, W8, Rstd, nullptr, Dx, nullptr, Dw));
+  EXPECT_THROW(be->rmsnorm_backward(X, X, WB, Rstd, nullptr, Dx, nullptr, Dw), Error);
+  EXPECT_THROW(be->rmsnorm_backward(X, X, W8, RstdB, nullptr, Dx, nullptr, Dw), Error);
+  EXPECT_THROW(be->rmsnorm_backward(X, X, W8, RstdI, nullptr, Dx, nullptr, Dw), Error);
+  EXPECT_THROW(be->rmsnorm_backward(X, X, W8, Rstd2, nullptr, Dx, nullptr, Dw), Error);
+  // A residual or a copy of another shape, or a copy that is not a float type, neither.
+  Tensor Short = be->zeros({2, 8}, DType::F32, MemoryCategory::Activations, "short");
+  Tensor CopyI = be->zeros({3, 8}, DType::I32, MemoryCategory::Activations, "copy i32");
+  EXPECT_THROW(be->rmsnorm_backward(X, X, W8, Rstd, &Short, Dx, nullptr, Dw), Error);
+  EXPECT_THROW(be->rmsnorm_backward(X, X, W8, Rstd, nullptr, Dx, &Short, Dw), Error);
+  EXPECT_THROW(be->rmsnorm_backward(X, X, W8, Rstd, nullptr, Dx, &CopyI, Dw), Error);
 }
 
 }  // namespace

@@ -259,6 +259,37 @@ TEST_F(CudaBackendTest, MatmulMatchesCpu) {
   }
 }
 
+// matmul_add: the residual read as cuBLASLt's C (addend beside out, or out itself), against
+// the CPU's copy and product with beta 1; an offset view takes the alignment fallback.
+TEST_F(CudaBackendTest, MatmulAddMatchesCpu) {
+  const int64_t M = 70, N = 96, K = 64;
+  for (DType in : {DType::F32, DType::BF16})
+    for (bool in_place : {false, true})
+      for (int64_t off : {int64_t(0), int64_t(1)}) {
+        const std::string what = "matmul_add " + dtype_name(in) +
+                                 (in_place ? " in place" : "") + " offset " + std::to_string(off);
+        auto a = random_vector(size_t(M * K), 31), b = random_vector(size_t(N * K), 32);
+        auto addend = random_vector(size_t(off + M * N), 33, -4.0f, 4.0f);
+        std::vector<float> got[2];
+        Backend* bes[2] = {&gpu(), &cpu()};
+        for (int k = 0; k < 2; ++k) {
+          Backend& be = *bes[k];
+          Tensor A = to_device(be, a, {M, K}, in), B = to_device(be, b, {N, K}, in);
+          Tensor Add = to_device(be, addend, {off + M * N}).view(off, {M, N});
+          Tensor O = be.zeros({off + M * N}, DType::F32, MemoryCategory::Buffers, "out")
+                         .view(off, {M, N});
+          be.matmul_add(A, false, B, true, Add, in_place ? Add : O);
+          got[k] = to_host(be, in_place ? Add : O);
+        }
+        expect_close(got[0], got[1], 1e-4, 1e-5 * std::sqrt(double(K)), what);
+      }
+  // Its checks name the addend.
+  Tensor A = gpu().zeros({4, 8}, DType::F32, MemoryCategory::Buffers, "a");
+  Tensor O = gpu().zeros({4, 4}, DType::F32, MemoryCategory::Buffers, "out");
+  Tensor Bad = gpu().zeros({4, 5}, DType::F32, MemoryCategory::Buffers, "addend");
+  EXPECT_THROW(gpu().matmul_add(A, false, A, true, Bad, O), Error);
+}
+
 // ---------------------------------------------------------------- transformer ops
 
 TEST_F(CudaBackendTest, EmbeddingForwardAndBackwardOverAShard) {
@@ -310,8 +341,8 @@ TEST_F(CudaBackendTest, RmsNormForwardAndBackward) {
     expect_close(out[0], out[1], out_dt == DType::F32 ? 1e-5 : kBf16Step + 1e-5, 1e-6, what);
     expect_close(rstd[0], rstd[1], 1e-5, 0.0, what + " rstd");
   }
-  for (bool accumulate : {false, true}) {
-    std::vector<float> dx[2], dw[2];
+  for (bool accumulate : {false, true}) {  // dx += (dx as its own residual), with a bf16 copy
+    std::vector<float> dx[2], dw[2], copy[2];
     for (int k = 0; k < 2; ++k) {
       Backend& be = *bes[k];
       Tensor X = to_device(be, x, {N, C}), W = to_device(be, w, {C});
@@ -320,12 +351,15 @@ TEST_F(CudaBackendTest, RmsNormForwardAndBackward) {
       be.rmsnorm_forward(X, W, eps, O, R);
       Tensor DO = to_device(be, dout, {N, C}), DX = to_device(be, dx0, {N, C});
       Tensor DW = to_device(be, dw0, {C});
-      be.rmsnorm_backward(DO, X, W, R, DX, accumulate, DW);
+      Tensor Copy = be.empty({N, C}, DType::BF16, MemoryCategory::Activations, "dx (bf16)");
+      be.rmsnorm_backward(DO, X, W, R, accumulate ? &DX : nullptr, DX, &Copy, DW);
       dx[k] = to_host(be, DX);
       dw[k] = to_host(be, DW);
+      copy[k] = to_host(be, Copy);
     }
     const std::string what = std::string("rmsnorm_backward") + (accumulate ? " accumulate" : "");
     expect_close(dx[0], dx[1], 1e-4, 1e-5 * max_abs(dx[1]), what + " dx");
+    expect_close(copy[0], copy[1], kBf16Step, 1e-5 * max_abs(dx[1]), what + " dx copy");
     expect_close(dw[0], dw[1], 1e-4, 1e-5 * max_abs(dw[1]), what + " dweight");
   }
 }

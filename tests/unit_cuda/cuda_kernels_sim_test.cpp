@@ -201,23 +201,31 @@ TEST(CudaKernelsSim, EmbeddingRmsnormRopeSwiglu) {
     cpu::rmsnorm_forward(x.data(), w.data(), 1e-6f, N, C, y.data(), DType::F32, rstd.data());
     auto dout = random_vector(size_t(N * C), 17);
     std::vector<float> partials(size_t(cuda::column_sum_chunks(N) * C));
-    for (bool acc : {false, true}) {
-      auto gdx = random_vector(size_t(N * C), 18), cdx = gdx;
-      auto gdw = random_vector(size_t(C), 19), cdw = gdw;
-      cuda::rmsnorm_backward(dout.data(), x.data(), w.data(), rstd.data(), N, C, gdx.data(), acc,
-                             gdw.data(), partials.data(), kStream);
-      cpu::rmsnorm_backward(dout.data(), x.data(), w.data(), rstd.data(), N, C, cdx.data(), acc,
-                            cdw.data());
-      expect_close(gdx, cdx, 1e-4, 1e-5 * max_abs(cdx), "rmsnorm dx");
-      expect_close(gdw, cdw, 1e-4, 1e-5 * max_abs(cdw), "rmsnorm dweight");
-    }
-    // dx may be dout itself.
+    for (bool with_residual : {false, true})
+      for (DType copy_dt : {DType::F32, DType::BF16}) {
+        auto residual = random_vector(size_t(N * C), 18);
+        std::vector<float> gdx(size_t(N * C), 55.0f), cdx = gdx;
+        Out gcopy(copy_dt, size_t(N * C)), ccopy(copy_dt, size_t(N * C));
+        auto gdw = random_vector(size_t(C), 19), cdw = gdw;
+        const float* res = with_residual ? residual.data() : nullptr;
+        cuda::rmsnorm_backward(dout.data(), x.data(), w.data(), rstd.data(), N, C, res,
+                               gdx.data(), gcopy.data(), copy_dt, gdw.data(), partials.data(),
+                               kStream);
+        cpu::rmsnorm_backward(dout.data(), x.data(), w.data(), rstd.data(), N, C, res, cdx.data(),
+                              ccopy.data(), copy_dt, cdw.data());
+        expect_close(gdx, cdx, 1e-4, 1e-5 * max_abs(cdx), "rmsnorm dx");
+        expect_close(gcopy.values(), ccopy.values(), copy_dt == DType::F32 ? 1e-4 : kBf16Step,
+                     1e-5 * max_abs(cdx), "rmsnorm dx copy " + dtype_name(copy_dt));
+        expect_close(gdw, cdw, 1e-4, 1e-5 * max_abs(cdw), "rmsnorm dweight");
+      }
+    // dx may be dout itself, and the residual too.
     auto inplace = dout, cdx = dout;
     std::vector<float> gdw(size_t(C), 0.0f), cdw(size_t(C), 0.0f);
     cuda::rmsnorm_backward(inplace.data(), x.data(), w.data(), rstd.data(), N, C, inplace.data(),
-                           false, gdw.data(), partials.data(), kStream);
-    cpu::rmsnorm_backward(dout.data(), x.data(), w.data(), rstd.data(), N, C, cdx.data(), false,
-                          cdw.data());
+                           inplace.data(), nullptr, DType::F32, gdw.data(), partials.data(),
+                           kStream);
+    cpu::rmsnorm_backward(dout.data(), x.data(), w.data(), rstd.data(), N, C, dout.data(),
+                          cdx.data(), nullptr, DType::F32, cdw.data());
     expect_close(inplace, cdx, 1e-4, 1e-5 * max_abs(cdx), "rmsnorm dx in place of dout");
     expect_close(gdw, cdw, 1e-4, 1e-5 * max_abs(cdw), "rmsnorm dweight (dx in place)");
   }

@@ -15,6 +15,7 @@
 #include "vacc/core/device_allocator.h"
 #include "vacc/core/error.h"
 #include "vacc/core/tensor.h"
+#include "vacc/kernels/tensor_checks.h"
 
 namespace vacc {
 
@@ -87,6 +88,17 @@ class Backend {
   // Accumulation is always in f32.
   virtual void matmul(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& out,
                       float alpha = 1.0f, float beta = 0.0f, const Tensor* bias = nullptr) = 0;
+  // out (M, N) f32 = op(a) @ op(b) + addend (M, N) f32: a product with the residual add in its
+  // epilogue (one pass over the rows where matmul then add take three). addend may be out.
+  // Here a copy and a matmul with beta 1; a GPU backend reads addend in the product's epilogue.
+  virtual void matmul_add(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b,
+                          const Tensor& addend, Tensor& out) {
+    checks::expect_shape("matmul_add", "addend", addend, out.shape());
+    checks::expect_dtype("matmul_add", "addend", addend, DType::F32);
+    checks::expect_dtype("matmul_add", "out", out, DType::F32);
+    if (addend.data() != out.data()) copy(addend, out);
+    matmul(a, trans_a, b, trans_b, out, 1.0f, 1.0f);
+  }
   // dbias (N) += column sums of dy (M, N).
   virtual void bias_backward(const Tensor& dy, Tensor& dbias) = 0;
 
@@ -103,10 +115,13 @@ class Backend {
   // x is f32, out f32 or bf16.
   virtual void rmsnorm_forward(const Tensor& x, const Tensor& weight, float eps, Tensor& out,
                                Tensor& rstd) = 0;
-  // dx (N, C) = (or +=, with accumulate_dx) the input gradient; dweight (C) += its gradient.
+  // dx (N, C) = residual + the input gradient (residual null: the gradient alone); dweight (C)
+  // += its gradient. residual and dout may each be dx itself. If dx_copy is given (dx's shape,
+  // f32 or bf16), it receives the same dx in its own dtype: the residual stream's gradient and
+  // the next products' bf16 operand from one pass, with no copy or conversion after it.
   virtual void rmsnorm_backward(const Tensor& dout, const Tensor& x, const Tensor& weight,
-                                const Tensor& rstd, Tensor& dx, bool accumulate_dx,
-                                Tensor& dweight) = 0;
+                                const Tensor& rstd, const Tensor* residual, Tensor& dx,
+                                Tensor* dx_copy, Tensor& dweight) = 0;
 
   // Rotary embedding, rotate-half form, in place on the first num_heads heads of every row of
   // x (N, row_width) (f32). Token n is at position positions[n] (i32 (N)); cos and sin are

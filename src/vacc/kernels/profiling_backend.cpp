@@ -71,13 +71,31 @@ void ProfilingBackend::scale(Tensor& x, float s) {
 void ProfilingBackend::sum_of_squares(const Tensor& x, Tensor& acc) {
   timed("sum_of_squares", 0, [&] { inner_.sum_of_squares(x, acc); });
 }
+namespace {
+// "M x N x K bf16 Ta": a product's row in the profile's table of shapes.
+std::string product_shape(const Tensor& a, bool trans_a, bool trans_b, const Tensor& out) {
+  const int64_t K = trans_a ? a.size(0) : a.size(1);
+  return std::to_string(out.size(0)) + " x " + std::to_string(out.size(1)) + " x " +
+         std::to_string(K) + " " + dtype_name(a.dtype()) + (trans_a ? " Ta" : "") +
+         (trans_b ? " Tb" : "");
+}
+double product_flops(const Tensor& a, bool trans_a, const Tensor& out) {
+  return 2.0 * double(out.size(0)) * double(out.size(1)) * double(trans_a ? a.size(0) : a.size(1));
+}
+}  // namespace
+
 void ProfilingBackend::matmul(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b,
                               Tensor& out, float alpha, float beta, const Tensor* bias) {
-  int64_t M = out.size(0), N = out.size(1), K = trans_a ? a.size(0) : a.size(1);
-  std::string shape = std::to_string(M) + " x " + std::to_string(N) + " x " + std::to_string(K) +
-                      " " + dtype_name(a.dtype()) + (trans_a ? " Ta" : "") + (trans_b ? " Tb" : "");
-  timed("matmul " + dtype_name(a.dtype()), 2.0 * double(M) * double(N) * double(K),
-        [&] { inner_.matmul(a, trans_a, b, trans_b, out, alpha, beta, bias); }, shape);
+  timed("matmul " + dtype_name(a.dtype()), product_flops(a, trans_a, out),
+        [&] { inner_.matmul(a, trans_a, b, trans_b, out, alpha, beta, bias); },
+        product_shape(a, trans_a, trans_b, out));
+}
+void ProfilingBackend::matmul_add(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b,
+                                  const Tensor& addend, Tensor& out) {
+  // Counted with the products: the add is in the epilogue.
+  timed("matmul " + dtype_name(a.dtype()), product_flops(a, trans_a, out),
+        [&] { inner_.matmul_add(a, trans_a, b, trans_b, addend, out); },
+        product_shape(a, trans_a, trans_b, out) + " + addend");
 }
 void ProfilingBackend::bias_backward(const Tensor& dy, Tensor& dbias) {
   timed("bias_backward", 0, [&] { inner_.bias_backward(dy, dbias); });
@@ -96,10 +114,11 @@ void ProfilingBackend::rmsnorm_forward(const Tensor& x, const Tensor& weight, fl
   timed("rmsnorm_forward", 0, [&] { inner_.rmsnorm_forward(x, weight, eps, out, rstd); });
 }
 void ProfilingBackend::rmsnorm_backward(const Tensor& dout, const Tensor& x, const Tensor& weight,
-                                        const Tensor& rstd, Tensor& dx, bool accumulate_dx,
-                                        Tensor& dweight) {
-  timed("rmsnorm_backward", 0,
-        [&] { inner_.rmsnorm_backward(dout, x, weight, rstd, dx, accumulate_dx, dweight); });
+                                        const Tensor& rstd, const Tensor* residual,
+                                        Tensor& dx, Tensor* dx_copy, Tensor& dweight) {
+  timed("rmsnorm_backward", 0, [&] {
+    inner_.rmsnorm_backward(dout, x, weight, rstd, residual, dx, dx_copy, dweight);
+  });
 }
 void ProfilingBackend::rope(Tensor& x, const Tensor& positions, const Tensor& cos,
                             const Tensor& sin, int64_t num_heads, int64_t head_dim,

@@ -43,6 +43,8 @@ class ProfilingBackend final : public Backend {
   void sum_of_squares(const Tensor& x, Tensor& acc) override;
   void matmul(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& out,
               float alpha, float beta, const Tensor* bias) override;
+  void matmul_add(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b,
+                  const Tensor& addend, Tensor& out) override;
   void bias_backward(const Tensor& dy, Tensor& dbias) override;
   void embedding_forward(const Tensor& ids, const Tensor& table, int64_t vocab_start,
                          Tensor& out) override;
@@ -51,7 +53,7 @@ class ProfilingBackend final : public Backend {
   void rmsnorm_forward(const Tensor& x, const Tensor& weight, float eps, Tensor& out,
                        Tensor& rstd) override;
   void rmsnorm_backward(const Tensor& dout, const Tensor& x, const Tensor& weight,
-                        const Tensor& rstd, Tensor& dx, bool accumulate_dx,
+                        const Tensor& rstd, const Tensor* residual, Tensor& dx, Tensor* dx_copy,
                         Tensor& dweight) override;
   void rope(Tensor& x, const Tensor& positions, const Tensor& cos, const Tensor& sin,
             int64_t num_heads, int64_t head_dim, bool inverse) override;

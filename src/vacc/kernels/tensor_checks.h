@@ -4,6 +4,7 @@
 #pragma once
 
 #include <string>
+#include <utility>
 
 #include "vacc/core/error.h"
 #include "vacc/core/tensor.h"
@@ -33,6 +34,31 @@ inline void expect_2d(const char* op, const char* what, const Tensor& t) {
 
 inline void expect_device(const char* op, const char* what, const Tensor& t, const Device& d) {
   expect(t.defined() && t.device() == d, op, what, t, ("a tensor on " + d.str()).c_str());
+}
+
+// rmsnorm_backward's arguments (Backend::rmsnorm_backward), on either backend.
+inline void expect_rmsnorm_backward(const Tensor& dout, const Tensor& x, const Tensor& weight,
+                                    const Tensor& rstd, const Tensor* residual, const Tensor& dx,
+                                    const Tensor* dx_copy, const Tensor& dweight) {
+  const char* op = "rmsnorm_backward";
+  expect_2d(op, "x", x);
+  expect_dtype(op, "x", x, DType::F32);
+  using Named = std::pair<const char*, const Tensor*>;
+  for (const Named& t : {Named{"dout", &dout}, Named{"residual", residual}, Named{"dx", &dx}})
+    if (t.second) {
+      expect_shape(op, t.first, *t.second, x.shape());
+      expect_dtype(op, t.first, *t.second, DType::F32);
+    }
+  if (dx_copy) {
+    expect_shape(op, "dx_copy", *dx_copy, x.shape());
+    expect_float(op, "dx_copy", *dx_copy);
+  }
+  for (const Named& t : {Named{"weight", &weight}, Named{"dweight", &dweight}}) {
+    expect_shape(op, t.first, *t.second, {x.size(1)});
+    expect_dtype(op, t.first, *t.second, DType::F32);
+  }
+  expect_shape(op, "rstd", rstd, {x.size(0)});
+  expect_dtype(op, "rstd", rstd, DType::F32);
 }
 
 }  // namespace vacc::checks

@@ -212,8 +212,8 @@ void Transformer::head_forward_backward(const Tensor& labels, float grad_scale, 
     backend_.classifier_cross_entropy(act.final_norm, compute_view(table_.lm_head()), labels,
                                       grad_scale, loss_sum, &ws.dnorm, &dhead);
   Tensor dnorm_w = grad_view(table_.final_norm());
-  backend_.rmsnorm_backward(ws.dnorm, last, master_view(table_.final_norm()), act.final_rstd, dx,
-                            false, dnorm_w);
+  backend_.rmsnorm_backward(ws.dnorm, last, master_view(table_.final_norm()), act.final_rstd,
+                            nullptr, dx, nullptr, dnorm_w);
   // A tied lm_head's gradient is complete only after embed_backward.
   store_->gradients_ready(table_.head_group());
   release_head(Pass::Backward);
@@ -236,8 +236,11 @@ void Transformer::backward_layers(const Tensor& positions, Activations& act, Ten
     else if (act.recompute == Recompute::Selective)
       block_attention_forward(backend_, g, w, positions, rope_, layer);
     BlockGrads grads = layer_grads(l);
-    block_backward(backend_, g, w, act.residual[size_t(l)], positions, rope_, layer, dx, grads,
-                   ws, dx, hooks_);
+    // Below the top layer, the layer above left dx in the compute dtype in ws.dy_c.
+    const bool top = l == shard_.num_layers() - 1;
+    const Tensor* dout_c = !top && ws.dy_c.defined() ? &ws.dy_c : nullptr;
+    block_backward(backend_, g, w, act.residual[size_t(l)], positions, rope_, layer, dx, dout_c,
+                   grads, ws, dx, hooks_);
     store_->gradients_ready(group);
     store_->release(group, Pass::Backward);
   }
@@ -384,7 +387,6 @@ Tensor Transformer::decode(const Tensor& ids, KvCache& cache, bool all_rows) {
   backend_.upload(pos_host.data(), positions);
   Tensor x = buf({n, C}, DType::F32, "decode residual");
   Tensor h = buf({n, C}, DType::F32, "decode residual h");
-  Tensor partial = buf({n, C}, DType::F32, "decode partial sums");
   Tensor norm = buf({n, C}, compute_, "decode norm");
   Tensor rstd = buf({n}, DType::F32, "decode rstd");
   Tensor qkv = buf({n, a.qkv_width()}, DType::F32, "decode qkv");
@@ -405,13 +407,11 @@ Tensor Transformer::decode(const Tensor& ids, KvCache& cache, bool all_rows) {
                     w.qkv_bias.defined() ? &w.qkv_bias : nullptr);
     backend_.rope(qkv, positions, rope_.cos, rope_.sin, a.q_heads + a.kv_heads, a.head_dim, false);
     backend_.attention_decode(qkv, cache.keys(l), cache.values(l), past, a, attn);
-    backend_.matmul(attn, false, w.o_proj, true, partial);
-    backend_.add(x, partial, h);
+    backend_.matmul_add(attn, false, w.o_proj, true, x, h);
     backend_.rmsnorm_forward(h, w.post_norm, g.eps, norm, rstd);
     backend_.matmul(norm, false, w.gate_up, true, gate_up);
     backend_.swiglu_forward(gate_up, act);
-    backend_.matmul(act, false, w.down_proj, true, partial);
-    backend_.add(h, partial, x);
+    backend_.matmul_add(act, false, w.down_proj, true, h, x);
     store_->release(group, Pass::Forward);
   }
   cache.advance(n);

@@ -58,6 +58,19 @@ BlockActivations allocate_parts(Backend& be, const BlockGeometry& g, unsigned pa
   return act;
 }
 
+// out = residual + a @ weight^T: the add in the product's epilogue, or, under tensor
+// parallelism, after the ranks' partial products are summed.
+void add_projection(Backend& be, const Tensor& a, const Tensor& weight, const Tensor& residual,
+                    BlockWorkspace& ws, Tensor& out, const TensorParallelHooks* hooks) {
+  if (hooks && hooks->reduce_forward) {
+    be.matmul(a, false, weight, true, ws.partial);
+    hooks->reduce_forward(ws.partial);
+    be.add(residual, ws.partial, out);
+  } else {
+    be.matmul_add(a, false, weight, true, residual, out);
+  }
+}
+
 }  // namespace
 
 BlockActivations BlockActivations::allocate(Backend& be, const BlockGeometry& g, Recompute mode) {
@@ -122,36 +135,36 @@ void block_forward(Backend& be, const BlockGeometry& g, const BlockWeights& w, c
   // Attention: h = x + o_proj(attention(rope(qkv(norm1(x)))))
   be.rmsnorm_forward(x, w.input_norm, g.eps, act.norm1, act.rstd1);
   block_attention_forward(be, g, w, positions, rope, act);
-  be.matmul(as_compute(be, act.attn, ws.attn_c), false, w.o_proj, true, ws.partial);
-  if (hooks && hooks->reduce_forward) hooks->reduce_forward(ws.partial);
-  be.add(x, ws.partial, act.h);
+  add_projection(be, as_compute(be, act.attn, ws.attn_c), w.o_proj, x, ws, act.h, hooks);
   // MLP: out = h + down(silu(gate(norm2(h))) * up(norm2(h)))
   be.rmsnorm_forward(act.h, w.post_norm, g.eps, act.norm2, act.rstd2);
   be.matmul(act.norm2, false, w.gate_up, true, act.gate_up);
   be.swiglu_forward(act.gate_up, act.act);
-  be.matmul(act.act, false, w.down_proj, true, ws.partial);
-  if (hooks && hooks->reduce_forward) hooks->reduce_forward(ws.partial);
-  be.add(act.h, ws.partial, out);
+  add_projection(be, act.act, w.down_proj, act.h, ws, out, hooks);
 }
 
 void block_backward(Backend& be, const BlockGeometry& g, const BlockWeights& w, const Tensor& x,
                     const Tensor& positions, const RopeTables& rope, const BlockActivations& act,
-                    const Tensor& dout, BlockGrads& grads, BlockWorkspace& ws, Tensor& dx,
-                    const TensorParallelHooks* hooks) {
+                    const Tensor& dout, const Tensor* dout_c, BlockGrads& grads,
+                    BlockWorkspace& ws, Tensor& dx, const TensorParallelHooks* hooks) {
   const AttentionShape& a = g.attention;
+  // In mixed precision each norm's backward also writes its dx in bf16 (into ws.dy_c, once the
+  // products before it are done with what it held): the operand of the products after it.
+  Tensor* const dx_c = ws.dy_c.defined() ? &ws.dy_c : nullptr;
   // MLP backward.
-  const Tensor& dy = as_compute(be, dout, ws.dy_c);
+  const Tensor& dy = dout_c ? *dout_c : as_compute(be, dout, ws.dy_c);
   be.matmul(dy, true, act.act, false, grads.down_proj, 1.0f, 1.0f);   // (C, F) += dy^T act
   be.matmul(dy, false, w.down_proj, false, ws.dact);                  // (N, F) = dy down
   be.swiglu_backward(ws.dact, act.gate_up, ws.dgate_up);
   be.matmul(ws.dgate_up, true, act.norm2, false, grads.gate_up, 1.0f, 1.0f);
   be.matmul(ws.dgate_up, false, w.gate_up, false, ws.dnorm);          // (N, C)
   if (hooks && hooks->reduce_backward) hooks->reduce_backward(ws.dnorm);
-  be.copy(dout, ws.dh);  // the residual path
-  be.rmsnorm_backward(ws.dnorm, act.h, w.post_norm, act.rstd2, ws.dh, true, grads.post_norm);
+  // dh = dout (the residual path) + the norm's input gradient.
+  be.rmsnorm_backward(ws.dnorm, act.h, w.post_norm, act.rstd2, &dout, ws.dh, dx_c,
+                      grads.post_norm);
 
   // Attention backward.
-  const Tensor& dh = as_compute(be, ws.dh, ws.dy_c);
+  const Tensor& dh = dx_c ? *dx_c : ws.dh;
   be.matmul(dh, true, as_compute(be, act.attn, ws.attn_c), false, grads.o_proj, 1.0f, 1.0f);
   be.matmul(dh, false, w.o_proj, false, ws.dattn);                    // (N, Hq D)
   be.attention_backward(ws.dattn, act.qkv, act.attn, act.lse, a, ws.dqkv);
@@ -161,8 +174,7 @@ void block_backward(Backend& be, const BlockGeometry& g, const BlockWeights& w, 
   be.matmul(dqkv, true, act.norm1, false, grads.qkv_weight, 1.0f, 1.0f);
   be.matmul(dqkv, false, w.qkv_weight, false, ws.dnorm);
   if (hooks && hooks->reduce_backward) hooks->reduce_backward(ws.dnorm);
-  be.copy(ws.dh, dx);
-  be.rmsnorm_backward(ws.dnorm, x, w.input_norm, act.rstd1, dx, true, grads.input_norm);
+  be.rmsnorm_backward(ws.dnorm, x, w.input_norm, act.rstd1, &ws.dh, dx, dx_c, grads.input_norm);
 }
 
 }  // namespace vacc

@@ -56,10 +56,10 @@ struct BlockActivations {
 
 // Scratch space reused by every layer (not kept between layers).
 struct BlockWorkspace {
-  Tensor partial;    // (N, C) f32: o_proj / down_proj output before the residual add
+  Tensor partial;    // (N, C) f32: o_proj / down_proj output before the ranks' sum (TP only)
   Tensor dh;         // (N, C) f32
   Tensor dnorm;      // (N, C) f32
-  Tensor dy_c;       // (N, C) compute (only for bf16)
+  Tensor dy_c;       // (N, C) compute (only for bf16): dout, dh, then dx (block_backward)
   Tensor dact;       // (N, F) f32
   Tensor dgate_up;   // (N, 2F) compute
   Tensor dattn;      // (N, Hq*D) f32
@@ -105,10 +105,12 @@ void block_attention_forward(Backend& be, const BlockGeometry& g, const BlockWei
                              BlockActivations& act);
 
 // dx (N, C) = gradient w.r.t. x given dout w.r.t. the output; grads accumulate. dx may
-// alias dout.
+// alias dout. dout_c is dout in the compute dtype where the caller has it (null: converted
+// here). In mixed precision, block_backward leaves dx in the compute dtype in ws.dy_c: the
+// dout_c of the layer below, which may then pass &ws.dy_c.
 void block_backward(Backend& be, const BlockGeometry& g, const BlockWeights& w, const Tensor& x,
                     const Tensor& positions, const RopeTables& rope, const BlockActivations& act,
-                    const Tensor& dout, BlockGrads& grads, BlockWorkspace& ws, Tensor& dx,
-                    const TensorParallelHooks* hooks = nullptr);
+                    const Tensor& dout, const Tensor* dout_c, BlockGrads& grads,
+                    BlockWorkspace& ws, Tensor& dx, const TensorParallelHooks* hooks = nullptr);
 
 }  // namespace vacc

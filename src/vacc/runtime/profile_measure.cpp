@@ -209,7 +209,7 @@ DeviceMeasurements measure_device(Backend& be, Communicator& comm, const Profile
     const double nc4 = double(N * C) * 4;
     kernel("rmsnorm_forward", nc, 2 * nc4, 0, [&] { be.rmsnorm_forward(x, w, 1e-6f, y, rstd); });
     kernel("rmsnorm_backward", nc, 3 * nc4, 0,
-           [&] { be.rmsnorm_backward(y, x, w, rstd, dx, false, dw); });
+           [&] { be.rmsnorm_backward(y, x, w, rstd, nullptr, dx, nullptr, dw); });
     Tensor gu = be.empty({N, 2 * F}, DType::F32, B, "gate_up");
     Tensor h = be.empty({N, F}, DType::F32, B, "h");
     Tensor dgu = be.empty({N, 2 * F}, DType::F32, B, "dgate_up");

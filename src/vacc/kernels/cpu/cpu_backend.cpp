@@ -133,24 +133,14 @@ class CpuBackend final : public Backend {
                          out.data(), out.dtype(), rstd.data_as<float>());
   }
   void rmsnorm_backward(const Tensor& dout, const Tensor& x, const Tensor& weight,
-                        const Tensor& rstd, Tensor& dx, bool accumulate_dx,
+                        const Tensor& rstd, const Tensor* residual, Tensor& dx, Tensor* dx_copy,
                         Tensor& dweight) override {
-    const char* op = "rmsnorm_backward";
-    expect_2d(op, "x", x);
-    expect_dtype(op, "x", x, DType::F32);
-    for (const Tensor* t : std::initializer_list<const Tensor*>{&dout, &dx}) {
-      expect_shape(op, t == &dx ? "dx" : "dout", *t, x.shape());
-      expect_dtype(op, t == &dx ? "dx" : "dout", *t, DType::F32);
-    }
-    expect_shape(op, "weight", weight, {x.size(1)});
-    expect_dtype(op, "weight", weight, DType::F32);
-    expect_shape(op, "dweight", dweight, {x.size(1)});
-    expect_dtype(op, "dweight", dweight, DType::F32);
-    expect_shape(op, "rstd", rstd, {x.size(0)});
-    expect_dtype(op, "rstd", rstd, DType::F32);
+    checks::expect_rmsnorm_backward(dout, x, weight, rstd, residual, dx, dx_copy, dweight);
     cpu::rmsnorm_backward(dout.data_as<float>(), x.data_as<float>(), weight.data_as<float>(),
-                          rstd.data_as<float>(), x.size(0), x.size(1), dx.data_as<float>(),
-                          accumulate_dx, dweight.data_as<float>());
+                          rstd.data_as<float>(), x.size(0), x.size(1),
+                          residual ? residual->data_as<float>() : nullptr, dx.data_as<float>(),
+                          dx_copy ? dx_copy->data() : nullptr,
+                          dx_copy ? dx_copy->dtype() : DType::F32, dweight.data_as<float>());
   }
 
   void rope(Tensor& x, const Tensor& positions, const Tensor& cos, const Tensor& sin,

@@ -34,8 +34,10 @@ void embedding_backward(const int32_t* ids, const float* dout, int64_t vocab_sta
 // ---- rmsnorm.cpp ----
 void rmsnorm_forward(const float* x, const float* weight, float eps, int64_t n, int64_t c,
                      void* out, DType out_dtype, float* rstd);
+// dx = residual (null: 0) + the input gradient; dx_copy (null: none) the same in copy_dtype.
 void rmsnorm_backward(const float* dout, const float* x, const float* weight, const float* rstd,
-                      int64_t n, int64_t c, float* dx, bool accumulate_dx, float* dweight);
+                      int64_t n, int64_t c, const float* residual, float* dx, void* dx_copy,
+                      DType copy_dtype, float* dweight);
 
 // ---- rope.cpp ----
 void rope(float* x, int64_t n, int64_t row_width, const int32_t* positions, const float* cos,

@@ -26,30 +26,42 @@ void rmsnorm_forward(const float* x, const float* weight, float eps, int64_t n, 
 }
 
 void rmsnorm_backward(const float* dout, const float* x, const float* weight, const float* rstd,
-                      int64_t n, int64_t c, float* dx, bool accumulate_dx, float* dweight) {
-  // dx_j = r * (w_j g_j - x_j * r^2 * mean_k(w_k g_k x_k)); dw_j += sum_i g_ij x_ij r_i.
-  // Each thread sums dweight for its rows privately; the partial sums are added in thread order.
+                      int64_t n, int64_t c, const float* residual, float* dx, void* dx_copy,
+                      DType copy_dtype, float* dweight) {
+  // dx_j = residual_j + r * (w_j g_j - x_j * r^2 * mean_k(w_k g_k x_k)); dw_j += sum_i g_ij x_ij
+  // r_i. Each thread sums dweight for its rows privately; the partial sums are added in thread
+  // order. Element j of dout and residual is read before element j of dx is written (aliases).
   int threads = omp_get_max_threads();
   std::vector<float> partial(size_t(threads) * size_t(c), 0.0f);
+  auto body = [&](auto* copy) {
 #pragma omp parallel
-  {
-    float* my_dw = partial.data() + size_t(omp_get_thread_num()) * size_t(c);
+    {
+      float* my_dw = partial.data() + size_t(omp_get_thread_num()) * size_t(c);
 #pragma omp for schedule(static)
-    for (int64_t i = 0; i < n; ++i) {
-      const float* xi = x + i * c;
-      const float* gi = dout + i * c;
-      float* dxi = dx + i * c;
-      float r = rstd[i];
-      float dot = 0.0f;
-      for (int64_t j = 0; j < c; ++j) dot += weight[j] * gi[j] * xi[j];
-      float k = dot * r * r / float(c);
-      for (int64_t j = 0; j < c; ++j) {
-        float g = r * (weight[j] * gi[j] - xi[j] * k);
-        dxi[j] = accumulate_dx ? dxi[j] + g : g;
-        my_dw[j] += gi[j] * xi[j] * r;
+      for (int64_t i = 0; i < n; ++i) {
+        const float* xi = x + i * c;
+        const float* gi = dout + i * c;
+        const float* ri = residual ? residual + i * c : nullptr;
+        float* dxi = dx + i * c;
+        float r = rstd[i];
+        float dot = 0.0f;
+        for (int64_t j = 0; j < c; ++j) dot += weight[j] * gi[j] * xi[j];
+        float k = dot * r * r / float(c);
+        for (int64_t j = 0; j < c; ++j) {
+          const float gj = gi[j], d = (ri ? ri[j] : 0.0f) + r * (weight[j] * gj - xi[j] * k);
+          my_dw[j] += gj * xi[j] * r;
+          dxi[j] = d;
+          if (copy) store(copy, i * c + j, d);
+        }
       }
     }
-  }
+  };
+  if (!dx_copy)
+    body(static_cast<float*>(nullptr));
+  else
+    dispatch_float(copy_dtype, [&](auto tag) {
+      body(static_cast<std::remove_pointer_t<decltype(tag)>*>(dx_copy));
+    });
   for (int t = 0; t < threads; ++t)
     for (int64_t j = 0; j < c; ++j) dweight[j] += partial[size_t(t) * size_t(c) + size_t(j)];
 }

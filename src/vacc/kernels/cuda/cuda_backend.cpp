@@ -95,30 +95,30 @@ class CudaBackend final : public Backend {
   void matmul(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& out,
               float alpha, float beta, const Tensor* bias) override {
     const char* op = "matmul";
-    on_device(op, "a", a);
-    on_device(op, "b", b);
-    on_device(op, "out", out);
-    expect_2d(op, "a", a);
-    expect_2d(op, "b", b);
-    expect_2d(op, "out", out);
-    expect_float(op, "a", a);
-    expect(b.dtype() == a.dtype(), op, "b", b, ("the dtype of a, " + dtype_name(a.dtype())).c_str());
+    const ProductShape p = check_product(op, a, trans_a, b, trans_b, out);
     expect_float(op, "out", out);
-    int64_t M = trans_a ? a.size(1) : a.size(0), K = trans_a ? a.size(0) : a.size(1);
-    int64_t Kb = trans_b ? b.size(1) : b.size(0), N = trans_b ? b.size(0) : b.size(1);
-    expect(Kb == K, op, "b", b, ("an inner dimension of " + std::to_string(K)).c_str());
-    expect_shape(op, "out", out, {M, N});
     if (bias) {
       on_device(op, "bias", *bias);
-      expect_shape(op, "bias", *bias, {N});
+      expect_shape(op, "bias", *bias, {p.N});
       expect_dtype(op, "bias", *bias, DType::F32);
     }
     VACC_CHECK(!(bias && alpha != 1.0f),
                "matmul: a bias together with alpha != 1 is not supported");
     VACC_CHECK(!(beta != 0.0f && out.dtype() != DType::F32),
                "matmul: beta != 0 needs an f32 output");
-    ctx_.gemm(a.data(), trans_a, b.data(), trans_b, out.data(), M, N, K, a.dtype(), out.dtype(),
-              alpha, beta, bias ? bias->data_as<float>() : nullptr);
+    ctx_.gemm(a.data(), trans_a, b.data(), trans_b, out.data(), p.M, p.N, p.K, a.dtype(),
+              out.dtype(), alpha, beta, bias ? bias->data_as<float>() : nullptr);
+  }
+  void matmul_add(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b,
+                  const Tensor& addend, Tensor& out) override {
+    const char* op = "matmul_add";
+    const ProductShape p = check_product(op, a, trans_a, b, trans_b, out);
+    expect_dtype(op, "out", out, DType::F32);
+    on_device(op, "addend", addend);
+    expect_shape(op, "addend", addend, out.shape());
+    expect_dtype(op, "addend", addend, DType::F32);
+    ctx_.gemm_add(a.data(), trans_a, b.data(), trans_b, addend.data_as<float>(),
+                  out.data_as<float>(), p.M, p.N, p.K, a.dtype());
   }
   void bias_backward(const Tensor& dy, Tensor& dbias) override {
     on_device("bias_backward", "dy", dy);
@@ -182,31 +182,22 @@ class CudaBackend final : public Backend {
                           out.data(), out.dtype(), rstd.data_as<float>(), stream());
   }
   void rmsnorm_backward(const Tensor& dout, const Tensor& x, const Tensor& weight,
-                        const Tensor& rstd, Tensor& dx, bool accumulate_dx,
+                        const Tensor& rstd, const Tensor* residual, Tensor& dx, Tensor* dx_copy,
                         Tensor& dweight) override {
     const char* op = "rmsnorm_backward";
     using Named = std::pair<const char*, const Tensor*>;
-    for (const Named& t : std::initializer_list<Named>{{"dout", &dout}, {"x", &x},
-                                                       {"weight", &weight}, {"rstd", &rstd},
-                                                       {"dx", &dx}, {"dweight", &dweight}})
-      on_device(op, t.first, *t.second);
-    expect_2d(op, "x", x);
-    expect_dtype(op, "x", x, DType::F32);
-    for (const Tensor* t : std::initializer_list<const Tensor*>{&dout, &dx}) {
-      expect_shape(op, t == &dx ? "dx" : "dout", *t, x.shape());
-      expect_dtype(op, t == &dx ? "dx" : "dout", *t, DType::F32);
-    }
-    expect_shape(op, "weight", weight, {x.size(1)});
-    expect_dtype(op, "weight", weight, DType::F32);
-    expect_shape(op, "dweight", dweight, {x.size(1)});
-    expect_dtype(op, "dweight", dweight, DType::F32);
-    expect_shape(op, "rstd", rstd, {x.size(0)});
-    expect_dtype(op, "rstd", rstd, DType::F32);
+    for (const Named& t : {Named{"dout", &dout}, Named{"x", &x}, Named{"weight", &weight},
+                           Named{"rstd", &rstd}, Named{"residual", residual}, Named{"dx", &dx},
+                           Named{"dx_copy", dx_copy}, Named{"dweight", &dweight}})
+      if (t.second) on_device(op, t.first, *t.second);
+    checks::expect_rmsnorm_backward(dout, x, weight, rstd, residual, dx, dx_copy, dweight);
     Tensor partials = column_partials(x.size(0), x.size(1));
     cuda::rmsnorm_backward(dout.data_as<float>(), x.data_as<float>(), weight.data_as<float>(),
-                           rstd.data_as<float>(), x.size(0), x.size(1), dx.data_as<float>(),
-                           accumulate_dx, dweight.data_as<float>(), partials.data_as<float>(),
-                           stream());
+                           rstd.data_as<float>(), x.size(0), x.size(1),
+                           residual ? residual->data_as<float>() : nullptr, dx.data_as<float>(),
+                           dx_copy ? dx_copy->data() : nullptr,
+                           dx_copy ? dx_copy->dtype() : DType::F32, dweight.data_as<float>(),
+                           partials.data_as<float>(), stream());
   }
 
   void rope(Tensor& x, const Tensor& positions, const Tensor& cos, const Tensor& sin,
@@ -484,6 +475,27 @@ class CudaBackend final : public Backend {
   cuda::CudaContext& context() { return ctx_; }
 
  private:
+  // A product's operands: on this device, matrices, a and b of one float dtype, out (M, N) for
+  // op(a) (M, K) and op(b) (K, N). out's dtype is the caller's to check.
+  struct ProductShape {
+    int64_t M, N, K;
+  };
+  ProductShape check_product(const char* op, const Tensor& a, bool trans_a, const Tensor& b,
+                             bool trans_b, const Tensor& out) const {
+    on_device(op, "a", a);
+    on_device(op, "b", b);
+    on_device(op, "out", out);
+    expect_2d(op, "a", a);
+    expect_2d(op, "b", b);
+    expect_2d(op, "out", out);
+    expect_float(op, "a", a);
+    expect(b.dtype() == a.dtype(), op, "b", b, ("the dtype of a, " + dtype_name(a.dtype())).c_str());
+    const int64_t M = trans_a ? a.size(1) : a.size(0), K = trans_a ? a.size(0) : a.size(1);
+    const int64_t Kb = trans_b ? b.size(1) : b.size(0), N = trans_b ? b.size(0) : b.size(1);
+    expect(Kb == K, op, "b", b, ("an inner dimension of " + std::to_string(K)).c_str());
+    expect_shape(op, "out", out, {M, N});
+    return {M, N, K};
+  }
   void on_device(const char* op, const char* what, const Tensor& t) const {
     expect_device(op, what, t, device());
   }

@@ -73,6 +73,19 @@ void CudaContext::gemm(const void* a, bool trans_a, const void* b, bool trans_b,
                   stream_);
 }
 
+void CudaContext::gemm_add(const void* a, bool trans_a, const void* b, bool trans_b,
+                           const float* addend, float* out, int64_t M, int64_t N, int64_t K,
+                           DType in_dtype) {
+  if (M == 0 || N == 0) return;
+  if (K > 0 && matmul_->run(a, trans_a, b, trans_b, out, M, N, K, in_dtype, DType::F32, 1.0f,
+                            1.0f, nullptr, stream_, addend))
+    return;
+  if (addend != out)
+    VACC_CUDA_CHECK(cudaMemcpyAsync(out, addend, sizeof(float) * size_t(M * N),
+                                    cudaMemcpyDeviceToDevice, stream_));
+  gemm(a, trans_a, b, trans_b, out, M, N, K, in_dtype, DType::F32, 1.0f, 1.0f, nullptr);
+}
+
 void CudaContext::gemm_batched(const void* a, bool trans_a, const void* b, bool trans_b,
                                void* out, int64_t M, int64_t N, int64_t K,
                                const CublasLtMatmul::Batch& batch, DType in_dtype,

@@ -35,6 +35,11 @@ class CudaContext {
             int64_t N, int64_t K, DType in_dtype, DType out_dtype, float alpha, float beta,
             const float* bias);
 
+  // out (M, N) f32 = op(a) @ op(b) + addend (f32, out's shape; may be out): cuBLASLt reading
+  // addend as its C, or a copy and gemm with beta 1 where it declines.
+  void gemm_add(const void* a, bool trans_a, const void* b, bool trans_b, const float* addend,
+                float* out, int64_t M, int64_t N, int64_t K, DType in_dtype);
+
   // `batch.count` products of one shape (CublasLtMatmul::run_batched; strides in elements):
   // one cuBLASLt call, or one gemm per product where cuBLASLt declines.
   void gemm_batched(const void* a, bool trans_a, const void* b, bool trans_b, void* out,

@@ -56,9 +56,10 @@ void embedding_backward(const int32_t* ids, const float* dout, int64_t vocab_sta
 void rmsnorm_forward(const float* x, const float* weight, float eps, int64_t n, int64_t c,
                      void* out, DType out_dtype, float* rstd, cudaStream_t stream);
 // `partials`: scratch of column_sum_chunks(n) * c floats (the weight gradient's column sums).
+// dx = residual (null: 0) + the input gradient; dx_copy (null: none) the same in copy_dtype.
 void rmsnorm_backward(const float* dout, const float* x, const float* weight, const float* rstd,
-                      int64_t n, int64_t c, float* dx, bool accumulate_dx, float* dweight,
-                      float* partials, cudaStream_t stream);
+                      int64_t n, int64_t c, const float* residual, float* dx, void* dx_copy,
+                      DType copy_dtype, float* dweight, float* partials, cudaStream_t stream);
 
 // ---- rope.cu ----
 // Positions outside [0, max_positions) leave their row unchanged and set kRopePositionOutOfRange.

@@ -145,14 +145,17 @@ CublasLtMatmul::Plan& CublasLtMatmul::plan_for(const Key& key, const float* bias
 
 bool CublasLtMatmul::run(const void* a, bool trans_a, const void* b, bool trans_b, void* out,
                          int64_t M, int64_t N, int64_t K, DType in_dtype, DType out_dtype,
-                         float alpha, float beta, const float* bias, cudaStream_t stream) {
+                         float alpha, float beta, const float* bias, cudaStream_t stream,
+                         const void* c) {
+  if (!c) c = out;
+  // C and D share one layout, so the plan is for the alignment both have.
   const Key key{M, N, K, trans_a, trans_b, in_dtype, out_dtype, bias != nullptr,
-                alignment_of(a), alignment_of(b), alignment_of(out),
+                alignment_of(a), alignment_of(b), std::min(alignment_of(out), alignment_of(c)),
                 bias ? alignment_of(bias) : 0u, 1, 0, 0, 0};
   Plan& plan = plan_for(key, bias);
   if (!plan.found) return false;
   if (bias) set_desc(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, static_cast<const void*>(bias));
-  issue(plan, a, b, out, alpha, beta, stream);
+  issue(plan, a, b, c, out, alpha, beta, stream);
   return true;
 }
 
@@ -174,13 +177,13 @@ bool CublasLtMatmul::run_batched(const void* a, bool trans_a, const void* b, boo
                 batch.stride_b, batch.stride_out};
   Plan& plan = plan_for(key, nullptr);
   if (!plan.found) return false;
-  issue(plan, a, b, out, alpha, beta, stream);
+  issue(plan, a, b, out, out, alpha, beta, stream);
   return true;
 }
 
-void CublasLtMatmul::issue(Plan& plan, const void* a, const void* b, void* out, float alpha,
-                           float beta, cudaStream_t stream) {
-  VACC_CUBLAS_CHECK(cublasLtMatmul(handle_, plan.desc, &alpha, b, plan.b, a, plan.a, &beta, out,
+void CublasLtMatmul::issue(Plan& plan, const void* a, const void* b, const void* c, void* out,
+                           float alpha, float beta, cudaStream_t stream) {
+  VACC_CUBLAS_CHECK(cublasLtMatmul(handle_, plan.desc, &alpha, b, plan.b, a, plan.a, &beta, c,
                                    plan.c, out, plan.c, &plan.algo, workspace_, workspace_bytes_,
                                    stream));
 }

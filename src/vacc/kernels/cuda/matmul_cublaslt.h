@@ -31,10 +31,11 @@ class CublasLtMatmul {
   // out (M, N) = alpha * op(a) @ op(b) + beta * out (+ bias (N)), accumulated in f32. a and b
   // have dtype in_dtype (F32 or BF16), out has out_dtype (F32, or BF16 with beta 0). Returns
   // false (having issued nothing) when cuBLASLt has no algorithm for the combination; the
-  // caller then takes another route.
+  // caller then takes another route. With `c`, beta scales c (out's shape and dtype) instead of
+  // out: out = alpha * op(a) @ op(b) + beta * c, the residual add read in the epilogue.
   bool run(const void* a, bool trans_a, const void* b, bool trans_b, void* out, int64_t M,
            int64_t N, int64_t K, DType in_dtype, DType out_dtype, float alpha, float beta,
-           const float* bias, cudaStream_t stream);
+           const float* bias, cudaStream_t stream, const void* c = nullptr);
 
   // `count` independent products of the same shape in one call, the i-th on a + i * stride_a,
   // b + i * stride_b and out + i * stride_out (strides in elements), each densely stored as
@@ -58,8 +59,9 @@ class CublasLtMatmul {
   using Key = std::tuple<int64_t, int64_t, int64_t, bool, bool, DType, DType, bool, unsigned,
                          unsigned, unsigned, unsigned, int64_t, int64_t, int64_t, int64_t>;
   Plan& plan_for(const Key& key, const float* bias);
-  void issue(Plan& plan, const void* a, const void* b, void* out, float alpha, float beta,
-             cudaStream_t stream);
+  // D = out, C = c (out itself unless a residual is read in the epilogue).
+  void issue(Plan& plan, const void* a, const void* b, const void* c, void* out, float alpha,
+             float beta, cudaStream_t stream);
   static void destroy(Plan& plan);
 
   cublasLtHandle_t handle_ = nullptr;

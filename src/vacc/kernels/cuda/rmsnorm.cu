@@ -44,17 +44,21 @@ __global__ void rmsnorm_forward_kernel(const float* x, const float* weight, floa
   }
 }
 
-// dx_j = r * (w_j g_j - x_j * r^2 * mean_k(w_k g_k x_k)). A lane reads each of its elements of
-// dout before it writes the same element of dx, so dx may be dout itself.
+// dx_j = residual_j + r * (w_j g_j - x_j * r^2 * mean_k(w_k g_k x_k)), and dx_copy_j the same
+// in CopyT where dx_copy is given. A lane reads each of its elements of dout and residual before
+// it writes the same element of dx, so either may be dx itself.
+template <typename CopyT>
 __global__ void rmsnorm_backward_dx_kernel(const float* dout, const float* x, const float* weight,
                                            const float* rstd, int64_t n, int64_t c, bool vec,
-                                           float* dx, bool accumulate_dx) {
+                                           const float* residual, float* dx, CopyT* dx_copy) {
   const int64_t i = int64_t(blockIdx.x) * kRowsPerBlock + (threadIdx.x >> 5);
   const int lane = threadIdx.x & 31;
   if (i >= n) return;  // the whole warp
   const float* xi = x + i * c;
   const float* gi = dout + i * c;
+  const float* ri = residual ? residual + i * c : nullptr;
   float* dxi = dx + i * c;
+  CopyT* ci = dx_copy ? dx_copy + i * c : nullptr;
   const float r = rstd[i];
   float dot = 0.0f;
   if (vec) {
@@ -72,16 +76,18 @@ __global__ void rmsnorm_backward_dx_kernel(const float* dout, const float* x, co
       const Vec4 w = load4(weight, q), g = load4(gi, q), v = load4(xi, q);
       Vec4 d{r * (w.x * g.x - v.x * k), r * (w.y * g.y - v.y * k), r * (w.z * g.z - v.z * k),
              r * (w.w * g.w - v.w * k)};
-      if (accumulate_dx) {
-        const Vec4 old = load4(dxi, q);
+      if (ri) {
+        const Vec4 old = load4(ri, q);
         d = Vec4{old.x + d.x, old.y + d.y, old.z + d.z, old.w + d.w};
       }
       store4(dxi, q, d);
+      if (ci) store4(ci, q, d);
     }
   } else {
     for (int64_t j = lane; j < c; j += 32) {
-      const float g = r * (weight[j] * gi[j] - xi[j] * k);
-      dxi[j] = accumulate_dx ? dxi[j] + g : g;
+      const float d = (ri ? ri[j] : 0.0f) + r * (weight[j] * gi[j] - xi[j] * k);
+      dxi[j] = d;
+      if (ci) store(ci, j, d);
     }
   }
 }
@@ -107,16 +113,25 @@ void rmsnorm_forward(const float* x, const float* weight, float eps, int64_t n, 
 }
 
 void rmsnorm_backward(const float* dout, const float* x, const float* weight, const float* rstd,
-                      int64_t n, int64_t c, float* dx, bool accumulate_dx, float* dweight,
-                      float* partials, cudaStream_t stream) {
+                      int64_t n, int64_t c, const float* residual, float* dx, void* dx_copy,
+                      DType copy_dtype, float* dweight, float* partials, cudaStream_t stream) {
   if (n == 0 || c == 0) return;
   // dweight_j += sum_i dout_ij x_ij rstd_i first: it reads dout, which dx may overwrite.
   column_sums(dout, x, rstd, n, c, partials, dweight, stream);
   const bool vec = c % 4 == 0 && vec4_aligned(dout, sizeof(float)) &&
                    vec4_aligned(x, sizeof(float)) && vec4_aligned(weight, sizeof(float)) &&
-                   vec4_aligned(dx, sizeof(float));
-  rmsnorm_backward_dx_kernel<<<row_blocks(n), kThreads, 0, stream>>>(dout, x, weight, rstd, n, c,
-                                                                     vec, dx, accumulate_dx);
+                   vec4_aligned(dx, sizeof(float)) && vec4_aligned(residual, sizeof(float)) &&
+                   vec4_aligned(dx_copy, dtype_size(copy_dtype));
+  auto launch = [&](auto* copy) {
+    rmsnorm_backward_dx_kernel<<<row_blocks(n), kThreads, 0, stream>>>(
+        dout, x, weight, rstd, n, c, vec, residual, dx, copy);
+  };
+  if (!dx_copy || copy_dtype == DType::F32)
+    launch(static_cast<float*>(dx_copy));
+  else if (copy_dtype == DType::BF16)
+    launch(static_cast<bf16*>(dx_copy));
+  else
+    fail("rmsnorm_backward: dx_copy must be f32 or bf16, got ", dtype_name(copy_dtype));
   VACC_CUDA_CHECK_LAUNCH("rmsnorm_backward_dx_kernel");
 }
 
