@@ -131,12 +131,18 @@ TEST(AdamW, SegmentsDecayWhereAskedAndLeaveGapsAlone) {
   AdamWParams hp;
   hp.lr = 0.1f;
   hp.weight_decay = 0.5f;
-  be->adamw_step_segments(P, G, M, V, {{0, 2, true}, {2, 1, false}}, hp);
+  // The bf16 copy receives the segments' updated values, rounded; its gap keeps what it held.
+  Tensor Copy = to_device(*be, {0.0f, 0.0f, 0.0f, -7.0f}, {4}, DType::BF16);
+  be->adamw_step_segments(P, G, M, V, {{0, 2, true}, {2, 1, false}}, hp, &Copy);
   const std::vector<float> got = to_host(*be, P);
   EXPECT_FLOAT_EQ(got[0], 1.0f * 0.95f);
   EXPECT_FLOAT_EQ(got[1], 2.0f * 0.95f);
   EXPECT_EQ(got[2], 3.0f);
   EXPECT_EQ(got[3], 4.0f);
+  const std::vector<float> rounded = round_bf16({got[0], got[1]});
+  EXPECT_EQ(to_host(*be, Copy), (std::vector<float>{rounded[0], rounded[1], 3.0f, -7.0f}));
+  Tensor Short = be->zeros({3}, DType::BF16, MemoryCategory::Parameters, "copy");
+  EXPECT_THROW(be->adamw_step_segments(P, G, M, V, {{0, 2, true}}, hp, &Short), Error);
 }
 
 TEST(AdamW, RejectsMismatchedTensors) {

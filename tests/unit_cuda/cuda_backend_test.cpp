@@ -863,14 +863,24 @@ TEST_F(CudaBackendTest, AdamWSegmentsMatchCpu) {
       {{1, 40001, true}, {40003, 7, false}, {40010, 10011, true}}};
   const std::vector<float> p0 = random_vector(size_t(n), 38);  // adamw_run's start
   for (const auto& segments : layouts) {
-    const AdamWCall step = [&](Backend& be, Tensor& P, const Tensor& G, Tensor& M, Tensor& V,
-                               const AdamWParams& hp) {
-      be.adamw_step_segments(P, G, M, V, segments, hp);
+    // Each run also writes a bf16 copy of the parameters, kept here (k: 0 gpu, 1 cpu).
+    std::vector<float> copies[2];
+    auto run = [&](Backend& be, int k) {
+      Tensor copy = be.zeros({n}, DType::BF16, MemoryCategory::Parameters, "param copy");
+      const AdamWCall step = [&](Backend& b, Tensor& P, const Tensor& G, Tensor& M, Tensor& V,
+                                 const AdamWParams& hp) {
+        b.adamw_step_segments(P, G, M, V, segments, hp, &copy);
+      };
+      auto out = adamw_run(be, n, 2, 1e-2f, 0.3f, step);
+      copies[k] = to_host(be, copy);
+      return out;
     };
-    const auto g = adamw_run(gpu(), n, 2, 1e-2f, 0.3f, step);
-    const auto c = adamw_run(cpu(), n, 2, 1e-2f, 0.3f, step);
+    const auto g = run(gpu(), 0);
+    const auto c = run(cpu(), 1);
     const std::string what = "segments from offset " + std::to_string(segments[0].offset);
     expect_close(g[0], c[0], 1e-6, 1e-4 * 1e-2, what + " param");
+    // The copy is the updated parameters rounded (zero in the gaps, as it started).
+    expect_close(copies[0], copies[1], kBf16Step, 1e-4 * 1e-2, what + " bf16 copy");
     std::vector<bool> covered(size_t(n), false);
     for (const AdamWSegment& sg : segments)
       std::fill_n(covered.begin() + sg.offset, sg.numel, true);
@@ -888,7 +898,7 @@ TEST_F(CudaBackendTest, AdamWSegmentsMatchCpu) {
   Tensor M = gpu().zeros({8}, DType::F32, MemoryCategory::OptimizerState, "m");
   Tensor V = gpu().zeros({8}, DType::F32, MemoryCategory::OptimizerState, "v");
   try {
-    gpu().adamw_step_segments(P, G, M, V, {{0, 4, true}, {3, 4, true}}, AdamWParams{});
+    gpu().adamw_step_segments(P, G, M, V, {{0, 4, true}, {3, 4, true}}, AdamWParams{}, nullptr);
     ADD_FAILURE() << "overlapping segments were accepted";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("segment 1 [3, 7)"), std::string::npos) << e.what();

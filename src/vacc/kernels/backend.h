@@ -201,17 +201,26 @@ class Backend {
                           const AdamWParams& p) = 0;
   // adamw_step on each segment of flat buffers of equal numel (segments in order, not
   // overlapping), weight decay only where the segment asks for it; elements outside every
-  // segment are untouched. Here one adamw_step per segment; a GPU backend does them all in one
-  // launch (a model has a few hundred parameter tensors, many of them small).
+  // segment are untouched. If param_copy is given (param's numel, f32 or bf16), each segment's
+  // updated parameters are written there too, in its dtype: the products' bf16 weights with no
+  // conversion pass after the step. Here one adamw_step (and copy) per segment; a GPU backend
+  // does them all in one launch (a model has a few hundred parameter tensors, many small).
   virtual void adamw_step_segments(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
                                    const std::vector<AdamWSegment>& segments,
-                                   const AdamWParams& p) {
+                                   const AdamWParams& p, Tensor* param_copy) {
+    if (param_copy)
+      checks::expect(param_copy->numel() == param.numel(), "adamw_step_segments", "param_copy",
+                     *param_copy, ("as many elements as " + param.str()).c_str());
     for (const AdamWSegment& s : segments) {
       AdamWParams sp = p;
       if (!s.decay) sp.weight_decay = 0.0f;
       Tensor ps = param.view(s.offset, {s.numel}), ms = m.view(s.offset, {s.numel}),
              vs = v.view(s.offset, {s.numel});
       adamw_step(ps, grad.view(s.offset, {s.numel}), ms, vs, sp);
+      if (param_copy) {
+        Tensor cs = param_copy->view(s.offset, {s.numel});
+        copy(ps, cs);
+      }
     }
   }
 };

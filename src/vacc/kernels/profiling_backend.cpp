@@ -195,8 +195,9 @@ void ProfilingBackend::adamw_step(Tensor& param, const Tensor& grad, Tensor& m, 
 }
 void ProfilingBackend::adamw_step_segments(Tensor& param, const Tensor& grad, Tensor& m,
                                            Tensor& v, const std::vector<AdamWSegment>& segments,
-                                           const AdamWParams& p) {
-  timed("adamw_step", 0, [&] { inner_.adamw_step_segments(param, grad, m, v, segments, p); });
+                                           const AdamWParams& p, Tensor* param_copy) {
+  timed("adamw_step", 0,
+        [&] { inner_.adamw_step_segments(param, grad, m, v, segments, p, param_copy); });
 }
 
 }  // namespace vacc

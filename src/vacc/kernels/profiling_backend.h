@@ -77,8 +77,8 @@ class ProfilingBackend final : public Backend {
   void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
                   const AdamWParams& p) override;
   void adamw_step_segments(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
-                           const std::vector<AdamWSegment>& segments,
-                           const AdamWParams& p) override;
+                           const std::vector<AdamWSegment>& segments, const AdamWParams& p,
+                           Tensor* param_copy) override;
 
  private:
   template <typename Fn>

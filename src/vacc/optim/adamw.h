@@ -18,19 +18,22 @@ using OptimizerSegment = AdamWSegment;
 
 class AdamW {
  public:
+  // compute_copy (params' numel, optional): written with the updated parameters in its dtype
+  // at every step (the model's bf16 weights, with no conversion pass after the step).
   AdamW(Backend& backend, Tensor params, Tensor grads, std::vector<OptimizerSegment> segments,
-        AdamWConfig config);
+        AdamWConfig config, Tensor compute_copy = Tensor());
 
   // One update with learning rate lr; gradients are multiplied by grad_scale first.
   void step(float lr, float grad_scale = 1.0f);
   int64_t steps_taken() const { return step_; }
+  bool writes_compute_copy() const { return compute_copy_.defined(); }
   const AdamWConfig& config() const { return config_; }
   Tensor& first_moment() { return m_; }
   Tensor& second_moment() { return v_; }
 
  private:
   Backend& backend_;
-  Tensor params_, grads_, m_, v_;
+  Tensor params_, grads_, m_, v_, compute_copy_;
   std::vector<OptimizerSegment> segments_;
   AdamWConfig config_;
   int64_t step_ = 0;

@@ -283,6 +283,10 @@ Tensor ShardedParameterStore::optimizer_gradients() {
   return shard_grads_.view(0, {owned_.numel()});
 }
 
+Tensor ShardedParameterStore::optimizer_compute_copy() {
+  return zero_ == 0 && full_compute_.data() != full_master_.data() ? full_compute_ : Tensor();
+}
+
 // ---- weights in and out ----
 
 Tensor ShardedParameterStore::owned_master() {
@@ -310,11 +314,11 @@ void ShardedParameterStore::parameters_loaded() {
   if (zero_ < 3) share_owned_shards();
 }
 
-void ShardedParameterStore::parameters_updated() {
+void ShardedParameterStore::parameters_updated(bool compute_copy_written) {
   drop_gathered();
   if (zero_ == 1 || zero_ == 2) {
     share_owned_shards();
-  } else if (zero_ == 0 && full_compute_.data() != full_master_.data()) {
+  } else if (zero_ == 0 && full_compute_.data() != full_master_.data() && !compute_copy_written) {
     backend_.copy(full_master_, full_compute_);  // every rank updated everything
   }
 }

@@ -68,6 +68,9 @@ class ShardedParameterStore final : public ParameterStore {
   FlatRange optimizer_range() const { return zero_ == 0 ? FlatRange{0, total_} : owned_; }
   Tensor optimizer_parameters();
   Tensor optimizer_gradients();
+  // Where the optimizer may write the updated parameters in the compute dtype as well: the
+  // bf16 copy with ZeRO 0 in mixed precision (every rank updates everything); else undefined.
+  Tensor optimizer_compute_copy();
 
   // ---- weights in and out ----
   // The master weights of owned(): fill them (initialisation, a checkpoint), then call
@@ -75,7 +78,9 @@ class ShardedParameterStore final : public ParameterStore {
   Tensor owned_master();
   void parameters_loaded();
   // After every optimizer step (collective with ZeRO 1 and 2: the updated shards are shared).
-  void parameters_updated();
+  // compute_copy_written: the optimizer also wrote optimizer_compute_copy(), which then is not
+  // converted again.
+  void parameters_updated(bool compute_copy_written = false);
   // Master weights of `range` into host (f32). Collective with ZeRO 3 (every rank calls it
   // with the same range in the same order; only the caller wanting values passes host).
   void read_range(FlatRange range, float* host);

@@ -91,7 +91,7 @@ Trainer::Trainer(Backend& backend, Communicator& comm, const ModelConfig& config
   optimizer_ = std::make_unique<AdamW>(backend_, store_->optimizer_parameters(),
                                        store_->optimizer_gradients(),
                                        segments_in(model_->table(), store_->optimizer_range()),
-                                       options_.adam);
+                                       options_.adam, store_->optimizer_compute_copy());
 
   micro_ = par.micro_batch_size(options_.batch);
   actions_ = pipeline_actions(par.schedule, stage, par.pp, par.micro_batches);
@@ -334,7 +334,7 @@ StepMetrics Trainer::step(const TokenBatch& batch, bool trace) {
   }
   {
     TraceSpan span("communication", "share updated parameters", 1);
-    store_->parameters_updated();
+    store_->parameters_updated(optimizer_->writes_compute_copy());
   }
   float local_loss = 0.0f;
   backend_.download(loss_sum_, &local_loss);  // waits for the device

@@ -1,7 +1,9 @@
 // AdamW (Loshchilov & Hutter): decoupled weight decay, bias-corrected moments, as PyTorch's
 // torch.optim.AdamW computes it (and as kernels/cpu/adamw.cpp does, operation for operation).
 #include <cmath>
+#include <type_traits>
 
+#include "vacc/core/error.h"
 #include "vacc/kernels/cuda/cuda_check.h"
 #include "vacc/kernels/cuda/cuda_kernels.h"
 #include "vacc/kernels/cuda/device_math.cuh"
@@ -42,10 +44,11 @@ __global__ void adamw_kernel(float* param, const float* grad, float* m, float* v
 }
 
 // One block per work item (a piece of one segment). Vec: every item's start and count are
-// multiples of 4 and the buffers 16-byte aligned, so the item is read and written as float4.
-template <bool Vec>
+// multiples of 4 and the buffers 16-byte aligned (8-byte for a bf16 copy), so the item is read
+// and written as float4. copy (null: none) receives the updated parameters in CopyT.
+template <bool Vec, typename CopyT>
 __global__ void adamw_items_kernel(float* param, const float* grad, float* m, float* v,
-                                   const AdamWItem* items, StepConstants k) {
+                                   const AdamWItem* items, StepConstants k, CopyT* copy) {
   const AdamWItem it = items[blockIdx.x];
   const float decay = it.decay ? k.decay : 1.0f;
   if (Vec) {
@@ -63,11 +66,13 @@ __global__ void adamw_items_kernel(float* param, const float* grad, float* m, fl
       p4[j] = pj;
       m4[j] = mj;
       v4[j] = vj;
+      if (copy) store4(copy + it.start, j, Vec4{pj.x, pj.y, pj.z, pj.w});
     }
   } else {
     for (int64_t j = threadIdx.x; j < it.count; j += blockDim.x) {
       const int64_t i = it.start + j;
       update(param[i], grad[i], m[i], v[i], k, decay);
+      if (copy) store(copy, i, param[i]);
     }
   }
 }
@@ -86,11 +91,20 @@ void adamw_step(float* param, const float* grad, float* m, float* v, int64_t n, 
 void adamw_step_items(float* param, const float* grad, float* m, float* v,
                       const AdamWItem* items, int64_t num_items, bool vec, float lr, float beta1,
                       float beta2, float eps, float weight_decay, int64_t step, float grad_scale,
-                      cudaStream_t stream) {
+                      void* param_copy, DType copy_dtype, cudaStream_t stream) {
   if (num_items == 0) return;
   const StepConstants k = step_constants(lr, beta1, beta2, eps, weight_decay, step, grad_scale);
-  auto* kernel = vec ? adamw_items_kernel<true> : adamw_items_kernel<false>;
-  kernel<<<unsigned(num_items), kThreads, 0, stream>>>(param, grad, m, v, items, k);
+  auto launch = [&](auto* copy) {
+    using CopyT = std::remove_pointer_t<decltype(copy)>;
+    auto* kernel = vec ? adamw_items_kernel<true, CopyT> : adamw_items_kernel<false, CopyT>;
+    kernel<<<unsigned(num_items), kThreads, 0, stream>>>(param, grad, m, v, items, k, copy);
+  };
+  if (!param_copy || copy_dtype == DType::F32)
+    launch(static_cast<float*>(param_copy));
+  else if (copy_dtype == DType::BF16)
+    launch(static_cast<bf16*>(param_copy));
+  else
+    fail("adamw_step_segments: param_copy must be f32 or bf16, got ", dtype_name(copy_dtype));
   VACC_CUDA_CHECK_LAUNCH("adamw_items_kernel");
 }
 

@@ -429,10 +429,16 @@ class CudaBackend final : public Backend {
   // segment) lives on the device and is rebuilt only when the segments change, so a training
   // step uploads nothing.
   void adamw_step_segments(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
-                           const std::vector<AdamWSegment>& segments,
-                           const AdamWParams& p) override {
+                           const std::vector<AdamWSegment>& segments, const AdamWParams& p,
+                           Tensor* param_copy) override {
     const char* op = "adamw_step_segments";
     check_adamw(op, param, grad, m, v);
+    if (param_copy) {
+      on_device(op, "param_copy", *param_copy);
+      expect(param_copy->numel() == param.numel(), op, "param_copy", *param_copy,
+             ("as many elements as " + param.str()).c_str());
+      expect_float(op, "param_copy", *param_copy);
+    }
     if (segments != adamw_segments_) {
       std::vector<cuda::AdamWItem> items;
       int64_t end = 0;
@@ -461,14 +467,16 @@ class CudaBackend final : public Backend {
       adamw_segments_ = segments;
     }
     bool aligned = true;
-    for (const Tensor* t : std::initializer_list<const Tensor*>{&param, &grad, &m, &v})
-      aligned = aligned && reinterpret_cast<uintptr_t>(t->data()) % 16 == 0;
+    for (const Tensor* t : std::initializer_list<const Tensor*>{&param, &grad, &m, &v, param_copy})
+      if (t) aligned = aligned && uintptr_t(t->data()) % (4 * dtype_size(t->dtype())) == 0;
     cuda::adamw_step_items(param.data_as<float>(), grad.data_as<float>(), m.data_as<float>(),
                            v.data_as<float>(),
                            adamw_items_.defined() ? adamw_items_.data_as<cuda::AdamWItem>()
                                                   : nullptr,
                            adamw_num_items_, adamw_items_vec_ && aligned, p.lr, p.beta1, p.beta2,
-                           p.eps, p.weight_decay, p.step, p.grad_scale, stream());
+                           p.eps, p.weight_decay, p.step, p.grad_scale,
+                           param_copy ? param_copy->data() : nullptr,
+                           param_copy ? param_copy->dtype() : DType::F32, stream());
   }
 
   cudaStream_t stream() const { return ctx_.stream(); }

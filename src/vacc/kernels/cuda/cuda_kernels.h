@@ -161,9 +161,10 @@ struct AdamWItem {
   int32_t decay;  // 1: weight_decay applies
 };
 constexpr int64_t kAdamWItemElements = 16384;
+// param_copy (null: none; f32 or bf16 as copy_dtype) receives the updated parameters too.
 void adamw_step_items(float* param, const float* grad, float* m, float* v,
                       const AdamWItem* items, int64_t num_items, bool vec, float lr, float beta1,
                       float beta2, float eps, float weight_decay, int64_t step, float grad_scale,
-                      cudaStream_t stream);
+                      void* param_copy, DType copy_dtype, cudaStream_t stream);
 
 }  // namespace vacc::cuda
