@@ -69,7 +69,8 @@ int main(int argc, char** argv) {
       Tensor wqkv = random_tensor(g, {QKV, C}, dt, 0.05f, 2), bqkv = random_tensor(g, {QKV}, DType::F32, 0.1f, 3);
       Tensor wgu = random_tensor(g, {2 * F, C}, dt, 0.05f, 4), wdown = random_tensor(g, {C, F}, dt, 0.05f, 5);
       Tensor act = random_tensor(g, {N, F}, dt, 1.0f, 6);
-      Tensor qkv = g.empty({N, QKV}, DType::F32, MemoryCategory::Activations, "qkv");
+      // The qkv product writes the compute dtype, as the model does.
+      Tensor qkv = g.empty({N, QKV}, dt, MemoryCategory::Activations, "qkv");
       Tensor gu = g.empty({N, 2 * F}, DType::F32, MemoryCategory::Activations, "gate_up");
       Tensor y = g.empty({N, C}, DType::F32, MemoryCategory::Activations, "y");
       Tensor dwgu = g.zeros({2 * F, C}, DType::F32, MemoryCategory::Gradients, "dw");
@@ -84,9 +85,15 @@ int main(int argc, char** argv) {
              [&] { g.matmul(dgu, false, wgu, false, dx); });
       report(g, "matmul gate_up dW (beta 1)" + tag, 2.0 * N * 2 * F * C, 0,
              [&] { g.matmul(dgu, true, x, false, dwgu, 1.0f, 1.0f); });
+      Tensor attn_in = random_tensor(g, {N, Hq * D}, dt, 1.0f, 16), wo = random_tensor(g, {C, Hq * D}, dt, 0.05f, 17);
+      report(g, "matmul o_proj + residual (matmul_add)" + tag, 2.0 * N * C * Hq * D, 0,
+             [&] { g.matmul_add(attn_in, false, wo, true, dx, y); });
     }
 
-    Tensor qkv = random_tensor(g, {N, QKV}, DType::F32, 1.5f, 8);
+    // The model's qkv is in the compute dtype: bf16 for the mixed-precision runs.
+    Tensor qkv32 = random_tensor(g, {N, QKV}, DType::F32, 1.5f, 8);
+    Tensor qkv16 = g.empty({N, QKV}, DType::BF16, MemoryCategory::Activations, "qkv bf16");
+    g.copy(qkv32, qkv16);
     // bf16: mixed precision (f32 output as the model keeps it) through each route VACC_ATTENTION
     // can force (kernels/cuda/attention_route.h); f32: the f32 flash kernels.
     const std::pair<DType, const char*> attention_runs[] = {
@@ -99,6 +106,7 @@ int main(int argc, char** argv) {
         unsetenv("VACC_ATTENTION");
       const std::string tag = dtype_name(dt) + (route ? std::string(" ") + route : std::string());
       const AttentionShape s{B, T, Hq, Hkv, D, dt};
+      const Tensor& qkv = dt == DType::BF16 ? qkv16 : qkv32;
       Tensor out = g.empty({N, Hq * D}, DType::F32, MemoryCategory::Activations, "attn");
       Tensor lse = g.empty({B, Hq, T}, DType::F32, MemoryCategory::Activations, "lse");
       Tensor dout = random_tensor(g, {N, Hq * D}, DType::F32, 1.0f, 9);
@@ -137,6 +145,11 @@ int main(int argc, char** argv) {
              [&] { g.rmsnorm_forward(x, w, 1e-6f, out, rstd); });
       report(g, "rmsnorm backward", 0, double(N * C) * 12,
              [&] { g.rmsnorm_backward(x, x, w, rstd, nullptr, dx, nullptr, dw); });
+      // The model's: the residual added and dx's bf16 copy written in the same pass.
+      Tensor dres = random_tensor(g, {N, C}, DType::F32, 1.0f, 18);
+      Tensor dxb = g.empty({N, C}, DType::BF16, MemoryCategory::Activations, "dx bf16");
+      report(g, "rmsnorm backward (+residual, bf16 copy)", 0, double(N * C) * 18,
+             [&] { g.rmsnorm_backward(x, x, w, rstd, &dres, dx, &dxb, dw); });
       Tensor gu = random_tensor(g, {N, 2 * F}, DType::F32, 2.0f, 14);
       Tensor a = g.empty({N, F}, DType::BF16, MemoryCategory::Activations, "act");
       Tensor dout = random_tensor(g, {N, F}, DType::F32, 1.0f, 15);
@@ -160,6 +173,27 @@ int main(int argc, char** argv) {
       report(g, "bias_backward (N x C)", 0, double(N * C) * 4, [&] { g.bias_backward(x, db); });
     }
 
+    {  // RoPE as the model runs it: forward on the bf16 qkv in place; backward on the f32 dqkv
+       // in place, writing the products' bf16 copy of the whole rows.
+      std::vector<float> table(size_t(T * D / 2));
+      for (size_t i = 0; i < table.size(); ++i) table[i] = float(i % 97) / 97.0f;
+      Tensor cs = g.empty({T, D / 2}, DType::F32, MemoryCategory::Buffers, "cos");
+      Tensor sn = g.empty({T, D / 2}, DType::F32, MemoryCategory::Buffers, "sin");
+      g.upload(table.data(), cs);
+      g.upload(table.data(), sn);
+      std::vector<int32_t> positions(static_cast<size_t>(N));
+      for (int64_t i = 0; i < N; ++i) positions[size_t(i)] = int32_t(i % T);
+      Tensor pos = g.empty({N}, DType::I32, MemoryCategory::Buffers, "positions");
+      g.upload(positions.data(), pos);
+      const double rotated = double(N * (Hq + Hkv) * D), rest = double(N * Hkv * D);
+      report(g, "rope forward (bf16 in place)", 0, rotated * 4,
+             [&] { g.rope(qkv16, pos, cs, sn, Hq + Hkv, D, false, nullptr); });
+      Tensor dq = random_tensor(g, {N, QKV}, DType::F32, 1.0f, 19);
+      Tensor dqb = g.empty({N, QKV}, DType::BF16, MemoryCategory::Activations, "dqkv bf16");
+      report(g, "rope backward (f32 in place, bf16 copy)", 0, rotated * 10 + rest * 6,
+             [&] { g.rope(dq, pos, cs, sn, Hq + Hkv, D, true, &dqb); });
+    }
+
     {
       const int64_t P = 494032768;  // Qwen2.5-0.5B's parameters
       Tensor p = g.zeros({P}, DType::F32, MemoryCategory::Parameters, "p");
@@ -169,6 +203,11 @@ int main(int argc, char** argv) {
       Tensor acc = g.zeros({1}, DType::F32, MemoryCategory::Buffers, "acc");
       AdamWParams hp;
       report(g, "adamw step (494M parameters)", 0, double(P) * 28, [&] { g.adamw_step(p, gr, m, v, hp); }, 5);
+      // The trainer's: one launch over the segments, writing the bf16 weights as well.
+      Tensor pb = g.zeros({P}, DType::BF16, MemoryCategory::Parameters, "p bf16");
+      const std::vector<AdamWSegment> all = {{0, P, true}};
+      report(g, "adamw segments + bf16 copy (494M)", 0, double(P) * 30,
+             [&] { g.adamw_step_segments(p, gr, m, v, all, hp, &pb); }, 5);
       report(g, "sum_of_squares (494M)", 0, double(P) * 4, [&] { g.sum_of_squares(gr, acc); }, 5);
     }
     std::printf("peak memory: %s\n", g.allocator().usage_report().c_str());

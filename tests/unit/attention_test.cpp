@@ -221,6 +221,41 @@ TEST(AttentionTest, BackwardMatchesAnalyticGradient) {
   make_cpu_backend(DeviceAllocator::kUnlimited, 2);
 }
 
+// A bf16 qkv (mixed precision's activation) is computed from in f32: the same results, bit for
+// bit, as an f32 qkv holding the rounded values.
+TEST(AttentionTest, Bf16QkvIsTheRoundedF32Qkv) {
+  auto be = make_cpu_backend();
+  const AttnCase c{2, 70, 6, 2, 16};
+  const AttentionShape s = shape_of(c);
+  const auto qkv = make_qkv(c, 9);
+  const auto dout = random_vector(size_t(c.batch * c.seq * c.q_heads * c.head_dim), 10);
+  std::vector<float> out[2], lse[2], dqkv[2];
+  for (int k = 0; k < 2; ++k) {
+    Tensor QKV = k == 0 ? to_device(*be, qkv, {c.batch * c.seq, s.qkv_width()}, DType::BF16)
+                        : to_device(*be, round_bf16(qkv), {c.batch * c.seq, s.qkv_width()});
+    Tensor O = be->empty({c.batch * c.seq, c.q_heads * c.head_dim}, DType::F32,
+                         MemoryCategory::Buffers, "out");
+    Tensor L = be->empty({c.batch, c.q_heads, c.seq}, DType::F32, MemoryCategory::Buffers, "lse");
+    Tensor DO = to_device(*be, dout, O.shape());
+    Tensor DQKV = be->empty(QKV.shape(), DType::F32, MemoryCategory::Buffers, "dqkv");
+    be->attention_forward(QKV, s, O, L);
+    be->attention_backward(DO, QKV, O, L, s, DQKV);
+    out[k] = to_host(*be, O);
+    lse[k] = to_host(*be, L);
+    dqkv[k] = to_host(*be, DQKV);
+  }
+  EXPECT_EQ(out[0], out[1]);
+  EXPECT_EQ(lse[0], lse[1]);
+  EXPECT_EQ(dqkv[0], dqkv[1]);
+  // Integer rows are not read as floats.
+  Tensor Ints = be->zeros({c.batch * c.seq, s.qkv_width()}, DType::I32, MemoryCategory::Buffers,
+                          "qkv");
+  Tensor O = be->empty({c.batch * c.seq, c.q_heads * c.head_dim}, DType::F32,
+                       MemoryCategory::Buffers, "out");
+  Tensor L = be->empty({c.batch, c.q_heads, c.seq}, DType::F32, MemoryCategory::Buffers, "lse");
+  EXPECT_THROW(be->attention_forward(Ints, s, O, L), Error);
+}
+
 TEST(AttentionTest, BackwardMatchesFiniteDifferences) {
   // loss = sum(out * w): its gradient is the backward of dout = w. Central differences of the
   // double-precision reference forward at a handful of q, k and v entries.

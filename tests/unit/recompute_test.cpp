@@ -238,7 +238,7 @@ LayerBytes layer_bytes(const ModelConfig& c, DType dtype, int64_t batch, int64_t
   const int64_t Hq = c.num_heads, Hkv = c.num_kv_heads, D = c.head_dim;
   const int64_t e = int64_t(dtype_size(dtype));
   LayerBytes b;
-  b.attention = N * (Hq + 2 * Hkv) * D * 4  // qkv
+  b.attention = N * (Hq + 2 * Hkv) * D * e  // qkv
                 + N * Hq * D * 4            // attention output
                 + batch * Hq * seq * 4;     // lse
   b.kept = N * C * e * 2                    // norm1, norm2

@@ -78,7 +78,7 @@ TEST_P(RopeTest, ForwardMatchesNaiveAndLeavesTheRestOfTheRow) {
   Tensor P = ids_to_device(*be, pos);
   Tensor Cos = to_device(*be, tables.cos, {max_pos, D / 2});
   Tensor Sin = to_device(*be, tables.sin, {max_pos, D / 2});
-  be->rope(X, P, Cos, Sin, H, D, false);
+  be->rope(X, P, Cos, Sin, H, D, false, nullptr);
   auto got = to_host(*be, X);
   expect_close(got, naive_rope(x, N, width, pos, tables, H, D, false), 1e-5, 1e-6, "forward");
   // Columns past the rotated heads are bit-for-bit untouched.
@@ -87,6 +87,23 @@ TEST_P(RopeTest, ForwardMatchesNaiveAndLeavesTheRestOfTheRow) {
       ASSERT_EQ(got[size_t(n * width + k)], x[size_t(n * width + k)]) << "row " << n << " col " << k;
   // Position 0 is the identity.
   for (int64_t k = 0; k < width; ++k) ASSERT_EQ(got[size_t(k)], x[size_t(k)]) << "position 0, col " << k;
+
+  // bf16 in place: the rotation computed in f32 from the rounded inputs, rounded; a copy gets
+  // the whole rows as x holds them (in f32 here: exactly the bf16 values, the rest included).
+  const auto xb = round_bf16(x);
+  Tensor XB = to_device(*be, x, {N, width}, DType::BF16);
+  Tensor Copy = be->empty({N, width}, DType::F32, MemoryCategory::Buffers, "copy");
+  be->rope(XB, P, Cos, Sin, H, D, false, &Copy);
+  const auto got_b = to_host(*be, XB);
+  const auto want_b = naive_rope(xb, N, width, pos, tables, H, D, false);
+  expect_close(got_b, want_b, 1.0 / 128, 1e-6, "forward in bf16");
+  EXPECT_EQ(to_host(*be, Copy), got_b) << "the copy of the bf16 rows";
+  // An f32 x with a bf16 copy: x as without a copy, the copy its rounding.
+  Tensor X2 = to_device(*be, x, {N, width});
+  Tensor CopyB = be->empty({N, width}, DType::BF16, MemoryCategory::Buffers, "copy (bf16)");
+  be->rope(X2, P, Cos, Sin, H, D, false, &CopyB);
+  EXPECT_EQ(to_host(*be, X2), got) << "x with a copy";
+  EXPECT_EQ(to_host(*be, CopyB), round_bf16(got)) << "the bf16 copy of the f32 rows";
 }
 
 TEST_P(RopeTest, InverseIsTheTransposeAndUndoesTheForward) {
@@ -102,13 +119,13 @@ TEST_P(RopeTest, InverseIsTheTransposeAndUndoesTheForward) {
 
   // The inverse against the naive transposed rotation.
   Tensor Y = to_device(*be, y, {N, width});
-  be->rope(Y, P, Cos, Sin, H, D, true);
+  be->rope(Y, P, Cos, Sin, H, D, true, nullptr);
   auto rty = to_host(*be, Y);
   expect_close(rty, naive_rope(y, N, width, pos, tables, H, D, true), 1e-5, 1e-6, "inverse");
 
   // Adjoint identity: <R x, y> = <x, R^T y> (so the inverse is the backward of the forward).
   Tensor X = to_device(*be, x, {N, width});
-  be->rope(X, P, Cos, Sin, H, D, false);
+  be->rope(X, P, Cos, Sin, H, D, false, nullptr);
   auto rx = to_host(*be, X);
   double lhs = 0, rhs = 0, mag = 0;
   for (size_t k = 0; k < x.size(); ++k) {
@@ -119,7 +136,7 @@ TEST_P(RopeTest, InverseIsTheTransposeAndUndoesTheForward) {
   EXPECT_NEAR(lhs, rhs, 1e-6 * mag) << "<Rx, y> vs <x, R^T y>";
 
   // R^T R x = x (the tables are cos/sin of one angle, so R is orthogonal to f32 precision).
-  be->rope(X, P, Cos, Sin, H, D, true);
+  be->rope(X, P, Cos, Sin, H, D, true, nullptr);
   expect_close(to_host(*be, X), x, 1e-5, 1e-6, "inverse(forward(x))");
 }
 
@@ -151,14 +168,14 @@ TEST(Rope, PositionsOutsideTheTableThrowAndLeaveXUnchanged) {
   for (int32_t bad : {int32_t(max_pos), int32_t(-1), int32_t(1 << 30)}) {
     Tensor X = to_device(*be, x, {N, H * D});
     Tensor P = ids_to_device(*be, {1, 2, bad, 3});
-    EXPECT_THROW(be->rope(X, P, Cos, Sin, H, D, false), Error) << "position " << bad;
-    EXPECT_THROW(be->rope(X, P, Cos, Sin, H, D, true), Error) << "position " << bad;
+    EXPECT_THROW(be->rope(X, P, Cos, Sin, H, D, false, nullptr), Error) << "position " << bad;
+    EXPECT_THROW(be->rope(X, P, Cos, Sin, H, D, true, nullptr), Error) << "position " << bad;
     expect_close(to_host(*be, X), x, 0.0, 0.0, "x after a rejected call");
   }
   // The last position of the table is fine.
   Tensor X = to_device(*be, x, {N, H * D});
   Tensor P = ids_to_device(*be, {0, int32_t(max_pos - 1), 5, 9});
-  EXPECT_NO_THROW(be->rope(X, P, Cos, Sin, H, D, false));
+  EXPECT_NO_THROW(be->rope(X, P, Cos, Sin, H, D, false, nullptr));
 }
 
 TEST(Rope, RejectsBadGeometry) {
@@ -169,20 +186,25 @@ TEST(Rope, RejectsBadGeometry) {
   Tensor Cos4 = be->zeros({max_pos, 4}, DType::F32, MemoryCategory::Buffers, "cos");
   Tensor Sin4 = be->zeros({max_pos, 4}, DType::F32, MemoryCategory::Buffers, "sin");
   // 3 heads of 8 do not fit a row of 20.
-  EXPECT_THROW(be->rope(X, P, Cos4, Sin4, 3, 8, false), Error);
+  EXPECT_THROW(be->rope(X, P, Cos4, Sin4, 3, 8, false, nullptr), Error);
   // The tables' width must be head_dim/2.
-  EXPECT_THROW(be->rope(X, P, Cos4, Sin4, 2, 6, false), Error);
+  EXPECT_THROW(be->rope(X, P, Cos4, Sin4, 2, 6, false, nullptr), Error);
   // An odd head_dim has no halves.
   Tensor Cos2 = be->zeros({max_pos, 2}, DType::F32, MemoryCategory::Buffers, "cos");
-  EXPECT_THROW(be->rope(X, P, Cos2, Cos2, 2, 5, false), Error);
+  EXPECT_THROW(be->rope(X, P, Cos2, Cos2, 2, 5, false, nullptr), Error);
   // One position per row.
   Tensor P2 = ids_to_device(*be, {0, 1});
-  EXPECT_THROW(be->rope(X, P2, Cos4, Sin4, 2, 8, false), Error);
+  EXPECT_THROW(be->rope(X, P2, Cos4, Sin4, 2, 8, false, nullptr), Error);
   // The tables are f32: bf16 tables are rejected, not misread.
   Tensor CosB = be->zeros({max_pos, 4}, DType::BF16, MemoryCategory::Buffers, "cos bf16");
-  EXPECT_NO_THROW(be->rope(X, P, Cos4, Sin4, 2, 8, false));
-  EXPECT_THROW(be->rope(X, P, CosB, Sin4, 2, 8, false), Error);
-  EXPECT_THROW(be->rope(X, P, Cos4, CosB, 2, 8, false), Error);
+  EXPECT_NO_THROW(be->rope(X, P, Cos4, Sin4, 2, 8, false, nullptr));
+  EXPECT_THROW(be->rope(X, P, CosB, Sin4, 2, 8, false, nullptr), Error);
+  EXPECT_THROW(be->rope(X, P, Cos4, CosB, 2, 8, false, nullptr), Error);
+  // A copy of another shape or of an integer type.
+  Tensor Narrow = be->zeros({X.size(0), X.size(1) - 1}, DType::F32, MemoryCategory::Buffers, "c");
+  Tensor Ints = be->zeros(X.shape(), DType::I32, MemoryCategory::Buffers, "c");
+  EXPECT_THROW(be->rope(X, P, Cos4, Sin4, 2, 8, false, &Narrow), Error);
+  EXPECT_THROW(be->rope(X, P, Cos4, Sin4, 2, 8, false, &Ints), Error);
 }
 
 }  // namespace

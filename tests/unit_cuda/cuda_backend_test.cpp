@@ -370,17 +370,23 @@ TEST_F(CudaBackendTest, RopeForwardInverseAndBadPosition) {
   auto cos = random_vector(size_t(max_pos * D / 2), 21), sin = random_vector(size_t(max_pos * D / 2), 22);
   auto pos = random_ints(size_t(N), 0, int32_t(max_pos), 23);
   Backend* bes[2] = {&gpu(), &cpu()};
-  for (bool inverse : {false, true}) {
-    std::vector<float> got[2];
-    for (int k = 0; k < 2; ++k) {
-      Backend& be = *bes[k];
-      Tensor X = to_device(be, x, {N, width}), P = ids_to_device(be, pos);
-      Tensor Cs = to_device(be, cos, {max_pos, D / 2}), Sn = to_device(be, sin, {max_pos, D / 2});
-      be.rope(X, P, Cs, Sn, H, D, inverse);
-      got[k] = to_host(be, X);
+  // f32 in place, with a bf16 copy on the inverse (the backward's); bf16 in place.
+  for (DType dt : {DType::F32, DType::BF16})
+    for (bool inverse : {false, true}) {
+      std::vector<float> got[2], copy[2];
+      for (int k = 0; k < 2; ++k) {
+        Backend& be = *bes[k];
+        Tensor X = to_device(be, x, {N, width}, dt), P = ids_to_device(be, pos);
+        Tensor Cs = to_device(be, cos, {max_pos, D / 2}), Sn = to_device(be, sin, {max_pos, D / 2});
+        Tensor C = be.empty({N, width}, DType::BF16, MemoryCategory::Buffers, "copy");
+        be.rope(X, P, Cs, Sn, H, D, inverse, inverse ? &C : nullptr);
+        got[k] = to_host(be, X);
+        if (inverse) copy[k] = to_host(be, C);
+      }
+      const std::string what = std::string(inverse ? "rope inverse " : "rope ") + dtype_name(dt);
+      expect_close(got[0], got[1], dt == DType::F32 ? 1e-6 : kBf16Step, 1e-6, what);
+      if (inverse) expect_close(copy[0], copy[1], kBf16Step, 1e-6, what + " copy");
     }
-    expect_close(got[0], got[1], 1e-6, 1e-6, inverse ? "rope inverse" : "rope");
-  }
   // A position outside the table: reported (by the next synchronising call) with the CPU's
   // message, and the backend stays usable.
   auto bad = pos;
@@ -388,7 +394,7 @@ TEST_F(CudaBackendTest, RopeForwardInverseAndBadPosition) {
   Tensor X = to_device(gpu(), x, {N, width}), P = ids_to_device(gpu(), bad);
   Tensor Cs = to_device(gpu(), cos, {max_pos, D / 2}), Sn = to_device(gpu(), sin, {max_pos, D / 2});
   try {
-    gpu().rope(X, P, Cs, Sn, H, D, false);
+    gpu().rope(X, P, Cs, Sn, H, D, false, nullptr);
     gpu().synchronize();
     ADD_FAILURE() << "a position outside the table was accepted";
   } catch (const Error& e) {
@@ -465,6 +471,12 @@ const std::vector<AttnCase> kAttnCases = {
 const std::vector<std::pair<DType, DType>> kAttnPrecisions = {
     {DType::F32, DType::F32}, {DType::F32, DType::BF16},
     {DType::BF16, DType::F32}, {DType::BF16, DType::BF16}};
+// The qkv dtype of a precision: bf16 with mixed precision's f32 output, as the model trains
+// (its qkv activation is bf16, its attention output f32); f32 otherwise (packed or converted
+// by the GPU routes).
+DType attn_qkv_dtype(DType compute, DType out) {
+  return compute == DType::BF16 && out == DType::F32 ? DType::BF16 : DType::F32;
+}
 
 // The routes bf16 attention is run through (attention_route.h): the default (the tensor-core
 // flash kernels for head_dim 64 and 128, the cuBLASLt products for the others) and the products
@@ -522,7 +534,8 @@ TEST_F(CudaBackendTest, AttentionForwardMatchesCpu) {
       Backend* bes[2] = {&gpu(), &cpu()};
       for (int k = 0; k < 2; ++k) {
         Backend& be = *bes[k];
-        Tensor QKV = to_device(be, qkv, {c.batch * c.seq, s.qkv_width()});
+        Tensor QKV =
+            to_device(be, qkv, {c.batch * c.seq, s.qkv_width()}, attn_qkv_dtype(compute, dt));
         Tensor O = be.empty({c.batch * c.seq, c.q_heads * c.head_dim}, dt,
                             MemoryCategory::Activations, "out");
         Tensor L = be.empty({c.batch, c.q_heads, c.seq}, DType::F32, MemoryCategory::Activations,
@@ -531,7 +544,8 @@ TEST_F(CudaBackendTest, AttentionForwardMatchesCpu) {
         out[k] = to_host(be, O);
         lse[k] = to_host(be, L);
       }
-      const std::string what = c.str(compute, dt) + route_label(route);
+      const std::string what = c.str(compute, dt) + " qkv " +
+                               dtype_name(attn_qkv_dtype(compute, dt)) + route_label(route);
       if (compute == DType::BF16) {
         expect_close(out[0], out[1], 0.0, kBf16Attention * max_abs(out[1]), what + " out");
         expect_close(lse[0], lse[1], 0.0, kBf16Attention, what + " lse");
@@ -556,9 +570,10 @@ TEST_F(CudaBackendTest, AttentionBackwardMatchesCpu) {
       s.compute = compute;
       // The forward's out and lse from the CPU, given to both backends: the backward of each
       // then sees identical inputs.
+      const DType qkv_dt = attn_qkv_dtype(compute, dt);
       std::vector<float> out, lse;
       {
-        Tensor QKV = to_device(cpu(), qkv, {rows, s.qkv_width()});
+        Tensor QKV = to_device(cpu(), qkv, {rows, s.qkv_width()}, qkv_dt);
         Tensor O = cpu().empty({rows, out_width}, dt, MemoryCategory::Activations, "out");
         Tensor L = cpu().empty({c.batch, c.q_heads, c.seq}, DType::F32,
                                MemoryCategory::Activations, "lse");
@@ -570,7 +585,7 @@ TEST_F(CudaBackendTest, AttentionBackwardMatchesCpu) {
       Backend* bes[2] = {&gpu(), &cpu()};
       for (int k = 0; k < 2; ++k) {
         Backend& be = *bes[k];
-        Tensor QKV = to_device(be, qkv, {rows, s.qkv_width()});
+        Tensor QKV = to_device(be, qkv, {rows, s.qkv_width()}, qkv_dt);
         Tensor O = to_device(be, out, {rows, out_width}, dt);
         Tensor DO = to_device(be, dout, {rows, out_width}, dt);
         Tensor L = to_device(be, lse, {c.batch, c.q_heads, c.seq});
@@ -580,7 +595,8 @@ TEST_F(CudaBackendTest, AttentionBackwardMatchesCpu) {
         dqkv[k] = to_host(be, DQKV);
       }
       const double big = std::max(1.0, max_abs(dqkv[1]));
-      const std::string what = c.str(compute, dt) + route_label(route);
+      const std::string what =
+          c.str(compute, dt) + " qkv " + dtype_name(qkv_dt) + route_label(route);
       if (compute == DType::BF16)
         expect_close(dqkv[0], dqkv[1], 0.0, kBf16Attention * big, what + " dqkv");
       else

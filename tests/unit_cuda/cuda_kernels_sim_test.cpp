@@ -237,14 +237,34 @@ TEST(CudaKernelsSim, EmbeddingRmsnormRopeSwiglu) {
     cuda::DeviceError err{};
     for (bool inv : {false, true}) {
       auto g = x, c = x;
-      cuda::rope(g.data(), N, W, pos.data(), cs.data(), sn.data(), P, H, D, inv, &err, kStream);
-      cpu::rope(c.data(), N, W, pos.data(), cs.data(), sn.data(), P, H, D, inv);
+      cuda::rope(g.data(), DType::F32, N, W, pos.data(), cs.data(), sn.data(), P, H, D, inv,
+                 nullptr, DType::F32, &err, kStream);
+      cpu::rope(c.data(), DType::F32, N, W, pos.data(), cs.data(), sn.data(), P, H, D, inv,
+                nullptr, DType::F32);
       expect_close(g, c, 1e-6, 1e-6, inv ? "rope inverse" : "rope");
+    }
+    // bf16 rows in place, each with a copy of the other dtype (f32 rows: bf16; bf16: f32).
+    for (DType dt : {DType::F32, DType::BF16}) {
+      const DType copy_dt = dt == DType::F32 ? DType::BF16 : DType::F32;
+      Out g(dt, size_t(N * W)), c(dt, size_t(N * W));
+      Out gc(copy_dt, size_t(N * W)), cc(copy_dt, size_t(N * W));
+      for (Out* o : {&g, &c}) {
+        if (dt == DType::F32) o->f = x;
+        else o->b = to_bf16(x);
+      }
+      cuda::rope(g.data(), dt, N, W, pos.data(), cs.data(), sn.data(), P, H, D, false, gc.data(),
+                 copy_dt, &err, kStream);
+      cpu::rope(c.data(), dt, N, W, pos.data(), cs.data(), sn.data(), P, H, D, false, cc.data(),
+                copy_dt);
+      const double rtol = dt == DType::F32 ? 1e-6 : kBf16Step;
+      expect_close(g.values(), c.values(), rtol, 1e-6, "rope " + dtype_name(dt));
+      expect_close(gc.values(), cc.values(), kBf16Step, 1e-6, "rope copy " + dtype_name(copy_dt));
     }
     EXPECT_EQ(err.code, cuda::kNoError);
     pos[4] = int32_t(P);
     auto g = x;
-    cuda::rope(g.data(), N, W, pos.data(), cs.data(), sn.data(), P, H, D, false, &err, kStream);
+    cuda::rope(g.data(), DType::F32, N, W, pos.data(), cs.data(), sn.data(), P, H, D, false,
+               nullptr, DType::F32, &err, kStream);
     EXPECT_EQ(err.code, cuda::kRopePositionOutOfRange);
     EXPECT_EQ(err.a, P);
     EXPECT_EQ(err.b, 4);

@@ -124,11 +124,13 @@ class Backend {
                                 Tensor* dx_copy, Tensor& dweight) = 0;
 
   // Rotary embedding, rotate-half form, in place on the first num_heads heads of every row of
-  // x (N, row_width) (f32). Token n is at position positions[n] (i32 (N)); cos and sin are
-  // (max_positions, head_dim/2) tables. inverse=true applies the transposed rotation (the
-  // backward pass).
+  // x (N, row_width) (f32, or bf16 computed in f32 and rounded). Token n is at position
+  // positions[n] (i32 (N)); cos and sin are (max_positions, head_dim/2) tables. inverse=true
+  // applies the transposed rotation (the backward pass). If copy is given (x's shape, f32 or
+  // bf16), it receives the whole rows as x then holds them, in its own dtype: the backward's
+  // bf16 operand of the qkv products with no conversion pass.
   virtual void rope(Tensor& x, const Tensor& positions, const Tensor& cos, const Tensor& sin,
-                    int64_t num_heads, int64_t head_dim, bool inverse) = 0;
+                    int64_t num_heads, int64_t head_dim, bool inverse, Tensor* copy) = 0;
 
   // gate_up (N, 2F) holds gate in columns [0, F) and up in [F, 2F); out (N, F) =
   // silu(gate) * up, computed in f32. gate_up f32 or bf16; out f32 or bf16.
@@ -139,11 +141,14 @@ class Backend {
 
   // Causal softmax(q k^T / sqrt(head_dim)) v over each sequence of the batch, tiled with an
   // online softmax (no (seq, seq) matrix for all heads at once).
-  // qkv f32 (B*T, qkv_width); out (B*T, q_heads*head_dim) f32 or bf16;
+  // qkv (B*T, qkv_width) f32, or bf16 (mixed precision: q, k and v as the products' inputs are,
+  // computed from in f32 where a backend has no bf16 route); out (B*T, q_heads*head_dim) f32 or
+  // bf16;
   // lse f32 (B, q_heads, T) = log-sum-exp of each score row, saved for backward.
   virtual void attention_forward(const Tensor& qkv, const AttentionShape& shape, Tensor& out,
                                  Tensor& lse) = 0;
-  // dqkv f32 (B*T, qkv_width) = gradient w.r.t. qkv (overwrites), recomputing the scores.
+  // dqkv f32 (B*T, qkv_width) = gradient w.r.t. qkv (overwrites), recomputing the scores; qkv
+  // f32 or bf16 as in attention_forward.
   virtual void attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out,
                                   const Tensor& lse, const AttentionShape& shape,
                                   Tensor& dqkv) = 0;

@@ -122,9 +122,9 @@ void ProfilingBackend::rmsnorm_backward(const Tensor& dout, const Tensor& x, con
 }
 void ProfilingBackend::rope(Tensor& x, const Tensor& positions, const Tensor& cos,
                             const Tensor& sin, int64_t num_heads, int64_t head_dim,
-                            bool inverse) {
+                            bool inverse, Tensor* copy) {
   timed(inverse ? "rope_backward" : "rope_forward", 0,
-        [&] { inner_.rope(x, positions, cos, sin, num_heads, head_dim, inverse); });
+        [&] { inner_.rope(x, positions, cos, sin, num_heads, head_dim, inverse, copy); });
 }
 void ProfilingBackend::swiglu_forward(const Tensor& gate_up, Tensor& out) {
   timed("swiglu_forward", 0, [&] { inner_.swiglu_forward(gate_up, out); });

@@ -56,7 +56,7 @@ class ProfilingBackend final : public Backend {
                         const Tensor& rstd, const Tensor* residual, Tensor& dx, Tensor* dx_copy,
                         Tensor& dweight) override;
   void rope(Tensor& x, const Tensor& positions, const Tensor& cos, const Tensor& sin,
-            int64_t num_heads, int64_t head_dim, bool inverse) override;
+            int64_t num_heads, int64_t head_dim, bool inverse, Tensor* copy) override;
   void swiglu_forward(const Tensor& gate_up, Tensor& out) override;
   void swiglu_backward(const Tensor& dout, const Tensor& gate_up, Tensor& dgate_up) override;
   void attention_forward(const Tensor& qkv, const AttentionShape& shape, Tensor& out,

@@ -36,6 +36,28 @@ inline void expect_device(const char* op, const char* what, const Tensor& t, con
   expect(t.defined() && t.device() == d, op, what, t, ("a tensor on " + d.str()).c_str());
 }
 
+// rope's arguments (Backend::rope), on either backend.
+inline void expect_rope(const Tensor& x, const Tensor& positions, const Tensor& cos,
+                        const Tensor& sin, int64_t num_heads, int64_t head_dim,
+                        const Tensor* copy) {
+  const char* op = "rope";
+  expect_2d(op, "x", x);
+  expect_float(op, "x", x);
+  expect(head_dim % 2 == 0 && num_heads * head_dim <= x.size(1), op, "x", x,
+         "rows holding num_heads heads of an even head_dim");
+  if (copy) {
+    expect_shape(op, "copy", *copy, x.shape());
+    expect_float(op, "copy", *copy);
+  }
+  expect_shape(op, "positions", positions, {x.size(0)});
+  expect_dtype(op, "positions", positions, DType::I32);
+  expect_2d(op, "cos", cos);
+  expect(cos.size(1) == head_dim / 2, op, "cos", cos, "head_dim/2 columns");
+  expect_dtype(op, "cos", cos, DType::F32);
+  expect_shape(op, "sin", sin, cos.shape());
+  expect_dtype(op, "sin", sin, DType::F32);
+}
+
 // rmsnorm_backward's arguments (Backend::rmsnorm_backward), on either backend.
 inline void expect_rmsnorm_backward(const Tensor& dout, const Tensor& x, const Tensor& weight,
                                     const Tensor& rstd, const Tensor* residual, const Tensor& dx,

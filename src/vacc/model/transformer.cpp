@@ -389,7 +389,11 @@ Tensor Transformer::decode(const Tensor& ids, KvCache& cache, bool all_rows) {
   Tensor h = buf({n, C}, DType::F32, "decode residual h");
   Tensor norm = buf({n, C}, compute_, "decode norm");
   Tensor rstd = buf({n}, DType::F32, "decode rstd");
-  Tensor qkv = buf({n, a.qkv_width()}, DType::F32, "decode qkv");
+  // qkv in the compute dtype as block_forward has it; the cache and attention_decode take f32,
+  // which RoPE's copy gives (the same rounded values).
+  Tensor qkv = buf({n, a.qkv_width()}, compute_, "decode qkv");
+  Tensor qkv_f32 =
+      compute_ == DType::F32 ? qkv : buf({n, a.qkv_width()}, DType::F32, "decode qkv (f32)");
   Tensor attn = buf({n, a.q_heads * a.head_dim}, compute_, "decode attention output");
   Tensor gate_up = buf({n, 2 * g.ffn}, compute_, "decode gate_up");  // as block_forward
   Tensor act = buf({n, g.ffn}, compute_, "decode swiglu output");
@@ -405,8 +409,9 @@ Tensor Transformer::decode(const Tensor& ids, KvCache& cache, bool all_rows) {
     backend_.rmsnorm_forward(x, w.input_norm, g.eps, norm, rstd);
     backend_.matmul(norm, false, w.qkv_weight, true, qkv, 1.0f, 0.0f,
                     w.qkv_bias.defined() ? &w.qkv_bias : nullptr);
-    backend_.rope(qkv, positions, rope_.cos, rope_.sin, a.q_heads + a.kv_heads, a.head_dim, false);
-    backend_.attention_decode(qkv, cache.keys(l), cache.values(l), past, a, attn);
+    backend_.rope(qkv, positions, rope_.cos, rope_.sin, a.q_heads + a.kv_heads, a.head_dim, false,
+                  compute_ == DType::F32 ? nullptr : &qkv_f32);
+    backend_.attention_decode(qkv_f32, cache.keys(l), cache.values(l), past, a, attn);
     backend_.matmul_add(attn, false, w.o_proj, true, x, h);
     backend_.rmsnorm_forward(h, w.post_norm, g.eps, norm, rstd);
     backend_.matmul(norm, false, w.gate_up, true, gate_up);

@@ -43,7 +43,9 @@ BlockActivations allocate_parts(Backend& be, const BlockGeometry& g, unsigned pa
   };
   make(kNorm1, act.norm1, {N, C}, g.compute, "norm1");
   make(kRstd1, act.rstd1, {N}, DType::F32, "rstd1");
-  make(kQkv, act.qkv, {N, a.qkv_width()}, DType::F32, "qkv");
+  // In the compute dtype, as the product writes it and RoPE rotates it in place (autocast's
+  // bf16 q, k, v): attention's tensor-core kernels read it as it is, forward and backward.
+  make(kQkv, act.qkv, {N, a.qkv_width()}, g.compute, "qkv");
   // f32 even in bf16 mode: attention backward's rowsum(dO * O) must see the O it computed
   // (with a bf16 O it amplifies rounding where values are alike).
   make(kAttn, act.attn, {N, a.q_heads * a.head_dim}, DType::F32, "attention output");
@@ -125,7 +127,8 @@ void block_attention_forward(Backend& be, const BlockGeometry& g, const BlockWei
   const AttentionShape& a = g.attention;
   be.matmul(act.norm1, false, w.qkv_weight, true, act.qkv, 1.0f, 0.0f,
             w.qkv_bias.defined() ? &w.qkv_bias : nullptr);
-  be.rope(act.qkv, positions, rope.cos, rope.sin, a.q_heads + a.kv_heads, a.head_dim, false);
+  be.rope(act.qkv, positions, rope.cos, rope.sin, a.q_heads + a.kv_heads, a.head_dim, false,
+          nullptr);
   be.attention_forward(act.qkv, a, act.attn, act.lse);
 }
 
@@ -168,9 +171,12 @@ void block_backward(Backend& be, const BlockGeometry& g, const BlockWeights& w, 
   be.matmul(dh, true, as_compute(be, act.attn, ws.attn_c), false, grads.o_proj, 1.0f, 1.0f);
   be.matmul(dh, false, w.o_proj, false, ws.dattn);                    // (N, Hq D)
   be.attention_backward(ws.dattn, act.qkv, act.attn, act.lse, a, ws.dqkv);
-  be.rope(ws.dqkv, positions, rope.cos, rope.sin, a.q_heads + a.kv_heads, a.head_dim, true);
+  // The inverse rotation also writes the products' bf16 operand (the bias takes the f32 one).
+  Tensor* const dqkv_c = ws.dqkv_c.defined() ? &ws.dqkv_c : nullptr;
+  be.rope(ws.dqkv, positions, rope.cos, rope.sin, a.q_heads + a.kv_heads, a.head_dim, true,
+          dqkv_c);
   if (grads.qkv_bias.defined()) be.bias_backward(ws.dqkv, grads.qkv_bias);
-  const Tensor& dqkv = as_compute(be, ws.dqkv, ws.dqkv_c);
+  const Tensor& dqkv = dqkv_c ? *dqkv_c : ws.dqkv;
   be.matmul(dqkv, true, act.norm1, false, grads.qkv_weight, 1.0f, 1.0f);
   be.matmul(dqkv, false, w.qkv_weight, false, ws.dnorm);
   if (hooks && hooks->reduce_backward) hooks->reduce_backward(ws.dnorm);

@@ -33,7 +33,7 @@ using BlockGrads = BlockWeights;
 struct BlockActivations {
   Tensor norm1;        // (N, C) compute dtype: input of the qkv product
   Tensor rstd1;        // (N)
-  Tensor qkv;          // (N, W) f32, after RoPE
+  Tensor qkv;          // (N, W) compute dtype, after RoPE
   Tensor attn;         // (N, Hq*D) f32: attention output, input of o_proj
   Tensor lse;          // (B, Hq, T)
   Tensor h;            // (N, C) f32: residual after attention

@@ -38,7 +38,7 @@ LayerActivations layer_activations(const ModelShard& s, const ModelConfig& c, in
   const double N = double(batch * seq), C = double(c.hidden_size), F = double(s.ffn_size);
   const double D = double(c.head_dim), hq = double(s.q_heads), hkv = double(s.kv_heads);
   const double norms = 2 * N * C * compute_bytes + 2 * N * kF32;        // norm1/2, rstd1/2
-  const double attention = N * (hq + 2 * hkv) * D * kF32                // qkv
+  const double attention = N * (hq + 2 * hkv) * D * compute_bytes       // qkv
                            + N * hq * D * kF32 + N * hq * kF32;         // attn, lse
   const double mlp = N * C * kF32 + N * 2 * F * compute_bytes + N * F * compute_bytes;  // h, gate_up, act
   const double all = norms + attention + mlp;
@@ -53,19 +53,18 @@ LayerActivations layer_activations(const ModelShard& s, const ModelConfig& c, in
 // - The classifier (last stage; whole vocabulary or this tp rank's shard): the row list, the
 //   f32 logits chunk, in mixed precision its bf16 gradient, the row losses, and the chunk's
 //   rows of x and of dx gathered when ignored labels make them non-contiguous.
-// - Attention (each layer): in mixed precision the tensor-core kernels' packed bf16 q, k, v
-//   and, backward, rowsum(dO * O) and with grouped heads each q head's f32 share of dK and dV;
-//   in f32 that rowsum (kernels/cuda/attention*.cu). The cuBLASLt route for other head dims
+// - Attention (each layer): backward, rowsum(dO * O) and, in mixed precision, with grouped
+//   heads each q head's f32 share of dK and dV (the tensor-core kernels read the bf16 qkv
+//   activation as it is) (kernels/cuda/attention*.cu). The cuBLASLt route for other head dims
 //   holds more and is not counted.
 double gpu_transient_scratch(const ModelShard& s, const ModelConfig& c, const DeviceScratch& d,
                              int64_t micro, int64_t seq, bool mixed) {
   const double N = double(micro * seq), C = double(c.hidden_size), cb = mixed ? 2.0 : 4.0;
-  const double W = double(s.q_heads + 2 * s.kv_heads) * double(c.head_dim);
   auto round_256 = [](double bytes) { return std::ceil(bytes / 256) * 256; };
   const double rowsum = round_256(N * double(s.q_heads) * kF32);
   const double dkdv_shares =
       s.kv_heads < s.q_heads ? 2 * round_256(N * double(s.q_heads * c.head_dim) * kF32) : 0.0;
-  const double attention = mixed ? round_256(N * W * 2) + rowsum + dkdv_shares : rowsum;
+  const double attention = mixed ? rowsum + dkdv_shares : rowsum;
   double classifier = 0;
   if (s.has_head && s.vocab_size > 0) {
     const double rows =

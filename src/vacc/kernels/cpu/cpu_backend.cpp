@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <cstring>
+#include <vector>
 
 #include "vacc/core/error.h"
 #include "vacc/kernels/backend.h"
@@ -13,6 +14,14 @@ namespace vacc {
 namespace {
 
 using namespace checks;  // argument checks shared with the other backends
+
+// t's values as f32: its own data, or (bf16) widened into `wide`.
+const float* as_f32(const Tensor& t, std::vector<float>& wide) {
+  if (t.dtype() == DType::F32) return t.data_as<float>();
+  wide.resize(size_t(t.numel()));
+  cpu::convert(t.data(), t.dtype(), wide.data(), DType::F32, t.numel());
+  return wide.data();
+}
 
 class CpuBackend final : public Backend {
  public:
@@ -144,22 +153,11 @@ class CpuBackend final : public Backend {
   }
 
   void rope(Tensor& x, const Tensor& positions, const Tensor& cos, const Tensor& sin,
-            int64_t num_heads, int64_t head_dim, bool inverse) override {
-    const char* op = "rope";
-    expect_2d(op, "x", x);
-    expect_dtype(op, "x", x, DType::F32);
-    expect(head_dim % 2 == 0 && num_heads * head_dim <= x.size(1), op, "x", x,
-           "rows holding num_heads heads of an even head_dim");
-    expect_shape(op, "positions", positions, {x.size(0)});
-    expect_dtype(op, "positions", positions, DType::I32);
-    expect_2d(op, "cos", cos);
-    expect(cos.size(1) == head_dim / 2, op, "cos", cos, "head_dim/2 columns");
-    expect_dtype(op, "cos", cos, DType::F32);
-    expect_shape(op, "sin", sin, cos.shape());
-    expect_dtype(op, "sin", sin, DType::F32);
-    cpu::rope(x.data_as<float>(), x.size(0), x.size(1), positions.data_as<int32_t>(),
+            int64_t num_heads, int64_t head_dim, bool inverse, Tensor* copy) override {
+    checks::expect_rope(x, positions, cos, sin, num_heads, head_dim, copy);
+    cpu::rope(x.data(), x.dtype(), x.size(0), x.size(1), positions.data_as<int32_t>(),
               cos.data_as<float>(), sin.data_as<float>(), cos.size(0), num_heads, head_dim,
-              inverse);
+              inverse, copy ? copy->data() : nullptr, copy ? copy->dtype() : DType::F32);
   }
 
   void swiglu_forward(const Tensor& gate_up, Tensor& out) override {
@@ -190,20 +188,21 @@ class CpuBackend final : public Backend {
     const char* op = "attention_forward";
     check_attention_shape(s);
     expect_shape(op, "qkv", qkv, {s.batch * s.seq, s.qkv_width()});
-    expect_dtype(op, "qkv", qkv, DType::F32);
+    expect_float(op, "qkv", qkv);
     expect_shape(op, "out", out, {s.batch * s.seq, s.q_heads * s.head_dim});
     expect_float(op, "out", out);
     expect_shape(op, "lse", lse, {s.batch, s.q_heads, s.seq});
     expect_dtype(op, "lse", lse, DType::F32);
-    cpu::attention_forward(qkv.data_as<float>(), s.batch, s.seq, s.q_heads, s.kv_heads,
-                           s.head_dim, out.data(), out.dtype(), lse.data_as<float>());
+    std::vector<float> wide;
+    cpu::attention_forward(as_f32(qkv, wide), s.batch, s.seq, s.q_heads, s.kv_heads, s.head_dim,
+                           out.data(), out.dtype(), lse.data_as<float>());
   }
   void attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out,
                           const Tensor& lse, const AttentionShape& s, Tensor& dqkv) override {
     const char* op = "attention_backward";
     check_attention_shape(s);
     expect_shape(op, "qkv", qkv, {s.batch * s.seq, s.qkv_width()});
-    expect_dtype(op, "qkv", qkv, DType::F32);
+    expect_float(op, "qkv", qkv);
     expect_shape(op, "out", out, {s.batch * s.seq, s.q_heads * s.head_dim});
     expect_float(op, "out", out);
     expect_shape(op, "dout", dout, out.shape());
@@ -211,7 +210,8 @@ class CpuBackend final : public Backend {
     expect_shape(op, "lse", lse, {s.batch, s.q_heads, s.seq});
     expect_shape(op, "dqkv", dqkv, qkv.shape());
     expect_dtype(op, "dqkv", dqkv, DType::F32);
-    cpu::attention_backward(dout.data(), qkv.data_as<float>(), out.data(), out.dtype(),
+    std::vector<float> wide;
+    cpu::attention_backward(dout.data(), as_f32(qkv, wide), out.data(), out.dtype(),
                             lse.data_as<float>(), s.batch, s.seq, s.q_heads, s.kv_heads,
                             s.head_dim, dqkv.data_as<float>());
   }

@@ -653,31 +653,35 @@ void dispatch_head_dim(int64_t head_dim, Fn&& fn) {
     fn(std::integral_constant<int, 128>());
 }
 
-// The kernels read q, k and v as bf16: rounded once here (exactly as they would round each
-// element of a tile), they are read in half the bytes and without converting, though every
-// key tile is read by every query tile of its sequence.
-const bf16* pack_qkv(const float* qkv, int64_t batch, int64_t seq, int64_t q_heads,
-                     int64_t kv_heads, int64_t head_dim, void* packed, cudaStream_t stream) {
+// The kernels read q, k and v as bf16: an f32 qkv is rounded once here (exactly as they would
+// round each element of a tile), to be read in half the bytes and without converting, though
+// every key tile is read by every query tile of its sequence. A bf16 qkv is read as it is.
+const bf16* packed_qkv(const void* qkv, DType qkv_dtype, int64_t batch, int64_t seq,
+                       int64_t q_heads, int64_t kv_heads, int64_t head_dim, void* packed,
+                       cudaStream_t stream) {
+  if (qkv_dtype == DType::BF16) return static_cast<const bf16*>(qkv);
+  VACC_CHECK(qkv_dtype == DType::F32,
+             "attention (tensor-core flash): qkv must be f32 or bf16, got ", dtype_name(qkv_dtype));
   convert(qkv, DType::F32, packed, DType::BF16, batch * seq * (q_heads + 2 * kv_heads) * head_dim,
           stream);
   return static_cast<const bf16*>(packed);
 }
 
 // The backward's scratch, each part at a 256-byte boundary: D_i (batch x q_heads x seq floats)
-// at 0, then the packed qkv, then with grouped heads the dK and dV partials (batch seq x q_heads
-// head_dim floats each). Offsets and the total in bytes.
+// at 0, then an f32 qkv packed in bf16, then with grouped heads the dK and dV partials (batch
+// seq x q_heads head_dim floats each). Offsets and the total in bytes.
 struct BackwardScratch {
   size_t packed = 0, dk = 0, dv = 0, total = 0;
 };
 BackwardScratch backward_scratch(int64_t batch, int64_t seq, int64_t q_heads, int64_t kv_heads,
-                                 int64_t head_dim) {
+                                 int64_t head_dim, DType qkv_dtype) {
   auto round_up_256 = [](size_t bytes) { return (bytes + 255) / 256 * 256; };
   const size_t shares = sizeof(float) * size_t(batch * seq * q_heads * head_dim);
   const size_t partial = q_heads == kv_heads ? 0 : round_up_256(shares);
   BackwardScratch s;
   s.packed = round_up_256(sizeof(float) * size_t(batch * q_heads * seq));
-  s.dk = s.packed + round_up_256(attention_flash_mma_forward_scratch_bytes(batch, seq, q_heads,
-                                                                           kv_heads, head_dim));
+  s.dk = s.packed + round_up_256(attention_flash_mma_forward_scratch_bytes(
+                        batch, seq, q_heads, kv_heads, head_dim, qkv_dtype));
   s.dv = s.dk + partial;
   s.total = s.dv + partial;
   return s;
@@ -688,18 +692,21 @@ BackwardScratch backward_scratch(int64_t batch, int64_t seq, int64_t q_heads, in
 bool attention_flash_mma_supports(int64_t head_dim) { return head_dim == 64 || head_dim == 128; }
 
 size_t attention_flash_mma_forward_scratch_bytes(int64_t batch, int64_t seq, int64_t q_heads,
-                                                 int64_t kv_heads, int64_t head_dim) {
+                                                 int64_t kv_heads, int64_t head_dim,
+                                                 DType qkv_dtype) {
+  if (qkv_dtype == DType::BF16) return 0;
   return sizeof(bf16) * size_t(batch * seq * (q_heads + 2 * kv_heads) * head_dim);
 }
 
-void attention_flash_mma_forward(const float* qkv_f32, int64_t batch, int64_t seq,
+void attention_flash_mma_forward(const void* qkv_in, DType qkv_dtype, int64_t batch, int64_t seq,
                                  int64_t q_heads, int64_t kv_heads, int64_t head_dim, void* out,
                                  DType out_dtype, float* lse, void* scratch,
                                  cudaStream_t stream) {
   if (batch * seq == 0) return;
   const int64_t num_tiles = (seq + kTile - 1) / kTile, bh = batch * q_heads;
   const float scale = 1.0f / sqrtf(float(head_dim));
-  const bf16* qkv = pack_qkv(qkv_f32, batch, seq, q_heads, kv_heads, head_dim, scratch, stream);
+  const bf16* qkv =
+      packed_qkv(qkv_in, qkv_dtype, batch, seq, q_heads, kv_heads, head_dim, scratch, stream);
   dispatch_head_dim(head_dim, [&](auto d) {
     constexpr int D = decltype(d)::value;
     const size_t smem = 2 * size_t(4 * kTile * (D + kPad));  // two buffers of K and V
@@ -718,20 +725,23 @@ void attention_flash_mma_forward(const float* qkv_f32, int64_t batch, int64_t se
 }
 
 size_t attention_flash_mma_backward_scratch_bytes(int64_t batch, int64_t seq, int64_t q_heads,
-                                                  int64_t kv_heads, int64_t head_dim) {
-  return backward_scratch(batch, seq, q_heads, kv_heads, head_dim).total;
+                                                  int64_t kv_heads, int64_t head_dim,
+                                                  DType qkv_dtype) {
+  return backward_scratch(batch, seq, q_heads, kv_heads, head_dim, qkv_dtype).total;
 }
-void attention_flash_mma_backward(const void* dout, const float* qkv_f32, const void* out,
-                                  DType io_dtype, const float* lse, int64_t batch, int64_t seq,
-                                  int64_t q_heads, int64_t kv_heads, int64_t head_dim,
-                                  float* dqkv, void* scratch, cudaStream_t stream) {
+void attention_flash_mma_backward(const void* dout, const void* qkv_in, DType qkv_dtype,
+                                  const void* out, DType io_dtype, const float* lse,
+                                  int64_t batch, int64_t seq, int64_t q_heads, int64_t kv_heads,
+                                  int64_t head_dim, float* dqkv, void* scratch,
+                                  cudaStream_t stream) {
   const int64_t rows = batch * seq;
   if (rows == 0) return;
-  const BackwardScratch layout = backward_scratch(batch, seq, q_heads, kv_heads, head_dim);
+  const BackwardScratch layout =
+      backward_scratch(batch, seq, q_heads, kv_heads, head_dim, qkv_dtype);
   char* const base = static_cast<char*>(scratch);
   float* di = reinterpret_cast<float*>(base);
-  const bf16* qkv =
-      pack_qkv(qkv_f32, batch, seq, q_heads, kv_heads, head_dim, base + layout.packed, stream);
+  const bf16* qkv = packed_qkv(qkv_in, qkv_dtype, batch, seq, q_heads, kv_heads, head_dim,
+                               base + layout.packed, stream);
   // Grouped heads: each q head's share of dK, dV into partials, summed by the group afterwards.
   const bool per_q_head = q_heads != kv_heads;
   float* dk_out =

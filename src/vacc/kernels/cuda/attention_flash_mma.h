@@ -15,24 +15,32 @@ namespace vacc::cuda {
 // Whether the kernels take this head_dim (64 or 128; any sequence length).
 bool attention_flash_mma_supports(int64_t head_dim);
 
-// Bytes of device scratch attention_flash_mma_forward needs (qkv packed in bf16).
-size_t attention_flash_mma_forward_scratch_bytes(int64_t batch, int64_t seq, int64_t q_heads,
-                                                 int64_t kv_heads, int64_t head_dim);
-// qkv (B*T, (Hq + 2 Hkv) D) f32; out (B*T, Hq D) of out_dtype; lse (B, Hq, T), natural log.
-void attention_flash_mma_forward(const float* qkv, int64_t batch, int64_t seq, int64_t q_heads,
-                                 int64_t kv_heads, int64_t head_dim, void* out, DType out_dtype,
-                                 float* lse, void* scratch, cudaStream_t stream);
+// The kernels read q, k and v in bf16: a bf16 qkv (the mixed-precision model's, rounded where
+// it was written) directly, an f32 one after packing it into scratch.
 
-// Bytes of device scratch attention_flash_mma_backward needs (D_i = rowsum(dO * O), and qkv
-// packed in bf16).
+// Bytes of device scratch attention_flash_mma_forward needs (an f32 qkv packed in bf16; none
+// for a bf16 qkv).
+size_t attention_flash_mma_forward_scratch_bytes(int64_t batch, int64_t seq, int64_t q_heads,
+                                                 int64_t kv_heads, int64_t head_dim,
+                                                 DType qkv_dtype);
+// qkv (B*T, (Hq + 2 Hkv) D) of qkv_dtype (f32 or bf16); out (B*T, Hq D) of out_dtype; lse (B,
+// Hq, T), natural log.
+void attention_flash_mma_forward(const void* qkv, DType qkv_dtype, int64_t batch, int64_t seq,
+                                 int64_t q_heads, int64_t kv_heads, int64_t head_dim, void* out,
+                                 DType out_dtype, float* lse, void* scratch, cudaStream_t stream);
+
+// Bytes of device scratch attention_flash_mma_backward needs (D_i = rowsum(dO * O), with
+// grouped heads the dK and dV shares, and an f32 qkv packed in bf16).
 size_t attention_flash_mma_backward_scratch_bytes(int64_t batch, int64_t seq, int64_t q_heads,
-                                                  int64_t kv_heads, int64_t head_dim);
-// dout and out (B*T, Hq D) of io_dtype; lse (B, Hq, T); dqkv (B*T, (Hq + 2 Hkv) D) overwritten.
-// Deterministic: dK/dV and dQ by separate kernels, no atomics.
-void attention_flash_mma_backward(const void* dout, const float* qkv, const void* out,
-                                  DType io_dtype, const float* lse, int64_t batch, int64_t seq,
-                                  int64_t q_heads, int64_t kv_heads, int64_t head_dim,
-                                  float* dqkv, void* scratch, cudaStream_t stream);
+                                                  int64_t kv_heads, int64_t head_dim,
+                                                  DType qkv_dtype);
+// dout and out (B*T, Hq D) of io_dtype; qkv of qkv_dtype; lse (B, Hq, T); dqkv (B*T, (Hq +
+// 2 Hkv) D) f32 overwritten. Deterministic: dK/dV and dQ by separate kernels, no atomics.
+void attention_flash_mma_backward(const void* dout, const void* qkv, DType qkv_dtype,
+                                  const void* out, DType io_dtype, const float* lse,
+                                  int64_t batch, int64_t seq, int64_t q_heads, int64_t kv_heads,
+                                  int64_t head_dim, float* dqkv, void* scratch,
+                                  cudaStream_t stream);
 
 // One m16n8k16 tensor-core product on the device, through the same helper as the kernels:
 // d (16x8) = bf16(a) (16x16) bf16(b) (16x8) + c (16x8), all row-major f32 device arrays. For the

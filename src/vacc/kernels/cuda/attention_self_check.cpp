@@ -145,20 +145,20 @@ FlashMmaAgreement flash_mma_agreement(CudaContext& ctx, int64_t head_dim) {
   float* dqkv_ref = device_array<float>(ctx, keep, n_qkv, "self-check reference dqkv");
   float* dqkv_mma = device_array<float>(ctx, keep, n_qkv, "self-check dqkv");
   const size_t scratch_bytes =
-      std::max({attention_flash_mma_forward_scratch_bytes(1, T, kQHeads, kKvHeads, D),
-                attention_flash_mma_backward_scratch_bytes(1, T, kQHeads, kKvHeads, D),
+      std::max({attention_flash_mma_forward_scratch_bytes(1, T, kQHeads, kKvHeads, D, DType::F32),
+                attention_flash_mma_backward_scratch_bytes(1, T, kQHeads, kKvHeads, D, DType::F32),
                 attention_backward_scratch_bytes(1, T, kQHeads, D, DType::BF16)});
   void* scratch = device_array<char>(ctx, keep, scratch_bytes, "self-check scratch");
 
   cudaStream_t s = ctx.stream();
   attention_forward(qkv, 1, T, kQHeads, kKvHeads, D, out_ref, DType::F32, lse_ref, s);
-  attention_flash_mma_forward(qkv, 1, T, kQHeads, kKvHeads, D, out_mma, DType::BF16, lse_mma,
-                              scratch, s);
+  attention_flash_mma_forward(qkv, DType::F32, 1, T, kQHeads, kKvHeads, D, out_mma, DType::BF16,
+                              lse_mma, scratch, s);
   // Both backwards see the same bf16 out and dout and the reference's lse, as in training.
   attention_backward(dout, qkv, out_mma, DType::BF16, lse_ref, 1, T, kQHeads, kKvHeads, D,
                      dqkv_ref, scratch, s);
-  attention_flash_mma_backward(dout, qkv, out_mma, DType::BF16, lse_ref, 1, T, kQHeads, kKvHeads,
-                               D, dqkv_mma, scratch, s);
+  attention_flash_mma_backward(dout, qkv, DType::F32, out_mma, DType::BF16, lse_ref, 1, T,
+                               kQHeads, kKvHeads, D, dqkv_mma, scratch, s);
 
   FlashMmaAgreement a;
   a.out = difference(bf16_to_floats(download(ctx, out_mma, n_out)), download(ctx, out_ref, n_out),

@@ -201,27 +201,18 @@ class CudaBackend final : public Backend {
   }
 
   void rope(Tensor& x, const Tensor& positions, const Tensor& cos, const Tensor& sin,
-            int64_t num_heads, int64_t head_dim, bool inverse) override {
+            int64_t num_heads, int64_t head_dim, bool inverse, Tensor* copy) override {
     const char* op = "rope";
-    on_device(op, "x", x);
-    on_device(op, "positions", positions);
-    on_device(op, "cos", cos);
-    on_device(op, "sin", sin);
-    expect_2d(op, "x", x);
-    expect_dtype(op, "x", x, DType::F32);
-    expect(head_dim % 2 == 0 && num_heads * head_dim <= x.size(1), op, "x", x,
-           "rows holding num_heads heads of an even head_dim");
-    expect_shape(op, "positions", positions, {x.size(0)});
-    expect_dtype(op, "positions", positions, DType::I32);
-    expect_2d(op, "cos", cos);
-    expect(cos.size(1) == head_dim / 2, op, "cos", cos, "head_dim/2 columns");
-    expect_dtype(op, "cos", cos, DType::F32);
-    expect_shape(op, "sin", sin, cos.shape());
-    expect_dtype(op, "sin", sin, DType::F32);
+    using Named = std::pair<const char*, const Tensor*>;
+    for (const Named& t : {Named{"x", &x}, Named{"positions", &positions}, Named{"cos", &cos},
+                           Named{"sin", &sin}, Named{"copy", copy}})
+      if (t.second) on_device(op, t.first, *t.second);
+    checks::expect_rope(x, positions, cos, sin, num_heads, head_dim, copy);
     // A position outside the tables is reported by the next synchronising call.
-    cuda::rope(x.data_as<float>(), x.size(0), x.size(1), positions.data_as<int32_t>(),
+    cuda::rope(x.data(), x.dtype(), x.size(0), x.size(1), positions.data_as<int32_t>(),
                cos.data_as<float>(), sin.data_as<float>(), cos.size(0), num_heads, head_dim,
-               inverse, ctx_.device_error(), stream());
+               inverse, copy ? copy->data() : nullptr, copy ? copy->dtype() : DType::F32,
+               ctx_.device_error(), stream());
   }
 
   void swiglu_forward(const Tensor& gate_up, Tensor& out) override {
@@ -260,7 +251,7 @@ class CudaBackend final : public Backend {
     on_device(op, "lse", lse);
     check_attention_shape(s);
     expect_shape(op, "qkv", qkv, {s.batch * s.seq, s.qkv_width()});
-    expect_dtype(op, "qkv", qkv, DType::F32);
+    expect_float(op, "qkv", qkv);
     expect_shape(op, "out", out, {s.batch * s.seq, s.q_heads * s.head_dim});
     expect_float(op, "out", out);
     expect_shape(op, "lse", lse, {s.batch, s.q_heads, s.seq});
@@ -268,19 +259,20 @@ class CudaBackend final : public Backend {
     const cuda::AttentionRoute route = cuda::attention_route(ctx_, s.seq, s.head_dim, s.compute);
     if (route == cuda::AttentionRoute::FlashMma) {
       const size_t bytes = cuda::attention_flash_mma_forward_scratch_bytes(
-          s.batch, s.seq, s.q_heads, s.kv_heads, s.head_dim);
+          s.batch, s.seq, s.q_heads, s.kv_heads, s.head_dim, qkv.dtype());
       Tensor scratch = ctx_.scratch_bytes(bytes, "attention forward scratch");
-      cuda::attention_flash_mma_forward(qkv.data_as<float>(), s.batch, s.seq, s.q_heads,
+      cuda::attention_flash_mma_forward(qkv.data(), qkv.dtype(), s.batch, s.seq, s.q_heads,
                                         s.kv_heads, s.head_dim, out.data(), out.dtype(),
                                         lse.data_as<float>(), scratch.data(), stream());
       return;
     }
+    const Tensor q32 = widened(qkv, "attention qkv (f32)");
     if (route == cuda::AttentionRoute::Gemm) {
-      cuda::attention_gemm_forward(ctx_, qkv, s.batch, s.seq, s.q_heads, s.kv_heads, s.head_dim,
+      cuda::attention_gemm_forward(ctx_, q32, s.batch, s.seq, s.q_heads, s.kv_heads, s.head_dim,
                                    out, lse);
       return;
     }
-    cuda::attention_forward(qkv.data_as<float>(), s.batch, s.seq, s.q_heads, s.kv_heads,
+    cuda::attention_forward(q32.data_as<float>(), s.batch, s.seq, s.q_heads, s.kv_heads,
                             s.head_dim, out.data(), out.dtype(), lse.data_as<float>(), stream());
   }
   void attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out,
@@ -293,7 +285,7 @@ class CudaBackend final : public Backend {
     on_device(op, "dqkv", dqkv);
     check_attention_shape(s);
     expect_shape(op, "qkv", qkv, {s.batch * s.seq, s.qkv_width()});
-    expect_dtype(op, "qkv", qkv, DType::F32);
+    expect_float(op, "qkv", qkv);
     expect_shape(op, "out", out, {s.batch * s.seq, s.q_heads * s.head_dim});
     expect_float(op, "out", out);
     expect_shape(op, "dout", dout, out.shape());
@@ -305,23 +297,24 @@ class CudaBackend final : public Backend {
     const cuda::AttentionRoute route = cuda::attention_route(ctx_, s.seq, s.head_dim, s.compute);
     if (route == cuda::AttentionRoute::FlashMma) {
       const size_t bytes = cuda::attention_flash_mma_backward_scratch_bytes(
-          s.batch, s.seq, s.q_heads, s.kv_heads, s.head_dim);
+          s.batch, s.seq, s.q_heads, s.kv_heads, s.head_dim, qkv.dtype());
       Tensor scratch = ctx_.scratch_bytes(bytes, "attention backward scratch");
-      cuda::attention_flash_mma_backward(dout.data(), qkv.data_as<float>(), out.data(),
+      cuda::attention_flash_mma_backward(dout.data(), qkv.data(), qkv.dtype(), out.data(),
                                          out.dtype(), lse.data_as<float>(), s.batch, s.seq,
                                          s.q_heads, s.kv_heads, s.head_dim,
                                          dqkv.data_as<float>(), scratch.data(), stream());
       return;
     }
+    const Tensor q32 = widened(qkv, "attention qkv (f32)");
     if (route == cuda::AttentionRoute::Gemm) {
-      cuda::attention_gemm_backward(ctx_, dout, qkv, out, lse, s.batch, s.seq, s.q_heads,
+      cuda::attention_gemm_backward(ctx_, dout, q32, out, lse, s.batch, s.seq, s.q_heads,
                                     s.kv_heads, s.head_dim, dqkv);
       return;
     }
     const size_t bytes = cuda::attention_backward_scratch_bytes(s.batch, s.seq, s.q_heads,
                                                                 s.head_dim, out.dtype());
     Tensor scratch = ctx_.scratch_bytes(bytes, "attention backward scratch");
-    cuda::attention_backward(dout.data(), qkv.data_as<float>(), out.data(), out.dtype(),
+    cuda::attention_backward(dout.data(), q32.data_as<float>(), out.data(), out.dtype(),
                              lse.data_as<float>(), s.batch, s.seq, s.q_heads, s.kv_heads,
                              s.head_dim, dqkv.data_as<float>(), scratch.data(), stream());
   }
@@ -483,6 +476,13 @@ class CudaBackend final : public Backend {
   cuda::CudaContext& context() { return ctx_; }
 
  private:
+  // t as f32: itself, or (bf16) widened into a scratch tensor, for the kernels that read f32.
+  Tensor widened(const Tensor& t, std::string_view what) {
+    if (t.dtype() == DType::F32) return t;
+    Tensor f = ctx_.scratch(t.shape(), DType::F32, what);
+    cuda::convert(t.data(), t.dtype(), f.data(), DType::F32, t.numel(), stream());
+    return f;
+  }
   // A product's operands: on this device, matrices, a and b of one float dtype, out (M, N) for
   // op(a) (M, K) and op(b) (K, N). out's dtype is the caller's to check.
   struct ProductShape {

@@ -63,9 +63,11 @@ void rmsnorm_backward(const float* dout, const float* x, const float* weight, co
 
 // ---- rope.cu ----
 // Positions outside [0, max_positions) leave their row unchanged and set kRopePositionOutOfRange.
-void rope(float* x, int64_t n, int64_t row_width, const int32_t* positions, const float* cos,
-          const float* sin, int64_t max_positions, int64_t num_heads, int64_t head_dim,
-          bool inverse, DeviceError* error, cudaStream_t stream);
+// x f32 or bf16 (x_dtype), in place; copy (null: none) receives the rows in copy_dtype.
+void rope(void* x, DType x_dtype, int64_t n, int64_t row_width, const int32_t* positions,
+          const float* cos, const float* sin, int64_t max_positions, int64_t num_heads,
+          int64_t head_dim, bool inverse, void* copy, DType copy_dtype, DeviceError* error,
+          cudaStream_t stream);
 
 // ---- swiglu.cu ----
 // gate_up (and dout) f32 or bf16 (in_dtype); out / dgate_up f32 or bf16.
