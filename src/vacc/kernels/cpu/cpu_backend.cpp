@@ -15,10 +15,11 @@ namespace {
 
 using namespace checks;  // argument checks shared with the other backends
 
-// t's values as f32: its own data, or (bf16) widened into `wide`.
+// t's values as f32: its own data, or (bf16) widened into `wide` (kept by the caller between
+// calls: a fresh buffer would be zeroed and faulted in every time).
 const float* as_f32(const Tensor& t, std::vector<float>& wide) {
   if (t.dtype() == DType::F32) return t.data_as<float>();
-  wide.resize(size_t(t.numel()));
+  if (wide.size() < size_t(t.numel())) wide.resize(size_t(t.numel()));
   cpu::convert(t.data(), t.dtype(), wide.data(), DType::F32, t.numel());
   return wide.data();
 }
@@ -193,8 +194,7 @@ class CpuBackend final : public Backend {
     expect_float(op, "out", out);
     expect_shape(op, "lse", lse, {s.batch, s.q_heads, s.seq});
     expect_dtype(op, "lse", lse, DType::F32);
-    std::vector<float> wide;
-    cpu::attention_forward(as_f32(qkv, wide), s.batch, s.seq, s.q_heads, s.kv_heads, s.head_dim,
+    cpu::attention_forward(as_f32(qkv, widened_qkv_), s.batch, s.seq, s.q_heads, s.kv_heads, s.head_dim,
                            out.data(), out.dtype(), lse.data_as<float>());
   }
   void attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out,
@@ -210,8 +210,7 @@ class CpuBackend final : public Backend {
     expect_shape(op, "lse", lse, {s.batch, s.q_heads, s.seq});
     expect_shape(op, "dqkv", dqkv, qkv.shape());
     expect_dtype(op, "dqkv", dqkv, DType::F32);
-    std::vector<float> wide;
-    cpu::attention_backward(dout.data(), as_f32(qkv, wide), out.data(), out.dtype(),
+    cpu::attention_backward(dout.data(), as_f32(qkv, widened_qkv_), out.data(), out.dtype(),
                             lse.data_as<float>(), s.batch, s.seq, s.q_heads, s.kv_heads,
                             s.head_dim, dqkv.data_as<float>());
   }
@@ -302,18 +301,47 @@ class CpuBackend final : public Backend {
 
   void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
                   const AdamWParams& p) override {
-    const char* op = "adamw_step";
+    check_adamw("adamw_step", param, grad, m, v);
+    cpu::adamw_step(param.data_as<float>(), grad.data_as<float>(), m.data_as<float>(),
+                    v.data_as<float>(), param.numel(), p.lr, p.beta1, p.beta2, p.eps,
+                    p.weight_decay, p.step, p.grad_scale);
+  }
+  // Each segment's update writes its bf16 copy in the same loop (no second pass).
+  void adamw_step_segments(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
+                           const std::vector<AdamWSegment>& segments, const AdamWParams& p,
+                           Tensor* param_copy) override {
+    const char* op = "adamw_step_segments";
+    check_adamw(op, param, grad, m, v);
+    if (param_copy) {
+      expect(param_copy->numel() == param.numel(), op, "param_copy", *param_copy,
+             ("as many elements as " + param.str()).c_str());
+      expect_float(op, "param_copy", *param_copy);
+    }
+    for (const AdamWSegment& s : segments) {
+      VACC_CHECK(s.offset >= 0 && s.numel >= 0 && s.offset + s.numel <= param.numel(), op,
+                 ": segment [", s.offset, ", ", s.offset + s.numel, ") outside the ",
+                 param.numel(), " parameters");
+      char* copy = param_copy ? static_cast<char*>(param_copy->data()) +
+                                    s.offset * int64_t(dtype_size(param_copy->dtype()))
+                              : nullptr;
+      cpu::adamw_step(param.data_as<float>() + s.offset, grad.data_as<float>() + s.offset,
+                      m.data_as<float>() + s.offset, v.data_as<float>() + s.offset, s.numel,
+                      p.lr, p.beta1, p.beta2, p.eps, s.decay ? p.weight_decay : 0.0f, p.step,
+                      p.grad_scale, copy, param_copy ? param_copy->dtype() : DType::F32);
+    }
+  }
+
+ private:
+  std::vector<float> widened_qkv_;  // attention's f32 copy of a bf16 qkv (as_f32)
+
+  static void check_adamw(const char* op, const Tensor& param, const Tensor& grad,
+                          const Tensor& m, const Tensor& v) {
     expect_dtype(op, "param", param, DType::F32);
     for (const Tensor* t : std::initializer_list<const Tensor*>{&grad, &m, &v}) {
       expect(t->defined() && t->numel() == param.numel() && t->dtype() == DType::F32, op,
              t == &grad ? "grad" : (t == &m ? "m" : "v"), *t, "f32 with the numel of param");
     }
-    cpu::adamw_step(param.data_as<float>(), grad.data_as<float>(), m.data_as<float>(),
-                    v.data_as<float>(), param.numel(), p.lr, p.beta1, p.beta2, p.eps,
-                    p.weight_decay, p.step, p.grad_scale);
   }
-
- private:
   // x (N, C) and a vocabulary shard weight (V_shard, C) of the same float dtype; labels (N).
   static void check_classifier_shard(const char* op, const Tensor& x, const Tensor& weight,
                                      int64_t vocab_start, const Tensor& labels) {

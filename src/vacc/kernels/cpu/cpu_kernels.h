@@ -90,8 +90,9 @@ void classifier_cross_entropy_backward(const void* x, const void* weight, DType 
                                        float grad_scale, float* dx, float* dweight);
 
 // ---- adamw.cpp ----
+// copy (null: none) receives the updated parameters in copy_dtype.
 void adamw_step(float* param, const float* grad, float* m, float* v, int64_t n, float lr,
                 float beta1, float beta2, float eps, float weight_decay, int64_t step,
-                float grad_scale);
+                float grad_scale, void* copy = nullptr, DType copy_dtype = DType::F32);
 
 }  // namespace vacc::cpu

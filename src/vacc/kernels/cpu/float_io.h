@@ -1,7 +1,9 @@
 // Loading and storing f32 or bf16 elements as float, so one kernel body serves both.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 #include "vacc/core/dtype.h"
 #include "vacc/core/error.h"
@@ -23,5 +25,18 @@ decltype(auto) dispatch_float(DType dtype, Fn&& fn) {
     default: fail("expected an f32 or bf16 tensor, got ", dtype_name(dtype));
   }
 }
+
+// Calls fn with a null pointer of std::nullptr_t when `out` is null, else with `out` as float* or
+// bf16* by `dtype`: a kernel's optional second output, tested with `if constexpr (kHas<T>)` so the
+// loop without it carries no branch.
+template <typename Fn>
+decltype(auto) dispatch_optional(void* out, DType dtype, Fn&& fn) {
+  if (!out) return fn(nullptr);
+  return dispatch_float(dtype, [&](auto tag) {
+    return fn(static_cast<std::remove_pointer_t<decltype(tag)>*>(out));
+  });
+}
+template <typename T>
+constexpr bool kHas = !std::is_same_v<T, std::nullptr_t>;
 
 }  // namespace vacc::cpu

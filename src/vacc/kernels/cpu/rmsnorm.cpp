@@ -33,7 +33,8 @@ void rmsnorm_backward(const float* dout, const float* x, const float* weight, co
   // order. Element j of dout and residual is read before element j of dx is written (aliases).
   int threads = omp_get_max_threads();
   std::vector<float> partial(size_t(threads) * size_t(c), 0.0f);
-  auto body = [&](auto* copy) {
+  dispatch_optional(dx_copy, copy_dtype, [&](auto copy) {
+    using CopyPtr = decltype(copy);
 #pragma omp parallel
     {
       float* my_dw = partial.data() + size_t(omp_get_thread_num()) * size_t(c);
@@ -41,27 +42,23 @@ void rmsnorm_backward(const float* dout, const float* x, const float* weight, co
       for (int64_t i = 0; i < n; ++i) {
         const float* xi = x + i * c;
         const float* gi = dout + i * c;
-        const float* ri = residual ? residual + i * c : nullptr;
         float* dxi = dx + i * c;
         float r = rstd[i];
         float dot = 0.0f;
         for (int64_t j = 0; j < c; ++j) dot += weight[j] * gi[j] * xi[j];
         float k = dot * r * r / float(c);
-        for (int64_t j = 0; j < c; ++j) {
-          const float gj = gi[j], d = (ri ? ri[j] : 0.0f) + r * (weight[j] * gj - xi[j] * k);
-          my_dw[j] += gj * xi[j] * r;
-          dxi[j] = d;
-          if (copy) store(copy, i * c + j, d);
+        for (int64_t j = 0; j < c; ++j) my_dw[j] += gi[j] * xi[j] * r;
+        if (residual) {
+          const float* ri = residual + i * c;
+          for (int64_t j = 0; j < c; ++j) dxi[j] = ri[j] + r * (weight[j] * gi[j] - xi[j] * k);
+        } else {
+          for (int64_t j = 0; j < c; ++j) dxi[j] = r * (weight[j] * gi[j] - xi[j] * k);
         }
+        if constexpr (kHas<CopyPtr>)
+          for (int64_t j = 0; j < c; ++j) store(copy, i * c + j, dxi[j]);
       }
     }
-  };
-  if (!dx_copy)
-    body(static_cast<float*>(nullptr));
-  else
-    dispatch_float(copy_dtype, [&](auto tag) {
-      body(static_cast<std::remove_pointer_t<decltype(tag)>*>(dx_copy));
-    });
+  });
   for (int t = 0; t < threads; ++t)
     for (int64_t j = 0; j < c; ++j) dweight[j] += partial[size_t(t) * size_t(c) + size_t(j)];
 }

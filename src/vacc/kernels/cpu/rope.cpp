@@ -12,43 +12,33 @@ namespace vacc::cpu {
 void rope(void* x, DType x_dtype, int64_t n, int64_t row_width, const int32_t* positions,
           const float* cos, const float* sin, int64_t max_positions, int64_t num_heads,
           int64_t head_dim, bool inverse, void* copy, DType copy_dtype) {
-  const int64_t half = head_dim / 2, rotated = num_heads * head_dim;
+  const int64_t half = head_dim / 2;
   const float sign = inverse ? -1.0f : 1.0f;
   for (int64_t i = 0; i < n; ++i)
     VACC_CHECK(positions[i] >= 0 && positions[i] < max_positions, "rope: position ",
                positions[i], " of token ", i, " is outside the table of ", max_positions,
                " positions");
-  auto body = [&](auto* xs, auto* cs) {
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; ++i) {
-      const float* c = cos + int64_t(positions[i]) * half;
-      const float* s = sin + int64_t(positions[i]) * half;
-      const int64_t row = i * row_width;
-      for (int64_t h = 0; h < num_heads; ++h) {
-        const int64_t i1 = row + h * head_dim, i2 = i1 + half;
-        for (int64_t j = 0; j < half; ++j) {
-          const float a = load(xs, i1 + j), b = load(xs, i2 + j), sj = sign * s[j];
-          const float y1 = a * c[j] - b * sj, y2 = b * c[j] + a * sj;
-          store(xs, i1 + j, y1);
-          store(xs, i2 + j, y2);
-          if (cs) {  // the rounded value x now holds
-            store(cs, i1 + j, load(xs, i1 + j));
-            store(cs, i2 + j, load(xs, i2 + j));
-          }
-        }
-      }
-      if (cs)
-        for (int64_t j = rotated; j < row_width; ++j) store(cs, row + j, load(xs, row + j));
-    }
-  };
   dispatch_float(x_dtype, [&](auto xtag) {
     auto* xs = static_cast<std::remove_pointer_t<decltype(xtag)>*>(x);
-    if (!copy)
-      body(xs, static_cast<float*>(nullptr));
-    else
-      dispatch_float(copy_dtype, [&](auto ctag) {
-        body(xs, static_cast<std::remove_pointer_t<decltype(ctag)>*>(copy));
-      });
+    dispatch_optional(copy, copy_dtype, [&](auto cs) {
+#pragma omp parallel for schedule(static)
+      for (int64_t i = 0; i < n; ++i) {
+        const float* c = cos + int64_t(positions[i]) * half;
+        const float* s = sin + int64_t(positions[i]) * half;
+        const int64_t row = i * row_width;
+        for (int64_t h = 0; h < num_heads; ++h) {
+          const int64_t i1 = row + h * head_dim, i2 = i1 + half;
+          for (int64_t j = 0; j < half; ++j) {
+            const float a = load(xs, i1 + j), b = load(xs, i2 + j), sj = sign * s[j];
+            store(xs, i1 + j, a * c[j] - b * sj);
+            store(xs, i2 + j, b * c[j] + a * sj);
+          }
+        }
+        // The copy: the whole row as x now holds it (rounded values included).
+        if constexpr (kHas<decltype(cs)>)
+          for (int64_t j = 0; j < row_width; ++j) store(cs, row + j, load(xs, row + j));
+      }
+    });
   });
 }
 
