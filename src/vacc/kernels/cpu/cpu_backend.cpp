@@ -194,8 +194,8 @@ class CpuBackend final : public Backend {
     expect_float(op, "out", out);
     expect_shape(op, "lse", lse, {s.batch, s.q_heads, s.seq});
     expect_dtype(op, "lse", lse, DType::F32);
-    cpu::attention_forward(as_f32(qkv, widened_qkv_), s.batch, s.seq, s.q_heads, s.kv_heads, s.head_dim,
-                           out.data(), out.dtype(), lse.data_as<float>());
+    cpu::attention_forward(as_f32(qkv, widened_qkv_), s.batch, s.seq, s.q_heads, s.kv_heads,
+                           s.head_dim, out.data(), out.dtype(), lse.data_as<float>());
   }
   void attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out,
                           const Tensor& lse, const AttentionShape& s, Tensor& dqkv) override {
@@ -332,7 +332,9 @@ class CpuBackend final : public Backend {
   }
 
  private:
-  std::vector<float> widened_qkv_;  // attention's f32 copy of a bf16 qkv (as_f32)
+  // Attention's f32 copy of a bf16 qkv (as_f32): host memory outside the allocator's count,
+  // at most one micro-batch's qkv (N x W floats).
+  std::vector<float> widened_qkv_;
 
   static void check_adamw(const char* op, const Tensor& param, const Tensor& grad,
                           const Tensor& m, const Tensor& v) {
