@@ -213,9 +213,7 @@ class Backend {
   virtual void adamw_step_segments(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
                                    const std::vector<AdamWSegment>& segments,
                                    const AdamWParams& p, Tensor* param_copy) {
-    if (param_copy)
-      checks::expect(param_copy->numel() == param.numel(), "adamw_step_segments", "param_copy",
-                     *param_copy, ("as many elements as " + param.str()).c_str());
+    checks::expect_adamw("adamw_step_segments", param, grad, m, v, param_copy);
     for (const AdamWSegment& s : segments) {
       AdamWParams sp = p;
       if (!s.decay) sp.weight_decay = 0.0f;

@@ -36,6 +36,23 @@ inline void expect_device(const char* op, const char* what, const Tensor& t, con
   expect(t.defined() && t.device() == d, op, what, t, ("a tensor on " + d.str()).c_str());
 }
 
+// adamw_step's tensors: param, grad, m and v f32 of one numel; and adamw_step_segments'
+// param_copy, if given: as many elements as param, f32 or bf16.
+inline void expect_adamw(const char* op, const Tensor& param, const Tensor& grad, const Tensor& m,
+                         const Tensor& v, const Tensor* param_copy = nullptr) {
+  expect_dtype(op, "param", param, DType::F32);
+  for (const Tensor* t : {&grad, &m, &v}) {
+    const char* what = t == &grad ? "grad" : (t == &m ? "m" : "v");
+    expect(t->defined() && t->numel() == param.numel() && t->dtype() == DType::F32, op, what, *t,
+           "f32 with the numel of param");
+  }
+  if (param_copy) {
+    expect(param_copy->numel() == param.numel(), op, "param_copy", *param_copy,
+           ("as many elements as " + param.str()).c_str());
+    expect_float(op, "param_copy", *param_copy);
+  }
+}
+
 // rope's arguments (Backend::rope), on either backend.
 inline void expect_rope(const Tensor& x, const Tensor& positions, const Tensor& cos,
                         const Tensor& sin, int64_t num_heads, int64_t head_dim,

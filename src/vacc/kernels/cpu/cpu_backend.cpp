@@ -301,7 +301,7 @@ class CpuBackend final : public Backend {
 
   void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
                   const AdamWParams& p) override {
-    check_adamw("adamw_step", param, grad, m, v);
+    expect_adamw("adamw_step", param, grad, m, v);
     cpu::adamw_step(param.data_as<float>(), grad.data_as<float>(), m.data_as<float>(),
                     v.data_as<float>(), param.numel(), p.lr, p.beta1, p.beta2, p.eps,
                     p.weight_decay, p.step, p.grad_scale);
@@ -311,12 +311,7 @@ class CpuBackend final : public Backend {
                            const std::vector<AdamWSegment>& segments, const AdamWParams& p,
                            Tensor* param_copy) override {
     const char* op = "adamw_step_segments";
-    check_adamw(op, param, grad, m, v);
-    if (param_copy) {
-      expect(param_copy->numel() == param.numel(), op, "param_copy", *param_copy,
-             ("as many elements as " + param.str()).c_str());
-      expect_float(op, "param_copy", *param_copy);
-    }
+    expect_adamw(op, param, grad, m, v, param_copy);
     for (const AdamWSegment& s : segments) {
       VACC_CHECK(s.offset >= 0 && s.numel >= 0 && s.offset + s.numel <= param.numel(), op,
                  ": segment [", s.offset, ", ", s.offset + s.numel, ") outside the ",
@@ -336,14 +331,6 @@ class CpuBackend final : public Backend {
   // at most one micro-batch's qkv (N x W floats).
   std::vector<float> widened_qkv_;
 
-  static void check_adamw(const char* op, const Tensor& param, const Tensor& grad,
-                          const Tensor& m, const Tensor& v) {
-    expect_dtype(op, "param", param, DType::F32);
-    for (const Tensor* t : std::initializer_list<const Tensor*>{&grad, &m, &v}) {
-      expect(t->defined() && t->numel() == param.numel() && t->dtype() == DType::F32, op,
-             t == &grad ? "grad" : (t == &m ? "m" : "v"), *t, "f32 with the numel of param");
-    }
-  }
   // x (N, C) and a vocabulary shard weight (V_shard, C) of the same float dtype; labels (N).
   static void check_classifier_shard(const char* op, const Tensor& x, const Tensor& weight,
                                      int64_t vocab_start, const Tensor& labels) {

@@ -425,13 +425,7 @@ class CudaBackend final : public Backend {
                            const std::vector<AdamWSegment>& segments, const AdamWParams& p,
                            Tensor* param_copy) override {
     const char* op = "adamw_step_segments";
-    check_adamw(op, param, grad, m, v);
-    if (param_copy) {
-      on_device(op, "param_copy", *param_copy);
-      expect(param_copy->numel() == param.numel(), op, "param_copy", *param_copy,
-             ("as many elements as " + param.str()).c_str());
-      expect_float(op, "param_copy", *param_copy);
-    }
+    check_adamw(op, param, grad, m, v, param_copy);
     if (segments != adamw_segments_) {
       std::vector<cuda::AdamWItem> items;
       int64_t end = 0;
@@ -540,16 +534,14 @@ class CudaBackend final : public Backend {
                         "column-sum partials");
   }
 
+  // expect_adamw, and every tensor on this device.
   void check_adamw(const char* op, const Tensor& param, const Tensor& grad, const Tensor& m,
-                   const Tensor& v) const {
-    on_device(op, "param", param);
-    expect_dtype(op, "param", param, DType::F32);
-    for (const Tensor* t : std::initializer_list<const Tensor*>{&grad, &m, &v}) {
-      const char* what = t == &grad ? "grad" : (t == &m ? "m" : "v");
-      on_device(op, what, *t);
-      expect(t->defined() && t->numel() == param.numel() && t->dtype() == DType::F32, op, what,
-             *t, "f32 with the numel of param");
-    }
+                   const Tensor& v, const Tensor* param_copy = nullptr) const {
+    using Named = std::pair<const char*, const Tensor*>;
+    for (const Named& t : {Named{"param", &param}, Named{"grad", &grad}, Named{"m", &m},
+                           Named{"v", &v}, Named{"param_copy", param_copy}})
+      if (t.second && t.second->defined()) on_device(op, t.first, *t.second);
+    expect_adamw(op, param, grad, m, v, param_copy);
   }
 
   cuda::CudaContext ctx_;
