@@ -14,6 +14,14 @@
 // a column (V in P V, Q and dO in dK and dV, K in dQ) by ldmatrix's transposing form, so no tile
 // is stored twice.
 //
+// The element-wise work between the products is kept to what FlashAttention-2 does, since it,
+// not the tensor cores, bounded these kernels (about 25 instructions per mma in the forward's
+// tile before): exponentials as one `ex2` of an FMA (the scale and log2(e) folded in, lse kept in
+// log2 units where it is read per element), P and dS rounded by one paired conversion, and the
+// causal mask (in 32-bit offsets) only on the tiles that reach the diagonal or T; the forward's
+// tiles before the diagonal are a separate loop with no branch around an mma.
+// bench/kernel_instruction_mix.py counts the instructions per tile.
+//
 // Forward, per (sequence, q head, query tile of 64), key tiles kt <= qt:
 //   S = Q K^T * scale; m' = max(m, rowmax S); P = exp(S - m'); l = l e^(m - m') + rowsum P;
 //   O = O e^(m - m') + bf16(P) V;  out = O / l;  lse = m + log l (natural log, (B, Hq, T)).
@@ -222,8 +230,12 @@ __device__ __forceinline__ float quad_sum(float v) {
   return v + __shfl_xor_sync(0xffffffffu, v, 2);
 }
 
+// Blocks per SM the forward is compiled for: 3 (168 registers) at head_dim 64, 2 (239) at 128.
+// With 4 and 3 (128 and 168 registers) the compiler spilled 68-80 bytes a thread once the tile's
+// element-wise work had been cut down (it keeps more fragments in flight); not yet timed on a
+// GPU against the old bounds.
 template <int D, typename OutT>
-__global__ void __launch_bounds__(kThreads, D == 64 ? 4 : 3)
+__global__ void __launch_bounds__(kThreads, D == 64 ? 3 : 2)
     flash_mma_forward_kernel(const bf16* qkv, int64_t T, int Hq, int Hkv, float scale,
                              int64_t num_tiles, int64_t bh_count, OutT* out, float* lse) {
   constexpr int kStride = D + kPad;
@@ -242,8 +254,12 @@ __global__ void __launch_bounds__(kThreads, D == 64 ? 4 : 3)
   const int64_t W = int64_t(Hq + 2 * Hkv) * D, q0 = qt * kTile;
   const bf16* base = qkv + b * T * W;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, quad_col = 2 * (lane & 3);
-  const int64_t row_lo = q0 + warp * kWarpRows + (lane >> 2), row_hi = row_lo + 8;
-  const int64_t warp_last_row = q0 + warp * kWarpRows + kWarpRows - 1;
+  // Positions in the sequence in 32 bits (the host checks T < 2^31): registers are what limits
+  // this kernel's occupancy.
+  const int seq = int(T);
+  const int row_lo = int(q0) + warp * kWarpRows + (lane >> 2), row_hi = row_lo + 8;
+  const int warp_last_row = int(q0) + warp * kWarpRows + kWarpRows - 1;
+  const float scale_log2 = scale * kLog2e;
 
   const bf16* k_src = base + int64_t(Hq + g) * D;
   const bf16* v_src = base + int64_t(Hq + Hkv + g) * D;
@@ -263,17 +279,18 @@ __global__ void __launch_bounds__(kThreads, D == 64 ? 4 : 3)
 #pragma unroll
   for (int n = 0; n < kOutGroups; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
 
-  for (int64_t kt = 0; kt <= qt; ++kt) {
-    const int64_t k0 = kt * kTile;
-    const int buf = int(kt & 1);
-    __syncthreads();  // Q's fragments or the previous tile are read: buffer buf ^ 1 is free
-    prefetch_kv<D, kTile>(kt < qt, k_src, v_src, W, k0 + kTile, T, Ks(buf ^ 1), Vs(buf ^ 1),
-                          kStride);
-    __syncthreads();  // tile kt is in buffer buf for every thread
-    // Groups of 8 keys the warp's rows can see (on the diagonal tile, fewer); whole mma steps
-    // of 16 keys, the same for the whole warp.
-    const int64_t visible_steps = (warp_last_row - k0) / 16 + 1;
-    const int key_steps = visible_steps < kTile / 16 ? int(visible_steps) : kTile / 16;
+  // One key tile, held in buffer buf: S, the online softmax and O += P V. Compiled twice: for
+  // the tiles before the diagonal, with every key visible and no branch (a branch around an
+  // mma costs a warp synchronisation and keeps the compiler from interleaving), and for the
+  // diagonal tile, which masks and skips the groups of keys after the warp's rows.
+  auto tile = [&](int k0, int buf, auto diagonal_tag) {
+    constexpr bool kDiagonal = decltype(diagonal_tag)::value;
+    // Whole mma steps of 16 keys the warp's rows can see, the same for the whole warp.
+    int key_steps = kTile / 16;
+    if constexpr (kDiagonal) {
+      const int visible_steps = (warp_last_row - k0) / 16 + 1;
+      key_steps = visible_steps < kTile / 16 ? visible_steps : kTile / 16;
+    }
     const int key_groups = 2 * key_steps;
 
     float s[kKeyGroups][4];
@@ -283,39 +300,49 @@ __global__ void __launch_bounds__(kThreads, D == 64 ? 4 : 3)
     for (int kd = 0; kd < kDimSteps; ++kd)
 #pragma unroll
       for (int j = 0; j < kKeyGroups; j += 2)
-        if (j < key_groups) {  // key_groups is even
+        if (!kDiagonal || j < key_groups) {  // key_groups is even
           uint32_t kb[2], kb_next[2];
           load_b_pair(kb, kb_next, Ks(buf), kStride, j * 8, kd * 16);
           mma_m16n8k16_bf16(s[j], qa[kd], kb, s[j]);
           mma_m16n8k16_bf16(s[j + 1], qa[kd], kb_next, s[j + 1]);
         }
 
-    // Scale, mask (above the diagonal, past T, groups not computed) and the row maxima.
+    // Mask the keys after each row (and past T): only the diagonal tile has any (the last key
+    // tile of the sequence is the last query tile's diagonal), and there also the groups not
+    // computed (their keys follow the warp's last row). Relative offsets in 32 bits: key
+    // j*8 + quad_col + (i&1) of the tile is visible to row r when at most last[r] (the row's
+    // offset from k0, or T-1's when less).
+    if constexpr (kDiagonal) {
+      const int last[2] = {(row_lo < seq ? row_lo : seq - 1) - k0,
+                           (row_hi < seq ? row_hi : seq - 1) - k0};
+#pragma unroll
+      for (int j = 0; j < kKeyGroups; ++j)
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+          if (j * 8 + quad_col + (i & 1) > last[i >> 1]) s[j][i] = kNegInf;
+    }
+    // Row maxima of the raw scores (scale > 0 keeps the order); every row sees key k0
+    // (k0 <= q0 <= row and k0 < T), so m_new is finite. The exponentials are exp2 of the raw
+    // scores times scale log2(e), the subtraction folded into one FMA.
     float mx[2] = {kNegInf, kNegInf};
 #pragma unroll
     for (int j = 0; j < kKeyGroups; ++j)
 #pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const int64_t key = k0 + j * 8 + quad_col + (i & 1);
-        const int64_t row = i < 2 ? row_lo : row_hi;
-        const float v = j < key_groups && key <= row && key < T ? s[j][i] * scale : kNegInf;
-        s[j][i] = v;
-        mx[i >> 1] = fmaxf(mx[i >> 1], v);
-      }
-    // Every row sees key k0 (k0 <= q0 <= row and k0 < T), so m_new is finite.
-    float alpha[2];
+      for (int i = 0; i < 4; ++i) mx[i >> 1] = fmaxf(mx[i >> 1], s[j][i]);
+    float alpha[2], m_scaled[2];
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       const float m_new = fmaxf(m[r], quad_max(mx[r]));
-      alpha[r] = expf(m[r] - m_new);  // 0 on the first tile (m = -inf)
+      alpha[r] = fast_exp2((m[r] - m_new) * scale_log2);  // 0 on the first tile (m = -inf)
       m[r] = m_new;
+      m_scaled[r] = m_new * scale_log2;
       l[r] *= alpha[r];
     }
 #pragma unroll
     for (int j = 0; j < kKeyGroups; ++j)
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
-        const float p = expf(s[j][i] - m[i >> 1]);  // 0 where masked
+        const float p = fast_exp2(fmaf(s[j][i], scale_log2, -m_scaled[i >> 1]));  // 0 if masked
         s[j][i] = p;
         l[i >> 1] += p;  // this lane's part of the row sum; the quad's are added at the end
       }
@@ -331,7 +358,7 @@ __global__ void __launch_bounds__(kThreads, D == 64 ? 4 : 3)
     // keys [16 kk, 16 kk + 16).
 #pragma unroll
     for (int kk = 0; kk < kTile / 16; ++kk)
-      if (kk < key_steps) {
+      if (!kDiagonal || kk < key_steps) {
         const AFragment pa = accumulators_as_a(s[2 * kk], s[2 * kk + 1]);
 #pragma unroll
         for (int n = 0; n < kOutGroups; n += 2) {
@@ -341,14 +368,29 @@ __global__ void __launch_bounds__(kThreads, D == 64 ? 4 : 3)
           mma_m16n8k16_bf16(o[n + 1], pa.r, vb_next, o[n + 1]);
         }
       }
+  };
+
+  // Key tile kt into buffer kt % 2 for every thread, the next one's copies started.
+  auto wait_for_tile = [&](int64_t kt) {
+    const int buf = int(kt & 1);
+    __syncthreads();  // Q's fragments or the previous tile are read: buffer buf ^ 1 is free
+    prefetch_kv<D, kTile>(kt < qt, k_src, v_src, W, (kt + 1) * kTile, T, Ks(buf ^ 1),
+                          Vs(buf ^ 1), kStride);
+    __syncthreads();  // tile kt is in buffer buf for every thread
+  };
+  for (int64_t kt = 0; kt < qt; ++kt) {
+    wait_for_tile(kt);
+    tile(int(kt * kTile), int(kt & 1), std::false_type());
   }
+  wait_for_tile(qt);
+  tile(int(qt * kTile), int(qt & 1), std::true_type());
 
   const int64_t out_width = int64_t(Hq) * D;
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const int64_t row = r == 0 ? row_lo : row_hi;
     const float total = quad_sum(l[r]);
-    if (row >= T) continue;
+    if (row >= seq) continue;
     const float inv = 1.0f / total;
     const int64_t at = (b * T + row) * out_width + int64_t(h) * D + quad_col;
 #pragma unroll
@@ -356,7 +398,7 @@ __global__ void __launch_bounds__(kThreads, D == 64 ? 4 : 3)
       store(out, at + n * 8, o[n][2 * r] * inv);
       store(out, at + n * 8 + 1, o[n][2 * r + 1] * inv);
     }
-    if ((lane & 3) == 0) lse[(b * Hq + h) * T + row] = m[r] + logf(total);
+    if ((lane & 3) == 0) lse[(b * Hq + h) * T + row] = m[r] * scale + logf(total);
   }
 }
 
@@ -378,6 +420,28 @@ __global__ void flash_mma_backward_prep_kernel(const IoT* dout, const IoT* out, 
   for (int d = lane; d < D; d += 32) s += load(dout, at + d) * load(out, at + d);
   s = warp_sum(s);
   if (lane == 0) di[((row / T) * Hq + h) * T + row % T] = s;
+}
+
+// P^T into st (exp2 of S^T scale log2(e) - lse log2(e): one FMA) and dS^T = P^T (dP^T - D) into
+// dpt, for the warp's accumulators over a query tile: query c of the tile (column j*8 +
+// quad_col + (i&1)) is visible to key row r (i >> 1) when first[r] <= c <= last. lse2 is lse
+// log2(e) and di D, per query of the tile. A function, so that the tiles with every query
+// visible (first 0, last the tile's) compile without the compares.
+template <int Groups>
+__device__ __forceinline__ void dkdv_softmax_grad(float (&st)[Groups][4], float (&dpt)[Groups][4],
+                                                  const float* lse2, const float* di,
+                                                  float scale_log2, int quad_col,
+                                                  const int (&first)[2], int last) {
+#pragma unroll
+  for (int j = 0; j < Groups; ++j)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int c = j * 8 + quad_col + (i & 1);
+      float p = fast_exp2(fmaf(st[j][i], scale_log2, -lse2[c]));
+      if (c < first[i >> 1] || c > last) p = 0.0f;
+      st[j][i] = p;
+      dpt[j][i] = p * (dpt[j][i] - di[c]);
+    }
 }
 
 // One q head's share of dK and dV for one (sequence, q head, tile of 64 keys), summed over the
@@ -404,7 +468,7 @@ __global__ void __launch_bounds__(kThreads)
   float* const rows_f = reinterpret_cast<float*>(inner + 4 * kInnerTile * kStride);
   auto Qs = [=](int i) { return inner + i * 2 * kInnerTile * kStride; };
   auto dOs = [=](int i) { return inner + (2 * i + 1) * kInnerTile * kStride; };
-  auto lse_s = [=](int i) { return rows_f + i * 2 * kInnerTile; };
+  auto lse_s = [=](int i) { return rows_f + i * 2 * kInnerTile; };  // lse log2(e)
   auto di_s = [=](int i) { return rows_f + (2 * i + 1) * kInnerTile; };
   // The first key tiles (the most queries) are scheduled first.
   const int64_t bh = blockIdx.x % bh_count, kt = blockIdx.x / bh_count;
@@ -416,6 +480,7 @@ __global__ void __launch_bounds__(kThreads)
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, quad_col = 2 * (lane & 3);
   const int64_t warp_first_key = k0 + warp * kWarpRows;
   const int64_t key_lo = warp_first_key + (lane >> 2), key_hi = key_lo + 8;
+  const float scale_log2 = scale * kLog2e;
 
   load_rows<D, kTile>(base + int64_t(Hq + g) * D, W, k0, T, Ks, kStride);
   load_rows<D, kTile>(base + int64_t(Hq + Hkv + g) * D, W, k0, T, Vs, kStride);
@@ -437,7 +502,7 @@ __global__ void __launch_bounds__(kThreads)
     cp_async_commit();
     for (int r = threadIdx.x; r < kInnerTile; r += kThreads) {
       const int64_t q = q0 + r;
-      lse_s(to)[r] = q < T ? lse_h[q] : 0.0f;
+      lse_s(to)[r] = q < T ? lse_h[q] * kLog2e : 0.0f;  // in log2 units, for exp2
       di_s(to)[r] = q < T ? di_h[q] : 0.0f;
     }
   };
@@ -458,17 +523,16 @@ __global__ void __launch_bounds__(kThreads)
 
     float st[kQueryGroups][4], dpt[kQueryGroups][4];
     paired_products<D>(st, dpt, Ks, Vs, Qs(buf), dOs(buf), kStride, warp * kWarpRows);
-    // P^T into st, dS^T into dpt; zero above the diagonal and past T.
-#pragma unroll
-    for (int j = 0; j < kQueryGroups; ++j)
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const int c = j * 8 + quad_col + (i & 1);
-        const int64_t q = q0 + c, key = i < 2 ? key_lo : key_hi;
-        const float p = q < T && q >= key ? expf(st[j][i] * scale - lse_s(buf)[c]) : 0.0f;
-        st[j][i] = p;
-        dpt[j][i] = p * (dpt[j][i] - di_s(buf)[c]);
-      }
+    // Queries before each key, and past T, are zeroed: only a tile that reaches the warp's
+    // keys or T has any. Query c of the tile is visible to key row r when first[r] <= c <= last.
+    if (q0 < warp_first_key + kWarpRows - 1 || q0 + kInnerTile > T) {
+      const int first[2] = {int(key_lo > q0 ? key_lo - q0 : 0), int(key_hi > q0 ? key_hi - q0 : 0)};
+      const int last = int(T - 1 - q0 < kInnerTile ? T - 1 - q0 : kInnerTile - 1);
+      dkdv_softmax_grad(st, dpt, lse_s(buf), di_s(buf), scale_log2, quad_col, first, last);
+    } else {
+      const int all[2] = {0, 0};
+      dkdv_softmax_grad(st, dpt, lse_s(buf), di_s(buf), scale_log2, quad_col, all, kInnerTile);
+    }
     // The accumulators of query groups 2kq and 2kq+1 are the A fragment of queries
     // [16 kq, 16 kq + 16).
 #pragma unroll
@@ -529,6 +593,25 @@ __global__ void flash_mma_sum_group_kernel(const float* dk_partial, const float*
   *reinterpret_cast<float4*>(dqkv + row * W + int64_t(Hq + Hkv + g) * D + c) = dv;
 }
 
+// P (exp2 of S scale log2(e) - lse log2(e): one FMA) and dS = P (dP - D) into s, for the warp's
+// accumulators over a key tile: key c of the tile (column j*8 + quad_col + (i&1)) is visible to
+// row r (i >> 1) when c <= last[r]. lse2 (lse log2(e)) and di are the warp's two rows'. A
+// function, so that the tiles with every key visible compile without the compares.
+template <int Groups>
+__device__ __forceinline__ void dq_softmax_grad(float (&s)[Groups][4], const float (&dp)[Groups][4],
+                                                const float (&lse2)[2], const float (&di)[2],
+                                                float scale_log2, int quad_col,
+                                                const int (&last)[2]) {
+#pragma unroll
+  for (int j = 0; j < Groups; ++j)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      float p = fast_exp2(fmaf(s[j][i], scale_log2, -lse2[i >> 1]));
+      if (j * 8 + quad_col + (i & 1) > last[i >> 1]) p = 0.0f;
+      s[j][i] = p * (dp[j][i] - di[i >> 1]);
+    }
+}
+
 // dQ of one (sequence, q head, tile of 64 queries) over the key tiles up to the diagonal; a
 // warp owns 16 queries. S = Q K^T and dP = dO V^T again, dS = P (dP - D), dQ += bf16(dS) K
 // (times scale at the end). No two blocks write one element: no atomics, a fixed order.
@@ -556,6 +639,7 @@ __global__ void __launch_bounds__(kThreads)
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, quad_col = 2 * (lane & 3);
   const int64_t row_lo = q0 + warp * kWarpRows + (lane >> 2), row_hi = row_lo + 8;
   const int64_t warp_last_row = q0 + warp * kWarpRows + kWarpRows - 1;
+  const float scale_log2 = scale * kLog2e;
 
   load_rows<D, kTile>(base + int64_t(h) * D, W, q0, T, Qs, kStride);
   load_rows<D, kTile>(dout + b * T * out_width + int64_t(h) * D, out_width, q0, T, dOs, kStride);
@@ -563,7 +647,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const int64_t row = r == 0 ? row_lo : row_hi;
-    lse_r[r] = row < T ? lse[(b * Hq + h) * T + row] : 0.0f;
+    lse_r[r] = row < T ? lse[(b * Hq + h) * T + row] * kLog2e : 0.0f;  // log2 units, for exp2
     di_r[r] = row < T ? di[(b * Hq + h) * T + row] : 0.0f;
   }
   float dq[kOutGroups][4];
@@ -586,17 +670,16 @@ __global__ void __launch_bounds__(kThreads)
 
     float s[kKeyGroups][4], dp[kKeyGroups][4];
     paired_products<D>(s, dp, Qs, dOs, Ks(buf), Vs(buf), kStride, warp * kWarpRows);
-    // dS into s; zero above the diagonal and past T.
-#pragma unroll
-    for (int j = 0; j < kKeyGroups; ++j)
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const int64_t key = k0 + j * 8 + quad_col + (i & 1);
-        const int64_t row = i < 2 ? row_lo : row_hi;
-        const int r = i >> 1;
-        const float p = key <= row && key < T ? expf(s[j][i] * scale - lse_r[r]) : 0.0f;
-        s[j][i] = p * (dp[j][i] - di_r[r]);
-      }
+    // Keys after each row, and past T, are zeroed: only a tile that reaches the warp's first
+    // row or T has any. Key c of the tile is visible to row r when c <= last[r] (may be < 0).
+    if (k0 + kInnerTile - 1 > warp_last_row - (kWarpRows - 1) || k0 + kInnerTile > T) {
+      const int last[2] = {int((row_lo < T ? row_lo : T - 1) - k0),
+                           int((row_hi < T ? row_hi : T - 1) - k0)};
+      dq_softmax_grad(s, dp, lse_r, di_r, scale_log2, quad_col, last);
+    } else {
+      const int all[2] = {kInnerTile, kInnerTile};
+      dq_softmax_grad(s, dp, lse_r, di_r, scale_log2, quad_col, all);
+    }
 #pragma unroll
     for (int kk = 0; kk < kInnerTile / 16; ++kk) {
       const AFragment dsa = accumulators_as_a(s[2 * kk], s[2 * kk + 1]);
@@ -703,6 +786,8 @@ void attention_flash_mma_forward(const void* qkv_in, DType qkv_dtype, int64_t ba
                                  DType out_dtype, float* lse, void* scratch,
                                  cudaStream_t stream) {
   if (batch * seq == 0) return;
+  VACC_CHECK(seq < (int64_t(1) << 31), "attention (tensor-core flash): sequence of ", seq,
+             " tokens, the limit is 2^31 - 1");
   const int64_t num_tiles = (seq + kTile - 1) / kTile, bh = batch * q_heads;
   const float scale = 1.0f / sqrtf(float(head_dim));
   const bf16* qkv =

@@ -12,6 +12,21 @@
 namespace vacc::cuda {
 
 constexpr float kNegInf = -INFINITY;
+constexpr float kLog2e = 1.4426950408889634f;
+
+// 2^x by the special-function unit in one instruction (`ex2.approx.ftz`: relative error about
+// 2^-22, results below 2^-126 flushed to zero, 2^-inf = 0), where expf takes several: the
+// attention kernels' softmax, whose probabilities are rounded to bf16 afterwards anyway.
+// exp(x) = fast_exp2(x * kLog2e), with the multiplication folded into an FMA where it can be.
+__device__ __forceinline__ float fast_exp2(float x) {
+#ifdef __CUDA_ARCH__
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+#else
+  return exp2f(x);
+#endif
+}
 
 __device__ __forceinline__ float load(const float* p, int64_t i) { return p[i]; }
 __device__ __forceinline__ float load(const bf16* p, int64_t i) {
