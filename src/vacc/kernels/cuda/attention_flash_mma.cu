@@ -189,15 +189,44 @@ __device__ __forceinline__ AFragment accumulators_as_a(const float (&lo)[4],
            pack_bf16x2(hi[2], hi[3])}};
 }
 
+// The A fragments (D/16 of them) of the warp's 16 rows of a tile that stays in shared memory for
+// the whole block (K and V in dK/dV, Q and dO in dQ): with Held, loaded once into registers (D/4
+// of them), which saves their ldmatrix on every inner tile; else read at each use.
+template <int D, bool Held>
+struct RowFragments {
+  uint32_t held[Held ? D / 16 : 1][4];
+  const uint16_t* tile;
+  int stride, row;
+
+  // Every thread of the block calls it once the tile is in shared memory for all of them.
+  __device__ __forceinline__ RowFragments(const uint16_t* t, int tile_stride, int first_row)
+      : tile(t), stride(tile_stride), row(first_row) {
+    if constexpr (Held) {
+#pragma unroll
+      for (int kd = 0; kd < D / 16; ++kd) load_a(held[kd], tile, stride, row, kd * 16);
+    }
+  }
+  // The fragment of columns [16 kd, 16 kd + 16).
+  __device__ __forceinline__ void get(int kd, uint32_t (&a)[4]) const {
+    if constexpr (Held) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) a[i] = held[kd][i];
+    } else {
+      load_a(a, tile, stride, row, kd * 16);
+    }
+  }
+};
+
 // The backward's two products of one step, zeroed first: for the warp's 16 rows of A1 and A2
-// (from row a_row of their tiles) and the Groups x 8 rows of B1 and B2, over the D columns of
-// all four tiles (stride `stride`): acc1[j] = A1 B1[j]^T, acc2[j] = A2 B2[j]^T. (dK/dV: S^T and
-// dP^T from K, V against Q, dO; dQ: S and dP from Q, dO against K, V.)
-template <int D, int Groups>
+// and the Groups x 8 rows of B1 and B2 (tiles of stride `stride`), over D columns:
+// acc1[j] = A1 B1[j]^T, acc2[j] = A2 B2[j]^T. (dK/dV: S^T and dP^T from K, V against Q, dO;
+// dQ: S and dP from Q, dO against K, V.)
+template <int D, int Groups, bool Held>
 __device__ __forceinline__ void paired_products(float (&acc1)[Groups][4], float (&acc2)[Groups][4],
-                                                const uint16_t* a1, const uint16_t* a2,
+                                                const RowFragments<D, Held>& a1,
+                                                const RowFragments<D, Held>& a2,
                                                 const uint16_t* b1, const uint16_t* b2,
-                                                int stride, int a_row) {
+                                                int stride) {
 #pragma unroll
   for (int j = 0; j < Groups; ++j)
 #pragma unroll
@@ -205,8 +234,8 @@ __device__ __forceinline__ void paired_products(float (&acc1)[Groups][4], float 
 #pragma unroll
   for (int kd = 0; kd < D / 16; ++kd) {
     uint32_t fa1[4], fa2[4];
-    load_a(fa1, a1, stride, a_row, kd * 16);
-    load_a(fa2, a2, stride, a_row, kd * 16);
+    a1.get(kd, fa1);
+    a2.get(kd, fa2);
 #pragma unroll
     for (int j = 0; j < Groups; j += 2) {
       uint32_t f1[2], f1_next[2], f2[2], f2_next[2];
@@ -405,6 +434,12 @@ __global__ void __launch_bounds__(kThreads, D == 64 ? 3 : 2)
 // The backward's inner tiles (queries for dK/dV, keys for dQ) are 32 rows: half the score
 // accumulators of the forward's 64, leaving registers for the two (D)-wide accumulators.
 constexpr int kInnerTile = 32;
+// Whether dK/dV holds its warp's K and V fragments in registers, and dQ its Q and dO fragments
+// (RowFragments): where the registers they take leave the blocks per SM as they were.
+template <int D>
+constexpr bool kHoldDkdvRows = D == 64;
+template <int D>
+constexpr bool kHoldDqRows = true;
 
 // One warp per (token row, q head): di = rowsum(dO * O), laid out (B, Hq, T) like lse.
 template <typename IoT>
@@ -484,6 +519,9 @@ __global__ void __launch_bounds__(kThreads)
 
   load_rows<D, kTile>(base + int64_t(Hq + g) * D, W, k0, T, Ks, kStride);
   load_rows<D, kTile>(base + int64_t(Hq + Hkv + g) * D, W, k0, T, Vs, kStride);
+  __syncthreads();  // K and V are in shared memory for every thread
+  const RowFragments<D, kHoldDkdvRows<D>> k_rows(Ks, kStride, warp * kWarpRows),
+      v_rows(Vs, kStride, warp * kWarpRows);
 
   float dk[kOutGroups][4], dv[kOutGroups][4];
 #pragma unroll
@@ -522,7 +560,7 @@ __global__ void __launch_bounds__(kThreads)
     if (q0 + kInnerTile - 1 < warp_first_key) continue;  // every query precedes the warp's keys
 
     float st[kQueryGroups][4], dpt[kQueryGroups][4];
-    paired_products<D>(st, dpt, Ks, Vs, Qs(buf), dOs(buf), kStride, warp * kWarpRows);
+    paired_products<D>(st, dpt, k_rows, v_rows, Qs(buf), dOs(buf), kStride);
     // Queries before each key, and past T, are zeroed: only a tile that reaches the warp's
     // keys or T has any. Query c of the tile is visible to key row r when first[r] <= c <= last.
     if (q0 < warp_first_key + kWarpRows - 1 || q0 + kInnerTile > T) {
@@ -643,6 +681,9 @@ __global__ void __launch_bounds__(kThreads)
 
   load_rows<D, kTile>(base + int64_t(h) * D, W, q0, T, Qs, kStride);
   load_rows<D, kTile>(dout + b * T * out_width + int64_t(h) * D, out_width, q0, T, dOs, kStride);
+  __syncthreads();  // Q and dO are in shared memory for every thread
+  const RowFragments<D, kHoldDqRows<D>> q_rows(Qs, kStride, warp * kWarpRows),
+      do_rows(dOs, kStride, warp * kWarpRows);
   float lse_r[2], di_r[2];
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
@@ -669,7 +710,7 @@ __global__ void __launch_bounds__(kThreads)
     if (k0 > warp_last_row) continue;  // every key follows the warp's queries
 
     float s[kKeyGroups][4], dp[kKeyGroups][4];
-    paired_products<D>(s, dp, Qs, dOs, Ks(buf), Vs(buf), kStride, warp * kWarpRows);
+    paired_products<D>(s, dp, q_rows, do_rows, Ks(buf), Vs(buf), kStride);
     // Keys after each row, and past T, are zeroed: only a tile that reaches the warp's first
     // row or T has any. Key c of the tile is visible to row r when c <= last[r] (may be < 0).
     if (k0 + kInnerTile - 1 > warp_last_row - (kWarpRows - 1) || k0 + kInnerTile > T) {
