@@ -28,13 +28,13 @@ import tempfile
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DEFAULT = ROOT / "src/vacc/kernels/cuda/attention_flash_mma.cu"
-CATEGORIES = [  # (column, opcode prefixes)
-    ("mma", ("mma",)),
-    ("ldmatrix", ("ldmatrix",)),
-    ("ld/st/cp", ("ld", "st", "cp")),
-    ("ex2", ("ex2",)),
-    ("cvt", ("cvt",)),
-    ("setp/selp", ("setp", "selp")),
+CATEGORIES = [  # (column, PTX opcodes: the instruction's name before its first '.')
+    ("mma", {"mma"}),
+    ("ldmatrix", {"ldmatrix"}),
+    ("ld/st/cp", {"ld", "ldu", "st", "cp"}),
+    ("ex2", {"ex2"}),
+    ("cvt", {"cvt"}),
+    ("setp/selp", {"setp", "selp"}),
 ]
 
 
@@ -156,12 +156,8 @@ def main():
                 continue
             c = mix(compute_span(kernels[k]) if args.loop else kernels[k])
             total = sum(c.values())
-            cols, used = [], 0
-            for _, prefixes in CATEGORIES:
-                n = sum(v for op, v in c.items() if op.startswith(prefixes) and
-                        not (prefixes == ("ld", "st", "cp") and op.startswith("ldmatrix")))
-                cols.append(n)
-                used += n
+            cols = [sum(c[op] for op in ops) for _, ops in CATEGORIES]
+            used = sum(cols)
             mma = cols[0]
             regs, spill_st, spill_ld = usage.get(k, (0, 0, 0))
             per_mma = f"{(total - mma) / mma:.1f}" if mma else "-"

@@ -676,7 +676,8 @@ __global__ void __launch_bounds__(kThreads)
   const bf16* base = qkv + b * T * W;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, quad_col = 2 * (lane & 3);
   const int64_t row_lo = q0 + warp * kWarpRows + (lane >> 2), row_hi = row_lo + 8;
-  const int64_t warp_last_row = q0 + warp * kWarpRows + kWarpRows - 1;
+  const int64_t warp_first_row = q0 + warp * kWarpRows;
+  const int64_t warp_last_row = warp_first_row + kWarpRows - 1;
   const float scale_log2 = scale * kLog2e;
 
   load_rows<D, kTile>(base + int64_t(h) * D, W, q0, T, Qs, kStride);
@@ -713,7 +714,7 @@ __global__ void __launch_bounds__(kThreads)
     paired_products<D>(s, dp, q_rows, do_rows, Ks(buf), Vs(buf), kStride);
     // Keys after each row, and past T, are zeroed: only a tile that reaches the warp's first
     // row or T has any. Key c of the tile is visible to row r when c <= last[r] (may be < 0).
-    if (k0 + kInnerTile - 1 > warp_last_row - (kWarpRows - 1) || k0 + kInnerTile > T) {
+    if (k0 + kInnerTile - 1 > warp_first_row || k0 + kInnerTile > T) {
       const int last[2] = {int((row_lo < T ? row_lo : T - 1) - k0),
                            int((row_hi < T ? row_hi : T - 1) - k0)};
       dq_softmax_grad(s, dp, lse_r, di_r, scale_log2, quad_col, last);
