@@ -6,6 +6,8 @@
 # may lack this one's instructions) and -DCMAKE_CUDA_ARCHITECTURES=90 for an H100/H200.
 #
 #   bench/gpu_bundle.sh BUILD_DIR OUT.tgz
+# LEAN=1 packs the two binaries alone: a baseline or variant for bench/gpu_compare_builds.sh,
+# which runs every bundle on B's libraries and tokenizers (the device call's tree is 64 MiB).
 # There: mkdir g && tar xzf OUT.tgz -C g && LD_LIBRARY_PATH=g/lib:<CUDA lib dirs> bench/gpu_checks.sh g
 set -euo pipefail
 build=${1:?usage: bench/gpu_bundle.sh BUILD_DIR OUT.tgz}
@@ -14,6 +16,11 @@ stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage/bin" "$stage/tests/unit_cuda" "$stage/lib"
 cp "$build/bin/vacc" "$build/bin/cuda_ops_bench" "$stage/bin/"
+if [[ ${LEAN:-0} == 1 ]]; then
+  tar czf "$out" -C "$stage" .
+  echo "$out: $(du -h "$out" | cut -f1) (binaries only)"
+  exit 0
+fi
 cp "$build/tests/unit_cuda/cuda_backend_test" "$build/tests/unit_cuda/cuda_model_test" \
    "$build/tests/unit_cuda/cuda_trainer_test" "$stage/tests/unit_cuda/"
 for binary in "$stage"/bin/* "$stage"/tests/unit_cuda/*; do

@@ -6,13 +6,18 @@
 # kernel change against its baseline on the same machine, which a later call cannot (each
 # call may get another GPU).
 #
-#   bench/gpu_compare_builds.sh A.tgz B.tgz
+#   bench/gpu_compare_builds.sh A.tgz B.tgz [C.tgz ...]
 #
+# Bundles after B (variants C, D, ...) only have their op timings taken, beside A's and B's.
+# The op timings run twice, in turns (A B C.. A B C..), so the spread between rounds shows
+# what a difference must exceed to be more than noise.
+# AFTER    steps of bench/gpu_checks.sh run on B afterwards (e.g. "profile races"; default none)
 # OPS      regex of the cuda_ops_bench rows compared (their ms summed; default: the tensor-core
 #          attention, forward and backward)
 # NCU_KERNELS  regex of kernel names for ncu (default the attention's; empty: no ncu)
 # NCU_SKIP, NCU_COUNT  launches of those kernels to skip, then to profile (default 20, 5)
-# LOGS     folder for the logs (default ./gpu-logs): 8 files, what the device tool returns
+# LOGS     folder for the logs (default ./gpu-logs); the device tool returns 8 files, so pack
+#          them if there are more
 set -uo pipefail
 a_bundle=${1:?usage: bench/gpu_compare_builds.sh A.tgz B.tgz}
 b_bundle=${2:?usage: bench/gpu_compare_builds.sh A.tgz B.tgz}
@@ -22,12 +27,14 @@ ncu_kernels=${NCU_KERNELS-flash_mma_(forward|dkdv|dq)_kernel}
 here=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$logs"
 work=$(mktemp -d)
-for v in a b; do
-  bundle=$a_bundle
-  [[ $v == b ]] && bundle=$b_bundle
+letters=(a b c d e f g h)
+variants=()
+for bundle in "$@"; do
+  v=${letters[${#variants[@]}]:?at most ${#letters[@]} bundles}
+  variants+=("$v")
   mkdir -p "$work/$v" && tar xzf "$bundle" -C "$work/$v" || exit 1
 done
-# The two bundles load the same libraries; B's tokenizers serve both.
+# The bundles load the same libraries; B's tokenizers serve them all.
 export LD_LIBRARY_PATH=$work/b/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 [[ -d $work/b/vacc-home ]] && export VACC_HOME=$work/b/vacc-home
 
@@ -40,13 +47,18 @@ for t in cuda_backend_test cuda_model_test cuda_trainer_test; do
   grep -E "PASSED|FAILED|Failure|self-check|warning" "$logs/b_$t.log" | head -8
 done
 
-for v in a b; do
-  timeout 60 "$work/$v/bin/cuda_ops_bench" 1024 8 >"$logs/ops_$v.log" 2>&1
-  echo "=== ops ${v^^}"
-  grep -E "$ops" "$logs/ops_$v.log"
+total_ms() { awk -v re="$ops" '$0 ~ re {for (i = 1; i < NF; ++i) if ($(i + 1) == "ms") s += $i} END {print s + 0}' "$1"; }
+for round in 1 2; do
+  for v in "${variants[@]}"; do
+    # Round 1's log keeps the plain name the step and ncu lines below read.
+    log=$logs/ops_$v.log
+    [[ $round == 2 ]] && log=$logs/ops_${v}_2.log
+    timeout 60 "$work/$v/bin/cuda_ops_bench" 1024 8 >"$log" 2>&1
+    echo "=== ops ${v^^}, round $round: $(total_ms "$log") ms in the compared rows"
+    grep -E "$ops" "$log"
+  done
 done
-total_ms() { awk -v re="$ops" '$0 ~ re {for (i = 1; i < NF; ++i) if ($(i + 1) == "ms") s += $i} END {print s + 0}' "$logs/ops_$1.log"; }
-a_ms=$(total_ms a) b_ms=$(total_ms b)
+a_ms=$(total_ms "$logs/ops_a.log") b_ms=$(total_ms "$logs/ops_b.log")
 best=a
 if [[ $b_ok == 1 ]] && awk -v a="$a_ms" -v b="$b_ms" 'BEGIN {exit !(b > 0 && b < a)}'; then best=b; fi
 echo "=== compared rows: A $a_ms ms, B $b_ms ms; B's tests passed: $b_ok; the step runs ${best^^}"
@@ -62,4 +74,8 @@ if [[ -n $ncu_kernels ]]; then
     --section WarpStateStats "$work/$best/bin/cuda_ops_bench" 1024 8 >"$logs/ncu_$best.txt" 2>&1
   grep -E "^  [a-z_].*\(|Duration|Compute \(SM\) Throughput|Memory Throughput|Achieved Occupancy|Block Limit (Registers|Shared)" \
     "$logs/ncu_$best.txt" | sed 's/  */ /g' | head -60
+fi
+
+if [[ -n ${AFTER:-} ]]; then
+  GPU_CHECKS=$AFTER LOGS=$logs "$here/gpu_checks.sh" "$work/b"
 fi
