@@ -234,7 +234,10 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtMatmulDe
     return CUBLAS_STATUS_INVALID_VALUE;
   if (dd.compute != CUBLAS_COMPUTE_32F || dd.scale != CUDA_R_32F) return CUBLAS_STATUS_NOT_SUPPORTED;
   const bool bias = dd.epilogue == CUBLASLT_EPILOGUE_BIAS;
-  if (bias && layout_of(c).type != CUDA_R_32F) return CUBLAS_STATUS_NOT_SUPPORTED;
+  // The bias has the output's type (the default, -1, means that); the real cuBLASLt (CUDA 13,
+  // H200) answers an f32 bias beside a bf16 output with INVALID_VALUE.
+  if (bias && dd.bias_type != -1 && dd.bias_type != layout_of(c).type)
+    return CUBLAS_STATUS_INVALID_VALUE;
   for (uint32_t al : pref_of(pref).align)
     if (al < 4) return CUBLAS_STATUS_NOT_SUPPORTED;
   std::memset(&results[0], 0, sizeof results[0]);
@@ -256,7 +259,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const
     return CUBLAS_STATUS_INVALID_VALUE;
   const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
   const bool bias = d.epilogue == CUBLASLT_EPILOGUE_BIAS;
-  if (bias && (!d.bias || (d.bias_type != -1 && d.bias_type != CUDA_R_32F)))
+  if (bias && (!d.bias || (d.bias_type != -1 && d.bias_type != dl.type)))
     return CUBLAS_STATUS_INVALID_VALUE;
   if (dl.batch != c.batch || (bias && dl.batch > 1)) return CUBLAS_STATUS_INVALID_VALUE;
   for (int64_t q = 0; q < dl.batch; ++q) {
@@ -273,7 +276,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const
         }
         float v = al * acc;
         if (be != 0.0f) v += be * load(C, c.type, oc + int64_t(i + j * c.ld));
-        if (bias) v += static_cast<const float*>(d.bias)[i];
+        if (bias) v += load(d.bias, dl.type, int64_t(i));
         store(D, dl.type, od + int64_t(i + j * dl.ld), v);
       }
   }

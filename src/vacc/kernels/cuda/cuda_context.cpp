@@ -53,12 +53,22 @@ void CudaContext::gemm(const void* a, bool trans_a, const void* b, bool trans_b,
     convert(tmp.data(), DType::F32, out, DType::BF16, M * N, stream_);
     return;
   }
-  if (matmul_->run(a, trans_a, b, trans_b, out, M, N, K, in_dtype, out_dtype, alpha, beta, bias,
-                   stream_))
-    return;
   if (bias && out_dtype == DType::BF16) {
-    // No bias epilogue for a bf16 output: add the bias in f32 and round once (rounding the
-    // product first and then its sum with the bias loses the digits the bias cancels).
+    // cuBLASLt's bias epilogue reads a bias of the output's dtype: a bf16 copy of it (N values),
+    // added to the f32 accumulator before the one rounding, as autocast's bf16 linear does.
+    Tensor bias_bf16 = scratch({N}, DType::BF16, "matmul bf16 bias");
+    convert(bias, DType::F32, bias_bf16.data(), DType::BF16, N, stream_);
+    if (matmul_->run(a, trans_a, b, trans_b, out, M, N, K, in_dtype, out_dtype, alpha, beta,
+                     bias_bf16.data(), stream_))
+      return;
+  } else if (matmul_->run(a, trans_a, b, trans_b, out, M, N, K, in_dtype, out_dtype, alpha, beta,
+                          bias, stream_)) {
+    return;
+  }
+  if (bias && out_dtype == DType::BF16) {
+    // No bias epilogue for this bf16 output: add the f32 bias to an f32 product and round once
+    // (rounding the product first and then its sum with the bias loses the digits the bias
+    // cancels).
     Tensor tmp = scratch({M, N}, DType::F32, "matmul f32 result");
     gemm(a, trans_a, b, trans_b, tmp.data(), M, N, K, in_dtype, DType::F32, alpha, 0.0f, bias);
     convert(tmp.data(), DType::F32, out, DType::BF16, M * N, stream_);

@@ -65,7 +65,7 @@ void CublasLtMatmul::destroy(Plan& plan) {
   plan = Plan{};
 }
 
-CublasLtMatmul::Plan& CublasLtMatmul::plan_for(const Key& key, const float* bias) {
+CublasLtMatmul::Plan& CublasLtMatmul::plan_for(const Key& key, const void* bias) {
   auto it = plans_.find(key);
   if (it != plans_.end()) return it->second;
   auto [M, N, K, trans_a, trans_b, in_dtype, out_dtype, has_bias, align_a, align_b, align_out,
@@ -81,9 +81,9 @@ CublasLtMatmul::Plan& CublasLtMatmul::plan_for(const Key& key, const float* bias
     set_desc(plan.desc, CUBLASLT_MATMUL_DESC_TRANSB, op_a);
     if (has_bias) {
       set_desc(plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, CUBLASLT_EPILOGUE_BIAS);
-      set_desc(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, int32_t(CUDA_R_32F));
+      set_desc(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, int32_t(cuda_type(out_dtype)));
       // The heuristic looks at the bias pointer's alignment (it is part of the key).
-      set_desc(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, static_cast<const void*>(bias));
+      set_desc(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, bias);
     }
     // b: row-major (K, N) is column-major (N, K), ld N; stored (N, K) when trans_b: (K, N), ld K.
     VACC_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan.b, cuda_type(in_dtype), trans_b ? K : N,
@@ -145,7 +145,7 @@ CublasLtMatmul::Plan& CublasLtMatmul::plan_for(const Key& key, const float* bias
 
 bool CublasLtMatmul::run(const void* a, bool trans_a, const void* b, bool trans_b, void* out,
                          int64_t M, int64_t N, int64_t K, DType in_dtype, DType out_dtype,
-                         float alpha, float beta, const float* bias, cudaStream_t stream,
+                         float alpha, float beta, const void* bias, cudaStream_t stream,
                          const void* c) {
   if (!c) c = out;
   // C and D share one layout, so the plan is for the alignment both have.
@@ -154,7 +154,7 @@ bool CublasLtMatmul::run(const void* a, bool trans_a, const void* b, bool trans_
                 bias ? alignment_of(bias) : 0u, 1, 0, 0, 0};
   Plan& plan = plan_for(key, bias);
   if (!plan.found) return false;
-  if (bias) set_desc(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, static_cast<const void*>(bias));
+  if (bias) set_desc(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, bias);
   issue(plan, a, b, c, out, alpha, beta, stream);
   return true;
 }

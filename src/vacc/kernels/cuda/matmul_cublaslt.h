@@ -3,7 +3,10 @@
 // so out = op(a) op(b) (row-major) is computed as out^T = op(b)^T op(a)^T (column-major):
 // cuBLASLt's "A" is our b and its "B" is our a, with the transposes carried over unchanged.
 // The bias epilogue adds a vector along cuBLASLt's rows, which are our columns: exactly
-// out (M, N) += bias (N) broadcast over rows.
+// out (M, N) += bias (N) broadcast over rows. The bias has the output's dtype (cuBLASLt's
+// default bias type, and the one it has algorithms for: an f32 bias beside a bf16 output is
+// declined with INVALID_VALUE on an H200); it is added to the f32 accumulator before the one
+// rounding to the output's dtype.
 //
 // Descriptors and the heuristic's algorithm are cached per shape, dtype, transposes, bias and
 // pointer alignment: building them costs more than running a small product.
@@ -29,13 +32,14 @@ class CublasLtMatmul {
   CublasLtMatmul& operator=(const CublasLtMatmul&) = delete;
 
   // out (M, N) = alpha * op(a) @ op(b) + beta * out (+ bias (N)), accumulated in f32. a and b
-  // have dtype in_dtype (F32 or BF16), out has out_dtype (F32, or BF16 with beta 0). Returns
+  // have dtype in_dtype (F32 or BF16), out and bias have out_dtype (F32, or BF16 with beta 0).
+  // Returns
   // false (having issued nothing) when cuBLASLt has no algorithm for the combination; the
   // caller then takes another route. With `c`, beta scales c (out's shape and dtype) instead of
   // out: out = alpha * op(a) @ op(b) + beta * c, the residual add read in the epilogue.
   bool run(const void* a, bool trans_a, const void* b, bool trans_b, void* out, int64_t M,
            int64_t N, int64_t K, DType in_dtype, DType out_dtype, float alpha, float beta,
-           const float* bias, cudaStream_t stream, const void* c = nullptr);
+           const void* bias, cudaStream_t stream, const void* c = nullptr);
 
   // `count` independent products of the same shape in one call, the i-th on a + i * stride_a,
   // b + i * stride_b and out + i * stride_out (strides in elements), each densely stored as
@@ -58,7 +62,7 @@ class CublasLtMatmul {
   // and strides of a, b, out.
   using Key = std::tuple<int64_t, int64_t, int64_t, bool, bool, DType, DType, bool, unsigned,
                          unsigned, unsigned, unsigned, int64_t, int64_t, int64_t, int64_t>;
-  Plan& plan_for(const Key& key, const float* bias);
+  Plan& plan_for(const Key& key, const void* bias);
   // D = out, C = c (out itself unless a residual is read in the epilogue).
   void issue(Plan& plan, const void* a, const void* b, const void* c, void* out, float alpha,
              float beta, cudaStream_t stream);
