@@ -33,10 +33,10 @@ class CublasLtMatmul {
 
   // out (M, N) = alpha * op(a) @ op(b) + beta * out (+ bias (N)), accumulated in f32. a and b
   // have dtype in_dtype (F32 or BF16), out and bias have out_dtype (F32, or BF16 with beta 0).
-  // Returns
-  // false (having issued nothing) when cuBLASLt has no algorithm for the combination; the
-  // caller then takes another route. With `c`, beta scales c (out's shape and dtype) instead of
-  // out: out = alpha * op(a) @ op(b) + beta * c, the residual add read in the epilogue.
+  // Returns false (having issued nothing) when cuBLASLt has no algorithm for the combination;
+  // the caller then takes another route. With `c`, beta scales c (out's shape and dtype)
+  // instead of out: out = alpha * op(a) @ op(b) + beta * c, the residual add read in the
+  // epilogue.
   bool run(const void* a, bool trans_a, const void* b, bool trans_b, void* out, int64_t M,
            int64_t N, int64_t K, DType in_dtype, DType out_dtype, float alpha, float beta,
            const void* bias, cudaStream_t stream, const void* c = nullptr);
