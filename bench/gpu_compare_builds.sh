@@ -11,7 +11,8 @@
 # Bundles after B (variants C, D, ...) only have their op timings taken, beside A's and B's.
 # The op timings run twice, in turns (A B C.. A B C..), so the spread between rounds shows
 # what a difference must exceed to be more than noise.
-# AFTER    steps of bench/gpu_checks.sh run on B afterwards (e.g. "profile races"; default none)
+# AFTER    steps of bench/gpu_checks.sh run afterwards on the build the step ran (e.g. "profile
+#          races"; default none; a LEAN bundle has no tests for "races" to run)
 # OPS      regex of the cuda_ops_bench rows compared (their ms summed; default: the tensor-core
 #          attention, forward and backward)
 # NCU_KERNELS  regex of kernel names for ncu (default the attention's; empty: no ncu)
@@ -77,5 +78,6 @@ if [[ -n $ncu_kernels ]]; then
 fi
 
 if [[ -n ${AFTER:-} ]]; then
-  GPU_CHECKS=$AFTER LOGS=$logs "$here/gpu_checks.sh" "$work/b"
+  echo "=== the checks of AFTER on ${best^^}"
+  GPU_CHECKS=$AFTER LOGS=$logs "$here/gpu_checks.sh" "$work/$best"
 fi
