@@ -46,32 +46,37 @@ void CudaContext::gemm(const void* a, bool trans_a, const void* b, bool trans_b,
     scale_add_bias(out, out_dtype, beta, bias, M, N, stream_);
     return;
   }
-  if (in_dtype == DType::F32 && out_dtype == DType::BF16) {
-    // cuBLASLt has no f32 x f32 -> bf16 product: compute in f32, then round.
+  // The product in f32 (with an f32 bias), rounded once into the bf16 out.
+  auto round_f32_product = [&] {
     Tensor tmp = scratch({M, N}, DType::F32, "matmul f32 result");
     gemm(a, trans_a, b, trans_b, tmp.data(), M, N, K, in_dtype, DType::F32, alpha, 0.0f, bias);
     convert(tmp.data(), DType::F32, out, DType::BF16, M * N, stream_);
+  };
+  if (in_dtype == DType::F32 && out_dtype == DType::BF16) {
+    round_f32_product();  // cuBLASLt has no f32 x f32 -> bf16 product
     return;
   }
-  if (bias && out_dtype == DType::BF16) {
-    // cuBLASLt's bias epilogue reads a bias of the output's dtype: a bf16 copy of it (N values),
-    // added to the f32 accumulator before the one rounding, as autocast's bf16 linear does.
-    Tensor bias_bf16 = scratch({N}, DType::BF16, "matmul bf16 bias");
-    convert(bias, DType::F32, bias_bf16.data(), DType::BF16, N, stream_);
+  const bool bf16_bias = bias && out_dtype == DType::BF16;
+  {
+    // cuBLASLt's bias epilogue reads a bias of the output's dtype: for a bf16 output a bf16 copy
+    // (N values), added to the f32 accumulator before the one rounding, as autocast's bf16
+    // linear does. The copy is released before any other route's scratch.
+    Tensor bias_copy;
+    const void* epilogue_bias = bias;
+    if (bf16_bias) {
+      bias_copy = scratch({N}, DType::BF16, "matmul bf16 bias");
+      convert(bias, DType::F32, bias_copy.data(), DType::BF16, N, stream_);
+      epilogue_bias = bias_copy.data();
+    }
     if (matmul_->run(a, trans_a, b, trans_b, out, M, N, K, in_dtype, out_dtype, alpha, beta,
-                     bias_bf16.data(), stream_))
+                     epilogue_bias, stream_))
       return;
-  } else if (matmul_->run(a, trans_a, b, trans_b, out, M, N, K, in_dtype, out_dtype, alpha, beta,
-                          bias, stream_)) {
-    return;
   }
-  if (bias && out_dtype == DType::BF16) {
+  if (bf16_bias) {
     // No bias epilogue for this bf16 output: add the f32 bias to an f32 product and round once
     // (rounding the product first and then its sum with the bias loses the digits the bias
     // cancels).
-    Tensor tmp = scratch({M, N}, DType::F32, "matmul f32 result");
-    gemm(a, trans_a, b, trans_b, tmp.data(), M, N, K, in_dtype, DType::F32, alpha, 0.0f, bias);
-    convert(tmp.data(), DType::F32, out, DType::BF16, M * N, stream_);
+    round_f32_product();
     return;
   }
   if (bias && matmul_->run(a, trans_a, b, trans_b, out, M, N, K, in_dtype, out_dtype, alpha, beta,
