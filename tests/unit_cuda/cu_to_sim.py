@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Rewrites a CUDA source of src/vacc/kernels/cuda into C++ for the CPU simulator (cuda_sim.h):
-kernel launches K<<<cfg>>>(args); become vacc_sim::launch(cfg, [&] { K(args); });, `extern
-__shared__` arrays a per-block buffer, and the launch checks the simulator's. A .cuh of the
+kernel launches K<<<cfg>>>(args); become vacc_sim::launch(cfg, [=] { K(args); }); (the
+arguments copied, as a launch copies them, so that a launch recorded into a graph replays),
+`extern __shared__` arrays a per-block buffer, and the launch checks the simulator's. A .cuh of the
 same folder that launches kernels is inlined where it is included, and rewritten with it.
 usage: cu_to_sim.py IN.cu OUT.cpp"""
 import os
@@ -53,7 +54,7 @@ def rewrite(src: str) -> str:
                     break
             k += 1
         args = src[j + 1:k]
-        out.append(f"::vacc_sim::launch({cfg}, [&] {{ {m.group(1)}({args}); }})")
+        out.append(f"::vacc_sim::launch({cfg}, [=] {{ {m.group(1)}({args}); }})")
         i = k + 1
     text = "".join(out)
     text = re.sub(r"extern\s+__shared__\s+(\w+)\s+(\w+)\[\];",

@@ -27,6 +27,7 @@
 #include "vacc/kernels/cuda/attention_route.h"
 #include "vacc/kernels/cuda/attention_self_check.h"
 #include "vacc/kernels/cuda/cuda_backend.h"
+#include "vacc/kernels/cuda/cuda_allocator.h"
 #include "vacc/kernels/cuda/cuda_context.h"
 
 namespace vacc::test {
@@ -965,6 +966,143 @@ TEST_F(CudaBackendTest, TensorsOnAnotherDeviceAreRejected) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("expected a tensor on cuda:0"), std::string::npos)
         << e.what();
+  }
+}
+
+// ---------------------------------------------------------------- graphs
+
+// A captured region runs nothing until replayed; each replay reads the inputs' memory as it
+// is then (uploads between replays are seen) and gives what the same ops give eagerly.
+TEST_F(CudaBackendTest, GraphReplaysTheRegionOnTheCurrentInputs) {
+  ASSERT_TRUE(gpu().supports_graphs());
+  const int64_t m = 37, k = 64, n = 48;
+  std::vector<float> a = random_vector(size_t(m * k), 1), b = random_vector(size_t(m * k), 2),
+                     w = random_vector(size_t(n * k), 3), bias = random_vector(size_t(n), 4);
+  // The region, on either backend: y = (a + b) @ w^T + bias in bf16 products (scratch
+  // conversions and the bf16 bias copy allocate inside), then rms-normalised rows.
+  auto run = [&](Backend& be, const std::vector<float>& a_values, Tensor* graphed_out,
+                 std::unique_ptr<OpGraph>* graph) {
+    Tensor A = to_device(be, a_values, {m, k}), B = to_device(be, b, {m, k});
+    Tensor W = to_device(be, w, {n, k}), Bias = to_device(be, bias, {n});
+    Tensor norm_w = to_device(be, std::vector<float>(size_t(n), 1.5f), {n});
+    Tensor Y = be.zeros({m, n}, DType::F32, MemoryCategory::Buffers, "y");
+    Tensor Out = be.zeros({m, n}, DType::F32, MemoryCategory::Buffers, "out");
+    Tensor Rstd = be.empty({m}, DType::F32, MemoryCategory::Buffers, "rstd");
+    auto region = [&] {
+      Tensor sum = be.empty({m, k}, DType::F32, MemoryCategory::Buffers, "sum");
+      be.add(A, B, sum);
+      Tensor sum16 = be.empty({m, k}, DType::BF16, MemoryCategory::Buffers, "sum bf16");
+      Tensor w16 = be.empty({n, k}, DType::BF16, MemoryCategory::Buffers, "w bf16");
+      be.copy(sum, sum16);
+      be.copy(W, w16);
+      be.matmul(sum16, false, w16, true, Y, 1.0f, 0.0f, &Bias);
+      be.rmsnorm_forward(Y, norm_w, 1e-5f, Out, Rstd);
+    };
+    if (!graph) {
+      region();
+      return to_host(be, Out);
+    }
+    *graph = be.capture_graph(region);
+    EXPECT_EQ(to_host(be, Out), std::vector<float>(size_t(m * n), 0.0f))
+        << "the capture ran the region";
+    (*graph)->replay();
+    std::vector<float> first = to_host(be, Out);
+    std::vector<float> a2 = a;
+    for (float& x : a2) x = -2.0f * x;
+    be.upload(a2.data(), A);
+    be.fill(Out, 0.0f);
+    (*graph)->replay();
+    *graphed_out = to_device(be, to_host(be, Out), {m, n});
+    return first;
+  };
+  std::unique_ptr<OpGraph> graph;
+  Tensor second;
+  const std::vector<float> first = run(gpu(), a, &second, &graph);
+  EXPECT_EQ(first, run(gpu(), a, nullptr, nullptr)) << "replay differs from the eager ops";
+  std::vector<float> a2 = a;
+  for (float& x : a2) x = -2.0f * x;
+  EXPECT_EQ(to_host(gpu(), second), run(gpu(), a2, nullptr, nullptr))
+      << "the replay after new inputs differs from the eager ops on them";
+  // And the region is right: against the CPU backend (bf16 products: the matmul test's bound).
+  expect_close(first, run(cpu(), a, nullptr, nullptr), 3e-2, 3e-2, "graph vs cpu");
+}
+
+// What a graph cannot hold fails clearly, abandons the capture, and leaves the backend usable.
+TEST_F(CudaBackendTest, CaptureRefusesHostCopiesAndWaits) {
+  Tensor x = to_device(gpu(), {1.0f, 2.0f, 3.0f}, {3});
+  std::vector<float> host(3);
+  const std::pair<const char*, std::function<void()>> regions[] = {
+      {"a copy from the device to the host", [&] { gpu().download(x, host.data()); }},
+      {"a copy from the host to the device", [&] { gpu().upload(host.data(), x); }},
+      {"waiting for the device", [&] { gpu().synchronize(); }},
+  };
+  for (const auto& [what, region] : regions) {
+    try {
+      gpu().capture_graph([&] {
+        gpu().scale(x, 2.0f);
+        region();
+      });
+      ADD_FAILURE() << what << " was captured";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(std::string(what) + " inside a CUDA graph capture"),
+                std::string::npos)
+          << e.what();
+    }
+  }
+  EXPECT_EQ(to_host(gpu(), x), (std::vector<float>{1.0f, 2.0f, 3.0f})) << "an abandoned capture ran";
+  auto graph = gpu().capture_graph([&] { gpu().scale(x, 2.0f); });
+  graph->replay();
+  graph->replay();
+  EXPECT_EQ(to_host(gpu(), x), (std::vector<float>{4.0f, 8.0f, 12.0f}));
+}
+
+// A block a capture allocated or freed is never handed to a tensor outside a capture while a
+// graph lives (the graph would overwrite it at its next replay); once the graphs are gone it is.
+TEST_F(CudaBackendTest, GraphPoolKeepsCapturedBlocksFromOtherTensors) {
+  auto be = make_cuda_backend(0, size_t(256) << 20);
+  auto& alloc = dynamic_cast<cuda::CudaAllocator&>(be->allocator());
+  const int64_t n = 1 << 16;
+  Tensor kept = be->empty({n}, DType::F32, MemoryCategory::Buffers, "freed inside the capture");
+  void* kept_ptr = kept.data();
+  void* freed_before = nullptr;
+  {
+    Tensor t = be->empty({n}, DType::F32, MemoryCategory::Buffers, "freed before capture");
+    freed_before = t.data();
+  }  // now cached: the capture takes it into the pool
+  void* inside = nullptr;
+  auto graph = be->capture_graph([&] {
+    Tensor scratch = be->empty({n}, DType::F32, MemoryCategory::Buffers, "scratch");
+    be->fill(scratch, 1.0f);
+    be->add(scratch, kept, kept);
+    inside = scratch.data();
+    kept = Tensor();
+  });
+  EXPECT_EQ(inside, freed_before) << "the capture did not reuse the cached block";
+  EXPECT_GE(alloc.graph_pool_bytes(), size_t(2 * n * 4));
+  std::vector<Tensor> others;
+  for (int i = 0; i < 4; ++i) {
+    others.push_back(be->empty({n}, DType::F32, MemoryCategory::Buffers, "other"));
+    EXPECT_NE(others.back().data(), inside);
+    EXPECT_NE(others.back().data(), kept_ptr);
+  }
+  graph.reset();
+  EXPECT_EQ(alloc.graph_pool_bytes(), 0u);
+  others.clear();
+  bool reused = false;
+  for (int i = 0; i < 8; ++i) {
+    others.push_back(be->empty({n}, DType::F32, MemoryCategory::Buffers, "after"));
+    reused |= others.back().data() == inside || others.back().data() == kept_ptr;
+  }
+  EXPECT_TRUE(reused) << "the pool's blocks did not return to ordinary use";
+}
+
+TEST_F(CudaBackendTest, CpuBackendHasNoGraphs) {
+  EXPECT_FALSE(cpu().supports_graphs());
+  try {
+    cpu().capture_graph([] {});
+    ADD_FAILURE() << "the CPU backend captured a graph";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("cannot capture graphs"), std::string::npos) << e.what();
   }
 }
 

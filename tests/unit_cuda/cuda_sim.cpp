@@ -181,7 +181,10 @@ void* dynamic_shared_bytes() { return run->shared.data(); }
 
 uint64_t* warp_slots() { return run->slots[linear_thread() / 32].data(); }
 
-void launch(dim3 grid, dim3 block, size_t smem_bytes, cudaStream_t, const std::function<void()>& body) {
+void launch(dim3 grid, dim3 block, size_t smem_bytes, cudaStream_t stream,
+            const std::function<void()>& body) {
+  if (record_if_capturing(stream, [=] { launch(grid, block, smem_bytes, nullptr, body); }))
+    return;
   const unsigned nthreads = block.x * block.y * block.z;
   if (nthreads == 0 || nthreads > 1024) die("bad block size " + std::to_string(nthreads));
   if (block.x * block.y * block.z % 32 != 0 && nthreads > 32)

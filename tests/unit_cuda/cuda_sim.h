@@ -1,7 +1,7 @@
 // A CPU simulator for this project's CUDA kernels, so their indexing, tiling, reductions and
 // synchronisation are checked on machines without a GPU (CI). cu_to_sim.py rewrites a .cu file
 // into plain C++ that includes this header first: kernel launches K<<<grid, block, smem,
-// stream>>>(args) become vacc_sim::launch(grid, block, smem, stream, [&] { K(args); }), and
+// stream>>>(args) become vacc_sim::launch(grid, block, smem, stream, [=] { K(args); }), and
 // `extern __shared__` arrays become a per-block buffer.
 //
 // Each block runs on one OS thread, its CUDA threads as fibers (cooperative, one at a time, in a
@@ -45,9 +45,13 @@ template <typename T>
 T* dynamic_shared() {
   return static_cast<T*>(dynamic_shared_bytes());
 }
-// Runs body as every thread of every block of the grid.
+// Runs body as every thread of every block of the grid (or, on a stream being captured into a
+// graph, records the launch; body holds copies of the arguments, as a launch does).
 void launch(dim3 grid, dim3 block, size_t smem_bytes, cudaStream_t stream,
             const std::function<void()>& body);
+// Records op when `stream` is being captured (fake_cuda_runtime.cpp) and returns true; else
+// returns false and the caller runs it.
+bool record_if_capturing(cudaStream_t stream, std::function<void()> op);
 
 inline unsigned linear_thread() {
   return threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);

@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -27,9 +28,13 @@ namespace {
 struct TrainRun {
   std::vector<double> losses, grad_norms;
   double eval_loss = 0;
+  std::vector<float> weights;  // the f32 master weights after the steps
+  std::string graphs_status;
+  int64_t graphs_captured = 0, graph_replays = 0;
 };
 
-TrainRun train(Backend& be, DType dtype, int64_t micro_batches) {
+TrainRun train(Backend& be, DType dtype, int64_t micro_batches, bool graphs = false,
+               Recompute recompute = Recompute::None) {
   ModelConfig c = test_model_config({.vocab = 97, .hidden = 48, .ffn = 80, .layers = 2,
                                      .heads = 6, .kv_heads = 2, .head_dim = 8, .tied = true,
                                      .bias = true});
@@ -43,6 +48,8 @@ TrainRun train(Backend& be, DType dtype, int64_t micro_batches) {
   opt.max_grad_norm = 0.5;  // clips: the gradient norms here are larger
   opt.seed = 11;
   opt.parallel.micro_batches = micro_batches;
+  opt.parallel.recompute = recompute;
+  opt.graphs = graphs;
   SingleRankCommunicator one_rank;
   Trainer trainer(be, one_rank, c, opt, 0.0);
   SyntheticData data(c.vocab_size, opt.seq_len, opt.seed);
@@ -53,6 +60,12 @@ TrainRun train(Backend& be, DType dtype, int64_t micro_batches) {
     r.grad_norms.push_back(m.grad_norm);
   }
   r.eval_loss = trainer.evaluate(data.batch(100, opt.batch)).mean();
+  Tensor master = trainer.store().owned_master();
+  r.weights.resize(size_t(master.numel()));
+  be.download(master, r.weights.data());
+  r.graphs_status = trainer.graphs_status();
+  r.graphs_captured = trainer.graphs_captured();
+  r.graph_replays = trainer.graph_replays();
   return r;
 }
 
@@ -80,6 +93,52 @@ TEST(CudaTrainer, StepsMatchTheCpuBackend) {
       EXPECT_NEAR(g.eval_loss, want.eval_loss, rtol * std::abs(want.eval_loss)) << "evaluation";
     }
   }
+}
+
+// With --cuda-graphs the layers' passes are captured at their second run and replayed after:
+// the same kernels on the same memory, so every loss, gradient norm and weight is bitwise the
+// eager run's (a scalar or an address the graph baked in that should have changed between
+// steps, or scratch another tensor reused between replays, would show here). The losses change
+// from step to step, so replaying a stale capture would not pass either.
+TEST(CudaTrainer, GraphsReplayTheEagerStepsBitwise) {
+  if (cuda_device_count() == 0)
+    GTEST_SKIP() << "no CUDA GPU on this machine (" << cuda_unavailable_reason()
+                 << "): the CUDA backend is built but cannot run here";
+  struct Case {
+    DType dtype;
+    int64_t micro;
+    Recompute recompute;
+  };
+  for (const auto [dtype, micro, recompute] :
+       {Case{DType::F32, 2, Recompute::Selective}, Case{DType::BF16, 2, Recompute::None},
+        Case{DType::BF16, 1, Recompute::Full}}) {
+    SCOPED_TRACE(dtype_name(dtype) + ", " + std::to_string(micro) + " micro-batch(es), recompute " +
+                 recompute_name(recompute));
+    auto eager_gpu = make_cuda_backend(0);
+    auto graph_gpu = make_cuda_backend(0);
+    const TrainRun eager = train(*eager_gpu, dtype, micro, false, recompute);
+    const TrainRun graphed = train(*graph_gpu, dtype, micro, true, recompute);
+    EXPECT_EQ(eager.graphs_status, "");
+    EXPECT_EQ(graphed.graphs_status.rfind("on (", 0), 0u) << graphed.graphs_status;
+    // One slot: its forward and backward passes, run 4 * micro times each (the first eagerly);
+    // the evaluation's micro chunks replay the forward.
+    EXPECT_EQ(graphed.graphs_captured, 2);
+    EXPECT_EQ(graphed.graph_replays, 2 * (4 * micro - 1) + micro);
+    EXPECT_EQ(graphed.losses, eager.losses);
+    EXPECT_EQ(graphed.grad_norms, eager.grad_norms);
+    EXPECT_EQ(graphed.eval_loss, eager.eval_loss);
+    ASSERT_EQ(graphed.weights.size(), eager.weights.size());
+    size_t differ = 0;
+    for (size_t i = 0; i < eager.weights.size(); ++i)
+      differ += std::memcmp(&graphed.weights[i], &eager.weights[i], 4) != 0;
+    EXPECT_EQ(differ, 0u) << "weights differ from the eager run's";
+    EXPECT_NE(eager.losses.front(), eager.losses.back());
+  }
+  // The CPU backend has no graphs: the trainer says so and runs eagerly.
+  auto cpu = make_cpu_backend();
+  const TrainRun on_cpu = train(*cpu, DType::F32, 1, true);
+  EXPECT_EQ(on_cpu.graphs_status.rfind("off: backend cpu", 0), 0u) << on_cpu.graphs_status;
+  EXPECT_EQ(on_cpu.graphs_captured, 0);
 }
 
 // The memory model (plan/memory_model) predicts what a GPU rank holds, the backend's own scratch

@@ -1,6 +1,7 @@
 // The CUDA runtime and cuBLASLt functions the CUDA backend calls, implemented on the host for
 // the simulator build (cuda_sim.h): simulated devices (VACC_SIM_GPUS) whose memory is host
-// memory, streams that finish every operation before returning, and a cuBLASLt whose matrix
+// memory, streams that finish every operation before returning (or, while a stream is being
+// captured into a graph, record it for cudaGraphLaunch to run), and a cuBLASLt whose matrix
 // product follows the library's documented column-major contract with plain loops (so the
 // backend's row-major mapping onto it is checked, not mirrored). It declines (no algorithm) a
 // bf16 output with a bias epilogue and any operand aligned to less than 4 bytes, so the
@@ -10,10 +11,59 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <functional>
+#include <utility>
+#include <vector>
 
 #include "vacc/core/dtype.h"
 
 namespace {
+
+// ---- streams and graph capture ----
+// A stream being captured records its operations instead of running them. As on a GPU, a
+// capture in the global or thread-local mode is invalidated (and the call fails with
+// cudaErrorStreamCaptureUnsupported) by what a graph cannot hold or what would wait for the
+// capturing stream: cudaMalloc and cudaFree, synchronisation, and copies between host and
+// device. (A GPU captures a copy from pinned host memory; this simulator refuses every
+// host-device copy, as the backend never means to capture one.)
+using Operation = std::function<void()>;
+struct FakeStream {
+  std::vector<Operation>* capture = nullptr;  // non-null while capturing
+  bool invalidated = false;
+};
+struct FakeGraph {
+  std::vector<Operation> ops;
+};
+cudaStreamCaptureMode thread_capture_mode = cudaStreamCaptureModeGlobal;
+int captures_in_progress = 0;
+
+FakeStream* stream_of(cudaStream_t s) { return reinterpret_cast<FakeStream*>(s); }
+bool capturing(cudaStream_t s) { return s && stream_of(s)->capture; }
+
+// Runs op now, or records it when `stream` is capturing.
+template <typename F>
+cudaError_t issue(cudaStream_t stream, F op) {
+  if (capturing(stream))
+    stream_of(stream)->capture->emplace_back(std::move(op));
+  else
+    op();
+  return cudaSuccess;
+}
+
+std::vector<FakeStream*>& live_streams() {
+  static std::vector<FakeStream*> streams;
+  return streams;
+}
+
+// A call a capture cannot hold: invalidates every capture (unless this thread chose the
+// relaxed mode) and fails, as the CUDA runtime does.
+bool unsafe_during_capture() {
+  if (captures_in_progress == 0 || thread_capture_mode == cudaStreamCaptureModeRelaxed)
+    return false;
+  for (FakeStream* s : live_streams())
+    if (s->capture) s->invalidated = true;
+  return true;
+}
 
 struct FakeDesc {
   cublasComputeType_t compute;
@@ -87,13 +137,81 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int) {
   return cudaSuccess;
 }
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned int) {
-  static int dummy;
-  *stream = reinterpret_cast<cudaStream_t>(&dummy);
+  auto* s = new FakeStream{};
+  live_streams().push_back(s);
+  *stream = reinterpret_cast<cudaStream_t>(s);
   return cudaSuccess;
 }
-cudaError_t cudaStreamDestroy(cudaStream_t) { return cudaSuccess; }
-cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaStreamDestroy(cudaStream_t stream) {
+  auto& streams = live_streams();
+  std::erase(streams, stream_of(stream));
+  if (stream && stream_of(stream)->capture) --captures_in_progress;
+  if (stream) delete stream_of(stream)->capture;
+  delete stream_of(stream);
+  return cudaSuccess;
+}
+cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
+  if (capturing(stream) || unsafe_during_capture()) {
+    if (capturing(stream)) stream_of(stream)->invalidated = true;
+    return cudaErrorStreamCaptureUnsupported;
+  }
+  return cudaSuccess;
+}
 cudaError_t cudaStreamQuery(cudaStream_t) { return cudaSuccess; }
+
+// ---- graphs ----
+cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode) {
+  if (!stream || capturing(stream)) return cudaErrorIllegalState;
+  stream_of(stream)->capture = new std::vector<Operation>;
+  stream_of(stream)->invalidated = false;
+  ++captures_in_progress;
+  return cudaSuccess;
+}
+cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph) {
+  *graph = nullptr;
+  if (!capturing(stream)) return cudaErrorIllegalState;
+  FakeStream& s = *stream_of(stream);
+  std::vector<Operation>* ops = std::exchange(s.capture, nullptr);
+  --captures_in_progress;
+  if (s.invalidated) {
+    delete ops;
+    return cudaErrorStreamCaptureInvalidated;
+  }
+  *graph = reinterpret_cast<cudaGraph_t>(new FakeGraph{std::move(*ops)});
+  delete ops;
+  return cudaSuccess;
+}
+cudaError_t cudaStreamIsCapturing(cudaStream_t stream, cudaStreamCaptureStatus* status) {
+  *status = !capturing(stream)                ? cudaStreamCaptureStatusNone
+            : stream_of(stream)->invalidated ? cudaStreamCaptureStatusInvalidated
+                                              : cudaStreamCaptureStatusActive;
+  return cudaSuccess;
+}
+cudaError_t cudaThreadExchangeStreamCaptureMode(cudaStreamCaptureMode* mode) {
+  std::swap(*mode, thread_capture_mode);
+  return cudaSuccess;
+}
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long) {
+  if (!graph) return cudaErrorInvalidValue;
+  *exec = reinterpret_cast<cudaGraphExec_t>(
+      new FakeGraph{reinterpret_cast<FakeGraph*>(graph)->ops});
+  return cudaSuccess;
+}
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
+  if (!exec) return cudaErrorInvalidValue;
+  const FakeGraph* g = reinterpret_cast<const FakeGraph*>(exec);
+  return issue(stream, [g] {
+    for (const Operation& op : g->ops) op();
+  });
+}
+cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
+  delete reinterpret_cast<FakeGraph*>(graph);
+  return cudaSuccess;
+}
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
+  delete reinterpret_cast<FakeGraph*>(exec);
+  return cudaSuccess;
+}
 // Events: every operation has finished when its call returns, so an event is always complete.
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int) {
   static int dummy;
@@ -104,26 +222,35 @@ cudaError_t cudaEventDestroy(cudaEvent_t) { return cudaSuccess; }
 cudaError_t cudaEventRecord(cudaEvent_t, cudaStream_t) { return cudaSuccess; }
 cudaError_t cudaEventQuery(cudaEvent_t) { return cudaSuccess; }
 cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned int) { return cudaSuccess; }
-cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
+cudaError_t cudaDeviceSynchronize() {
+  return unsafe_during_capture() ? cudaErrorStreamCaptureUnsupported : cudaSuccess;
+}
 cudaError_t cudaMalloc(void** p, size_t size) {
+  *p = nullptr;
+  if (unsafe_during_capture()) return cudaErrorStreamCaptureUnsupported;
   *p = std::aligned_alloc(256, (size + 255) / 256 * 256);
   return *p ? cudaSuccess : cudaErrorMemoryAllocation;
 }
 cudaError_t cudaFree(void* p) {
+  if (unsafe_during_capture()) return cudaErrorStreamCaptureUnsupported;
   std::free(p);
   return cudaSuccess;
 }
-cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, cudaMemcpyKind, cudaStream_t) {
-  std::memmove(dst, src, count);
-  return cudaSuccess;
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, cudaMemcpyKind kind,
+                            cudaStream_t stream) {
+  if (capturing(stream) && kind != cudaMemcpyDeviceToDevice) {
+    stream_of(stream)->invalidated = true;
+    return cudaErrorStreamCaptureUnsupported;
+  }
+  return issue(stream, [=] { std::memmove(dst, src, count); });
 }
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t count, cudaMemcpyKind) {
+  if (unsafe_during_capture()) return cudaErrorStreamCaptureUnsupported;
   std::memmove(dst, src, count);
   return cudaSuccess;
 }
-cudaError_t cudaMemsetAsync(void* p, int value, size_t count, cudaStream_t) {
-  std::memset(p, value, count);
-  return cudaSuccess;
+cudaError_t cudaMemsetAsync(void* p, int value, size_t count, cudaStream_t stream) {
+  return issue(stream, [=] { std::memset(p, value, count); });
 }
 cudaError_t cudaGetLastError() { return cudaSuccess; }
 const char* cudaGetErrorName(cudaError_t e) { return e == cudaSuccess ? "cudaSuccess" : "cudaError"; }
@@ -250,10 +377,12 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const
                               const void* A, cublasLtMatrixLayout_t adesc, const void* B,
                               cublasLtMatrixLayout_t bdesc, const void* beta, const void* C,
                               cublasLtMatrixLayout_t cdesc, void* D, cublasLtMatrixLayout_t ddesc,
-                              const cublasLtMatmulAlgo_t*, void*, size_t, cudaStream_t) {
-  const FakeDesc& d = desc_of(desc);
-  const FakeLayout &a = layout_of(adesc), &b = layout_of(bdesc), &c = layout_of(cdesc),
-                   &dl = layout_of(ddesc);
+                              const cublasLtMatmulAlgo_t*, void*, size_t, cudaStream_t stream) {
+  // Copies of the descriptors and scalars (host pointer mode): a captured product keeps the
+  // values of the call, as cuBLASLt's captured kernels do.
+  const FakeDesc d = desc_of(desc);
+  const FakeLayout a = layout_of(adesc), b = layout_of(bdesc), c = layout_of(cdesc),
+                   dl = layout_of(ddesc);
   uint64_t m, n, k;
   if (!shapes(d, a, b, dl, &m, &n, &k) || c.rows != dl.rows || c.cols != dl.cols)
     return CUBLAS_STATUS_INVALID_VALUE;
@@ -262,6 +391,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const
   if (bias && (!d.bias || (d.bias_type != -1 && d.bias_type != dl.type)))
     return CUBLAS_STATUS_INVALID_VALUE;
   if (dl.batch != c.batch || (bias && dl.batch > 1)) return CUBLAS_STATUS_INVALID_VALUE;
+  issue(stream, [=] {
   for (int64_t q = 0; q < dl.batch; ++q) {
     const int64_t oa = q * a.stride, ob = q * b.stride, oc = q * c.stride, od = q * dl.stride;
     for (uint64_t j = 0; j < n; ++j)
@@ -280,7 +410,18 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const
         store(D, dl.type, od + int64_t(i + j * dl.ld), v);
       }
   }
+  });
   return CUBLAS_STATUS_SUCCESS;
 }
 
 }  // extern "C"
+
+// cuda_sim.cpp's kernel launches on a capturing stream are recorded here (declared in
+// cuda_sim.h, which redefines CUDA's keywords for the kernels and is not included here).
+namespace vacc_sim {
+bool record_if_capturing(cudaStream_t stream, std::function<void()> op) {
+  if (!capturing(stream)) return false;
+  stream_of(stream)->capture->emplace_back(std::move(op));
+  return true;
+}
+}  // namespace vacc_sim

@@ -50,7 +50,7 @@ struct TrainArgs {
   int64_t trace_step = 0;
   double comm_timeout_s = 20.0;
   bool synthetic = false, profile = false, mask_prompt = false, pack = false;
-  bool skip_bad_lines = false;
+  bool skip_bad_lines = false, cuda_graphs = false;
   int64_t batch = 8, seq_len = 128, steps = 0, epochs = 0, micro_batches = 0, warmup_steps = 0;
   int64_t eval_every = 0, save_every = 0;
   double lr = 1e-4, min_lr = 0.0, weight_decay = 0.0, max_grad_norm = 1.0, eval_fraction = 0.0;
@@ -293,6 +293,7 @@ void train_on_rank(const TrainArgs& a, const Flavor& flavor, const ModelConfig& 
   opt.adam = AdamWConfig{float(a.beta1), float(a.beta2), float(a.eps), float(a.weight_decay)};
   opt.max_grad_norm = a.max_grad_norm;
   opt.seed = a.seed;
+  opt.graphs = a.cuda_graphs;
   if (!a.model.empty()) {
     opt.load_weights = [&](Backend& be, const ParameterTable& table, FlatRange range, Tensor& dst) {
       log_info("Loading checkpoint shards from " + a.model +
@@ -350,6 +351,7 @@ void train_on_rank(const TrainArgs& a, const Flavor& flavor, const ModelConfig& 
     device = profiler.get();
   }
   Trainer trainer(*device, comm, config, opt, peak);
+  if (!trainer.graphs_status().empty()) log_info("CUDA graphs: " + trainer.graphs_status());
   MetricsFile metrics(rank0 ? a.metrics_out : std::string());
   const fs::path out_dir = a.save.empty() ? fs::path() : fs::path(a.save);
   if (!out_dir.empty() && rank0) fs::create_directories(out_dir);
@@ -531,6 +533,9 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--memory-budget", args->memory_budget,
                   "Device memory budget, e.g. 8g (default: the flavor's per-device memory)");
   cmd->add_flag("--profile", args->profile, "Time every kernel and print where the time goes");
+  cmd->add_flag("--cuda-graphs", args->cuda_graphs,
+                "Replay the layers' forward and backward passes as CUDA graphs (one launch each; "
+                "one GPU per data- and tensor-parallel group, i.e. dp = tp = 1)");
   cmd->add_option("--metrics-out", args->metrics_out, "Write one JSON object per step here");
   cmd->callback([args] { run_train(*args); });
 }

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -45,6 +46,15 @@ struct AdamWParams {
   float grad_scale = 1.0f; // gradients are multiplied by this first (global-norm clipping)
 };
 
+// Operations recorded by Backend::capture_graph, issued again by replay().
+class OpGraph {
+ public:
+  virtual ~OpGraph() = default;
+  // Issues the recorded operations on the backend's stream, after everything issued before
+  // (asynchronously, like any op): one launch for the whole region.
+  virtual void replay() = 0;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -62,6 +72,23 @@ class Backend {
     Tensor t = empty(std::move(shape), dtype, category, what);
     fill(t, 0.0f);
     return t;
+  }
+
+  // ---- graphs ----
+  // Whether capture_graph works here: the CUDA backend's graphs issue a region's few hundred
+  // kernels with one launch where each would cost the host some microseconds.
+  virtual bool supports_graphs() const { return false; }
+  // Calls issue(), recording the operations it issues instead of running them, and returns
+  // them as a graph; nothing runs until replay(). Each replay reads the tensors' memory as it
+  // is then, with the addresses, sizes and scalar arguments of the capture: the caller replays
+  // only a region whose host code would issue exactly the same operations again. Inside issue()
+  // nothing may copy between host and device or wait for the device (upload, download,
+  // synchronize): that throws, naming the op, and the capture is abandoned. Memory allocated or
+  // freed inside stays reserved for graphs while any of them lives. A graph must not outlive
+  // its backend.
+  virtual std::unique_ptr<OpGraph> capture_graph(const std::function<void()>& issue) {
+    (void)issue;
+    fail("backend ", name(), " cannot capture graphs");
   }
 
   // ---- data movement ----

@@ -172,6 +172,9 @@ void ShardedParameterStore::gradients_ready(size_t g) {
   const FlatRange range = group_range(g);
   if (deferred_.count(g) && !finishing_) return;  // combined and reduced at the end
   if (zero_ < 2 && !last_micro_batch_ && !finishing_) return;  // accumulate; reduce once
+  // A sum over one rank is the gradient itself (and nothing is then issued inside the layers'
+  // backward pass, which the trainer may replay as a graph).
+  if (zero_ == 0 && comm_.size() == 1 && !pre_reduce_) return;
   if (pre_reduce_) {
     Tensor grads = gradients(g);
     pre_reduce_(g, grads);

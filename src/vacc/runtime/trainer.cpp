@@ -111,6 +111,41 @@ Trainer::Trainer(Backend& backend, Communicator& comm, const ModelConfig& config
   loss_sum_ = backend_.zeros({1}, DType::F32, MemoryCategory::Buffers, "loss sum");
   dx_ = backend_.empty({n, config.hidden_size}, DType::F32, MemoryCategory::Buffers,
                        "residual gradient");
+  if (options_.graphs) {
+    const std::string why_not = graphs_unavailable_reason();
+    if (why_not.empty()) {
+      graphs_ = std::make_unique<GraphedRegions>(backend_);
+      graphs_status_ = "on (the layers' forward and backward passes of each of " +
+                       std::to_string(slots_.size()) +
+                       " micro-batch slot(s), captured at their second run)";
+    } else {
+      graphs_status_ = "off: " + why_not;
+    }
+  }
+}
+
+// Graphs replay the layer passes' device work only: nothing in them may talk to other ranks
+// (which the host drives) or change from step to step.
+std::string Trainer::graphs_unavailable_reason() const {
+  const ParallelConfig& par = options_.parallel;
+  if (!backend_.supports_graphs()) return "backend " + backend_.name() + " has no graphs";
+  if (par.dp > 1 || par.zero > 0)
+    return "data parallelism (dp " + std::to_string(par.dp) + ", ZeRO " +
+           std::to_string(par.zero) +
+           ") reduces or gathers weights and gradients inside the layer passes";
+  if (par.tp > 1)
+    return "tensor parallelism (tp " + std::to_string(par.tp) +
+           ") sums partial results inside the layers";
+  return "";
+}
+
+void Trainer::run_layers(const Slot& slot, int kind, const std::function<void()>& issue) {
+  if (!graphs_) {
+    issue();
+    return;
+  }
+  const int64_t index = &slot - slots_.data();
+  graphs_->run(2 * index + kind, issue);
 }
 
 // Tied embeddings on different stages: the first stage's embedding and the last stage's
@@ -215,7 +250,7 @@ void Trainer::forward(Slot& slot, int64_t micro_batch) {
     grid_->world().recv(slot.act.residual[0], grid_->stage_rank(grid_->pp_rank() - 1));
   }
   TraceSpan span("forward", "forward " + std::to_string(micro_batch));
-  model_->forward_layers(positions_, slot.act);
+  run_layers(slot, 0, [&] { model_->forward_layers(positions_, slot.act); });
   if (!grid_->last_stage()) {
     if (slot.sent) slot.sent->wait();
     slot.sent = grid_->world().send_async(slot.act.residual.back(),
@@ -233,7 +268,7 @@ void Trainer::backward(Slot& slot, int64_t micro_batch, float grad_scale) {
     grid_->world().recv(dx_, grid_->stage_rank(grid_->pp_rank() + 1));
   }
   TraceSpan span("backward", "backward " + mb);
-  model_->backward_layers(positions_, slot.act, dx_);
+  run_layers(slot, 1, [&] { model_->backward_layers(positions_, slot.act, dx_); });
   if (grid_->first_stage()) {
     model_->embed_backward(slot.ids, dx_);
   } else {

@@ -23,6 +23,7 @@
 #include "vacc/optim/adamw.h"
 #include "vacc/optim/lr_schedule.h"
 #include "vacc/runtime/evaluation.h"
+#include "vacc/runtime/graphed_regions.h"
 #include "vacc/runtime/hf_checkpoint.h"
 #include "vacc/plan/parallel_config.h"
 #include "vacc/runtime/pipeline_schedule.h"
@@ -40,6 +41,9 @@ struct TrainerOptions {
   AdamWConfig adam;
   double max_grad_norm = 1.0;  // <= 0: no clipping
   uint64_t seed = 0;
+  // Replay the layers' forward and backward passes as graphs (runtime/graphed_regions.h)
+  // where the backend has them and the grid allows (graphs_status() says which).
+  bool graphs = false;
   // Fills `dst` with the f32 master weights of elements `range` of the table's layout (this
   // rank's shard; e.g. from a checkpoint); unset: random initialisation from `seed`.
   std::function<void(Backend&, const ParameterTable&, FlatRange range, Tensor& dst)> load_weights;
@@ -76,6 +80,11 @@ class Trainer {
   // writes, via a temporary file and rename). One process per rank, named with its place in
   // the grid; thread 0 compute, thread 1 communication.
   void write_trace(const std::string& path);
+  // "on (...)" or "off: <why>" for options.graphs; "" when not asked for.
+  const std::string& graphs_status() const { return graphs_status_; }
+  // The graphs captured and replayed so far (0 without graphs).
+  int64_t graphs_captured() const { return graphs_ ? graphs_->captured() : 0; }
+  int64_t graph_replays() const { return graphs_ ? graphs_->replays() : 0; }
   // Loss over any number of sequences (of the trainer's length) without touching gradients;
   // the sequences are split over the replicas (collective; the same result on every rank).
   EvalResult evaluate(const TokenBatch& batch);
@@ -98,6 +107,9 @@ class Trainer {
   void tie_embedding_across_stages();
   void connect_tensor_parallel();
   std::vector<FlatRange> copies_counted_elsewhere() const;
+  std::string graphs_unavailable_reason() const;
+  // Runs a layer pass of `slot` (kind 0 forward, 1 backward) as a graph when graphs are on.
+  void run_layers(const Slot& slot, int kind, const std::function<void()>& issue);
 
   Backend& backend_;
   Communicator& comm_;
@@ -116,6 +128,8 @@ class Trainer {
   std::unique_ptr<Communicator> kv_replicas_;  // tp ranks sharing this rank's key/value heads
   int64_t micro_ = 0;
   int64_t steps_ = 0;
+  std::unique_ptr<GraphedRegions> graphs_;  // null: every op issued eagerly
+  std::string graphs_status_;
 };
 
 }  // namespace vacc

@@ -18,6 +18,7 @@
 #include "vacc/kernels/cuda/classifier_cross_entropy.h"
 #include "vacc/kernels/cuda/cuda_check.h"
 #include "vacc/kernels/cuda/cuda_context.h"
+#include "vacc/kernels/cuda/cuda_graph.h"
 #include "vacc/kernels/cuda/cuda_kernels.h"
 #include "vacc/kernels/tensor_checks.h"
 
@@ -37,6 +38,11 @@ class CudaBackend final : public Backend {
            ", cuBLASLt)";
   }
   void synchronize() override { ctx_.synchronize(); }
+
+  bool supports_graphs() const override { return true; }
+  std::unique_ptr<OpGraph> capture_graph(const std::function<void()>& issue) override {
+    return cuda::capture_graph(ctx_, issue);
+  }
 
   void upload(const void* host, Tensor& dst) override {
     on_device("upload", "dst", dst);

@@ -118,13 +118,38 @@ void CudaContext::gemm_batched(const void* a, bool trans_a, const void* b, bool 
          alpha, beta, nullptr);
 }
 
+void CudaContext::set_capturing(bool on) {
+  capturing_ = on;
+  if (on)
+    allocator_.begin_graph_capture();
+  else
+    allocator_.end_graph_capture();
+}
+
+void CudaContext::graph_destroyed() {
+  --graphs_;
+  release_unused_graph_pool();
+}
+
+void CudaContext::release_unused_graph_pool() {
+  if (graphs_ == 0 && !capturing_) allocator_.release_graph_pool();
+}
+
+void CudaContext::refuse_while_capturing(const char* what) const {
+  VACC_CHECK(!capturing_, what,
+             " inside a CUDA graph capture: a graph replays device work only, so the captured "
+             "region must not copy between host and device or wait for the device");
+}
+
 void CudaContext::upload(const void* host, void* device, size_t bytes) {
+  refuse_while_capturing("a copy from the host to the device");
   if (bytes == 0) return;
   VACC_CUDA_CHECK(cudaMemcpyAsync(device, host, bytes, cudaMemcpyHostToDevice, stream_));
   VACC_CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 
 void CudaContext::download(const void* device, void* host, size_t bytes) {
+  refuse_while_capturing("a copy from the device to the host");
   if (bytes > 0) {
     VACC_CUDA_CHECK(cudaMemcpyAsync(host, device, bytes, cudaMemcpyDeviceToHost, stream_));
   }
@@ -132,6 +157,7 @@ void CudaContext::download(const void* device, void* host, size_t bytes) {
 }
 
 void CudaContext::synchronize() {
+  refuse_while_capturing("waiting for the device");
   VACC_CUDA_CHECK(cudaStreamSynchronize(stream_));
   check_device_error();
 }

@@ -53,6 +53,16 @@ class CudaContext {
   // Waits for the stream, then throws if a kernel reported bad input (or the device failed).
   void synchronize();
 
+  // CUDA graph capture (cuda_graph.cpp). While capturing, upload, download and synchronize
+  // throw (a graph holds device work only) and the allocator serves its graph pool.
+  void set_capturing(bool on);
+  bool capturing() const { return capturing_; }
+  // The graphs alive: when the last goes (or a capture fails with none alive), the allocator's
+  // graph pool returns to ordinary use.
+  void graph_created() { ++graphs_; }
+  void graph_destroyed();
+  void release_unused_graph_pool();
+
   DeviceError* device_error() { return device_error_.data_as<DeviceError>(); }
   double* reduce_partials() { return reduce_partials_.data_as<double>(); }
 
@@ -67,6 +77,7 @@ class CudaContext {
 
  private:
   void check_device_error();
+  void refuse_while_capturing(const char* what) const;
 
   int device_index_;
   std::string device_name_;
@@ -74,6 +85,8 @@ class CudaContext {
   cudaStream_t stream_ = nullptr;
   Tensor workspace_, reduce_partials_, device_error_;
   std::unique_ptr<CublasLtMatmul> matmul_;
+  bool capturing_ = false;
+  int graphs_ = 0;
 };
 
 }  // namespace vacc::cuda

@@ -1,0 +1,40 @@
+// Regions of a training step replayed as graphs (Backend::capture_graph): the transformer
+// layers' forward and backward passes of one micro-batch slot are a few hundred kernel
+// launches each, issued by host code that repeats itself exactly from step to step (the same
+// tensors, shapes and scalars). Captured once, each pass is then one launch, so the host's
+// per-launch cost (microseconds each) no longer paces a GPU that finishes small kernels faster.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+
+#include "vacc/kernels/backend.h"
+
+namespace vacc {
+
+class GraphedRegions {
+ public:
+  explicit GraphedRegions(Backend& backend) : backend_(backend) {}
+
+  // Runs region `key` (whose host code must issue the same operations on the same tensors
+  // every time): eagerly the first time, so that its lazy set-up (workspaces, the matrix
+  // library's plans, kernel self-checks that read results on the host) happens outside any
+  // graph; captured and replayed the second time; replayed from then on.
+  void run(int64_t key, const std::function<void()>& issue);
+
+  int64_t captured() const { return captured_; }
+  int64_t replays() const { return replays_; }
+
+ private:
+  struct Region {
+    int64_t eager_runs = 0;
+    std::unique_ptr<OpGraph> graph;
+  };
+  Backend& backend_;
+  std::map<int64_t, Region> regions_;
+  int64_t captured_ = 0, replays_ = 0;
+};
+
+}  // namespace vacc
