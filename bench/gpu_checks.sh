@@ -8,6 +8,8 @@
 # GPU_CHECKS selects steps (default "info tests ops step sanitize"); more steps:
 #   profile   vacc train --profile on the benchmark's model (device time per op)
 #   routes    the benchmark's step with each bf16 attention route (VACC_ATTENTION)
+#   graphs    the step with and without --cuda-graphs, at batch 1 and 8 (eager transformers as
+#             the peer; the launches weigh most at small batches)
 #   commands  vacc eval and vacc generate on gpu-1, and vacc profile --flavor gpu-1 --quick
 #   races     compute-sanitizer racecheck and synccheck on the attention and reduction tests
 #             (RACE_FILTER: other gtest filter; RACE_LIMIT: seconds per tool, default 200;
@@ -53,6 +55,14 @@ for step in $steps; do
       run step_vs_transformers 420 env PYTHONUNBUFFERED=1 python3 "$here/gpu_step_vs_transformers.py" \
         --vacc "$build/bin/vacc" --json "$logs/step_vs_transformers.json" ${STEP_ARGS:-}
       tail -60 "$logs/step_vs_transformers.log"
+      ;;
+    graphs)
+      for b in 1 8; do
+        run "graphs_batch$b" 300 env PYTHONUNBUFFERED=1 python3 "$here/gpu_step_vs_transformers.py" \
+          --vacc "$build/bin/vacc" --graphs --skip-compile --batch "$b" \
+          --json "$logs/graphs_batch$b.json"
+        grep -E "^vacc|^transformers|x throughput|Error|error" "$logs/graphs_batch$b.log" | tail -12
+      done
       ;;
     profile)
       q05=$(mktemp -d)
