@@ -22,7 +22,8 @@ if [[ ${LEAN:-0} == 1 ]]; then
   exit 0
 fi
 cp "$build/tests/unit_cuda/cuda_backend_test" "$build/tests/unit_cuda/cuda_model_test" \
-   "$build/tests/unit_cuda/cuda_trainer_test" "$stage/tests/unit_cuda/"
+   "$build/tests/unit_cuda/cuda_trainer_test" "$build/tests/unit_cuda/model_reference_cuda_test" \
+   "$stage/tests/unit_cuda/"
 for binary in "$stage"/bin/* "$stage"/tests/unit_cuda/*; do
   ldd "$binary" | awk '$3 ~ /^\// {print $3}'
 done | sort -u | while read -r lib; do

@@ -41,9 +41,13 @@ for step in $steps; do
       nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv
       ;;
     tests)
-      for t in cuda_backend_test cuda_model_test cuda_trainer_test; do
-        run "$t" 90 "$build/tests/unit_cuda/$t" --gtest_brief=1
-        grep -E "PASSED|FAILED|SKIPPED|Failure|error|cuBLASLt has no algorithm|self-check|predicted" \
+      # The model against PyTorch (float64, on the CPU): the reference values first.
+      ref=$(mktemp -d)
+      python3 "$here/../tests/reference/make_model_reference.py" "$ref" >"$logs/model_reference_generate.log" 2>&1
+      for t in cuda_backend_test cuda_model_test cuda_trainer_test model_reference_cuda_test; do
+        [[ -x $build/tests/unit_cuda/$t ]] || continue
+        VACC_MODEL_REFERENCE_DIR=$ref run "$t" 90 "$build/tests/unit_cuda/$t" --gtest_brief=1
+        grep -E "PASSED|FAILED|SKIPPED|Failure|error|cuBLASLt has no algorithm|self-check|predicted|relative L2|rel err" \
           "$logs/$t.log" | head -40
       done
       ;;

@@ -7,6 +7,11 @@
 // The reference folder comes from the environment variable VACC_MODEL_REFERENCE_DIR (CTest
 // sets it and runs the generator first, see CMakeLists.txt here).
 //
+// Built with VACC_REFERENCE_ON_CUDA (tests/unit_cuda/CMakeLists.txt), the same test runs the
+// model on the CUDA backend: model_reference_cuda_test on a GPU (skipping without one), and
+// model_reference_sim_test on the CPU simulator of the GPU. Same bounds: the GPU must match
+// PyTorch as closely as the CPU does.
+//
 // Tolerances, f32 (float32 arithmetic against float64 reference values):
 //   loss and each of the 10 losses: relative error <= 1e-5.
 //   logits: |got - want| <= 1e-5 * |want| + 1e-5 * max|want|, i.e. 1e-5 relative, with an
@@ -57,6 +62,9 @@
 #include "vacc/model/transformer.h"
 #include "vacc/optim/adamw.h"
 #include "vacc/optim/gradient_clipping.h"
+#ifdef VACC_REFERENCE_ON_CUDA
+#include "vacc/kernels/cuda/cuda_backend.h"
+#endif
 
 namespace vacc {
 namespace {
@@ -79,7 +87,17 @@ struct Bounds {
 
 // See the comment at the top of the file.
 constexpr Bounds kF32Bounds{1e-5, 1e-5, 1e-5, 1e-4, 0.0, 0.0, 1e-4, 1e-5};
+#ifndef VACC_REFERENCE_ON_CUDA
 constexpr Bounds kBf16Bounds{1e-3, 0.0, 2e-2, 0.0, 2e-2, 2e-2, 0.1, 2e-3};
+#else
+// The CUDA backend's bf16 attention runs on the tensor cores, so besides q, k, v and dO it
+// rounds P and dS to bf16 (as FlashAttention does). The rows of dS sum to zero, so dQ = dS K
+// is itself a small difference of large terms where a query attends to similar keys, and dS's
+// rounding shows there: the q and k projections' gradients within 4e-2 (worst seen on the
+// simulator: 3.0e-2, layer 1's k_proj bias of the Qwen2 case; 9.6e-2 before D was formed from
+// the rounded dO, see kernels/cuda/attention_gemm.cu). Everything else as on the CPU.
+constexpr Bounds kBf16Bounds{1e-3, 0.0, 2e-2, 0.0, 2e-2, 4e-2, 0.1, 2e-3};
+#endif
 
 bool is_query_or_key_projection(const std::string& name) {
   return name.find("self_attn.q_proj.") != std::string::npos ||
@@ -129,9 +147,17 @@ struct Reference {
   }
 };
 
+std::unique_ptr<Backend> make_reference_backend() {
+#ifdef VACC_REFERENCE_ON_CUDA
+  return make_cuda_backend(0);
+#else
+  return make_cpu_backend();
+#endif
+}
+
 // The model with the reference weights loaded, and the batch on the device.
 struct Harness {
-  std::unique_ptr<Backend> be = make_cpu_backend();
+  std::unique_ptr<Backend> be = make_reference_backend();
   std::unique_ptr<Transformer> model;
   Tensor ids, labels, positions, loss_sum;
   Transformer::Activations act;
@@ -213,6 +239,13 @@ std::string case_name(const ::testing::TestParamInfo<Case>& info) {
 
 class ModelReferenceTest : public ::testing::TestWithParam<Case> {
  protected:
+  void SetUp() override {
+#ifdef VACC_REFERENCE_ON_CUDA
+    if (cuda_device_count() == 0)
+      GTEST_SKIP() << "no CUDA GPU on this machine (" << cuda_unavailable_reason()
+                   << "): the CUDA backend is built but cannot run here";
+#endif
+  }
   const Bounds& bounds() const { return GetParam().dtype == DType::F32 ? kF32Bounds : kBf16Bounds; }
   std::string label() const { return GetParam().config + " " + dtype_name(GetParam().dtype); }
 };

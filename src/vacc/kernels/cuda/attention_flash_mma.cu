@@ -444,7 +444,8 @@ constexpr bool kHoldDkdvRows = false;
 template <int D>
 constexpr bool kHoldDqRows = true;
 
-// One warp per (token row, q head): di = rowsum(dO * O), laid out (B, Hq, T) like lse.
+// One warp per (token row, q head): di = rowsum(dO * O), laid out (B, Hq, T) like lse. From the
+// bf16 dO the mma products read (why: attention_gemm.cu's pack_dout_kernel).
 template <typename IoT>
 __global__ void flash_mma_backward_prep_kernel(const IoT* dout, const IoT* out, int64_t rows,
                                                int64_t T, int Hq, int D, float* di) {
@@ -455,7 +456,7 @@ __global__ void flash_mma_backward_prep_kernel(const IoT* dout, const IoT* out, 
   const int h = int(w % Hq);
   const int64_t at = row * Hq * D + int64_t(h) * D;
   float s = 0.0f;
-  for (int d = lane; d < D; d += 32) s += load(dout, at + d) * load(out, at + d);
+  for (int d = lane; d < D; d += 32) s += bf16_rounded(load(dout, at + d)) * load(out, at + d);
   s = warp_sum(s);
   if (lane == 0) di[((row / T) * Hq + h) * T + row % T] = s;
 }

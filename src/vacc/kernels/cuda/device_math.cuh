@@ -38,6 +38,10 @@ __device__ __forceinline__ bf16 to_bf16(float f) {
   u += 0x7fffu + ((u >> 16) & 1u);
   return bf16{uint16_t(u >> 16)};
 }
+// f rounded to bf16 and widened back: the value a bf16 matrix operand made from f holds.
+__device__ __forceinline__ float bf16_rounded(float f) {
+  return __uint_as_float(uint32_t(to_bf16(f).bits) << 16);
+}
 __device__ __forceinline__ void store(float* p, int64_t i, float v) { p[i] = v; }
 __device__ __forceinline__ void store(bf16* p, int64_t i, float v) { p[i] = to_bf16(v); }
 
