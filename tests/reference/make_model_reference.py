@@ -3,7 +3,7 @@
 
 Usage: /usr/bin/python3 make_model_reference.py OUTDIR
 
-For each configuration below (a Qwen2 one and a Llama one) this writes OUTDIR/<name>/:
+For each configuration below (two Qwen2 ones and a Llama one) this writes OUTDIR/<name>/:
   config.json          a Hugging Face config.json
   weights.safetensors  the model's weights, F32, under Hugging Face tensor names, [out, in];
                        lm_head.weight only when the embeddings are not tied
@@ -69,6 +69,31 @@ CONFIGS = {
             "num_attention_heads": 6,
             "num_key_value_heads": 2,
             "max_position_embeddings": 64,
+            "rope_theta": 1000000.0,
+            "rms_norm_eps": 1e-6,
+            "tie_word_embeddings": True,
+            "hidden_act": "silu",
+            "initializer_range": 0.02,
+            "torch_dtype": "float32",
+        },
+    },
+    # Qwen2 with head_dim 64: the size the GPU's tensor-core flash kernels take (the other two
+    # cases take its cuBLASLt route); 75 tokens end in partial tiles (queries of 64, the
+    # backward's keys of 32); GQA 2 query heads on 1 kv head.
+    "qwen2_hd64": {
+        "seed": 2024,
+        "batch": 2,
+        "seq": 75,
+        "config": {
+            "architectures": ["Qwen2ForCausalLM"],
+            "model_type": "qwen2",
+            "vocab_size": 257,
+            "hidden_size": 128,
+            "intermediate_size": 160,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 1,
+            "max_position_embeddings": 128,
             "rope_theta": 1000000.0,
             "rms_norm_eps": 1e-6,
             "tie_word_embeddings": True,

@@ -1,5 +1,5 @@
-// The whole model against PyTorch. tests/reference/make_model_reference.py writes, for a
-// Qwen2 and a Llama configuration, a config.json, the weights and the float64 reference
+// The whole model against PyTorch. tests/reference/make_model_reference.py writes, for two
+// Qwen2 configurations (head sizes 16 and 64) and a Llama one, a config.json, the weights and the float64 reference
 // values (logits, loss, the gradient of every checkpoint tensor, and the losses of 10 AdamW
 // steps with gradient clipping). This test loads the same weights into vacc's Transformer,
 // in f32 and in bf16 compute, and compares.
@@ -365,13 +365,15 @@ TEST_P(ModelReferenceTest, TenAdamWStepsWithClipping) {
 
 INSTANTIATE_TEST_SUITE_P(Models, ModelReferenceTest,
                          ::testing::Values(Case{"qwen2", DType::F32}, Case{"llama", DType::F32},
-                                           Case{"qwen2", DType::BF16}, Case{"llama", DType::BF16}),
+                                           Case{"qwen2_hd64", DType::F32},
+                                           Case{"qwen2", DType::BF16}, Case{"llama", DType::BF16},
+                                           Case{"qwen2_hd64", DType::BF16}),
                          case_name);
 
 // The optimizer groups of the reference: weight decay on matrices (embeddings and lm_head
 // included), none on norms and biases.
 TEST(ModelReference, WeightDecayOnMatricesOnly) {
-  for (const char* name : {"qwen2", "llama"}) {
+  for (const char* name : {"qwen2", "llama", "qwen2_hd64"}) {
     Reference ref(name);
     ParameterTable table(ref.config, ModelShard::whole(ref.config));
     for (const ParameterEntry& e : table.entries())
@@ -384,13 +386,14 @@ TEST(ModelReference, WeightDecayOnMatricesOnly) {
 
 // The configurations exercise what they are meant to.
 TEST(ModelReference, ConfigurationsCoverTheFeatures) {
-  Reference qwen("qwen2"), llama("llama");
+  Reference qwen("qwen2"), llama("llama"), hd64("qwen2_hd64");
+  EXPECT_EQ(hd64.config.head_dim, 64) << "the tensor-core flash kernels' head size";
   EXPECT_TRUE(qwen.config.attention_bias);
   EXPECT_TRUE(qwen.config.tie_word_embeddings);
   EXPECT_GT(qwen.config.num_heads, qwen.config.num_kv_heads);
   EXPECT_FALSE(llama.config.attention_bias);
   EXPECT_FALSE(llama.config.tie_word_embeddings);
-  for (const Reference* r : {&qwen, &llama}) {
+  for (const Reference* r : {&qwen, &llama, &hd64}) {
     EXPECT_NE(r->seq % 16, 0) << "the sequence length should not be a multiple of the tiles";
     EXPECT_GT(r->counted, 0);
     EXPECT_LT(r->counted, r->batch * r->seq) << "some labels should be ignored (-100)";
