@@ -1079,6 +1079,18 @@ TEST_F(CudaBackendTest, GraphPoolKeepsCapturedBlocksFromOtherTensors) {
   });
   EXPECT_EQ(inside, freed_before) << "the capture did not reuse the cached block";
   EXPECT_GE(alloc.graph_pool_bytes(), size_t(2 * n * 4));
+  // Its two free blocks count against the budget: a tensor that fits beside the bytes in use
+  // but not beside them too is refused, naming them.
+  EXPECT_EQ(alloc.reserved_bytes(), size_t(2 * n * 4));
+  const size_t room = alloc.budget() - alloc.in_use();
+  try {
+    Tensor t = be->empty({int64_t(room / 4)}, DType::F32, MemoryCategory::Buffers, "too big");
+    ADD_FAILURE() << "a tensor over the budget less the graph pool was allocated";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("kept for graphs: 512.00 KiB"), std::string::npos)
+        << e.what();
+  }
+  { Tensor t = be->empty({int64_t(room / 4) - 2 * n}, DType::F32, MemoryCategory::Buffers, "fits"); }
   std::vector<Tensor> others;
   for (int i = 0; i < 4; ++i) {
     others.push_back(be->empty({n}, DType::F32, MemoryCategory::Buffers, "other"));
@@ -1087,6 +1099,7 @@ TEST_F(CudaBackendTest, GraphPoolKeepsCapturedBlocksFromOtherTensors) {
   }
   graph.reset();
   EXPECT_EQ(alloc.graph_pool_bytes(), 0u);
+  EXPECT_EQ(alloc.reserved_bytes(), 0u);
   others.clear();
   bool reused = false;
   for (int i = 0; i < 8; ++i) {

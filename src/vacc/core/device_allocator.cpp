@@ -40,8 +40,10 @@ DeviceAllocator::DeviceAllocator(Device device, size_t budget_bytes)
     : device_(device), budget_(budget_bytes) {}
 
 void* DeviceAllocator::allocate(size_t bytes, MemoryCategory category, std::string_view what) {
+  const size_t reserved = reserved_bytes();
   std::unique_lock lock(mutex_);
-  if (bytes > budget_ || in_use_ > budget_ - bytes) {
+  const size_t held = in_use_ + reserved;
+  if (bytes > budget_ || held > budget_ - bytes) {
     std::ostringstream msg;
     msg << "out of memory on " << device_.str() << ": allocating " << format_bytes(bytes) << " for "
         << what << " (" << memory_category_name(category) << ") would exceed the budget of "
@@ -50,6 +52,7 @@ void* DeviceAllocator::allocate(size_t bytes, MemoryCategory category, std::stri
       if (by_category_[c])
         msg << ", " << memory_category_name(MemoryCategory(c)) << " "
             << format_bytes(by_category_[c]);
+    if (reserved) msg << "; kept for graphs: " << format_bytes(reserved);
     throw Error(msg.str());
   }
   void* p = raw_allocate(bytes == 0 ? 1 : bytes);
@@ -103,6 +106,7 @@ std::string DeviceAllocator::usage_report() const {
   std::unique_lock lock(mutex_);
   std::ostringstream out;
   out << device_.str() << ": in use " << format_bytes(in_use_) << ", peak " << format_bytes(high_water_);
+  if (const size_t reserved = reserved_bytes()) out << ", kept for graphs " << format_bytes(reserved);
   if (budget_ != kUnlimited) out << ", budget " << format_bytes(budget_);
   out << " (at peak:";
   for (size_t c = 0; c < at_high_water_.size(); ++c)

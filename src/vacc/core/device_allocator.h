@@ -44,6 +44,11 @@ class DeviceAllocator {
   void reset_high_water_mark();
   std::string usage_report() const;
 
+  // Bytes a derived allocator keeps for a purpose of its own, which no new tensor may take
+  // (the CUDA allocator's blocks kept for graphs): counted against the budget beside the bytes
+  // in use, but not in use, per category or in the high-water mark.
+  virtual size_t reserved_bytes() const { return 0; }
+
  protected:
   virtual void* raw_allocate(size_t bytes) = 0;
   virtual void raw_free(void* ptr) = 0;

@@ -44,7 +44,10 @@ void* CudaAllocator::raw_allocate(size_t bytes) {
   if (size == 0) return nullptr;
   std::unique_lock lock(mutex_);
   if (capturing_) {
-    if (void* p = take_free_block(graph_free_, size)) return p;
+    if (void* p = take_free_block(graph_free_, size)) {
+      graph_free_bytes_ -= size;
+      return p;
+    }
     // An ordinary cached block joins the pool: the work that used it was issued before.
     if (void* p = take_free_block(free_blocks_, size)) {
       graph_blocks_.emplace(p, size);
@@ -89,8 +92,15 @@ void CudaAllocator::raw_free(void* ptr) {
   if (it == block_sizes_.end()) return;  // not ours: nothing to do (never happens)
   // A block freed during a capture may be read by the graph before this point of it: the pool's.
   if (capturing_) graph_blocks_.emplace(ptr, it->second);
-  (graph_blocks_.count(ptr) ? graph_free_ : free_blocks_)[it->second].push_back(ptr);
+  const bool pool = graph_blocks_.count(ptr) > 0;
+  (pool ? graph_free_ : free_blocks_)[it->second].push_back(ptr);
   cached_bytes_ += it->second;
+  if (pool) graph_free_bytes_ += it->second;
+}
+
+size_t CudaAllocator::reserved_bytes() const {
+  std::unique_lock lock(mutex_);
+  return capturing_ ? 0 : graph_free_bytes_;
 }
 
 void CudaAllocator::begin_graph_capture() {
@@ -115,6 +125,7 @@ void CudaAllocator::release_graph_pool() {
   for (auto& [size, blocks] : graph_free_)
     for (void* p : blocks) free_blocks_[size].push_back(p);
   graph_free_.clear();
+  graph_free_bytes_ = 0;
   graph_blocks_.clear();  // live blocks go back to the ordinary list when freed
 }
 

@@ -15,7 +15,7 @@
 // a block allocated or freed while a capture is in progress is never again handed out outside
 // one (until release_graph_pool). Graphs share the pool: their replays run on the one stream,
 // one after another, and what a captured region allocates and frees is scratch of that region.
-// The pool's free blocks count as cached, not in use.
+// The pool's free blocks are not in use, but count against the budget (reserved_bytes).
 #pragma once
 
 #include <cstddef>
@@ -46,6 +46,9 @@ class CudaAllocator final : public DeviceAllocator {
   void end_graph_capture();
   // Bytes of the graph pool (its blocks in use and free).
   size_t graph_pool_bytes() const;
+  // The pool's free blocks, outside a capture: no tensor outside one may take them, so they
+  // count against the budget (a capture reuses them).
+  size_t reserved_bytes() const override;
   // Every graph captured from this allocator's blocks is gone: the pool's blocks return to
   // ordinary use.
   void release_graph_pool();
@@ -66,6 +69,7 @@ class CudaAllocator final : public DeviceAllocator {
   bool capturing_ = false;
   std::unordered_map<void*, size_t> graph_blocks_;     // the graph pool's blocks (live or free)
   std::map<size_t, std::vector<void*>> graph_free_;   // its free blocks by size
+  size_t graph_free_bytes_ = 0;
 };
 
 }  // namespace vacc::cuda
