@@ -20,6 +20,7 @@
 #include "vacc/io/synthetic_data.h"
 #include "vacc/kernels/cuda/cuda_backend.h"
 #include "vacc/plan/memory_model.h"
+#include "vacc/runtime/graphed_regions.h"
 #include "vacc/runtime/trainer.h"
 
 namespace vacc::test {
@@ -139,6 +140,37 @@ TEST(CudaTrainer, GraphsReplayTheEagerStepsBitwise) {
   const TrainRun on_cpu = train(*cpu, DType::F32, 1, true);
   EXPECT_EQ(on_cpu.graphs_status.rfind("off: backend cpu", 0), 0u) << on_cpu.graphs_status;
   EXPECT_EQ(on_cpu.graphs_captured, 0);
+}
+
+// A region a graph cannot hold (here: it reads the device on the host) is not an error for the
+// trainer: the failed capture is given up with its reason, that run and every later one run
+// eagerly, and the work is done exactly once per run.
+TEST(CudaTrainer, AFailedCaptureFallsBackToEagerRuns) {
+  if (cuda_device_count() == 0)
+    GTEST_SKIP() << "no CUDA GPU on this machine (" << cuda_unavailable_reason()
+                 << "): the CUDA backend is built but cannot run here";
+  auto gpu = make_cuda_backend(0);
+  Tensor x = to_device(*gpu, {1.0f, -3.0f}, {2});
+  float host[2] = {};
+  GraphedRegions regions(*gpu);
+  auto region = [&] {
+    gpu->scale(x, 2.0f);
+    gpu->download(x, host);
+  };
+  for (int run = 0; run < 3; ++run) regions.run(7, region);
+  EXPECT_EQ(to_host(*gpu, x), (std::vector<float>{8.0f, -24.0f}));
+  EXPECT_EQ(host[0], 8.0f);
+  EXPECT_EQ(regions.captured(), 0);
+  EXPECT_EQ(regions.replays(), 0);
+  EXPECT_NE(regions.failure().find("inside a CUDA graph capture"), std::string::npos)
+      << regions.failure();
+  // A region that can be captured is captured once and replayed.
+  GraphedRegions fine(*gpu);
+  for (int run = 0; run < 3; ++run) fine.run(1, [&] { gpu->scale(x, 0.5f); });
+  EXPECT_EQ(to_host(*gpu, x), (std::vector<float>{1.0f, -3.0f}));
+  EXPECT_EQ(fine.captured(), 1);
+  EXPECT_EQ(fine.replays(), 2);
+  EXPECT_EQ(fine.failure(), "");
 }
 
 // The memory model (plan/memory_model) predicts what a GPU rank holds, the backend's own scratch

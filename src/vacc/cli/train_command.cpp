@@ -424,9 +424,10 @@ void train_on_rank(const TrainArgs& a, const Flavor& flavor, const ModelConfig& 
                      tps, steps > 1 ? " (after the first step)" : "",
                      100.0 * timed_flops / timed_seconds / peak, per_rank.c_str()));
   log_info("Memory at peak (rank 0): " + backend->allocator().usage_report());
-  if (trainer.graphs_captured() > 0)
-    log_info(strprintf("CUDA graphs: %lld captured, %lld replays (rank 0)",
-                       (long long)trainer.graphs_captured(), (long long)trainer.graph_replays()));
+  if (trainer.graphs_captured() > 0 || !trainer.graphs_failure().empty())
+    log_info(strprintf("CUDA graphs: %lld captured, %lld replays (rank 0)%s",
+                       (long long)trainer.graphs_captured(), (long long)trainer.graph_replays(),
+                       trainer.graphs_failure().empty() ? "" : "; given up after a failed capture"));
   if (!out_dir.empty()) {
     save(out_dir);
     log_info("Loss curve: " + (out_dir / "loss_curve.svg").string());

@@ -1,16 +1,30 @@
 #include "vacc/runtime/graphed_regions.h"
 
+#include "vacc/core/error.h"
+#include "vacc/core/logging.h"
+
 namespace vacc {
 
 void GraphedRegions::run(int64_t key, const std::function<void()>& issue) {
   Region& r = regions_[key];
-  if (!r.graph && r.eager_runs == 0) {
+  if (!failure_.empty() || (!r.graph && r.eager_runs == 0)) {
     ++r.eager_runs;
     issue();
     return;
   }
   if (!r.graph) {
-    r.graph = backend_.capture_graph(issue);
+    try {
+      r.graph = backend_.capture_graph(issue);
+    } catch (const Error& e) {
+      // Nothing of the region ran on the device (a capture only records), and its host code
+      // is the same at every run: running it now does this run's work.
+      failure_ = e.what();
+      log_warn(std::string("CUDA graphs are off from here on: capturing a layer pass failed (") +
+               e.what() + "); the passes run eagerly");
+      regions_.clear();
+      issue();
+      return;
+    }
     ++captured_;
   }
   r.graph->replay();

@@ -9,6 +9,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <string>
 
 #include "vacc/kernels/backend.h"
 
@@ -21,11 +22,15 @@ class GraphedRegions {
   // Runs region `key` (whose host code must issue the same operations on the same tensors
   // every time): eagerly the first time, so that its lazy set-up (workspaces, the matrix
   // library's plans, kernel self-checks that read results on the host) happens outside any
-  // graph; captured and replayed the second time; replayed from then on.
+  // graph; captured and replayed the second time; replayed from then on. Graphs only save
+  // launches: if a capture fails, a warning says why, the region runs eagerly at once, and
+  // every region stays eager from then on.
   void run(int64_t key, const std::function<void()>& issue);
 
   int64_t captured() const { return captured_; }
   int64_t replays() const { return replays_; }
+  // Why graphs were given up ("" while they work).
+  const std::string& failure() const { return failure_; }
 
  private:
   struct Region {
@@ -35,6 +40,7 @@ class GraphedRegions {
   Backend& backend_;
   std::map<int64_t, Region> regions_;
   int64_t captured_ = 0, replays_ = 0;
+  std::string failure_;
 };
 
 }  // namespace vacc

@@ -85,6 +85,8 @@ class Trainer {
   // The graphs captured and replayed so far (0 without graphs).
   int64_t graphs_captured() const { return graphs_ ? graphs_->captured() : 0; }
   int64_t graph_replays() const { return graphs_ ? graphs_->replays() : 0; }
+  // Why graphs were given up after a failed capture ("" otherwise).
+  std::string graphs_failure() const { return graphs_ ? graphs_->failure() : std::string(); }
   // Loss over any number of sequences (of the trainer's length) without touching gradients;
   // the sequences are split over the replicas (collective; the same result on every rank).
   EvalResult evaluate(const TokenBatch& batch);
