@@ -379,9 +379,12 @@ void train_on_rank(const TrainArgs& a, const Flavor& flavor, const ModelConfig& 
     so.dtype = save_dtype;
     so.max_shard_bytes = max_shard;
     so.tokenizer_dir = tok_dir;
-    // Rank 0 writes while the others wait for it: give the wait the time a write can take.
+    // Rank 0 writes while the others wait for it: give their wait the time a write can take.
+    // Rank 0 itself waits only for ranks that are not writing (their pieces, the last
+    // barrier), so a rank that hangs during a save still ends the job after --comm-timeout
+    // (it waited an hour when rank 0 had the long timeout too).
     const auto timeout = comm.timeout();
-    comm.set_timeout(std::max(timeout, std::chrono::milliseconds(3'600'000)));
+    if (!rank0) comm.set_timeout(std::max(timeout, std::chrono::milliseconds(3'600'000)));
     trainer.save(dir.string(), so);
     comm.set_timeout(timeout);
     if (!out_dir.empty() && rank0)
