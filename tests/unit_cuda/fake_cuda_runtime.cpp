@@ -40,13 +40,23 @@ int captures_in_progress = 0;
 FakeStream* stream_of(cudaStream_t s) { return reinterpret_cast<FakeStream*>(s); }
 bool capturing(cudaStream_t s) { return s && stream_of(s)->capture; }
 
+}  // namespace
+
+namespace vacc_sim {
+// Records op when `stream` is being captured and returns true; else returns false (cuda_sim.h
+// declares it for the kernel launches, but redefines CUDA's keywords and is not included here).
+bool record_if_capturing(cudaStream_t stream, std::function<void()> op) {
+  if (!capturing(stream)) return false;
+  stream_of(stream)->capture->emplace_back(std::move(op));
+  return true;
+}
+}  // namespace vacc_sim
+
+namespace {
+
 // Runs op now, or records it when `stream` is capturing.
-template <typename F>
-cudaError_t issue(cudaStream_t stream, F op) {
-  if (capturing(stream))
-    stream_of(stream)->capture->emplace_back(std::move(op));
-  else
-    op();
+cudaError_t issue(cudaStream_t stream, std::function<void()> op) {
+  if (!vacc_sim::record_if_capturing(stream, op)) op();
   return cudaSuccess;
 }
 
@@ -392,36 +402,26 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const
     return CUBLAS_STATUS_INVALID_VALUE;
   if (dl.batch != c.batch || (bias && dl.batch > 1)) return CUBLAS_STATUS_INVALID_VALUE;
   issue(stream, [=] {
-  for (int64_t q = 0; q < dl.batch; ++q) {
-    const int64_t oa = q * a.stride, ob = q * b.stride, oc = q * c.stride, od = q * dl.stride;
-    for (uint64_t j = 0; j < n; ++j)
-      for (uint64_t i = 0; i < m; ++i) {
-        float acc = 0.0f;
-        for (uint64_t p = 0; p < k; ++p) {
-          const float x = d.transa == CUBLAS_OP_N ? load(A, a.type, oa + int64_t(i + p * a.ld))
-                                                  : load(A, a.type, oa + int64_t(p + i * a.ld));
-          const float y = d.transb == CUBLAS_OP_N ? load(B, b.type, ob + int64_t(p + j * b.ld))
-                                                  : load(B, b.type, ob + int64_t(j + p * b.ld));
-          acc += x * y;
+    for (int64_t q = 0; q < dl.batch; ++q) {
+      const int64_t oa = q * a.stride, ob = q * b.stride, oc = q * c.stride, od = q * dl.stride;
+      for (uint64_t j = 0; j < n; ++j)
+        for (uint64_t i = 0; i < m; ++i) {
+          float acc = 0.0f;
+          for (uint64_t p = 0; p < k; ++p) {
+            const float x = d.transa == CUBLAS_OP_N ? load(A, a.type, oa + int64_t(i + p * a.ld))
+                                                    : load(A, a.type, oa + int64_t(p + i * a.ld));
+            const float y = d.transb == CUBLAS_OP_N ? load(B, b.type, ob + int64_t(p + j * b.ld))
+                                                    : load(B, b.type, ob + int64_t(j + p * b.ld));
+            acc += x * y;
+          }
+          float v = al * acc;
+          if (be != 0.0f) v += be * load(C, c.type, oc + int64_t(i + j * c.ld));
+          if (bias) v += load(d.bias, dl.type, int64_t(i));
+          store(D, dl.type, od + int64_t(i + j * dl.ld), v);
         }
-        float v = al * acc;
-        if (be != 0.0f) v += be * load(C, c.type, oc + int64_t(i + j * c.ld));
-        if (bias) v += load(d.bias, dl.type, int64_t(i));
-        store(D, dl.type, od + int64_t(i + j * dl.ld), v);
-      }
-  }
+    }
   });
   return CUBLAS_STATUS_SUCCESS;
 }
 
 }  // extern "C"
-
-// cuda_sim.cpp's kernel launches on a capturing stream are recorded here (declared in
-// cuda_sim.h, which redefines CUDA's keywords for the kernels and is not included here).
-namespace vacc_sim {
-bool record_if_capturing(cudaStream_t stream, std::function<void()> op) {
-  if (!capturing(stream)) return false;
-  stream_of(stream)->capture->emplace_back(std::move(op));
-  return true;
-}
-}  // namespace vacc_sim

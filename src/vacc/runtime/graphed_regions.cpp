@@ -7,8 +7,8 @@ namespace vacc {
 
 void GraphedRegions::run(int64_t key, const std::function<void()>& issue) {
   Region& r = regions_[key];
-  if (!failure_.empty() || (!r.graph && r.eager_runs == 0)) {
-    ++r.eager_runs;
+  if (!failure_.empty() || !r.warmed) {
+    r.warmed = true;
     issue();
     return;
   }

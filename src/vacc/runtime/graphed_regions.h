@@ -34,7 +34,7 @@ class GraphedRegions {
 
  private:
   struct Region {
-    int64_t eager_runs = 0;
+    bool warmed = false;  // has run eagerly once
     std::unique_ptr<OpGraph> graph;
   };
   Backend& backend_;

@@ -56,7 +56,6 @@ class CudaContext {
   // CUDA graph capture (cuda_graph.cpp). While capturing, upload, download and synchronize
   // throw (a graph holds device work only) and the allocator serves its graph pool.
   void set_capturing(bool on);
-  bool capturing() const { return capturing_; }
   // The graphs alive: when the last goes (or a capture fails with none alive), the allocator's
   // graph pool returns to ordinary use.
   void graph_created() { ++graphs_; }
