@@ -88,6 +88,20 @@ int main(int argc, char** argv) {
       Tensor attn_in = random_tensor(g, {N, Hq * D}, dt, 1.0f, 16), wo = random_tensor(g, {C, Hq * D}, dt, 0.05f, 17);
       report(g, "matmul o_proj + residual (matmul_add)" + tag, 2.0 * N * C * Hq * D, 0,
              [&] { g.matmul_add(attn_in, false, wo, true, dx, y); });
+      // The attention's narrow backward products (N = 896 or 1152 wide; they ran at a third
+      // of the wide products' rate in the H200 profile).
+      Tensor dh = random_tensor(g, {N, C}, dt, 1.0f, 18), dqkv = random_tensor(g, {N, QKV}, dt, 1.0f, 19);
+      Tensor dattn = g.empty({N, Hq * D}, DType::F32, MemoryCategory::Activations, "dattn");
+      Tensor dwo = g.zeros({C, Hq * D}, DType::F32, MemoryCategory::Gradients, "dwo");
+      Tensor dwqkv = g.zeros({QKV, C}, DType::F32, MemoryCategory::Gradients, "dwqkv");
+      report(g, "matmul o_proj dX" + tag, 2.0 * N * C * Hq * D, 0,
+             [&] { g.matmul(dh, false, wo, false, dattn); });
+      report(g, "matmul o_proj dW (beta 1)" + tag, 2.0 * N * C * Hq * D, 0,
+             [&] { g.matmul(dh, true, attn_in, false, dwo, 1.0f, 1.0f); });
+      report(g, "matmul qkv dX" + tag, 2.0 * N * QKV * C, 0,
+             [&] { g.matmul(dqkv, false, wqkv, false, dx); });
+      report(g, "matmul qkv dW (beta 1)" + tag, 2.0 * N * QKV * C, 0,
+             [&] { g.matmul(dqkv, true, x, false, dwqkv, 1.0f, 1.0f); });
     }
 
     // The model's qkv is in the compute dtype: bf16 for the mixed-precision runs.
@@ -211,6 +225,8 @@ int main(int argc, char** argv) {
       report(g, "sum_of_squares (494M)", 0, double(P) * 4, [&] { g.sum_of_squares(gr, acc); }, 5);
     }
     std::printf("peak memory: %s\n", g.allocator().usage_report().c_str());
+    if (const std::string tuned = g.tuning_summary(); !tuned.empty())
+      std::printf("matrix products: %s\n", tuned.c_str());
   } catch (const Error& e) {
     std::fprintf(stderr, "cuda_ops_bench: %s\n", e.what());
     return 1;

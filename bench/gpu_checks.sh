@@ -8,6 +8,9 @@
 # GPU_CHECKS selects steps (default "info tests ops step sanitize"); more steps:
 #   profile   vacc train --profile on the benchmark's model (device time per op)
 #   routes    the benchmark's step with each bf16 attention route (VACC_ATTENTION)
+#   autotune  the op timings and vacc's step with cuBLASLt's heuristic first choice
+#             (VACC_MATMUL_AUTOTUNE=0) and with the timed choice (the default), twice each,
+#             alternating
 #   graphs    the step with and without --cuda-graphs, at batch 1 and 8 (eager transformers as
 #             the peer; the launches weigh most at small batches)
 #   commands  vacc eval and vacc generate on gpu-1, and vacc profile --flavor gpu-1 --quick
@@ -83,6 +86,21 @@ for step in $steps; do
           --model-config "$q05/config.json" --synthetic --batch 8 --seq-len 1024 --steps 6 \
           --dtype bf16 --flavor gpu-1
         grep -E "^Done|attention|error" "$logs/route_$route.log" | head -5
+      done
+      ;;
+    autotune)
+      q05=$(mktemp -d)
+      "$build/bin/vacc" init --preset qwen2.5-0.5b --config-only "$q05" >/dev/null
+      for round in 1 2; do
+        for tune in 0 8; do
+          run "ops_autotune${tune}_$round" 60 env VACC_MATMUL_AUTOTUNE=$tune \
+            "$build/bin/cuda_ops_bench" 1024 8
+          grep -iE "matmul|product|proj" "$logs/ops_autotune${tune}_$round.log" | head -16
+          run "step_autotune${tune}_$round" 120 env VACC_MATMUL_AUTOTUNE=$tune "$build/bin/vacc" \
+            train --model-config "$q05/config.json" --synthetic --batch 8 --seq-len 1024 \
+            --steps 12 --dtype bf16 --flavor gpu-1
+          grep -E "^Done|Matrix products|error" "$logs/step_autotune${tune}_$round.log"
+        done
       done
       ;;
     commands)

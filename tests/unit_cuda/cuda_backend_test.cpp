@@ -29,6 +29,10 @@
 #include "vacc/kernels/cuda/cuda_backend.h"
 #include "vacc/kernels/cuda/cuda_allocator.h"
 #include "vacc/kernels/cuda/cuda_context.h"
+#include "vacc/kernels/cuda/matmul_autotune.h"
+#ifdef VACC_CUDA_SIM
+#include "fake_cuda_runtime.h"
+#endif
 
 namespace vacc::test {
 namespace {
@@ -296,6 +300,96 @@ TEST_F(CudaBackendTest, MatmulAddMatchesCpu) {
   Tensor O = gpu().zeros({4, 4}, DType::F32, MemoryCategory::Buffers, "out");
   Tensor Bad = gpu().zeros({4, 5}, DType::F32, MemoryCategory::Buffers, "addend");
   EXPECT_THROW(gpu().matmul_add(A, false, A, true, Bad, O), Error);
+}
+
+// VACC_MATMUL_AUTOTUNE set while this lives.
+struct AutotuneSetting {
+  explicit AutotuneSetting(const char* value) { setenv("VACC_MATMUL_AUTOTUNE", value, 1); }
+  ~AutotuneSetting() { unsetenv("VACC_MATMUL_AUTOTUNE"); }
+};
+
+// A product's first run times several cuBLASLt algorithms on its own operands
+// (matmul_autotune.h). One that accumulates into its output (a gradient) must still add to it
+// exactly once, the runs after use the fastest, and the results are the CPU's. The simulator
+// offers three algorithms here, its last the fastest; a GPU offers its own.
+TEST_F(CudaBackendTest, MatmulAutotuningAddsOnceAndKeepsTheFastest) {
+#ifdef VACC_CUDA_SIM
+  vacc_sim::CublasLtAlgorithms algorithms(3);
+#endif
+  gpu_ = make_cuda_backend(0, size_t(1) << 30);  // no plans yet
+  const std::vector<MatmulCase> cases = {
+      {48, 40, 56, true, false, DType::F32, DType::F32, 1.0f, 1.0f, false, 0},   // dW += a^T b
+      {48, 40, 56, true, false, DType::BF16, DType::F32, 1.0f, 1.0f, false, 0},  // bf16 operands
+      {64, 72, 32, false, true, DType::BF16, DType::BF16, 1.0f, 0.0f, true, 0},  // qkv + bias
+  };
+  for (int run = 0; run < 2; ++run)
+    for (const MatmulCase& c : cases) {
+      SCOPED_TRACE(describe(c) + (run ? ", tuned" : ", first run"));
+      auto a = random_vector(size_t(c.M * c.K), 41), b = random_vector(size_t(c.K * c.N), 42);
+      auto out0 = random_vector(size_t(c.M * c.N), 43), bias = random_vector(size_t(c.N), 44);
+      auto got = run_matmul(gpu(), c, a, b, out0, bias);
+      auto want = run_matmul(cpu(), c, a, b, out0, bias);
+      double max_bias = 0.0;
+      for (float v : bias) max_bias = std::max(max_bias, double(std::abs(v)));
+      const double tol = c.out == DType::F32 ? 1e-4 : kBf16Step;
+      expect_close(got, want, tol, 1e-4 + (c.bias ? kBf16Step * max_bias : 0.0), describe(c));
+    }
+  // matmul_add in place (the residual add read as C = D): its trials must not add twice either.
+  const int64_t M = 40, N = 32, K = 24;
+  auto a = random_vector(size_t(M * K), 45), b = random_vector(size_t(N * K), 46);
+  auto residual = random_vector(size_t(M * N), 47);
+  std::vector<float> sums[2];
+  Backend* bes[2] = {&gpu(), &cpu()};
+  for (int k = 0; k < 2; ++k) {
+    Tensor A = to_device(*bes[k], a, {M, K}), B = to_device(*bes[k], b, {N, K});
+    Tensor R = to_device(*bes[k], residual, {M, N});
+    bes[k]->matmul_add(A, false, B, true, R, R);
+    sums[k] = to_host(*bes[k], R);
+  }
+  expect_close(sums[0], sums[1], 1e-4, 1e-4, "matmul_add in place");
+  const std::string summary = gpu().tuning_summary();
+  EXPECT_NE(summary.find("cuBLASLt algorithms timed"), std::string::npos) << summary;
+#ifdef VACC_CUDA_SIM
+  // Four plans, each timed every algorithm 1 + kAutotuneRepeats times; then the fastest (2)
+  // ran every real product: the three cases twice, matmul_add once.
+  const int64_t trials = 4 * (1 + cuda::kAutotuneRepeats);
+  EXPECT_EQ(vacc_sim::cublaslt_runs_of_algorithm(0), trials);
+  EXPECT_EQ(vacc_sim::cublaslt_runs_of_algorithm(1), trials);
+  EXPECT_EQ(vacc_sim::cublaslt_runs_of_algorithm(2), trials + 3 * 2 + 1);
+  EXPECT_NE(summary.find("timed for 4 product shape(s); in 4 of them"), std::string::npos)
+      << summary;
+#endif
+}
+
+// VACC_MATMUL_AUTOTUNE=0 keeps the heuristic's first choice untimed; a bad value is refused by
+// name when the backend is made.
+TEST_F(CudaBackendTest, MatmulAutotuningCanBeTurnedOff) {
+#ifdef VACC_CUDA_SIM
+  vacc_sim::CublasLtAlgorithms algorithms(3);
+#endif
+  {
+    AutotuneSetting off("0");
+    gpu_ = make_cuda_backend(0, size_t(1) << 30);
+    const MatmulCase c{16, 24, 8, false, false, DType::F32, DType::F32, 1.0f, 1.0f, false, 0};
+    auto a = random_vector(size_t(c.M * c.K), 51), b = random_vector(size_t(c.K * c.N), 52);
+    auto out0 = random_vector(size_t(c.M * c.N), 53), bias = random_vector(size_t(c.N), 54);
+    for (int run = 0; run < 2; ++run)
+      expect_close(run_matmul(gpu(), c, a, b, out0, bias),
+                   run_matmul(cpu(), c, a, b, out0, bias), 1e-4, 1e-5, describe(c));
+    EXPECT_EQ(gpu().tuning_summary(), "");
+#ifdef VACC_CUDA_SIM
+    EXPECT_EQ(vacc_sim::cublaslt_runs_of_algorithm(0), 2);
+    EXPECT_EQ(vacc_sim::cublaslt_runs_of_algorithm(1) + vacc_sim::cublaslt_runs_of_algorithm(2), 0);
+#endif
+  }
+  AutotuneSetting bad("many");
+  try {
+    make_cuda_backend(0, size_t(1) << 30);
+    ADD_FAILURE() << "a bad VACC_MATMUL_AUTOTUNE was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("VACC_MATMUL_AUTOTUNE='many'"), std::string::npos)
+        << e.what();
+  }
 }
 
 // ---------------------------------------------------------------- transformer ops

@@ -22,6 +22,9 @@
 #include "vacc/plan/memory_model.h"
 #include "vacc/runtime/graphed_regions.h"
 #include "vacc/runtime/trainer.h"
+#ifdef VACC_CUDA_SIM
+#include "fake_cuda_runtime.h"
+#endif
 
 namespace vacc::test {
 namespace {
@@ -141,6 +144,30 @@ TEST(CudaTrainer, GraphsReplayTheEagerStepsBitwise) {
   EXPECT_EQ(on_cpu.graphs_status.rfind("off: backend cpu", 0), 0u) << on_cpu.graphs_status;
   EXPECT_EQ(on_cpu.graphs_captured, 0);
 }
+
+#ifdef VACC_CUDA_SIM
+// Autotuning inside training: the first step's products time several algorithms, among them
+// the weight gradients that accumulate over micro-batches, and every result stays what it is
+// without the timing. Bitwise, because the simulator's algorithms compute alike (a GPU's differ
+// in the order of their sums). With graphs: tuned in the eager first runs, then captured.
+TEST(CudaTrainer, AutotunedStepsEqualUntunedStepsOnTheSimulator) {
+  auto plain = make_cuda_backend(0);
+  const TrainRun want = train(*plain, DType::BF16, 2, true);
+  EXPECT_EQ(plain->tuning_summary(), "");
+  vacc_sim::CublasLtAlgorithms algorithms(3);
+  auto tuning = make_cuda_backend(0);
+  const TrainRun got = train(*tuning, DType::BF16, 2, true);
+  EXPECT_NE(tuning->tuning_summary(), "");
+  EXPECT_GT(vacc_sim::cublaslt_runs_of_algorithm(0), 0);
+  EXPECT_EQ(got.losses, want.losses);
+  EXPECT_EQ(got.grad_norms, want.grad_norms);
+  EXPECT_EQ(got.eval_loss, want.eval_loss);
+  EXPECT_EQ(got.graph_replays, want.graph_replays);
+  ASSERT_EQ(got.weights.size(), want.weights.size());
+  EXPECT_EQ(std::memcmp(got.weights.data(), want.weights.data(), 4 * want.weights.size()), 0)
+      << "weights differ from the untuned run's";
+}
+#endif
 
 // A region a graph cannot hold (here: it reads the device on the host) is not an error for the
 // trainer: the failed capture is given up with its reason, that run and every later one run

@@ -9,12 +9,14 @@
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <utility>
 #include <vector>
 
+#include "fake_cuda_runtime.h"
 #include "vacc/core/dtype.h"
 
 namespace {
@@ -37,6 +39,15 @@ struct FakeGraph {
 cudaStreamCaptureMode thread_capture_mode = cudaStreamCaptureModeGlobal;
 int captures_in_progress = 0;
 
+struct FakeEvent {
+  double clock_ms = 0.0;
+};
+double simulated_clock_ms = 0.0;
+
+// cuBLASLt's algorithms (fake_cuda_runtime.h, set_cublaslt_algorithms).
+int algorithms = 1;
+std::vector<int64_t> algorithm_runs;
+
 FakeStream* stream_of(cudaStream_t s) { return reinterpret_cast<FakeStream*>(s); }
 bool capturing(cudaStream_t s) { return s && stream_of(s)->capture; }
 
@@ -49,6 +60,14 @@ bool record_if_capturing(cudaStream_t stream, std::function<void()> op) {
   if (!capturing(stream)) return false;
   stream_of(stream)->capture->emplace_back(std::move(op));
   return true;
+}
+
+void set_cublaslt_algorithms(int count) {
+  algorithms = count;
+  algorithm_runs.assign(size_t(count), 0);
+}
+int64_t cublaslt_runs_of_algorithm(int index) {
+  return index < int(algorithm_runs.size()) ? algorithm_runs[size_t(index)] : 0;
 }
 }  // namespace vacc_sim
 
@@ -223,14 +242,29 @@ cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
   return cudaSuccess;
 }
 // Events: every operation has finished when its call returns, so an event is always complete.
+// An event records the simulated clock (advanced by the products' algorithms only), so that
+// cudaEventElapsedTime times cuBLASLt's candidates as the backend's autotuning asks.
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int) {
-  static int dummy;
-  *event = reinterpret_cast<cudaEvent_t>(&dummy);
+  *event = reinterpret_cast<cudaEvent_t>(new FakeEvent{});
   return cudaSuccess;
 }
-cudaError_t cudaEventDestroy(cudaEvent_t) { return cudaSuccess; }
-cudaError_t cudaEventRecord(cudaEvent_t, cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaEventDestroy(cudaEvent_t event) {
+  delete reinterpret_cast<FakeEvent*>(event);
+  return cudaSuccess;
+}
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
+  FakeEvent* e = reinterpret_cast<FakeEvent*>(event);
+  return issue(stream, [e] { e->clock_ms = simulated_clock_ms; });
+}
 cudaError_t cudaEventQuery(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaEventSynchronize(cudaEvent_t) {
+  return unsafe_during_capture() ? cudaErrorStreamCaptureUnsupported : cudaSuccess;
+}
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
+  *ms = float(reinterpret_cast<FakeEvent*>(end)->clock_ms -
+              reinterpret_cast<FakeEvent*>(start)->clock_ms);
+  return cudaSuccess;
+}
 cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned int) { return cudaSuccess; }
 cudaError_t cudaDeviceSynchronize() {
   return unsafe_during_capture() ? cudaErrorStreamCaptureUnsupported : cudaSuccess;
@@ -377,9 +411,12 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtMatmulDe
     return CUBLAS_STATUS_INVALID_VALUE;
   for (uint32_t al : pref_of(pref).align)
     if (al < 4) return CUBLAS_STATUS_NOT_SUPPORTED;
-  std::memset(&results[0], 0, sizeof results[0]);
-  results[0].state = CUBLAS_STATUS_SUCCESS;
-  *count = 1;
+  *count = std::min(requested, algorithms);
+  for (int i = 0; i < *count; ++i) {
+    std::memset(&results[i], 0, sizeof results[i]);
+    results[i].algo.data[0] = uint64_t(i);
+    results[i].state = CUBLAS_STATUS_SUCCESS;
+  }
   return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -387,7 +424,8 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const
                               const void* A, cublasLtMatrixLayout_t adesc, const void* B,
                               cublasLtMatrixLayout_t bdesc, const void* beta, const void* C,
                               cublasLtMatrixLayout_t cdesc, void* D, cublasLtMatrixLayout_t ddesc,
-                              const cublasLtMatmulAlgo_t*, void*, size_t, cudaStream_t stream) {
+                              const cublasLtMatmulAlgo_t* algo, void*, size_t,
+                              cudaStream_t stream) {
   // Copies of the descriptors and scalars (host pointer mode): a captured product keeps the
   // values of the call, as cuBLASLt's captured kernels do.
   const FakeDesc d = desc_of(desc);
@@ -401,7 +439,11 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const
   if (bias && (!d.bias || (d.bias_type != -1 && d.bias_type != dl.type)))
     return CUBLAS_STATUS_INVALID_VALUE;
   if (dl.batch != c.batch || (bias && dl.batch > 1)) return CUBLAS_STATUS_INVALID_VALUE;
+  const int index = algo ? int(algo->data[0]) : 0;
+  if (index < 0 || index >= algorithms) return CUBLAS_STATUS_INVALID_VALUE;
   issue(stream, [=] {
+    if (size_t(index) < algorithm_runs.size()) ++algorithm_runs[size_t(index)];
+    simulated_clock_ms += double(algorithms - index);
     for (int64_t q = 0; q < dl.batch; ++q) {
       const int64_t oa = q * a.stride, ob = q * b.stride, oc = q * c.stride, od = q * dl.stride;
       for (uint64_t j = 0; j < n; ++j)

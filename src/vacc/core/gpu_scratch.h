@@ -12,6 +12,13 @@ namespace vacc {
 // cuBLASLt's workspace, held for the backend's life: NVIDIA recommends 32 MiB on Hopper.
 inline constexpr size_t kCublasLtWorkspaceBytes = size_t(32) << 20;
 
+// The largest output a matrix product that accumulates into it (a weight gradient, beta 1) may
+// have for its first run to time cuBLASLt's algorithms (kernels/cuda/matmul_autotune.h): the
+// trials write to scratch of that size, for a moment. Larger ones keep the heuristic's choice.
+// Like the attention self-checks' scratch, it is taken in the first step only, and the memory
+// model (which predicts the steady state) does not count it.
+inline constexpr size_t kMatmulAutotuneScratchBytes = size_t(32) << 20;
+
 // The largest f32 logits chunk of the fused classifier + cross-entropy on a device with this
 // memory budget: 1/64 of it, between 128 MiB and 1 GiB (why:
 // kernels/cuda/classifier_cross_entropy.cpp).

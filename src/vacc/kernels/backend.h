@@ -64,6 +64,9 @@ class Backend {
   virtual std::string name() const = 0;
   // Waits until every operation issued so far has finished.
   virtual void synchronize() = 0;
+  // What the backend chose by timing on its device so far (the CUDA backend: cuBLASLt's
+  // algorithm for each product shape), as a line for the log; "" when nothing.
+  virtual std::string tuning_summary() const { return {}; }
 
   Tensor empty(Shape shape, DType dtype, MemoryCategory category, std::string_view what) {
     return Tensor(allocator(), std::move(shape), dtype, category, what);

@@ -33,6 +33,7 @@ class ProfilingBackend final : public Backend {
   DeviceAllocator& allocator() override { return inner_.allocator(); }
   std::string name() const override { return inner_.name() + " [profiling]"; }
   void synchronize() override { inner_.synchronize(); }
+  std::string tuning_summary() const override { return inner_.tuning_summary(); }
 
   void upload(const void* host, Tensor& dst) override;
   void download(const Tensor& src, void* host) override;

@@ -38,6 +38,14 @@ class CudaBackend final : public Backend {
            ", cuBLASLt)";
   }
   void synchronize() override { ctx_.synchronize(); }
+  std::string tuning_summary() const override {
+    const cuda::CublasLtMatmul& m = ctx_.matmul();
+    if (m.tuned_plans() == 0) return {};
+    return "cuBLASLt algorithms timed for " + std::to_string(m.tuned_plans()) +
+           " product shape(s); in " + std::to_string(m.plans_not_the_heuristics_first()) +
+           " of them another than the heuristic's first choice was faster "
+           "(VACC_MATMUL_AUTOTUNE=0 turns the timing off)";
+  }
 
   bool supports_graphs() const override { return true; }
   std::unique_ptr<OpGraph> capture_graph(const std::function<void()>& issue) override {

@@ -22,7 +22,9 @@ CudaContext::CudaContext(int device_index, size_t budget_bytes)
     reduce_partials_ = scratch({int64_t(kSumPartials) * 2}, DType::F32, "reduction partials");
     device_error_ = scratch({int64_t(sizeof(DeviceError) / 4)}, DType::F32, "device error slot");
     VACC_CUDA_CHECK(cudaMemsetAsync(device_error_.data(), 0, sizeof(DeviceError), stream_));
-    matmul_ = std::make_unique<CublasLtMatmul>(workspace_.data(), kCublasLtWorkspaceBytes);
+    matmul_ = std::make_unique<CublasLtMatmul>(
+        workspace_.data(), kCublasLtWorkspaceBytes,
+        [this](size_t bytes) { return scratch_bytes(bytes, "matmul autotuning trial output"); });
     VACC_CUDA_CHECK(cudaStreamSynchronize(stream_));
   } catch (...) {
     cudaStreamDestroy(stream_);

@@ -27,6 +27,7 @@ class CudaContext {
   int device_index() const { return device_index_; }
   CudaAllocator& allocator() { return allocator_; }
   cudaStream_t stream() const { return stream_; }
+  const CublasLtMatmul& matmul() const { return *matmul_; }
   const std::string& device_name() const { return device_name_; }
 
   // out (M, N) = alpha * op(a) @ op(b) + beta * out (+ bias): cuBLASLt, or a fallback for what

@@ -3,8 +3,10 @@
 #include <algorithm>
 #include <string>
 
+#include "vacc/core/gpu_scratch.h"
 #include "vacc/core/logging.h"
 #include "vacc/kernels/cuda/cuda_check.h"
+#include "vacc/kernels/cuda/matmul_autotune.h"
 
 namespace vacc::cuda {
 namespace {
@@ -47,8 +49,11 @@ void set_pref(cublasLtMatmulPreference_t pref, cublasLtMatmulPreferenceAttribute
 
 }  // namespace
 
-CublasLtMatmul::CublasLtMatmul(void* workspace, size_t workspace_bytes)
-    : workspace_(workspace), workspace_bytes_(workspace_bytes) {
+CublasLtMatmul::CublasLtMatmul(void* workspace, size_t workspace_bytes, Scratch scratch)
+    : workspace_(workspace),
+      workspace_bytes_(workspace_bytes),
+      scratch_(std::move(scratch)),
+      candidates_(std::max(1, autotune_candidates())) {
   VACC_CUBLAS_CHECK(cublasLtCreate(&handle_));
 }
 
@@ -101,7 +106,7 @@ CublasLtMatmul::Plan& CublasLtMatmul::plan_for(const Key& key, const void* bias)
 
     cublasLtMatmulPreference_t pref = nullptr;
     VACC_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
-    cublasLtMatmulHeuristicResult_t result{};
+    std::vector<cublasLtMatmulHeuristicResult_t> results(static_cast<size_t>(candidates_));
     int count = 0;
     cublasStatus_t status = CUBLAS_STATUS_SUCCESS;
     try {
@@ -112,7 +117,7 @@ CublasLtMatmul::Plan& CublasLtMatmul::plan_for(const Key& key, const void* bias)
       set_pref(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, uint32_t(align_out));
       set_pref(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, uint32_t(align_out));
       status = cublasLtMatmulAlgoGetHeuristic(handle_, plan.desc, plan.b, plan.a, plan.c, plan.c,
-                                              pref, 1, &result, &count);
+                                              pref, candidates_, results.data(), &count);
     } catch (...) {
       cublasLtMatmulPreferenceDestroy(pref);
       throw;
@@ -121,11 +126,14 @@ CublasLtMatmul::Plan& CublasLtMatmul::plan_for(const Key& key, const void* bias)
     // The real cuBLASLt (CUDA 13, H200) answers INVALID_VALUE for some small misaligned
     // products where the documented contract suggests NOT_SUPPORTED; those take the fallback,
     // loudly (the warning below names the product), never quietly.
-    plan.found = status == CUBLAS_STATUS_SUCCESS && count > 0 &&
-                 result.state == CUBLAS_STATUS_SUCCESS;
-    if (plan.found) {
-      plan.algo = result.algo;
-    } else {
+    if (status == CUBLAS_STATUS_SUCCESS)
+      for (int i = 0; i < count; ++i)
+        if (results[size_t(i)].state == CUBLAS_STATUS_SUCCESS)
+          plan.algos.push_back(results[size_t(i)].algo);
+    const size_t out_elements =
+        batch > 1 ? size_t((batch - 1) * stride_out + M * N) : size_t(M * N);
+    plan.out_bytes = out_elements * dtype_size(out_dtype);
+    if (!plan.found()) {
       log_warn(std::string("matmul: cuBLASLt has no algorithm") +
                (status == CUBLAS_STATUS_INVALID_VALUE ? " (INVALID_VALUE)" : "") +
                " for M=" + std::to_string(M) + " N=" + std::to_string(N) +
@@ -153,7 +161,7 @@ bool CublasLtMatmul::run(const void* a, bool trans_a, const void* b, bool trans_
                 alignment_of(a), alignment_of(b), std::min(alignment_of(out), alignment_of(c)),
                 bias ? alignment_of(bias) : 0u, 1, 0, 0, 0};
   Plan& plan = plan_for(key, bias);
-  if (!plan.found) return false;
+  if (!plan.found()) return false;
   if (bias) set_desc(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, bias);
   issue(plan, a, b, c, out, alpha, beta, stream);
   return true;
@@ -176,16 +184,53 @@ bool CublasLtMatmul::run_batched(const void* a, bool trans_a, const void* b, boo
                 align(out, batch.stride_out, out_dtype), 0u, batch.count, batch.stride_a,
                 batch.stride_b, batch.stride_out};
   Plan& plan = plan_for(key, nullptr);
-  if (!plan.found) return false;
+  if (!plan.found()) return false;
   issue(plan, a, b, out, out, alpha, beta, stream);
   return true;
 }
 
 void CublasLtMatmul::issue(Plan& plan, const void* a, const void* b, const void* c, void* out,
                            float alpha, float beta, cudaStream_t stream) {
+  if (!plan.tuned) tune(plan, a, b, c, out, alpha, beta, stream);
   VACC_CUBLAS_CHECK(cublasLtMatmul(handle_, plan.desc, &alpha, b, plan.b, a, plan.a, &beta, c,
-                                   plan.c, out, plan.c, &plan.algo, workspace_, workspace_bytes_,
-                                   stream));
+                                   plan.c, out, plan.c, &plan.algos.front(), workspace_,
+                                   workspace_bytes_, stream));
+}
+
+void CublasLtMatmul::tune(Plan& plan, const void* a, const void* b, const void* c, void* out,
+                          float alpha, float beta, cudaStream_t stream) {
+  auto keep = [&](size_t index) {
+    plan.algos = {plan.algos[index]};
+    plan.tuned = true;
+  };
+  if (plan.algos.size() == 1) return keep(0);
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  VACC_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
+  if (capture != cudaStreamCaptureStatusNone) return;
+  void* trial_out = out;
+  Tensor trial_scratch;
+  if (beta != 0.0f && c == out) {
+    if (plan.out_bytes > kMatmulAutotuneScratchBytes) return keep(0);
+    try {
+      trial_scratch = scratch_(plan.out_bytes);
+    } catch (const std::exception& e) {
+      // No room to time it: the heuristic's choice, as without autotuning.
+      log_warn(std::string("matmul: not autotuning a product (") + e.what() + ")");
+      return keep(0);
+    }
+    trial_out = trial_scratch.data();
+  }
+  const int fastest = fastest_candidate(
+      int(plan.algos.size()),
+      [&](int i) {
+        return cublasLtMatmul(handle_, plan.desc, &alpha, b, plan.b, a, plan.a, &beta, c, plan.c,
+                              trial_out, plan.c, &plan.algos[size_t(i)], workspace_,
+                              workspace_bytes_, stream) == CUBLAS_STATUS_SUCCESS;
+      },
+      stream);
+  ++tuned_plans_;
+  if (fastest > 0) ++changed_plans_;
+  keep(size_t(std::max(fastest, 0)));
 }
 
 }  // namespace vacc::cuda

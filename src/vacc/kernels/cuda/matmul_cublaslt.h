@@ -8,25 +8,32 @@
 // declined with INVALID_VALUE on an H200); it is added to the f32 accumulator before the one
 // rounding to the output's dtype.
 //
-// Descriptors and the heuristic's algorithm are cached per shape, dtype, transposes, bias and
-// pointer alignment: building them costs more than running a small product.
+// Descriptors and the algorithm are cached per shape, dtype, transposes, bias and pointer
+// alignment: building them costs more than running a small product. The algorithm is the
+// fastest of the heuristic's first few, timed at the plan's first eager run (matmul_autotune.h).
 #pragma once
 
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <tuple>
+#include <vector>
 
 #include "vacc/core/dtype.h"
+#include "vacc/core/tensor.h"
 
 namespace vacc::cuda {
 
 class CublasLtMatmul {
  public:
-  // `workspace` is device memory of `workspace_bytes` that outlives this object.
-  CublasLtMatmul(void* workspace, size_t workspace_bytes);
+  // `workspace` is device memory of `workspace_bytes` that outlives this object. `scratch`
+  // gives device memory of at least the bytes asked for (it may throw): autotuning writes the
+  // trials of a product that accumulates into its output there.
+  using Scratch = std::function<Tensor(size_t bytes)>;
+  CublasLtMatmul(void* workspace, size_t workspace_bytes, Scratch scratch);
   ~CublasLtMatmul();
   CublasLtMatmul(const CublasLtMatmul&) = delete;
   CublasLtMatmul& operator=(const CublasLtMatmul&) = delete;
@@ -51,12 +58,19 @@ class CublasLtMatmul {
                    int64_t N, int64_t K, const Batch& batch, DType in_dtype, DType out_dtype,
                    float alpha, float beta, cudaStream_t stream);
 
+  // How many plans were autotuned, and in how many the fastest was not the heuristic's first.
+  int64_t tuned_plans() const { return tuned_plans_; }
+  int64_t plans_not_the_heuristics_first() const { return changed_plans_; }
+
  private:
   struct Plan {
     cublasLtMatmulDesc_t desc = nullptr;
     cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
-    cublasLtMatmulAlgo_t algo{};
-    bool found = false;
+    // The heuristic's candidates, best first; after tuning, the fastest alone.
+    std::vector<cublasLtMatmulAlgo_t> algos;
+    bool tuned = false;
+    size_t out_bytes = 0;  // the output's extent (every matrix of a batch)
+    bool found() const { return !algos.empty(); }
   };
   // M, N, K, trans_a, trans_b, in, out, has bias, alignments of a, b, out, bias; batch count
   // and strides of a, b, out.
@@ -66,12 +80,20 @@ class CublasLtMatmul {
   // D = out, C = c (out itself unless a residual is read in the epilogue).
   void issue(Plan& plan, const void* a, const void* b, const void* c, void* out, float alpha,
              float beta, cudaStream_t stream);
+  // Times the plan's candidates on this call's operands and keeps the fastest. Not while the
+  // stream is captured into a graph (a later eager run tunes). Trials of a product that
+  // accumulates into out (beta != 0, C = D) write to scratch: out must stay as it was.
+  void tune(Plan& plan, const void* a, const void* b, const void* c, void* out, float alpha,
+            float beta, cudaStream_t stream);
   static void destroy(Plan& plan);
 
   cublasLtHandle_t handle_ = nullptr;
   void* workspace_;
   size_t workspace_bytes_;
+  Scratch scratch_;
+  int candidates_;  // autotune_candidates() at construction
   std::map<Key, Plan> plans_;
+  int64_t tuned_plans_ = 0, changed_plans_ = 0;
 };
 
 }  // namespace vacc::cuda
