@@ -8,6 +8,7 @@ gpu-1 give the CPU's loss and text; `vacc profile` measures two GPUs and their N
 itself, not NCCL or two streams at once: those need GPUs (docs/cuda.md)."""
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -35,6 +36,15 @@ def train(tmp, tag, flavor, parallel, dtype="f32", save=False, extra=()):
     return r, rows, folder
 
 
+def check_graphs(what, log, want):
+    """The log says `want`; where graphs were on, they were captured and replayed."""
+    check(want in log, f"{what}: the log says '{want}'")
+    if "CUDA graphs: on (" in log:
+        m = re.search(r"CUDA graphs: (\d+) captured, (\d+) replays \(rank 0\)(.*)", log)
+        check(m is not None and int(m.group(1)) > 0 and int(m.group(2)) > 0 and not m.group(3),
+              f"{what}: graphs captured and replayed, none given up ({m.group(0) if m else 'no count'})")
+
+
 def compare(what, got, base, tolerance):
     if got is None or base is None:
         return
@@ -46,11 +56,15 @@ def compare(what, got, base, tolerance):
 
 # (flavor, --parallel, save the weights)
 # The planner's own choice below adds dp=2 with ZeRO-3 (what it picks for this model).
-# --cuda-graphs is asked for on the first three: on with two pipeline stages, off (saying why)
-# with tensor and data parallelism.
+# --cuda-graphs is asked for on these: on with two pipeline stages; on with data parallelism,
+# the backward one graph per layer with the gradient reduction between them; off (saying why)
+# with tensor parallelism and ZeRO 2.
 GRAPHS = {"dp=1,pp=2,tp=1,zero=0,microbatches=2,recompute=none": "CUDA graphs: on (",
           "dp=1,pp=1,tp=2,zero=0,microbatches=1,recompute=none": "CUDA graphs: off: tensor parallelism",
-          "dp=2,pp=1,tp=1,zero=0,microbatches=1,recompute=selective": "CUDA graphs: off: data parallelism"}
+          "dp=2,pp=1,tp=1,zero=0,microbatches=1,recompute=selective": "one graph per layer",
+          "dp=2,pp=1,tp=2,zero=2,microbatches=1,recompute=none": "CUDA graphs: off: ZeRO 2"}
+GRAPHS_BF16 = {"dp=2,pp=1,tp=1,zero=1,microbatches=1,recompute=none": "one graph per layer",
+               "dp=2,pp=1,tp=1,zero=3,microbatches=2,recompute=none": "CUDA graphs: off: ZeRO 3"}
 SPLITS = [
     ("gpu-2", "dp=1,pp=2,tp=1,zero=0,microbatches=2,recompute=none", True),
     ("gpu-2", "dp=1,pp=1,tp=2,zero=0,microbatches=1,recompute=none", True),
@@ -72,7 +86,7 @@ with tempfile.TemporaryDirectory() as tmp:
         log = r.stdout + r.stderr
         check(r.returncode == 0, f"{flavor} {parallel}: runs: {log[-2500:]}")
         if graphs:
-            check(graphs in log, f"{flavor} {parallel}: the log says '{graphs}'")
+            check_graphs(f"{flavor} {parallel}", log, graphs)
         if r.returncode == 0:
             check("Establishing links between the ranks (nccl)" in log,
                   f"{flavor} {parallel}: the ranks talk over NCCL")
@@ -100,8 +114,12 @@ with tempfile.TemporaryDirectory() as tmp:
     for flavor, parallel in [("gpu-2", "dp=2,pp=1,tp=1,zero=1,microbatches=1,recompute=none"),
                              ("gpu-2", "dp=2,pp=1,tp=1,zero=3,microbatches=2,recompute=none"),
                              ("gpu-4", "dp=1,pp=2,tp=2,zero=0,microbatches=2,recompute=selective")]:
-        r, got, _ = train(tmp, f"bf16-{flavor}", flavor, parallel, dtype="bf16")
+        graphs = GRAPHS_BF16.get(parallel)
+        r, got, _ = train(tmp, f"bf16-{flavor}", flavor, parallel, dtype="bf16",
+                          extra=["--cuda-graphs"] if graphs else [])
         check(r.returncode == 0, f"bf16 {flavor} {parallel}: runs: {r.stderr[-2500:]}")
+        if graphs:
+            check_graphs(f"bf16 {flavor} {parallel}", r.stdout + r.stderr, graphs)
         compare(f"bf16 {flavor} {parallel}", got, base16, 2e-3)
 
     # More GPUs than the machine has: one clear error before any rank starts.

@@ -38,7 +38,7 @@ struct TrainRun {
 };
 
 TrainRun train(Backend& be, DType dtype, int64_t micro_batches, bool graphs = false,
-               Recompute recompute = Recompute::None) {
+               Recompute recompute = Recompute::None, int zero = 0) {
   ModelConfig c = test_model_config({.vocab = 97, .hidden = 48, .ffn = 80, .layers = 2,
                                      .heads = 6, .kv_heads = 2, .head_dim = 8, .tied = true,
                                      .bias = true});
@@ -53,6 +53,7 @@ TrainRun train(Backend& be, DType dtype, int64_t micro_batches, bool graphs = fa
   opt.seed = 11;
   opt.parallel.micro_batches = micro_batches;
   opt.parallel.recompute = recompute;
+  opt.parallel.zero = zero;
   opt.graphs = graphs;
   SingleRankCommunicator one_rank;
   Trainer trainer(be, one_rank, c, opt, 0.0);
@@ -112,22 +113,27 @@ TEST(CudaTrainer, GraphsReplayTheEagerStepsBitwise) {
     DType dtype;
     int64_t micro;
     Recompute recompute;
+    int zero;
   };
-  for (const auto [dtype, micro, recompute] :
-       {Case{DType::F32, 2, Recompute::Selective}, Case{DType::BF16, 2, Recompute::None},
-        Case{DType::BF16, 1, Recompute::Full}}) {
+  for (const auto [dtype, micro, recompute, zero] :
+       {Case{DType::F32, 2, Recompute::Selective, 0}, Case{DType::BF16, 2, Recompute::None, 0},
+        Case{DType::BF16, 1, Recompute::Full, 0}, Case{DType::BF16, 2, Recompute::Selective, 1}}) {
     SCOPED_TRACE(dtype_name(dtype) + ", " + std::to_string(micro) + " micro-batch(es), recompute " +
-                 recompute_name(recompute));
+                 recompute_name(recompute) + ", ZeRO " + std::to_string(zero));
     auto eager_gpu = make_cuda_backend(0);
     auto graph_gpu = make_cuda_backend(0);
-    const TrainRun eager = train(*eager_gpu, dtype, micro, false, recompute);
-    const TrainRun graphed = train(*graph_gpu, dtype, micro, true, recompute);
+    const TrainRun eager = train(*eager_gpu, dtype, micro, false, recompute, zero);
+    const TrainRun graphed = train(*graph_gpu, dtype, micro, true, recompute, zero);
     EXPECT_EQ(eager.graphs_status, "");
     EXPECT_EQ(graphed.graphs_status.rfind("on (", 0), 0u) << graphed.graphs_status;
     // One slot: its forward and backward passes, run 4 * micro times each (the first eagerly);
-    // the evaluation's micro chunks replay the forward.
-    EXPECT_EQ(graphed.graphs_captured, 2);
-    EXPECT_EQ(graphed.graph_replays, 2 * (4 * micro - 1) + micro);
+    // the evaluation's micro chunks replay the forward. With ZeRO 1 the gradients are reduced
+    // (here over one rank) between the backward's layers: one graph per layer (2 here).
+    const int64_t backward_graphs = zero == 0 ? 1 : 2;
+    EXPECT_EQ(graphed.graphs_status.find("one graph per layer") != std::string::npos, zero > 0)
+        << graphed.graphs_status;
+    EXPECT_EQ(graphed.graphs_captured, 1 + backward_graphs);
+    EXPECT_EQ(graphed.graph_replays, (1 + backward_graphs) * (4 * micro - 1) + micro);
     EXPECT_EQ(graphed.losses, eager.losses);
     EXPECT_EQ(graphed.grad_norms, eager.grad_norms);
     EXPECT_EQ(graphed.eval_loss, eager.eval_loss);

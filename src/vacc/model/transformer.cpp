@@ -219,7 +219,8 @@ void Transformer::head_forward_backward(const Tensor& labels, float grad_scale, 
   release_head(Pass::Backward);
 }
 
-void Transformer::backward_layers(const Tensor& positions, Activations& act, Tensor& dx) {
+void Transformer::backward_layers(const Tensor& positions, Activations& act, Tensor& dx,
+                                  const LayerRegion* region) {
   BlockGeometry g = geometry(act.batch, act.seq);
   BlockWorkspace& ws = workspace(act.batch, act.seq);
   for (int64_t l = shard_.num_layers() - 1; l >= 0; --l) {
@@ -230,17 +231,23 @@ void Transformer::backward_layers(const Tensor& positions, Activations& act, Ten
     // inputs (bitwise the same tensors). Full reruns the layer from its input, its output
     // going to a scratch (residual[l + 1] may still be on its way to the next stage).
     BlockActivations layer = layer_activations(act, l);
-    if (act.recompute == Recompute::Full)
-      block_forward(backend_, g, w, act.residual[size_t(l)], positions, rope_, layer, ws,
-                    recompute_out_, hooks_);
-    else if (act.recompute == Recompute::Selective)
-      block_attention_forward(backend_, g, w, positions, rope_, layer);
     BlockGrads grads = layer_grads(l);
     // Below the top layer, the layer above left dx in the compute dtype in ws.dy_c.
     const bool top = l == shard_.num_layers() - 1;
     const Tensor* dout_c = !top && ws.dy_c.defined() ? &ws.dy_c : nullptr;
-    block_backward(backend_, g, w, act.residual[size_t(l)], positions, rope_, layer, dx, dout_c,
-                   grads, ws, dx, hooks_);
+    auto issue = [&] {
+      if (act.recompute == Recompute::Full)
+        block_forward(backend_, g, w, act.residual[size_t(l)], positions, rope_, layer, ws,
+                      recompute_out_, hooks_);
+      else if (act.recompute == Recompute::Selective)
+        block_attention_forward(backend_, g, w, positions, rope_, layer);
+      block_backward(backend_, g, w, act.residual[size_t(l)], positions, rope_, layer, dx,
+                     dout_c, grads, ws, dx, hooks_);
+    };
+    if (region)
+      (*region)(l, issue);
+    else
+      issue();
     store_->gradients_ready(group);
     store_->release(group, Pass::Backward);
   }

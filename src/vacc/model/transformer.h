@@ -102,8 +102,13 @@ class Transformer {
   // Final norm, output projection and loss with its gradient; leaves d(residual[L]) in dx.
   void head_forward_backward(const Tensor& labels, float grad_scale, Activations& act,
                              Tensor& loss_sum, Tensor& dx);
-  // dx: gradient w.r.t. residual[L] in, w.r.t. residual[0] out (in place).
-  void backward_layers(const Tensor& positions, Activations& act, Tensor& dx);
+  // dx: gradient w.r.t. residual[L] in, w.r.t. residual[0] out (in place). With `region`,
+  // each layer's device work (its recomputation and backward) is issued through
+  // (*region)(layer, issue), which may capture it as a graph and replay it: the parameter
+  // store's calls (acquire, gradients_ready, release) stay outside, between the layers.
+  using LayerRegion = std::function<void(int64_t layer, const std::function<void()>& issue)>;
+  void backward_layers(const Tensor& positions, Activations& act, Tensor& dx,
+                       const LayerRegion* region = nullptr);
   void embed_backward(const Tensor& ids, const Tensor& dx);
   // Final norm, output projection and loss without gradients (evaluation on the last stage).
   void head_loss(const Tensor& labels, Activations& act, Tensor& loss_sum);

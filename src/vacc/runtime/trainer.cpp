@@ -115,9 +115,13 @@ Trainer::Trainer(Backend& backend, Communicator& comm, const ModelConfig& config
     const std::string why_not = graphs_unavailable_reason();
     if (why_not.empty()) {
       graphs_ = std::make_unique<GraphedRegions>(backend_);
+      graph_per_layer_ = par.dp > 1 || par.zero > 0;
       graphs_status_ = "on (the layers' forward and backward passes of each of " +
-                       std::to_string(slots_.size()) +
-                       " micro-batch slot(s), captured at their second run)";
+                       std::to_string(slots_.size()) + " micro-batch slot(s)" +
+                       (graph_per_layer_ ? ", the backward one graph per layer with the "
+                                           "gradient reduction between them"
+                                         : "") +
+                       ", captured at their second run)";
     } else {
       graphs_status_ = "off: " + why_not;
     }
@@ -125,27 +129,31 @@ Trainer::Trainer(Backend& backend, Communicator& comm, const ModelConfig& config
 }
 
 // Graphs replay the layer passes' device work only: nothing in them may talk to other ranks
-// (which the host drives) or change from step to step.
+// (which the host drives) or change from step to step. Data parallelism's gradient reduction
+// runs between the backward pass's per-layer graphs; ZeRO 2 and 3 allocate a layer's gradient
+// or gather its weights as the passes run, at addresses that change.
 std::string Trainer::graphs_unavailable_reason() const {
   const ParallelConfig& par = options_.parallel;
   if (!backend_.supports_graphs()) return "backend " + backend_.name() + " has no graphs";
-  if (par.dp > 1 || par.zero > 0)
-    return "data parallelism (dp " + std::to_string(par.dp) + ", ZeRO " +
-           std::to_string(par.zero) +
-           ") reduces or gathers weights and gradients inside the layer passes";
+  if (par.zero > 1)
+    return "ZeRO " + std::to_string(par.zero) + " " +
+           (par.zero == 2 ? "allocates each layer's gradient" : "gathers each layer's weights") +
+           " as the layer passes run, at addresses that change";
   if (par.tp > 1)
     return "tensor parallelism (tp " + std::to_string(par.tp) +
            ") sums partial results inside the layers";
   return "";
 }
 
-void Trainer::run_layers(const Slot& slot, int kind, const std::function<void()>& issue) {
+void Trainer::run_layers(const Slot& slot, int kind, const std::function<void()>& issue,
+                         int64_t layer) {
   if (!graphs_) {
     issue();
     return;
   }
   const int64_t index = &slot - slots_.data();
-  graphs_->run(2 * index + kind, issue);
+  const int64_t layers = model_->shard().num_layers();
+  graphs_->run((2 * index + kind) * (layers + 1) + layer + 1, issue);
 }
 
 // Tied embeddings on different stages: the first stage's embedding and the last stage's
@@ -268,7 +276,14 @@ void Trainer::backward(Slot& slot, int64_t micro_batch, float grad_scale) {
     grid_->world().recv(dx_, grid_->stage_rank(grid_->pp_rank() + 1));
   }
   TraceSpan span("backward", "backward " + mb);
-  run_layers(slot, 1, [&] { model_->backward_layers(positions_, slot.act, dx_); });
+  if (graph_per_layer_) {
+    const Transformer::LayerRegion region = [&](int64_t layer, const std::function<void()>& issue) {
+      run_layers(slot, 1, issue, layer);
+    };
+    model_->backward_layers(positions_, slot.act, dx_, &region);
+  } else {
+    run_layers(slot, 1, [&] { model_->backward_layers(positions_, slot.act, dx_); });
+  }
   if (grid_->first_stage()) {
     model_->embed_backward(slot.ids, dx_);
   } else {

@@ -110,8 +110,10 @@ class Trainer {
   void connect_tensor_parallel();
   std::vector<FlatRange> copies_counted_elsewhere() const;
   std::string graphs_unavailable_reason() const;
-  // Runs a layer pass of `slot` (kind 0 forward, 1 backward) as a graph when graphs are on.
-  void run_layers(const Slot& slot, int kind, const std::function<void()>& issue);
+  // Runs a layer pass of `slot` (kind 0 forward, 1 backward) as a graph when graphs are on:
+  // the whole pass as one, or (layer >= 0) that layer's part of it.
+  void run_layers(const Slot& slot, int kind, const std::function<void()>& issue,
+                  int64_t layer = -1);
 
   Backend& backend_;
   Communicator& comm_;
@@ -131,6 +133,8 @@ class Trainer {
   int64_t micro_ = 0;
   int64_t steps_ = 0;
   std::unique_ptr<GraphedRegions> graphs_;  // null: every op issued eagerly
+  // The backward pass as one graph per layer: the gradient reduction runs between them.
+  bool graph_per_layer_ = false;
   std::string graphs_status_;
 };
 
