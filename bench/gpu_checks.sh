@@ -14,6 +14,8 @@
 #   graphs    the step with and without --cuda-graphs, at batch 1 and 8 (eager transformers as
 #             the peer; the launches weigh most at small batches)
 #   commands  vacc eval and vacc generate on gpu-1, and vacc profile --flavor gpu-1 --quick
+#   decode    vacc generate's speed on the 0.5B preset (random weights, bf16, 256 new tokens,
+#             greedy) with and without --cuda-graphs, twice each, alternating
 #   races     compute-sanitizer racecheck and synccheck on the attention and reduction tests
 #             (RACE_FILTER: other gtest filter; RACE_LIMIT: seconds per tool, default 200;
 #             racecheck of the whole default filter took longer than 200 s on an H200)
@@ -100,6 +102,18 @@ for step in $steps; do
             train --model-config "$q05/config.json" --synthetic --batch 8 --seq-len 1024 \
             --steps 12 --dtype bf16 --flavor gpu-1
           grep -E "^Done|Matrix products|error" "$logs/step_autotune${tune}_$round.log"
+        done
+      done
+      ;;
+    decode)
+      q05w=$(mktemp -d)/q05
+      "$build/bin/vacc" init --preset qwen2.5-0.5b --seed 1 "$q05w" >/dev/null
+      for round in 1 2; do
+        for graphs in "" --cuda-graphs; do
+          name="decode${graphs:+_graphs}_$round"
+          run "$name" 120 "$build/bin/vacc" generate --model "$q05w" --prompt "Once upon a time" \
+            --max-new-tokens 256 --temperature 0 --dtype bf16 --flavor gpu-1 $graphs
+          grep -E "Generated|CUDA graphs|error|warning" "$logs/$name.log"
         done
       done
       ;;

@@ -177,6 +177,14 @@ with tempfile.TemporaryDirectory() as tmp:
               f"vacc eval on gpu-1 gives the CPU's loss: {eg} vs {ec}")
         check(gg == gc and gg.strip(), f"greedy vacc generate on gpu-1 gives the CPU's text: {gg!r} vs {gc!r}")
         print(f"eval gpu-1 {eg}, cpu-1 {ec}; generate: {gg.strip()!r}")
+        # Each new token's pass replayed as a CUDA graph: the same text.
+        g = subprocess.run([VACC, "generate", "--model", model, "--prompt", "The capital of France is",
+                            "--max-new-tokens", "6", "--temperature", "0", "--flavor", "gpu-1",
+                            "--cuda-graphs"], capture_output=True, text=True, timeout=300, env=ENV)
+        check(g.returncode == 0 and g.stdout == gc,
+              f"greedy vacc generate --cuda-graphs on gpu-1 gives the CPU's text: {g.stdout!r} vs {gc!r} {g.stderr[-800:]}")
+        check(re.search(r"CUDA graphs: 1 captured, [1-9]\d* replays", g.stderr) is not None,
+              f"generate --cuda-graphs replays a graph: {g.stderr[-500:]}")
 
     # A fine-tune of it on real records: prompt tokens masked (the classifier's gathered rows),
     # a held-out evaluation after every step, two pipeline stages, saved; gpu-2 (its layer

@@ -28,6 +28,15 @@ struct DecodeCase {
   }
 };
 
+// The positions [past, past + n) of n new tokens, on the device.
+Tensor decode_positions(Backend& be, int64_t past, int64_t n) {
+  std::vector<int32_t> pos(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) pos[size_t(i)] = int32_t(past + i);
+  Tensor t = be.empty({n}, DType::I32, MemoryCategory::Buffers, "decode positions");
+  be.upload(pos.data(), t);
+  return t;
+}
+
 // Runs the kernel over a sequence in steps: `prefill` tokens at once, then a chunk of 3 (new
 // tokens attending to cached ones and to each other), then one token at a time. Returns the
 // (T, Hq D) outputs; the caches are left in k_cache / v_cache.
@@ -40,7 +49,8 @@ std::vector<float> decode_in_steps(Backend& be, const DecodeCase& c, const Tenso
     const int64_t n = std::min(c.seq - past, past == 0 ? c.prefill : (past == c.prefill ? 3 : 1));
     AttentionShape s{1, n, c.q_heads, c.kv_heads, c.head_dim};
     Tensor o = be.empty({n, HD}, out_dtype, MemoryCategory::Buffers, "decode out");
-    be.attention_decode(qkv.rows(past, past + n), k_cache, v_cache, past, s, o);
+    be.attention_decode(qkv.rows(past, past + n), k_cache, v_cache, decode_positions(be, past, n),
+                        s, o);
     std::vector<float> h = to_host(be, o);
     std::copy(h.begin(), h.end(), out.begin() + past * HD);
     past += n;
@@ -100,19 +110,25 @@ TEST(AttentionDecode, RejectsWhatDoesNotFit) {
   Tensor kc = be->zeros({10, 16}, DType::F32, MemoryCategory::Buffers, "k");
   Tensor vc = be->zeros({10, 16}, DType::F32, MemoryCategory::Buffers, "v");
   Tensor out = be->zeros({4, 48}, DType::F32, MemoryCategory::Buffers, "out");
-  EXPECT_NO_THROW(be->attention_decode(qkv, kc, vc, 6, s, out));
+  EXPECT_NO_THROW(be->attention_decode(qkv, kc, vc, decode_positions(*be, 6, 4), s, out));
   try {
-    be->attention_decode(qkv, kc, vc, 7, s, out);
+    be->attention_decode(qkv, kc, vc, decode_positions(*be, 7, 4), s, out);
     FAIL() << "expected an error";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("10 positions"), std::string::npos) << e.what();
   }
+  const Tensor at0 = decode_positions(*be, 0, 4);
   Tensor narrow = be->zeros({10, 8}, DType::F32, MemoryCategory::Buffers, "k");
-  EXPECT_THROW(be->attention_decode(qkv, narrow, vc, 0, s, out), Error);
+  EXPECT_THROW(be->attention_decode(qkv, narrow, vc, at0, s, out), Error);
   AttentionShape two = s;
   two.batch = 2;
   two.seq = 2;
-  EXPECT_THROW(be->attention_decode(qkv, kc, vc, 0, two, out), Error);
+  EXPECT_THROW(be->attention_decode(qkv, kc, vc, at0, two, out), Error);
+  // Positions that do not follow each other are not one sequence's new tokens.
+  const std::vector<int32_t> gap = {0, 1, 3, 4};
+  Tensor gapped = be->empty({4}, DType::I32, MemoryCategory::Buffers, "positions");
+  be->upload(gap.data(), gapped);
+  EXPECT_THROW(be->attention_decode(qkv, kc, vc, gapped, s, out), Error);
 }
 
 // ---------------------------------------------------------------- the model

@@ -762,7 +762,11 @@ TEST_F(CudaBackendTest, AttentionDecodeMatchesCpu) {
         Tensor QKV = to_device(be, qkv, {c.n_new, s.qkv_width()});
         Tensor K = to_device(be, kc, {max_len, kvw}), V = to_device(be, vc, {max_len, kvw});
         Tensor O = be.empty({c.n_new, c.q_heads * c.head_dim}, dt, MemoryCategory::Buffers, "out");
-        be.attention_decode(QKV, K, V, c.past, s, O);
+        std::vector<int32_t> pos(static_cast<size_t>(c.n_new));
+        for (int64_t i = 0; i < c.n_new; ++i) pos[size_t(i)] = int32_t(c.past + i);
+        Tensor P = be.empty({c.n_new}, DType::I32, MemoryCategory::Buffers, "positions");
+        be.upload(pos.data(), P);
+        be.attention_decode(QKV, K, V, P, s, O);
         out[k] = to_host(be, O);
         kout[k] = to_host(be, K);
         vout[k] = to_host(be, V);
@@ -774,6 +778,26 @@ TEST_F(CudaBackendTest, AttentionDecodeMatchesCpu) {
       else
         expect_close(out[0], out[1], kBf16Step, 1e-6, what + " out bf16");
     }
+  }
+  // New tokens beyond the cache: the kernel reports it, and the next synchronize throws the
+  // CPU's message.
+  const AttentionShape s{1, 2, 2, 1, 8};
+  Tensor QKV = gpu().zeros({2, s.qkv_width()}, DType::F32, MemoryCategory::Buffers, "qkv");
+  Tensor K = gpu().zeros({5, 8}, DType::F32, MemoryCategory::Buffers, "k");
+  Tensor V = gpu().zeros({5, 8}, DType::F32, MemoryCategory::Buffers, "v");
+  Tensor O = gpu().zeros({2, 16}, DType::F32, MemoryCategory::Buffers, "out");
+  const int32_t beyond[2] = {4, 5};
+  Tensor P = gpu().empty({2}, DType::I32, MemoryCategory::Buffers, "positions");
+  gpu().upload(beyond, P);
+  gpu().attention_decode(QKV, K, V, P, s, O);
+  try {
+    gpu().synchronize();
+    ADD_FAILURE() << "new tokens beyond the cache were accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("2 new tokens after 4 cached ones do not fit a KV cache "
+                                         "of 5 positions"),
+              std::string::npos)
+        << e.what();
   }
 }
 

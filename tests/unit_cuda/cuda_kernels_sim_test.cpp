@@ -404,8 +404,12 @@ TEST(CudaKernelsSim, AttentionDecodeMatchesCpu) {
     for (DType dt : {DType::F32, DType::BF16}) {
       auto gk = kc, gv = vc, ck = kc, cv = vc;
       Out g(dt, size_t(c.n_new * OW)), o(dt, size_t(c.n_new * OW));
+      std::vector<int32_t> positions(static_cast<size_t>(c.n_new));
+      for (int64_t i = 0; i < c.n_new; ++i) positions[size_t(i)] = int32_t(c.past + i);
+      cuda::DeviceError error{};
       cuda::attention_decode(qkv.data(), c.n_new, c.q_heads, c.kv_heads, c.head_dim, gk.data(),
-                             gv.data(), c.past, g.data(), dt, kStream);
+                             gv.data(), max_len, positions.data(), g.data(), dt, &error, kStream);
+      EXPECT_EQ(error.code, cuda::kNoError);
       cpu::attention_decode(qkv.data(), c.n_new, c.q_heads, c.kv_heads, c.head_dim, ck.data(),
                             cv.data(), c.past, o.data(), dt);
       const std::string what = "decode past=" + std::to_string(c.past) + " " + dtype_name(dt);

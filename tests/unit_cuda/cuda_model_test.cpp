@@ -8,6 +8,7 @@
 // the layers. Without a GPU every test skips itself; the simulator build runs it everywhere.
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -117,6 +118,57 @@ TEST(CudaModel, MatchesTheCpuBackend) {
       expect_close(g.logits, w.logits, rtol, floor * max_abs(w.logits), what + ": logits");
       expect_close(g.decoded, w.decoded, rtol, floor * max_abs(w.decoded),
                    what + ": logits of generation");
+    }
+}
+
+// The logits of a prompt and then `steps` single tokens, each fed through one ids tensor (as the
+// generator does); with decode graphs the single-token steps after the first replay a graph.
+std::vector<float> decode_steps(Backend& be, Transformer& model, const std::vector<int32_t>& ids,
+                                int steps) {
+  KvCache cache = model.make_kv_cache(int64_t(7 + steps + 1));
+  std::vector<float> out;
+  auto append = [&](const Tensor& logits) {
+    std::vector<float> h = to_host(be, logits);
+    out.insert(out.end(), h.begin(), h.end());
+  };
+  append(model.decode(ids_to_device(be, {ids.begin(), ids.begin() + 7}), cache));
+  Tensor one = be.empty({1}, DType::I32, MemoryCategory::Buffers, "next token id");
+  for (int t = 0; t < steps; ++t) {
+    be.upload(&ids[size_t(7 + t)], one);
+    append(model.decode(one, cache));
+  }
+  // Another ids tensor: the graph read the first one's address, so this step is captured anew.
+  append(model.decode(ids_to_device(be, {ids[0]}), cache));
+  return out;
+}
+
+// Text generation with decode graphs: each single-token step after the first is one graph
+// replay, reading the token and its position where the host put them. The same kernels on the
+// same memory as the eager steps, so the same logits bit for bit (a position or token baked
+// into the graph would give the first replay's logits again; the steps' tokens differ).
+TEST(CudaModel, GraphedDecodeStepsEqualEagerOnes) {
+  if (cuda_device_count() == 0)
+    GTEST_SKIP() << "no CUDA GPU on this machine (" << cuda_unavailable_reason()
+                 << "): the CUDA backend is built but cannot run here";
+  const int steps = 5;
+  for (const Case& c : cases())
+    for (DType dt : {DType::F32, DType::BF16}) {
+      SCOPED_TRACE(c.name + ", " + dtype_name(dt));
+      auto gpu = make_cuda_backend(0);
+      Transformer model(*gpu, c.config, ModelShard::whole(c.config), dt, 16);
+      initialize_parameters(*gpu, c.config, model.table(), 11, model.parameters());
+      model.parameters_changed();
+      const std::vector<int32_t> ids = random_tokens(7 + steps, c.config.vocab_size, 5);
+      const std::vector<float> eager = decode_steps(*gpu, model, ids, steps);
+      model.set_decode_graphs(true);
+      const std::vector<float> graphed = decode_steps(*gpu, model, ids, steps);
+      EXPECT_EQ(model.decode_graphs_captured(), 2);
+      EXPECT_EQ(model.decode_graph_replays(), steps - 1 + 1);
+      ASSERT_EQ(graphed.size(), eager.size());
+      EXPECT_EQ(std::memcmp(graphed.data(), eager.data(), 4 * eager.size()), 0)
+          << "graphed decode steps differ from eager ones";
+      const int64_t V = c.config.vocab_size;
+      EXPECT_NE(std::memcmp(eager.data() + 2 * V, eager.data() + 3 * V, 4 * size_t(V)), 0);
     }
 }
 

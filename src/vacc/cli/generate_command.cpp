@@ -1,5 +1,6 @@
 // `vacc generate`: text from a model, streamed token by token (KV cache), as the tutorial's
 // inference step does after fine-tuning.
+#include <chrono>
 #include <cstdio>
 #include <string>
 
@@ -19,7 +20,7 @@ namespace {
 
 struct GenerateArgs {
   std::string model, prompt, tokenizer, flavor, dtype = "f32";
-  bool chat = false, alpaca = false;
+  bool chat = false, alpaca = false, cuda_graphs = false;
   int64_t max_new_tokens = 128;
   float temperature = 0.7f, top_p = 0.9f;
   uint64_t seed = 0;
@@ -71,6 +72,15 @@ void run_generate(const GenerateArgs& a) {
   Transformer model(*backend, config, ModelShard::whole(config), parse_dtype(a.dtype), max_len);
   load_hf_checkpoint(a.model, *backend, config, model.table(), model.parameters(), false);
   model.parameters_changed();
+  if (a.cuda_graphs) {
+    if (backend->supports_graphs()) {
+      model.set_decode_graphs(true);
+      std::fprintf(stderr, "CUDA graphs: on (each new token's pass replayed as one graph)\n");
+    } else {
+      std::fprintf(stderr, "CUDA graphs: off: backend %s has no graphs\n",
+                   backend->name().c_str());
+    }
+  }
 
   GenerationOptions g;
   g.max_new_tokens = a.max_new_tokens;
@@ -83,9 +93,33 @@ void run_generate(const GenerateArgs& a) {
     if (auto id = tokenizer.token_id(stop)) g.stop_ids.push_back(*id);
   if (config.eos_token_id >= 0) g.stop_ids.push_back(int32_t(config.eos_token_id));
 
+  // The speed, on stderr (the text is stdout's): the first token waits for the prompt's pass,
+  // each later one for one token's pass and the sampling.
+  using Clock = std::chrono::steady_clock;
+  const Clock::time_point start = Clock::now();
+  Clock::time_point first, last;
+  int64_t count = 0;
   TextStream stream(tokenizer);
-  generate(model, prompt, g, [&](int32_t id) { stream.push(id); });
+  generate(model, prompt, g, [&](int32_t id) {
+    last = Clock::now();
+    if (count++ == 0) first = last;
+    stream.push(id);
+  });
   std::printf("\n");
+  std::fflush(stdout);
+  if (count > 0) {
+    const double first_ms = std::chrono::duration<double, std::milli>(first - start).count();
+    const double rest_s = std::chrono::duration<double>(last - first).count();
+    std::fprintf(stderr, "Generated %lld token(s): the first after %.1f ms (the prompt's %zu tokens)",
+                 static_cast<long long>(count), first_ms, prompt.size());
+    if (count > 1 && rest_s > 0)
+      std::fprintf(stderr, ", then %.1f tokens/s", double(count - 1) / rest_s);
+    if (model.decode_graphs_captured() > 0)
+      std::fprintf(stderr, "; CUDA graphs: %lld captured, %lld replays",
+                   static_cast<long long>(model.decode_graphs_captured()),
+                   static_cast<long long>(model.decode_graph_replays()));
+    std::fprintf(stderr, "\n");
+  }
 }
 
 }  // namespace
@@ -103,6 +137,8 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--top-p", args->top_p, "Nucleus sampling mass")->capture_default_str();
   cmd->add_option("--seed", args->seed, "Sampling seed")->capture_default_str();
   cmd->add_option("--dtype", args->dtype, "f32 or bf16")->capture_default_str();
+  cmd->add_flag("--cuda-graphs", args->cuda_graphs,
+                "On a GPU: replay each new token's pass as one CUDA graph (docs/cuda.md)");
   cmd->add_option("--flavor", args->flavor,
                   "Accelerator whose first device runs the model (default: the current one)");
   cmd->add_option("--threads", args->threads, "CPU threads (0: all cores)");

@@ -184,14 +184,18 @@ class Backend {
                                   Tensor& dqkv) = 0;
 
   // Attention of new tokens over a KV cache, for one sequence (text generation). qkv f32
-  // (n_new, qkv_width) holds the new tokens after RoPE (shape: batch 1, seq = n_new); their
-  // k and v heads are written into rows [past_len, past_len + n_new) of k_cache and v_cache
-  // (f32 (max_len, kv_heads*head_dim) each; rows [0, past_len) hold the earlier tokens).
-  // Then new token i (at position past_len + i) attends causally to rows [0, past_len + i],
-  // q head h using kv head h / (q_heads / kv_heads) as in attention_forward.
-  // out (n_new, q_heads*head_dim) f32 or bf16.
+  // (n_new, qkv_width) holds the new tokens after RoPE (shape: batch 1, seq = n_new), and
+  // positions i32 (n_new) their positions past_len + i, as RoPE read them: past_len is
+  // positions[0], read on the device (so that a graph of a decode step replays for any
+  // position). Their k and v heads are written into rows [past_len, past_len + n_new) of
+  // k_cache and v_cache (f32 (max_len, kv_heads*head_dim) each; rows [0, past_len) hold the
+  // earlier tokens). Then new token i attends causally to rows [0, past_len + i], q head h
+  // using kv head h / (q_heads / kv_heads) as in attention_forward. out (n_new,
+  // q_heads*head_dim) f32 or bf16. New tokens that do not fit the cache are an error (on a
+  // GPU reported by the next synchronize or download, as RoPE's positions are).
   virtual void attention_decode(const Tensor& qkv, Tensor& k_cache, Tensor& v_cache,
-                                int64_t past_len, const AttentionShape& shape, Tensor& out) = 0;
+                                const Tensor& positions, const AttentionShape& shape,
+                                Tensor& out) = 0;
 
   // Output projection fused with cross-entropy, in row chunks: logits = x (N, C) @ weight^T
   // (V, C) are never materialised for all N rows. labels i32 (N); label -100 is ignored.

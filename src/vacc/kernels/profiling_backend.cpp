@@ -152,13 +152,17 @@ void ProfilingBackend::attention_backward(const Tensor& dout, const Tensor& qkv,
         [&] { inner_.attention_backward(dout, qkv, out, lse, shape, dqkv); });
 }
 void ProfilingBackend::attention_decode(const Tensor& qkv, Tensor& k_cache, Tensor& v_cache,
-                                        int64_t past_len, const AttentionShape& shape,
+                                        const Tensor& positions, const AttentionShape& shape,
                                         Tensor& out) {
   // New token i sees past_len + i + 1 keys; two products of 2 FLOPs per key and dimension.
+  // (The profile waits for every op anyway: reading past_len costs it nothing more.)
+  int32_t past_len = 0;
+  if (positions.defined() && positions.numel() > 0)
+    inner_.download(positions.view(0, {1}), &past_len);
   const double n = double(shape.seq);
   const double keys = n * double(past_len) + n * (n + 1) / 2;
   timed("attention_decode", 4.0 * double(shape.q_heads * shape.head_dim) * keys,
-        [&] { inner_.attention_decode(qkv, k_cache, v_cache, past_len, shape, out); });
+        [&] { inner_.attention_decode(qkv, k_cache, v_cache, positions, shape, out); });
 }
 void ProfilingBackend::classifier_cross_entropy(const Tensor& x, const Tensor& weight,
                                                 const Tensor& labels, float grad_scale,

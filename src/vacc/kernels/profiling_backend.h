@@ -64,7 +64,7 @@ class ProfilingBackend final : public Backend {
                          Tensor& lse) override;
   void attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out,
                           const Tensor& lse, const AttentionShape& shape, Tensor& dqkv) override;
-  void attention_decode(const Tensor& qkv, Tensor& k_cache, Tensor& v_cache, int64_t past_len,
+  void attention_decode(const Tensor& qkv, Tensor& k_cache, Tensor& v_cache, const Tensor& positions,
                         const AttentionShape& shape, Tensor& out) override;
   void classifier_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor& labels,
                                 float grad_scale, Tensor& loss_sum, Tensor* dx,

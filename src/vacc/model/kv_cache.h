@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -11,6 +12,8 @@
 #include "vacc/kernels/backend.h"
 
 namespace vacc {
+
+struct DecodeStep;  // transformer_decode.cpp
 
 class KvCache {
  public:
@@ -45,6 +48,10 @@ class KvCache {
                " of ", max_len_, " positions free");
     length_ += n;
   }
+  // Transformer::decode's single-token step replayed as a graph, when it uses one: its buffers
+  // and graph read this cache's tensors, so they live with it.
+  std::shared_ptr<DecodeStep> decode_step;
+
   // Forgets the cached tokens (a new sequence); keeps the memory. truncate(n) keeps the first n.
   void clear() { length_ = 0; }
   void truncate(int64_t n) {

@@ -20,6 +20,8 @@
 
 namespace vacc {
 
+struct DecodeBuffers;
+
 class Transformer {
  public:
   // compute: F32 (everything f32) or BF16 (matrix products in bf16 with f32 accumulation;
@@ -94,7 +96,13 @@ class Transformer {
   // (n_new, V) for every new token with all_rows. Process a prompt with one call (cache
   // empty), then feed one token per call. Same ops and dtypes as forward_layers + logits, so
   // the logits agree with logits() on the whole sequence up to rounding.
+  // With decode graphs on (and a backend that has graphs), a cache's single-token steps are
+  // replayed as one graph (transformer_decode.cpp): their logits tensor is then the same one
+  // every step, overwritten by the next.
   Tensor decode(const Tensor& ids, KvCache& cache, bool all_rows = false);
+  void set_decode_graphs(bool on) { decode_graphs_ = on; }
+  int64_t decode_graphs_captured() const { return decode_graphs_captured_; }
+  int64_t decode_graph_replays() const { return decode_graph_replays_; }
 
   // The pieces, for schedules that split them (pipeline stages).
   void embed(const Tensor& ids, Activations& act);
@@ -115,6 +123,10 @@ class Transformer {
 
  private:
   BlockGeometry geometry(int64_t batch, int64_t seq) const;
+  // decode's pieces (transformer_decode.cpp).
+  DecodeBuffers make_decode_buffers(int64_t n, int64_t logit_rows);
+  void issue_decode(const Tensor& ids, KvCache& cache, DecodeBuffers& buffers);
+  Tensor decode_graphed_step(const Tensor& ids, KvCache& cache);
   // One layer's tensors: matrices from `matrices`, norms and biases from `vectors` (flat
   // buffers laid out by the table).
   // Views into group tensors of the store (laid out from the group's offset).
@@ -158,6 +170,8 @@ class Transformer {
   Tensor dx_scratch_;
   Recompute recompute_ = Recompute::None;
   const TensorParallelHooks* hooks_ = nullptr;
+  bool decode_graphs_ = false;
+  int64_t decode_graphs_captured_ = 0, decode_graph_replays_ = 0;
   // Recomputation: the tensors layers do not keep, and (full) the recomputed layer output.
   BlockActivations recompute_scratch_;
   Tensor recompute_out_;

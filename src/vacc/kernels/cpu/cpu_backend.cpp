@@ -215,13 +215,20 @@ class CpuBackend final : public Backend {
                             s.head_dim, dqkv.data_as<float>());
   }
 
-  void attention_decode(const Tensor& qkv, Tensor& k_cache, Tensor& v_cache, int64_t past_len,
-                        const AttentionShape& s, Tensor& out) override {
+  void attention_decode(const Tensor& qkv, Tensor& k_cache, Tensor& v_cache,
+                        const Tensor& positions, const AttentionShape& s, Tensor& out) override {
     const char* op = "attention_decode";
     check_attention_shape(s);
     VACC_CHECK(s.batch == 1, op, ": decodes one sequence (batch 1), got batch ", s.batch);
     expect_shape(op, "qkv", qkv, {s.seq, s.qkv_width()});
     expect_dtype(op, "qkv", qkv, DType::F32);
+    expect_shape(op, "positions", positions, {s.seq});
+    expect_dtype(op, "positions", positions, DType::I32);
+    const int32_t* pos = positions.data_as<int32_t>();
+    const int64_t past_len = s.seq > 0 ? pos[0] : 0;
+    for (int64_t i = 1; i < s.seq; ++i)
+      VACC_CHECK(pos[i] == past_len + i, op, ": positions must follow each other (the new tokens ",
+                 "of one sequence), got ", pos[i - 1], " then ", pos[i]);
     expect(k_cache.defined() && k_cache.dim() == 2 && k_cache.size(1) == s.kv_heads * s.head_dim,
            op, "k_cache", k_cache, "(max_len, kv_heads*head_dim)");
     expect_dtype(op, "k_cache", k_cache, DType::F32);

@@ -333,10 +333,11 @@ class CudaBackend final : public Backend {
                              s.head_dim, dqkv.data_as<float>(), scratch.data(), stream());
   }
 
-  void attention_decode(const Tensor& qkv, Tensor& k_cache, Tensor& v_cache, int64_t past_len,
-                        const AttentionShape& s, Tensor& out) override {
+  void attention_decode(const Tensor& qkv, Tensor& k_cache, Tensor& v_cache,
+                        const Tensor& positions, const AttentionShape& s, Tensor& out) override {
     const char* op = "attention_decode";
     on_device(op, "qkv", qkv);
+    on_device(op, "positions", positions);
     on_device(op, "k_cache", k_cache);
     on_device(op, "v_cache", v_cache);
     on_device(op, "out", out);
@@ -349,14 +350,14 @@ class CudaBackend final : public Backend {
     expect_dtype(op, "k_cache", k_cache, DType::F32);
     expect_shape(op, "v_cache", v_cache, k_cache.shape());
     expect_dtype(op, "v_cache", v_cache, DType::F32);
-    VACC_CHECK(past_len >= 0 && past_len + s.seq <= k_cache.size(0), op, ": ", s.seq,
-               " new tokens after ", past_len, " cached ones do not fit a KV cache of ",
-               k_cache.size(0), " positions");
+    expect_shape(op, "positions", positions, {s.seq});
+    expect_dtype(op, "positions", positions, DType::I32);
     expect_shape(op, "out", out, {s.seq, s.q_heads * s.head_dim});
     expect_float(op, "out", out);
     cuda::attention_decode(qkv.data_as<float>(), s.seq, s.q_heads, s.kv_heads, s.head_dim,
-                           k_cache.data_as<float>(), v_cache.data_as<float>(), past_len,
-                           out.data(), out.dtype(), stream());
+                           k_cache.data_as<float>(), v_cache.data_as<float>(), k_cache.size(0),
+                           positions.data_as<int32_t>(), out.data(), out.dtype(),
+                           ctx_.device_error(), stream());
   }
 
   void classifier_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor& labels,

@@ -176,6 +176,9 @@ void CudaContext::check_device_error() {
     case kRopePositionOutOfRange:
       fail("rope: position ", e.a, " of token ", e.b, " is outside the table of ", e.c,
            " positions");
+    case kDecodeCacheFull:
+      fail("attention_decode: ", e.a, " new tokens after ", e.b,
+           " cached ones do not fit a KV cache of ", e.c, " positions");
     default: fail("a CUDA kernel reported error code ", e.code);
   }
 }

@@ -19,7 +19,7 @@ struct DeviceError {
   int pad;
   long long a, b, c;
 };
-enum DeviceErrorCode : int { kNoError = 0, kRopePositionOutOfRange = 1 };
+enum DeviceErrorCode : int { kNoError = 0, kRopePositionOutOfRange = 1, kDecodeCacheFull = 2 };
 
 // ---- elementwise.cu ----
 void convert(const void* src, DType src_dtype, void* dst, DType dst_dtype, int64_t n,
@@ -117,9 +117,12 @@ void attention_unpack_grads(const float* dq, const float* dk, const float* dv, i
                             cudaStream_t stream);
 
 // ---- attention_decode.cu ----
+// positions (n_new, on the device): the new tokens' positions, past_len = positions[0]; new
+// tokens that do not fit the caches' max_len rows are reported as kDecodeCacheFull.
 void attention_decode(const float* qkv, int64_t n_new, int64_t q_heads, int64_t kv_heads,
-                      int64_t head_dim, float* k_cache, float* v_cache, int64_t past_len, void* out,
-                      DType out_dtype, cudaStream_t stream);
+                      int64_t head_dim, float* k_cache, float* v_cache, int64_t max_len,
+                      const int32_t* positions, void* out, DType out_dtype, DeviceError* error,
+                      cudaStream_t stream);
 
 // ---- softmax_cross_entropy.cu (the per-row parts of classifier_cross_entropy.cpp) ----
 // For chunk row r (r < R), the input row rows[r] with label labels[rows[r]] (valid, not -100):
