@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <memory>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -306,6 +307,69 @@ TEST(Generator, SamplingRepeatsWithTheSeedAndDiffersWithout) {
     opt.temperature = 0.0f;
     std::vector<int32_t> greedy = generate(*m.model, prompt, opt);
     EXPECT_NE(greedy, a) << "sampling from a flat distribution is not greedy";
+  }
+}
+
+// The sampler as it was specified first: the whole vocabulary sorted by falling probability
+// (ties by index), the nucleus walked in that order. TokenSampler sorts only the most likely
+// tokens it needs; it must draw the very same tokens.
+int32_t reference_sample(const std::vector<float>& logits, float temperature, float top_p,
+                         std::mt19937_64& rng) {
+  const int64_t V = int64_t(logits.size());
+  const int32_t best = argmax_token(logits.data(), V);
+  std::vector<double> probs(logits.size());
+  double total = 0.0;
+  for (size_t i = 0; i < logits.size(); ++i) {
+    probs[i] = std::exp((double(logits[i]) - double(logits[size_t(best)])) / double(temperature));
+    total += probs[i];
+  }
+  const double u = double(rng() >> 11) * 0x1.0p-53;
+  std::vector<int32_t> order(logits.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = int32_t(i);
+  std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {
+    return probs[size_t(a)] > probs[size_t(b)] || (probs[size_t(a)] == probs[size_t(b)] && a < b);
+  });
+  const double mass = double(top_p) * total;
+  double kept = 0.0;
+  size_t n = 0;
+  while (n < order.size() && (n == 0 || kept < mass)) kept += probs[size_t(order[n++])];
+  double cum = 0.0;
+  for (size_t k = 0; k < n; ++k) {
+    cum += probs[size_t(order[k])];
+    if (cum > u * kept) return order[k];
+  }
+  return order[n - 1];
+}
+
+TEST(Generator, NucleusSamplingDrawsWhatTheWholeSortDraws) {
+  const int64_t V = 5000;
+  std::mt19937_64 make(17);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  struct Kind {
+    const char* name;
+    float scale;   // the logits' spread: small is nearly uniform (a nucleus of most tokens)
+    int peaks;     // tokens lifted far above the rest (a trained model's few likely ones)
+    bool ties;     // logits on a coarse grid: many equal probabilities
+  };
+  for (const Kind& kind : {Kind{"peaked", 2.0f, 12, false}, Kind{"flat", 0.05f, 0, false},
+                           Kind{"ties", 1.0f, 3, true}}) {
+    std::vector<float> logits(static_cast<size_t>(V));
+    for (float& x : logits) x = normal(make) * kind.scale;
+    if (kind.ties)
+      for (float& x : logits) x = std::round(x * 2.0f) / 2.0f;
+    for (int i = 0; i < kind.peaks; ++i) logits[size_t(make() % uint64_t(V))] += 10.0f - float(i);
+    for (float top_p : {0.5f, 0.9f, 0.999f}) {
+      for (float temperature : {0.7f, 1.3f}) {
+        SCOPED_TRACE(std::string(kind.name) + " top_p " + std::to_string(top_p) + " T " +
+                     std::to_string(temperature));
+        TokenSampler sampler(temperature, top_p, 5);
+        std::mt19937_64 rng(5);
+        for (int draw = 0; draw < 40; ++draw)
+          ASSERT_EQ(sampler.next(logits.data(), V),
+                    reference_sample(logits, temperature, top_p, rng))
+              << "draw " << draw;
+      }
+    }
   }
 }
 

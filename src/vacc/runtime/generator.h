@@ -41,7 +41,11 @@ class TokenSampler {
   float temperature_, top_p_;
   std::mt19937_64 rng_;
   std::vector<double> probs_;
-  std::vector<int32_t> order_;
+  struct Ranked {
+    double p;
+    int32_t id;
+  };
+  std::vector<Ranked> ranked_;  // (probability, token), the most likely first once sorted
 };
 
 // The index of the largest logit (the lowest index among equal ones).
