@@ -46,6 +46,7 @@ class TokenSampler {
     int32_t id;
   };
   std::vector<Ranked> ranked_;  // (probability, token), the most likely first once sorted
+  std::vector<Ranked> ranked_scratch_;
 };
 
 // The index of the largest logit (the lowest index among equal ones).
