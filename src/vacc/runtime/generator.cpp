@@ -97,6 +97,9 @@ int32_t TokenSampler::next(const float* logits, int64_t vocab) {
         // distribution goes to the whole vocabulary at once).
         const double suggested = double(top) * mass / std::max(top_mass, 1e-300) * 1.25;
         top = size_t(std::min(double(ranked_.size()), std::max(double(top) * 4.0, suggested)));
+        // An eighth of the vocabulary or more: the whole one's radix sort is cheaper than
+        // selecting and comparison-sorting that many.
+        if (top >= ranked_.size() / 8) top = ranked_.size();
         continue;
       }
     }
