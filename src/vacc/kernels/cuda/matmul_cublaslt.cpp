@@ -204,9 +204,11 @@ void CublasLtMatmul::tune(Plan& plan, const void* a, const void* b, const void* 
     plan.tuned = true;
   };
   if (plan.algos.size() == 1) return keep(0);
+  // A plan's algorithm never changes once it has run: one first run inside a graph capture keeps
+  // the heuristic's choice (the graph holds it), so eager runs and replays agree bitwise.
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
   VACC_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
-  if (capture != cudaStreamCaptureStatusNone) return;
+  if (capture != cudaStreamCaptureStatusNone) return keep(0);
   void* trial_out = out;
   Tensor trial_scratch;
   if (beta != 0.0f && c == out) {

@@ -81,8 +81,9 @@ class CublasLtMatmul {
   void issue(Plan& plan, const void* a, const void* b, const void* c, void* out, float alpha,
              float beta, cudaStream_t stream);
   // Times the plan's candidates on this call's operands and keeps the fastest. Not while the
-  // stream is captured into a graph (a later eager run tunes). Trials of a product that
-  // accumulates into out (beta != 0, C = D) write to scratch: out must stay as it was.
+  // stream is captured into a graph: the plan then keeps the heuristic's first choice. Trials
+  // of a product that accumulates into out (beta != 0, C = D) write to scratch: out must stay
+  // as it was.
   void tune(Plan& plan, const void* a, const void* b, const void* c, void* out, float alpha,
             float beta, cudaStream_t stream);
   static void destroy(Plan& plan);
