@@ -153,26 +153,35 @@ TEST(CudaTrainer, GraphsReplayTheEagerStepsBitwise) {
 }
 
 #ifdef VACC_CUDA_SIM
-// Autotuning inside training: the first step's products time several algorithms, among them
-// the weight gradients that accumulate over micro-batches, and every result stays what it is
-// without the timing. Bitwise, because the simulator's algorithms compute alike (a GPU's differ
-// in the order of their sums). With graphs: tuned in the eager first runs, then captured.
-TEST(CudaTrainer, AutotunedStepsEqualUntunedStepsOnTheSimulator) {
+// Autotuning inside training: the first step's products time both of the simulator's
+// algorithms, among them the weight gradients that accumulate over micro-batches, and keep the
+// faster, whose sums run the other way. So the run matches the untuned one to rounding: a
+// trial that reached a gradient would double it (the gradient norms are taken before
+// clipping), and one that reached an activation would move the losses by far more. With
+// graphs: tuned in the eager first runs, then captured.
+TEST(CudaTrainer, AutotunedStepsMatchUntunedStepsOnTheSimulator) {
   auto plain = make_cuda_backend(0);
-  const TrainRun want = train(*plain, DType::BF16, 2, true);
+  const TrainRun want = train(*plain, DType::F32, 2, true);
   EXPECT_EQ(plain->tuning_summary(), "");
-  vacc_sim::CublasLtAlgorithms algorithms(3);
+  vacc_sim::CublasLtAlgorithms algorithms(2);
   auto tuning = make_cuda_backend(0);
-  const TrainRun got = train(*tuning, DType::BF16, 2, true);
+  const TrainRun got = train(*tuning, DType::F32, 2, true);
   EXPECT_NE(tuning->tuning_summary(), "");
-  EXPECT_GT(vacc_sim::cublaslt_runs_of_algorithm(0), 0);
-  EXPECT_EQ(got.losses, want.losses);
-  EXPECT_EQ(got.grad_norms, want.grad_norms);
-  EXPECT_EQ(got.eval_loss, want.eval_loss);
+  EXPECT_GT(vacc_sim::cublaslt_runs_of_algorithm(1), vacc_sim::cublaslt_runs_of_algorithm(0))
+      << "the faster algorithm did not run the products after the timing";
   EXPECT_EQ(got.graph_replays, want.graph_replays);
+  ASSERT_EQ(got.losses.size(), want.losses.size());
+  for (size_t s = 0; s < want.losses.size(); ++s) {
+    EXPECT_NEAR(got.losses[s], want.losses[s], 1e-5 * std::abs(want.losses[s])) << "step " << s + 1;
+    EXPECT_NEAR(got.grad_norms[s], want.grad_norms[s], 1e-4 * want.grad_norms[s]) << "step " << s + 1;
+  }
+  EXPECT_NEAR(got.eval_loss, want.eval_loss, 1e-5 * std::abs(want.eval_loss));
   ASSERT_EQ(got.weights.size(), want.weights.size());
-  EXPECT_EQ(std::memcmp(got.weights.data(), want.weights.data(), 4 * want.weights.size()), 0)
-      << "weights differ from the untuned run's";
+  double worst = 0.0;
+  for (size_t i = 0; i < want.weights.size(); ++i)
+    worst = std::max(worst, double(std::abs(got.weights[i] - want.weights[i])));
+  std::printf("autotuned against untuned: worst weight difference %.3g\n", worst);
+  EXPECT_LT(worst, 1e-4) << "weights differ from the untuned run's beyond rounding";
 }
 #endif
 

@@ -449,7 +449,9 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const
       for (uint64_t j = 0; j < n; ++j)
         for (uint64_t i = 0; i < m; ++i) {
           float acc = 0.0f;
-          for (uint64_t p = 0; p < k; ++p) {
+          // Odd algorithms sum over k backwards: like a GPU's algorithms, they round apart.
+          for (uint64_t step = 0; step < k; ++step) {
+            const uint64_t p = index % 2 ? k - 1 - step : step;
             const float x = d.transa == CUBLAS_OP_N ? load(A, a.type, oa + int64_t(i + p * a.ld))
                                                     : load(A, a.type, oa + int64_t(p + i * a.ld));
             const float y = d.transb == CUBLAS_OP_N ? load(B, b.type, ob + int64_t(p + j * b.ld))
