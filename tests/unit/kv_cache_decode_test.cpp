@@ -29,15 +29,6 @@ struct DecodeCase {
   }
 };
 
-// The positions [past, past + n) of n new tokens, on the device.
-Tensor decode_positions(Backend& be, int64_t past, int64_t n) {
-  std::vector<int32_t> pos(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) pos[size_t(i)] = int32_t(past + i);
-  Tensor t = be.empty({n}, DType::I32, MemoryCategory::Buffers, "decode positions");
-  be.upload(pos.data(), t);
-  return t;
-}
-
 // Runs the kernel over a sequence in steps: `prefill` tokens at once, then a chunk of 3 (new
 // tokens attending to cached ones and to each other), then one token at a time. Returns the
 // (T, Hq D) outputs; the caches are left in k_cache / v_cache.
@@ -126,9 +117,7 @@ TEST(AttentionDecode, RejectsWhatDoesNotFit) {
   two.seq = 2;
   EXPECT_THROW(be->attention_decode(qkv, kc, vc, at0, two, out), Error);
   // Positions that do not follow each other are not one sequence's new tokens.
-  const std::vector<int32_t> gap = {0, 1, 3, 4};
-  Tensor gapped = be->empty({4}, DType::I32, MemoryCategory::Buffers, "positions");
-  be->upload(gap.data(), gapped);
+  const Tensor gapped = ids_to_device(*be, {0, 1, 3, 4});
   EXPECT_THROW(be->attention_decode(qkv, kc, vc, gapped, s, out), Error);
 }
 

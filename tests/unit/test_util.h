@@ -40,6 +40,13 @@ inline Tensor ids_to_device(Backend& be, const std::vector<int32_t>& host) {
   return t;
 }
 
+// The positions [past, past + n) of n new tokens (attention_decode's), on the device.
+inline Tensor decode_positions(Backend& be, int64_t past, int64_t n) {
+  std::vector<int32_t> pos(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) pos[size_t(i)] = int32_t(past + i);
+  return ids_to_device(be, pos);
+}
+
 // Values of a device tensor as f32 on the host (bf16 converted).
 inline std::vector<float> to_host(Backend& be, const Tensor& t) {
   Tensor f = t;

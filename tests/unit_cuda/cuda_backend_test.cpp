@@ -776,11 +776,7 @@ TEST_F(CudaBackendTest, AttentionDecodeMatchesCpu) {
         Tensor QKV = to_device(be, qkv, {c.n_new, s.qkv_width()});
         Tensor K = to_device(be, kc, {max_len, kvw}), V = to_device(be, vc, {max_len, kvw});
         Tensor O = be.empty({c.n_new, c.q_heads * c.head_dim}, dt, MemoryCategory::Buffers, "out");
-        std::vector<int32_t> pos(static_cast<size_t>(c.n_new));
-        for (int64_t i = 0; i < c.n_new; ++i) pos[size_t(i)] = int32_t(c.past + i);
-        Tensor P = be.empty({c.n_new}, DType::I32, MemoryCategory::Buffers, "positions");
-        be.upload(pos.data(), P);
-        be.attention_decode(QKV, K, V, P, s, O);
+        be.attention_decode(QKV, K, V, decode_positions(be, c.past, c.n_new), s, O);
         out[k] = to_host(be, O);
         kout[k] = to_host(be, K);
         vout[k] = to_host(be, V);
@@ -800,10 +796,7 @@ TEST_F(CudaBackendTest, AttentionDecodeMatchesCpu) {
   Tensor K = gpu().zeros({5, 8}, DType::F32, MemoryCategory::Buffers, "k");
   Tensor V = gpu().zeros({5, 8}, DType::F32, MemoryCategory::Buffers, "v");
   Tensor O = gpu().zeros({2, 16}, DType::F32, MemoryCategory::Buffers, "out");
-  const int32_t beyond[2] = {4, 5};
-  Tensor P = gpu().empty({2}, DType::I32, MemoryCategory::Buffers, "positions");
-  gpu().upload(beyond, P);
-  gpu().attention_decode(QKV, K, V, P, s, O);
+  gpu().attention_decode(QKV, K, V, decode_positions(gpu(), 4, 2), s, O);
   try {
     gpu().synchronize();
     ADD_FAILURE() << "new tokens beyond the cache were accepted";
