@@ -4,6 +4,7 @@
 // the argmax chain of full recomputation, seeded sampling repeats, top-p behaves.
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <memory>
 #include <random>
 #include <string>
@@ -306,12 +307,10 @@ int32_t reference_sample(const std::vector<float>& logits, float temperature, fl
                          std::mt19937_64& rng) {
   const int64_t V = int64_t(logits.size());
   const int32_t best = argmax_token(logits.data(), V);
-  std::vector<double> probs(logits.size());
+  std::vector<float> probs(logits.size());
+  token_weights(logits.data(), V, logits[size_t(best)], temperature, probs.data());
   double total = 0.0;
-  for (size_t i = 0; i < logits.size(); ++i) {
-    probs[i] = std::exp((double(logits[i]) - double(logits[size_t(best)])) / double(temperature));
-    total += probs[i];
-  }
+  for (float p : probs) total += p;
   const double u = double(rng() >> 11) * 0x1.0p-53;
   std::vector<int32_t> order(logits.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = int32_t(i);
@@ -321,10 +320,10 @@ int32_t reference_sample(const std::vector<float>& logits, float temperature, fl
   const double mass = double(top_p) * total;
   double kept = 0.0;
   size_t n = 0;
-  while (n < order.size() && (n == 0 || kept < mass)) kept += probs[size_t(order[n++])];
+  while (n < order.size() && (n == 0 || kept < mass)) kept += double(probs[size_t(order[n++])]);
   double cum = 0.0;
   for (size_t k = 0; k < n; ++k) {
-    cum += probs[size_t(order[k])];
+    cum += double(probs[size_t(order[k])]);
     if (cum > u * kept) return order[k];
   }
   return order[n - 1];
@@ -406,6 +405,24 @@ TEST(Generator, RejectsBadPrompts) {
   }
   opt.max_len = 4;
   EXPECT_THROW(generate(*m.model, {1, 2, 3, 4}, opt), Error);  // no room for a new token
+}
+
+TEST(TokenSampler, WeightsAreTheSoftmaxNumeratorsInFloat) {
+  const float max_logit = 3.25f, temperature = 0.7f;
+  const std::vector<float> logits = {max_logit, 3.0f,     0.0f,  -1.0f, -10.5f,  -40.0f,
+                                     -57.0f,    -58.0f,   -200.0f, std::nanf(""),
+                                     -std::numeric_limits<float>::infinity()};
+  std::vector<float> w(logits.size());
+  token_weights(logits.data(), int64_t(logits.size()), max_logit, temperature, w.data());
+  EXPECT_EQ(w[0], 1.0f);  // the largest logit weighs exactly 1
+  for (size_t i = 1; i < 7; ++i) {
+    const double x = (double(logits[i]) - max_logit) / temperature;
+    // Rounding x to float moves exp(x) by |x| * 2^-24 relative; the exp adds about an ulp.
+    EXPECT_NEAR(w[i], std::exp(x), std::exp(x) * (2.0 + std::abs(x)) * 0x1p-24)
+        << "logit " << logits[i];
+  }
+  // Below exp(-87) (here (-58 - 3.25) / 0.7 = -87.5), a NaN and -inf: nothing.
+  for (size_t i = 7; i < logits.size(); ++i) EXPECT_EQ(w[i], 0.0f) << "logit " << logits[i];
 }
 
 TEST(TokenSampler, NucleusKeepsTheSmallestSetReachingTopP) {

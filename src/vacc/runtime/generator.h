@@ -28,6 +28,12 @@ struct GenerationOptions {
   int64_t max_len = 0;
 };
 
+// The unnormalised probabilities that sampling at `temperature` (> 0) draws from:
+// weights[i] = exp((logits[i] - max_logit) / temperature), in float (a vectorised exp, about
+// 1 ulp), 0 where that is below exp(-87) or the logit is NaN. max_logit is the largest logit.
+void token_weights(const float* logits, int64_t vocab, float max_logit, float temperature,
+                   float* weights);
+
 // Picks the next token from a row of logits. The same seed and logits give the same tokens
 // on every machine (the random numbers are drawn from std::mt19937_64 and turned into
 // floats here, not by a library distribution).
@@ -38,14 +44,19 @@ class TokenSampler {
   int32_t next(const float* logits, int64_t vocab);
 
  private:
-  float temperature_, top_p_;
-  std::mt19937_64 rng_;
-  std::vector<double> probs_;
   struct Ranked {
-    double p;
+    float p;
     int32_t id;
   };
-  std::vector<Ranked> ranked_;  // (probability, token), the most likely first once sorted
+  // Draws from the nucleus (total weight `mass`) with the uniform number u, among the tokens
+  // whose weight exceeds `light` (every token when it is negative); -1 when those may not
+  // hold the whole nucleus.
+  int32_t draw_from_nucleus(float light, double mass, double u);
+
+  float temperature_, top_p_;
+  std::mt19937_64 rng_;
+  std::vector<float> weights_;  // token_weights of the current logits, by token
+  std::vector<Ranked> ranked_;  // (weight, token), the most likely first once sorted
   std::vector<Ranked> ranked_scratch_;
 };
 
