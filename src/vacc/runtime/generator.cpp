@@ -128,9 +128,13 @@ int32_t TokenSampler::draw_from_nucleus(float light, double mass, double u) {
   auto more_likely = [](const Ranked& a, const Ranked& b) {
     return a.p > b.p || (a.p == b.p && a.id < b.id);
   };
-  size_t top = std::min<size_t>(256, ranked_.size());
+  // No weight exceeds 1 (the most likely token's), so the nucleus has at least `mass` tokens.
+  size_t top = std::min(ranked_.size(), std::max<size_t>(256, size_t(mass)));
+  if (top >= ranked_.size() / 8) top = ranked_.size();  // see below
+  bool in_token_order = true;
   while (true) {
     if (top < ranked_.size()) {
+      in_token_order = false;
       std::nth_element(ranked_.begin(), ranked_.begin() + std::ptrdiff_t(top), ranked_.end(),
                        more_likely);
       double top_mass = 0.0;
@@ -149,9 +153,10 @@ int32_t TokenSampler::draw_from_nucleus(float light, double mass, double u) {
     }
     if (top < ranked_.size()) {
       std::sort(ranked_.begin(), ranked_.begin() + std::ptrdiff_t(top), more_likely);
-    } else {  // all candidates: back in token order (ties by token), then by weight
-      collect();
+    } else {  // all candidates: in token order (ties by token), then by weight
+      if (!in_token_order) collect();
       radix_sort_by_falling_weight(ranked_, ranked_scratch_);
+      in_token_order = false;
     }
     double kept = 0.0;
     size_t n = 0;
