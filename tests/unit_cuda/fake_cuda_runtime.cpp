@@ -444,26 +444,54 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const
   issue(stream, [=] {
     if (size_t(index) < algorithm_runs.size()) ++algorithm_runs[size_t(index)];
     simulated_clock_ms += double(algorithms - index);
-    // Each output element is one float sum over k in a fixed order. The operands are first
-    // widened to float, A as k rows of its m values, so that a column of D accumulates as one
-    // vector loop over its m elements per k (the plain per-element loop ran at 0.5 GFLOP/s and
-    // was most of the simulator's time).
-    std::vector<float> a_rows(m * k), acc(m);
+    // Each output element is one float sum over k in a fixed order; odd algorithms sum over k
+    // backwards: like a GPU's algorithms, they round apart.
+    auto k_at = [&](uint64_t step) { return index % 2 ? k - 1 - step : step; };
+    // The products ran as such per-element loops at 0.5 GFLOP/s, most of the simulator's time.
+    // Now A is first widened to float as k rows of its m values, so that a column of D
+    // accumulates as one vector loop over its m elements per k; but for fewer than 4 columns
+    // (a classifier's one-row chunks of a 151936-row weight) widening A costs more than it saves.
+    // The buffers are kept between products (a fresh one's page faults took longer).
+    static thread_local std::vector<float> a_rows, acc;
+    const bool widen = n >= 4;
+    if (widen && a_rows.size() < m * k) a_rows.resize(m * k);
+    if (acc.size() < m) acc.resize(m);
     for (int64_t q = 0; q < dl.batch; ++q) {
       const int64_t oa = q * a.stride, ob = q * b.stride, oc = q * c.stride, od = q * dl.stride;
-      for (uint64_t p = 0; p < k; ++p)
-        for (uint64_t i = 0; i < m; ++i)
-          a_rows[p * m + i] = d.transa == CUBLAS_OP_N ? load(A, a.type, oa + int64_t(i + p * a.ld))
-                                                      : load(A, a.type, oa + int64_t(p + i * a.ld));
+      auto a_at = [&](uint64_t i, uint64_t p) {
+        return d.transa == CUBLAS_OP_N ? load(A, a.type, oa + int64_t(i + p * a.ld))
+                                       : load(A, a.type, oa + int64_t(p + i * a.ld));
+      };
+      auto b_at = [&](uint64_t p, uint64_t j) {
+        return d.transb == CUBLAS_OP_N ? load(B, b.type, ob + int64_t(p + j * b.ld))
+                                       : load(B, b.type, ob + int64_t(j + p * b.ld));
+      };
+      // In 64 x 64 tiles: a transposed A is read along its rows and written across them.
+      if (widen)
+        for (uint64_t i0 = 0; i0 < m; i0 += 64)
+          for (uint64_t p0 = 0; p0 < k; p0 += 64)
+            for (uint64_t i = i0; i < std::min(m, i0 + 64); ++i)
+              for (uint64_t p = p0; p < std::min(k, p0 + 64); ++p) a_rows[p * m + i] = a_at(i, p);
       for (uint64_t j = 0; j < n; ++j) {
-        std::fill(acc.begin(), acc.end(), 0.0f);
-        // Odd algorithms sum over k backwards: like a GPU's algorithms, they round apart.
-        for (uint64_t step = 0; step < k; ++step) {
-          const uint64_t p = index % 2 ? k - 1 - step : step;
-          const float y = d.transb == CUBLAS_OP_N ? load(B, b.type, ob + int64_t(p + j * b.ld))
-                                                  : load(B, b.type, ob + int64_t(j + p * b.ld));
-          const float* x = a_rows.data() + p * m;
-          for (uint64_t i = 0; i < m; ++i) acc[i] += x[i] * y;
+        std::fill(acc.begin(), acc.begin() + std::ptrdiff_t(m), 0.0f);
+        if (widen) {
+          for (uint64_t step = 0; step < k; ++step) {
+            const uint64_t p = k_at(step);
+            const float y = b_at(p, j);
+            const float* x = a_rows.data() + p * m;
+            for (uint64_t i = 0; i < m; ++i) acc[i] += x[i] * y;
+          }
+        } else {  // 8 elements at a time: 8 independent sums
+          for (uint64_t i0 = 0; i0 < m; i0 += 8) {
+            const uint64_t w = std::min<uint64_t>(8, m - i0);
+            float sum[8] = {};
+            for (uint64_t step = 0; step < k; ++step) {
+              const uint64_t p = k_at(step);
+              const float y = b_at(p, j);
+              for (uint64_t e = 0; e < w; ++e) sum[e] += a_at(i0 + e, p) * y;
+            }
+            std::copy(sum, sum + w, acc.begin() + std::ptrdiff_t(i0));
+          }
         }
         for (uint64_t i = 0; i < m; ++i) {
           float v = al * acc[i];
