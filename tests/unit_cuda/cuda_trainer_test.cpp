@@ -20,7 +20,7 @@
 #include "vacc/io/synthetic_data.h"
 #include "vacc/kernels/cuda/cuda_backend.h"
 #include "vacc/plan/memory_model.h"
-#include "vacc/runtime/graphed_regions.h"
+#include "vacc/kernels/graphed_regions.h"
 #include "vacc/runtime/trainer.h"
 #ifdef VACC_CUDA_SIM
 #include "fake_cuda_runtime.h"
@@ -195,7 +195,7 @@ TEST(CudaTrainer, AFailedCaptureFallsBackToEagerRuns) {
   auto gpu = make_cuda_backend(0);
   Tensor x = to_device(*gpu, {1.0f, -3.0f}, {2});
   float host[2] = {};
-  GraphedRegions regions(*gpu);
+  GraphedRegions regions(*gpu, "the test region");
   auto region = [&] {
     gpu->scale(x, 2.0f);
     gpu->download(x, host);
@@ -208,7 +208,7 @@ TEST(CudaTrainer, AFailedCaptureFallsBackToEagerRuns) {
   EXPECT_NE(regions.failure().find("inside a CUDA graph capture"), std::string::npos)
       << regions.failure();
   // A region that can be captured is captured once and replayed.
-  GraphedRegions fine(*gpu);
+  GraphedRegions fine(*gpu, "the test region");
   for (int run = 0; run < 3; ++run) fine.run(1, [&] { gpu->scale(x, 0.5f); });
   EXPECT_EQ(to_host(*gpu, x), (std::vector<float>{1.0f, -3.0f}));
   EXPECT_EQ(fine.captured(), 1);

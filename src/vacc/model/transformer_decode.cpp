@@ -5,11 +5,12 @@
 // single-token steps of a cache are captured once as a graph and replayed (one launch a
 // token): their buffers live with the cache, and the new token's position is read on the
 // device, the one thing that changes from step to step besides the token itself.
+#include <cstdint>
 #include <string>
 #include <vector>
 
 #include "vacc/core/error.h"
-#include "vacc/core/logging.h"
+#include "vacc/kernels/graphed_regions.h"
 #include "vacc/model/transformer.h"
 
 namespace vacc {
@@ -21,11 +22,9 @@ struct DecodeBuffers {
 
 // A cache's graphed single-token step (KvCache::decode_step).
 struct DecodeStep {
-  DecodeBuffers buffers;              // sized for one token, at fixed addresses
-  const void* ids = nullptr;          // the ids tensor the graph reads (its address)
-  bool warmed = false;                // the first step ran eagerly (lazy set-up outside graphs)
-  bool given_up = false;              // a capture failed: eager from then on
-  std::unique_ptr<OpGraph> graph;
+  DecodeBuffers buffers;  // sized for one token, at fixed addresses
+  // One region per ids tensor the steps read (a graph reads it by address).
+  std::unique_ptr<GraphedRegions> graphs;
 };
 
 KvCache Transformer::make_kv_cache(int64_t max_len) {
@@ -111,8 +110,7 @@ Tensor Transformer::decode(const Tensor& ids, KvCache& cache, bool all_rows) {
   VACC_CHECK(past + n <= max_seq_len_, "decode: position ", past + n - 1,
              " is beyond the model's maximum of ", max_seq_len_);
 
-  if (n == 1 && decode_graphs_ && backend_.supports_graphs() &&
-      !(cache.decode_step && cache.decode_step->given_up))
+  if (n == 1 && decode_graphs_ && backend_.supports_graphs())
     return decode_graphed_step(ids, cache);
 
   DecodeBuffers b = make_decode_buffers(n, all_rows ? n : 1);
@@ -124,42 +122,26 @@ Tensor Transformer::decode(const Tensor& ids, KvCache& cache, bool all_rows) {
   return b.logits;
 }
 
-// One token, as a graph: eagerly the first time (its lazy set-up: the matrix library's plans
-// for one row, kernel self-checks that read the device on the host), captured the second,
-// replayed after. The graph reads `ids` by address: another ids tensor is captured anew. A
-// failed capture is not an error: a warning, and this cache's steps run eagerly from then on.
+// One token, as a graph (kernels/graphed_regions.h): eagerly the first time (its lazy set-up:
+// the matrix library's plans for one row, kernel self-checks that read the device on the
+// host), captured the second, replayed after. The graph reads `ids` by address: another ids
+// tensor is another region. A failed capture is not an error: a warning, and the steps run
+// eagerly from then on.
 Tensor Transformer::decode_graphed_step(const Tensor& ids, KvCache& cache) {
   if (!cache.decode_step) {
     cache.decode_step = std::make_shared<DecodeStep>();
     cache.decode_step->buffers = make_decode_buffers(1, 1);
+    cache.decode_step->graphs = std::make_unique<GraphedRegions>(backend_, "decode steps");
   }
   DecodeStep& step = *cache.decode_step;
   const int32_t position = int32_t(cache.length());
   backend_.upload(&position, step.buffers.positions);
-  auto issue = [&] { issue_decode(ids, cache, step.buffers); };
-  if (step.graph && step.ids == ids.data()) {
-    step.graph->replay();
-    ++decode_graph_replays_;
-  } else if (!step.warmed) {
-    issue();
-    step.warmed = true;
-  } else {
-    try {
-      step.graph = backend_.capture_graph(issue);
-      step.ids = ids.data();
-      ++decode_graphs_captured_;
-    } catch (const Error& e) {
-      log_warn(std::string("decode: capturing a token's step as a CUDA graph failed (") +
-               e.what() + "); this sequence's steps run without graphs");
-      step.graph.reset();
-      step.given_up = true;
-      issue();
-    }
-    if (step.graph) {
-      step.graph->replay();
-      ++decode_graph_replays_;
-    }
-  }
+  GraphedRegions& graphs = *step.graphs;
+  const int64_t captured = graphs.captured(), replays = graphs.replays();
+  graphs.run(int64_t(reinterpret_cast<intptr_t>(ids.data())),
+             [&] { issue_decode(ids, cache, step.buffers); });
+  decode_graphs_captured_ += graphs.captured() - captured;
+  decode_graph_replays_ += graphs.replays() - replays;
   cache.advance(1);
   return step.buffers.logits;
 }

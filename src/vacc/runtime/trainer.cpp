@@ -114,7 +114,7 @@ Trainer::Trainer(Backend& backend, Communicator& comm, const ModelConfig& config
   if (options_.graphs) {
     const std::string why_not = graphs_unavailable_reason();
     if (why_not.empty()) {
-      graphs_ = std::make_unique<GraphedRegions>(backend_);
+      graphs_ = std::make_unique<GraphedRegions>(backend_, "the layer passes");
       graph_per_layer_ = par.dp > 1 || par.zero > 0;
       graphs_status_ = "on (the layers' forward and backward passes of each of " +
                        std::to_string(slots_.size()) + " micro-batch slot(s)" +

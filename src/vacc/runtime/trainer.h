@@ -23,7 +23,7 @@
 #include "vacc/optim/adamw.h"
 #include "vacc/optim/lr_schedule.h"
 #include "vacc/runtime/evaluation.h"
-#include "vacc/runtime/graphed_regions.h"
+#include "vacc/kernels/graphed_regions.h"
 #include "vacc/runtime/hf_checkpoint.h"
 #include "vacc/plan/parallel_config.h"
 #include "vacc/runtime/pipeline_schedule.h"
@@ -41,7 +41,7 @@ struct TrainerOptions {
   AdamWConfig adam;
   double max_grad_norm = 1.0;  // <= 0: no clipping
   uint64_t seed = 0;
-  // Replay the layers' forward and backward passes as graphs (runtime/graphed_regions.h)
+  // Replay the layers' forward and backward passes as graphs (kernels/graphed_regions.h)
   // where the backend has them and the grid allows (graphs_status() says which).
   bool graphs = false;
   // Fills `dst` with the f32 master weights of elements `range` of the table's layout (this

@@ -1,4 +1,4 @@
-#include "vacc/runtime/graphed_regions.h"
+#include "vacc/kernels/graphed_regions.h"
 
 #include "vacc/core/error.h"
 #include "vacc/core/logging.h"
@@ -19,8 +19,8 @@ void GraphedRegions::run(int64_t key, const std::function<void()>& issue) {
       // Nothing of the region ran on the device (a capture only records), and its host code
       // is the same at every run: running it now does this run's work.
       failure_ = e.what();
-      log_warn(std::string("CUDA graphs are off from here on: capturing a layer pass failed (") +
-               e.what() + "); the passes run eagerly");
+      log_warn("CUDA graphs are off for " + what_ + " from here on: a capture failed (" +
+               e.what() + "); they run eagerly");
       regions_.clear();
       issue();
       return;

@@ -1,7 +1,7 @@
-// Regions of a training step replayed as graphs (Backend::capture_graph): the transformer
-// layers' forward and backward passes of one micro-batch slot are a few hundred kernel
-// launches each, issued by host code that repeats itself exactly from step to step (the same
-// tensors, shapes and scalars). Captured once, each pass is then one launch, so the host's
+// Regions of host code replayed as graphs (Backend::capture_graph): a training step's layer
+// passes (runtime/trainer.cpp) and a generated token's step (model/transformer_decode.cpp) are
+// a few hundred kernel launches each, issued by host code that repeats itself exactly (the same
+// tensors, shapes and scalars). Captured once, each is then one launch, so the host's
 // per-launch cost (microseconds each) no longer paces a GPU that finishes small kernels faster.
 #pragma once
 
@@ -17,14 +17,15 @@ namespace vacc {
 
 class GraphedRegions {
  public:
-  explicit GraphedRegions(Backend& backend) : backend_(backend) {}
+  // `what` names the regions in the warning a failed capture gives ("the layer passes").
+  GraphedRegions(Backend& backend, std::string what) : backend_(backend), what_(std::move(what)) {}
 
   // Runs region `key` (whose host code must issue the same operations on the same tensors
   // every time): eagerly the first time, so that its lazy set-up (workspaces, the matrix
-  // library's plans, kernel self-checks that read results on the host) happens outside any
-  // graph; captured and replayed the second time; replayed from then on. Graphs only save
-  // launches: if a capture fails, a warning says why, the region runs eagerly at once, and
-  // every region stays eager from then on.
+  // library's plans and their autotuning, kernel self-checks that read results on the host)
+  // happens outside any graph; captured and replayed the second time; replayed from then on.
+  // Graphs only save launches: if a capture fails, a warning says why, the region runs
+  // eagerly at once, and every region stays eager from then on.
   void run(int64_t key, const std::function<void()>& issue);
 
   int64_t captured() const { return captured_; }
@@ -38,6 +39,7 @@ class GraphedRegions {
     std::unique_ptr<OpGraph> graph;
   };
   Backend& backend_;
+  std::string what_;
   std::map<int64_t, Region> regions_;
   int64_t captured_ = 0, replays_ = 0;
   std::string failure_;
