@@ -231,5 +231,20 @@ TEST(BiasBackward, AccumulatesColumnSums) {
   EXPECT_THROW(be->bias_backward(DY, DB), Error);
 }
 
+// Greedy decoding's next token: each row's largest value, the first of equal ones, NaNs never
+// winning, and -1 where the largest is not finite.
+TEST(ArgmaxRows, FirstLargestValueAndNonFiniteRows) {
+  auto be = make_cpu_backend();
+  const ArgmaxCase c = argmax_case();
+  Tensor x = to_device(*be, c.x, {c.rows, c.cols});
+  Tensor out = be->empty({c.rows}, DType::I32, MemoryCategory::Buffers, "argmax");
+  be->argmax_rows(x, out);
+  std::vector<int32_t> got(size_t(c.rows));
+  be->download(out, got.data());
+  EXPECT_EQ(got, c.want);
+  Tensor wrong = be->empty({c.rows + 1}, DType::I32, MemoryCategory::Buffers, "argmax");
+  EXPECT_THROW(be->argmax_rows(x, wrong), Error);
+}
+
 }  // namespace
 }  // namespace vacc::test

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -116,6 +117,30 @@ void expect_close(const A& got, const B& want, double rtol, double atol, const s
   EXPECT_EQ(bad, 0u) << what << ": " << bad << " of " << got.size()
                      << " elements out of tolerance; worst at " << worst << ": got "
                      << double(got[worst]) << ", want " << double(want[worst]);
+}
+
+// Rows for Backend::argmax_rows (7 rows of 600: wider than a GPU block's 256 threads) and the
+// index each must give: a planted maximum, ties (the first wins), NaNs (never win), and rows
+// whose largest value is not finite (-1).
+struct ArgmaxCase {
+  int64_t rows = 7, cols = 600;
+  std::vector<float> x;
+  std::vector<int32_t> want;
+};
+inline ArgmaxCase argmax_case() {
+  ArgmaxCase c;
+  const float nan = std::numeric_limits<float>::quiet_NaN(),
+              inf = std::numeric_limits<float>::infinity();
+  c.x = random_vector(size_t(c.rows * c.cols), 31, -1.0f, 1.0f);
+  auto at = [&](int64_t r, int64_t i) -> float& { return c.x[size_t(r * c.cols + i)]; };
+  at(0, 517) = 2.5f;
+  for (int64_t i : {300, 40, 599}) at(1, i) = 5.0f;
+  at(2, 0) = nan, at(2, 10) = nan, at(2, 599) = 3.0f;
+  for (int64_t i = 0; i < c.cols; ++i) at(3, i) = nan, at(4, i) = -inf, at(6, i) = nan;
+  at(5, 200) = inf;
+  at(6, 333) = -2.0f;
+  c.want = {517, 40, 599, -1, -1, -1, 333};
+  return c;
 }
 
 }  // namespace vacc::test

@@ -197,6 +197,11 @@ class Backend {
                                 const Tensor& positions, const AttentionShape& shape,
                                 Tensor& out) = 0;
 
+  // out i32 (rows) = the index of the largest value of each row of x f32 (rows, cols), the
+  // lowest among equal ones (NaNs never win); -1 where that value is not finite (a row of NaNs
+  // or -inf, or a +inf in it). Greedy decoding reads one id a token instead of the logits row.
+  virtual void argmax_rows(const Tensor& x, Tensor& out) = 0;
+
   // Output projection fused with cross-entropy, in row chunks: logits = x (N, C) @ weight^T
   // (V, C) are never materialised for all N rows. labels i32 (N); label -100 is ignored.
   // loss_sum f32 (1) += sum over counted rows of -log softmax(logits)[label].

@@ -164,6 +164,9 @@ void ProfilingBackend::attention_decode(const Tensor& qkv, Tensor& k_cache, Tens
   timed("attention_decode", 4.0 * double(shape.q_heads * shape.head_dim) * keys,
         [&] { inner_.attention_decode(qkv, k_cache, v_cache, positions, shape, out); });
 }
+void ProfilingBackend::argmax_rows(const Tensor& x, Tensor& out) {
+  timed("argmax_rows", 0.0, [&] { inner_.argmax_rows(x, out); });
+}
 void ProfilingBackend::classifier_cross_entropy(const Tensor& x, const Tensor& weight,
                                                 const Tensor& labels, float grad_scale,
                                                 Tensor& loss_sum, Tensor* dx, Tensor* dweight) {

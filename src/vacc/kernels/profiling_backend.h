@@ -66,6 +66,7 @@ class ProfilingBackend final : public Backend {
                           const Tensor& lse, const AttentionShape& shape, Tensor& dqkv) override;
   void attention_decode(const Tensor& qkv, Tensor& k_cache, Tensor& v_cache, const Tensor& positions,
                         const AttentionShape& shape, Tensor& out) override;
+  void argmax_rows(const Tensor& x, Tensor& out) override;
   void classifier_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor& labels,
                                 float grad_scale, Tensor& loss_sum, Tensor* dx,
                                 Tensor* dweight) override;

@@ -199,14 +199,27 @@ std::vector<int32_t> generate(Transformer& model, const std::vector<int32_t>& pr
   // The last new token is never fed back, so the cache needs P + max_new - 1 positions.
   KvCache cache = model.make_kv_cache(P + max_new - 1);
   TokenSampler sampler(options.temperature, options.top_p, options.seed);
-  std::vector<float> logits(static_cast<size_t>(V));
+  // Greedy decoding takes the argmax on the device and reads back one id, not the logits row.
+  const bool greedy = !(options.temperature > 0.0f) || !(options.top_p > 0.0f);
+  std::vector<float> logits(greedy ? 0 : static_cast<size_t>(V));
+  Tensor best = be.empty({1}, DType::I32, MemoryCategory::Buffers, "greedy token id");
+  auto pick = [&](const Tensor& last_logits) {
+    if (!greedy) {
+      be.download(last_logits, logits.data());
+      return sampler.next(logits.data(), V);
+    }
+    be.argmax_rows(last_logits, best);
+    int32_t token = 0;
+    be.download(best, &token);
+    VACC_CHECK(token >= 0, "the model produced non-finite logits (their largest is not finite)");
+    return token;
+  };
 
   Tensor ids = be.empty({P}, DType::I32, MemoryCategory::Buffers, "prompt ids");
   be.upload(prompt.data(), ids);
-  be.download(model.decode(ids, cache), logits.data());
+  int32_t token = pick(model.decode(ids, cache));
   Tensor one = be.empty({1}, DType::I32, MemoryCategory::Buffers, "next token id");
   while (true) {
-    const int32_t token = sampler.next(logits.data(), V);
     if (std::find(options.stop_ids.begin(), options.stop_ids.end(), token) !=
         options.stop_ids.end())
       break;
@@ -214,7 +227,7 @@ std::vector<int32_t> generate(Transformer& model, const std::vector<int32_t>& pr
     if (on_token) on_token(token);
     if (int64_t(out.size()) >= max_new) break;
     be.upload(&token, one);
-    be.download(model.decode(one, cache), logits.data());
+    token = pick(model.decode(one, cache));
   }
   return out;
 }

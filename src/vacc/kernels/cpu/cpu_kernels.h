@@ -61,6 +61,11 @@ void attention_backward(const void* dout, const float* qkv, const void* out, DTy
                         const float* lse, int64_t batch, int64_t seq, int64_t q_heads,
                         int64_t kv_heads, int64_t head_dim, float* dqkv);
 
+// ---- argmax.cpp ----
+// out[r] = index of row r's largest value (lowest among equal ones; NaNs never win), or -1
+// where it is not finite. x (rows, cols).
+void argmax_rows(const float* x, int64_t rows, int64_t cols, int32_t* out);
+
 // ---- attention_decode.cpp ----
 // One sequence's n_new tokens over its KV cache: qkv (n_new, (Hq + 2 Hkv) D) after RoPE; the
 // new k and v rows are written to rows [past_len, past_len + n_new) of k_cache and v_cache

@@ -360,6 +360,17 @@ class CudaBackend final : public Backend {
                            ctx_.device_error(), stream());
   }
 
+  void argmax_rows(const Tensor& x, Tensor& out) override {
+    const char* op = "argmax_rows";
+    on_device(op, "x", x);
+    on_device(op, "out", out);
+    expect_2d(op, "x", x);
+    expect_dtype(op, "x", x, DType::F32);
+    expect_shape(op, "out", out, {x.size(0)});
+    expect_dtype(op, "out", out, DType::I32);
+    cuda::argmax_rows(x.data_as<float>(), x.size(0), x.size(1), out.data_as<int32_t>(), stream());
+  }
+
   void classifier_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor& labels,
                                 float grad_scale, Tensor& loss_sum, Tensor* dx,
                                 Tensor* dweight) override {

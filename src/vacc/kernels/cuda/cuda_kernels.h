@@ -116,6 +116,11 @@ void attention_unpack_grads(const float* dq, const float* dk, const float* dv, i
                             int64_t T, int64_t Hq, int64_t Hkv, int64_t d, float* dqkv,
                             cudaStream_t stream);
 
+// ---- argmax.cu ----
+// out[r] = index of row r's largest value (lowest among equal ones; NaNs never win), or -1
+// where it is not finite. x (rows, cols); one block a row.
+void argmax_rows(const float* x, int64_t rows, int64_t cols, int32_t* out, cudaStream_t stream);
+
 // ---- attention_decode.cu ----
 // positions (n_new, on the device): the new tokens' positions, past_len = positions[0]; new
 // tokens that do not fit the caches' max_len rows are reported as kDecodeCacheFull.
