@@ -60,7 +60,8 @@ class TokenSampler {
   std::vector<Ranked> ranked_scratch_;
 };
 
-// The index of the largest logit (the lowest index among equal ones).
+// The index of the largest logit (the lowest index among equal ones; NaNs never win), or -1
+// where it is not finite (cpu::argmax_rows of one row).
 int32_t argmax_token(const float* logits, int64_t vocab);
 
 // Continues `prompt` (token ids, at least one) and returns the new tokens (the prompt not
