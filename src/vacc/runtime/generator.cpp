@@ -78,7 +78,7 @@ int32_t TokenSampler::next(const float* logits, int64_t vocab) {
   VACC_CHECK(vocab > 0, "sampling from an empty vocabulary");
   const int32_t best = finite_or_error(argmax_token(logits, vocab));
   const float max_logit = logits[best];
-  if (!(temperature_ > 0.0f) || !(top_p_ > 0.0f)) return best;
+  if (greedy()) return best;
 
   weights_.resize(size_t(vocab));
   token_weights(logits, vocab, max_logit, temperature_, weights_.data());
@@ -195,7 +195,7 @@ std::vector<int32_t> generate(Transformer& model, const std::vector<int32_t>& pr
   KvCache cache = model.make_kv_cache(P + max_new - 1);
   TokenSampler sampler(options.temperature, options.top_p, options.seed);
   // Greedy decoding takes the argmax on the device and reads back one id, not the logits row.
-  const bool greedy = !(options.temperature > 0.0f) || !(options.top_p > 0.0f);
+  const bool greedy = sampler.greedy();
   std::vector<float> logits(greedy ? 0 : static_cast<size_t>(V));
   Tensor best = be.empty({1}, DType::I32, MemoryCategory::Buffers, "greedy token id");
   auto pick = [&](const Tensor& last_logits) {

@@ -42,6 +42,8 @@ class TokenSampler {
   TokenSampler(float temperature, float top_p, uint64_t seed)
       : temperature_(temperature), top_p_(top_p), rng_(seed) {}
   int32_t next(const float* logits, int64_t vocab);
+  // Whether next() picks the most likely token (a temperature or top_p of 0 or less).
+  bool greedy() const { return !(temperature_ > 0.0f) || !(top_p_ > 0.0f); }
 
  private:
   struct Ranked {
