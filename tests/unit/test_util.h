@@ -142,5 +142,14 @@ inline ArgmaxCase argmax_case() {
   c.want = {517, 40, 599, -1, -1, -1, 333};
   return c;
 }
+// Backend::argmax_rows of host values (rows, cols), back on the host.
+inline std::vector<int32_t> argmax_rows_of(Backend& be, const std::vector<float>& x, int64_t rows,
+                                           int64_t cols) {
+  Tensor out = be.empty({rows}, DType::I32, MemoryCategory::Buffers, "argmax");
+  be.argmax_rows(to_device(be, x, {rows, cols}), out);
+  std::vector<int32_t> got(static_cast<size_t>(rows));
+  be.download(out, got.data());
+  return got;
+}
 
 }  // namespace vacc::test

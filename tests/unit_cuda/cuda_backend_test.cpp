@@ -842,25 +842,12 @@ std::vector<int32_t> labels_with_ignored(int64_t n, int64_t v, double ignore_fra
 // Qwen-wide vocabulary (151936) of random logits.
 TEST_F(CudaBackendTest, ArgmaxRowsMatchesCpu) {
   const ArgmaxCase c = argmax_case();
-  Tensor x = to_device(gpu(), c.x, {c.rows, c.cols});
-  Tensor out = gpu().empty({c.rows}, DType::I32, MemoryCategory::Buffers, "argmax");
-  gpu().argmax_rows(x, out);
-  std::vector<int32_t> got(size_t(c.rows));
-  gpu().download(out, got.data());
-  EXPECT_EQ(got, c.want);
+  EXPECT_EQ(argmax_rows_of(gpu(), c.x, c.rows, c.cols), c.want);
 
   const int64_t rows = 3, vocab = 151936;
   const std::vector<float> logits = random_vector(size_t(rows * vocab), 37, -8.0f, 8.0f);
-  std::vector<int32_t> want(static_cast<size_t>(rows)), wide(static_cast<size_t>(rows));
-  Tensor on_cpu = to_device(cpu(), logits, {rows, vocab});
-  Tensor cpu_out = cpu().empty({rows}, DType::I32, MemoryCategory::Buffers, "argmax");
-  cpu().argmax_rows(on_cpu, cpu_out);
-  cpu().download(cpu_out, want.data());
-  Tensor on_gpu = to_device(gpu(), logits, {rows, vocab});
-  Tensor gpu_out = gpu().empty({rows}, DType::I32, MemoryCategory::Buffers, "argmax");
-  gpu().argmax_rows(on_gpu, gpu_out);
-  gpu().download(gpu_out, wide.data());
-  EXPECT_EQ(wide, want);
+  EXPECT_EQ(argmax_rows_of(gpu(), logits, rows, vocab),
+            argmax_rows_of(cpu(), logits, rows, vocab));
 }
 
 TEST_F(CudaBackendTest, ClassifierCrossEntropyMatchesCpu) {
