@@ -242,5 +242,50 @@ TEST(ArgmaxRows, FirstLargestValueAndNonFiniteRows) {
   EXPECT_THROW(be->argmax_rows(x, wrong), Error);
 }
 
+// Sampling's next token by the rule of kernels/token_sampling_rule.h: the ties' order, the
+// nucleus's boundary and the draw where they are known exactly, the argmax when greedy, -1
+// where the largest logit is not finite, each row with its own random bits.
+TEST(SampleRows, TiesNucleusAndDrawAsTheRuleSays) {
+  auto be = make_cpu_backend();
+  const TiedSamplingCase tied;
+  std::vector<float> x;
+  std::vector<uint64_t> bits;
+  std::vector<int32_t> want;
+  for (int k = 0; k < 3; ++k) {  // top_p 0.5: the first three tokens
+    const std::vector<float> row = tied.row();
+    x.insert(x.end(), row.begin(), row.end());
+    bits.push_back(TiedSamplingCase::bits_for(k, 3));
+    want.push_back(tied.tokens[size_t(k)]);
+  }
+  EXPECT_EQ(sample_rows_of(*be, x, 3, tied.cols, bits, 0.8f, 0.5f), want);
+  bits = {TiedSamplingCase::bits_for(3, 6), TiedSamplingCase::bits_for(5, 6), 0};
+  EXPECT_EQ(sample_rows_of(*be, x, 3, tied.cols, bits, 0.8f, 1.0f),
+            (std::vector<int32_t>{101, 590, 5}));
+  // top_p 0.3 of six equal weights: ceil(1.8) of them, the first two.
+  bits = {TiedSamplingCase::bits_for(1, 2), ~uint64_t(0), 0};
+  EXPECT_EQ(sample_rows_of(*be, x, 3, tied.cols, bits, 0.8f, 0.3f),
+            (std::vector<int32_t>{17, 17, 5}));
+
+  // Greedy (temperature or top_p 0) is the argmax; rows whose largest logit is not finite give
+  // -1 when sampling too.
+  const ArgmaxCase c = argmax_case();
+  const std::vector<uint64_t> some_bits(size_t(c.rows), 12345);
+  EXPECT_EQ(sample_rows_of(*be, c.x, c.rows, c.cols, some_bits, 0.0f, 0.9f), c.want);
+  EXPECT_EQ(sample_rows_of(*be, c.x, c.rows, c.cols, some_bits, 0.7f, 0.0f), c.want);
+  const std::vector<int32_t> drawn = sample_rows_of(*be, c.x, c.rows, c.cols, some_bits, 0.7f, 0.9f);
+  for (size_t r = 0; r < drawn.size(); ++r) {
+    if (c.want[r] < 0) EXPECT_EQ(drawn[r], -1) << "row " << r;
+    else EXPECT_TRUE(drawn[r] >= 0 && drawn[r] < c.cols) << "row " << r << ": " << drawn[r];
+  }
+
+  Tensor logits = to_device(*be, x, {3, tied.cols});
+  Tensor two_bits = be->empty({3, 2}, DType::I32, MemoryCategory::Buffers, "bits");
+  Tensor one_bit = be->empty({3, 1}, DType::I32, MemoryCategory::Buffers, "bits");
+  Tensor out = be->empty({3}, DType::I32, MemoryCategory::Buffers, "tokens");
+  Tensor wrong = be->empty({2}, DType::I32, MemoryCategory::Buffers, "tokens");
+  EXPECT_THROW(be->sample_rows(logits, one_bit, 1.0f, 0.9f, out), Error);
+  EXPECT_THROW(be->sample_rows(logits, two_bits, 1.0f, 0.9f, wrong), Error);
+}
+
 }  // namespace
 }  // namespace vacc::test

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "test_util.h"
+#include "vacc/kernels/cpu/cpu_kernels.h"
 #include "vacc/model/initialization.h"
 #include "vacc/model/kv_cache.h"
 #include "vacc/model/transformer.h"
@@ -279,6 +280,28 @@ TEST(Generator, GreedyIsTheArgmaxChainOfFullRecomputation) {
   }
 }
 
+// Sampling draws on the backend (Backend::sample_rows) what TokenSampler draws on the host from
+// the same seed, token after token, over the logits of full recomputation.
+TEST(Generator, SamplingIsTheTokenSamplerChainOfFullRecomputation) {
+  TestModel m = make_model(gqa_config(0.2), DType::F32);
+  const int64_t V = m.model->config().vocab_size;
+  const std::vector<int32_t> prompt = random_ids(5, 97, 11);
+  GenerationOptions opt;
+  opt.temperature = 0.9f;
+  opt.top_p = 0.8f;
+  opt.seed = 7;
+  opt.max_new_tokens = 12;
+  const std::vector<int32_t> got = generate(*m.model, prompt, opt);
+  TokenSampler sampler(opt.temperature, opt.top_p, opt.seed);
+  std::vector<int32_t> seq = prompt, want;
+  for (int64_t i = 0; i < opt.max_new_tokens; ++i) {
+    const std::vector<float> logits = full_logits(m, seq);
+    want.push_back(sampler.next(logits.data() + (int64_t(seq.size()) - 1) * V, V));
+    seq.push_back(want.back());
+  }
+  EXPECT_EQ(got, want);
+}
+
 TEST(Generator, SamplingRepeatsWithTheSeedAndDiffersWithout) {
   // initializer_range 0.02: nearly uniform next-token distributions.
   TestModel m = make_model(gqa_config(0.02), DType::F32);
@@ -300,36 +323,48 @@ TEST(Generator, SamplingRepeatsWithTheSeedAndDiffersWithout) {
   }
 }
 
-// The sampler as it was specified first: the whole vocabulary sorted by falling probability
-// (ties by index), the nucleus walked in that order. TokenSampler sorts only the most likely
-// tokens it needs; it must draw the very same tokens.
+// The rule of kernels/token_sampling_rule.h written out plainly: the whole vocabulary sorted
+// by falling weight (ties by index), the nucleus the shortest prefix whose integer mass
+// reaches ceil(top_p * total), the draw walked in token order. TokenSampler (cpu::sample_rows)
+// finds the boundary by a radix select instead of sorting; it must draw the very same tokens.
 int32_t reference_sample(const std::vector<float>& logits, float temperature, float top_p,
                          std::mt19937_64& rng) {
   const int64_t V = int64_t(logits.size());
   const int32_t best = argmax_token(logits.data(), V);
-  std::vector<float> probs(logits.size());
-  token_weights(logits.data(), V, logits[size_t(best)], temperature, probs.data());
-  double total = 0.0;
-  for (float p : probs) total += p;
-  const double u = double(rng() >> 11) * 0x1.0p-53;
+  std::vector<float> weights(logits.size());
+  cpu::token_weights(logits.data(), V, logits[size_t(best)], temperature, weights.data());
+  int width = 0;
+  while ((int64_t(1) << width) <= V) ++width;
+  const double scale = std::ldexp(1.0, 63 - width);
+  std::vector<uint64_t> mass(logits.size());
+  uint64_t total = 0;
+  for (size_t i = 0; i < mass.size(); ++i) total += mass[i] = uint64_t(double(weights[i]) * scale);
+  const uint64_t bits = rng();
   std::vector<int32_t> order(logits.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = int32_t(i);
   std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {
-    return probs[size_t(a)] > probs[size_t(b)] || (probs[size_t(a)] == probs[size_t(b)] && a < b);
+    return weights[size_t(a)] > weights[size_t(b)] ||
+           (weights[size_t(a)] == weights[size_t(b)] && a < b);
   });
-  const double mass = double(top_p) * total;
-  double kept = 0.0;
-  size_t n = 0;
-  while (n < order.size() && (n == 0 || kept < mass)) kept += double(probs[size_t(order[n++])]);
-  double cum = 0.0;
-  for (size_t k = 0; k < n; ++k) {
-    cum += double(probs[size_t(order[k])]);
-    if (cum > u * kept) return order[k];
+  const uint64_t target =
+      top_p >= 1.0f ? total
+                    : std::clamp<uint64_t>(uint64_t(std::ceil(double(top_p) * double(total))), 1,
+                                           total);
+  std::vector<bool> in_nucleus(logits.size(), false);
+  uint64_t kept = 0;
+  for (int32_t id : order) {
+    if (kept >= target) break;
+    in_nucleus[size_t(id)] = true;
+    kept += mass[size_t(id)];
   }
-  return order[n - 1];
+  const uint64_t point = uint64_t((unsigned __int128)bits * kept >> 64);
+  uint64_t run = 0;
+  for (size_t i = 0; i < mass.size(); ++i)
+    if (in_nucleus[i] && (run += mass[i]) > point) return int32_t(i);
+  return -1;
 }
 
-TEST(Generator, NucleusSamplingDrawsWhatTheWholeSortDraws) {
+TEST(Generator, SamplingDrawsWhatTheRuleWrittenOutDraws) {
   const int64_t V = 5000;
   std::mt19937_64 make(17);
   std::normal_distribution<float> normal(0.0f, 1.0f);
@@ -346,7 +381,7 @@ TEST(Generator, NucleusSamplingDrawsWhatTheWholeSortDraws) {
     if (kind.ties)
       for (float& x : logits) x = std::round(x * 2.0f) / 2.0f;
     for (int i = 0; i < kind.peaks; ++i) logits[size_t(make() % uint64_t(V))] += 10.0f - float(i);
-    for (float top_p : {0.5f, 0.9f, 0.999f}) {
+    for (float top_p : {0.5f, 0.9f, 0.999f, 1.0f}) {
       for (float temperature : {0.7f, 1.3f}) {
         SCOPED_TRACE(std::string(kind.name) + " top_p " + std::to_string(top_p) + " T " +
                      std::to_string(temperature));
@@ -413,7 +448,7 @@ TEST(TokenSampler, WeightsAreTheSoftmaxNumeratorsInFloat) {
                                      -57.0f,    -58.0f,   -200.0f, std::nanf(""),
                                      -std::numeric_limits<float>::infinity()};
   std::vector<float> w(logits.size());
-  token_weights(logits.data(), int64_t(logits.size()), max_logit, temperature, w.data());
+  cpu::token_weights(logits.data(), int64_t(logits.size()), max_logit, temperature, w.data());
   EXPECT_EQ(w[0], 1.0f);  // the largest logit weighs exactly 1
   for (size_t i = 1; i < 7; ++i) {
     const double x = (double(logits[i]) - max_logit) / temperature;

@@ -152,4 +152,37 @@ inline std::vector<int32_t> argmax_rows_of(Backend& be, const std::vector<float>
   return got;
 }
 
+// Backend::sample_rows of host logits (rows, cols) with each row's 64 random bits, back on the
+// host.
+inline std::vector<int32_t> sample_rows_of(Backend& be, const std::vector<float>& logits,
+                                           int64_t rows, int64_t cols,
+                                           const std::vector<uint64_t>& bits, float temperature,
+                                           float top_p) {
+  Tensor random_bits = be.empty({rows, 2}, DType::I32, MemoryCategory::Buffers, "random bits");
+  be.upload(bits.data(), random_bits);
+  Tensor out = be.empty({rows}, DType::I32, MemoryCategory::Buffers, "tokens");
+  be.sample_rows(to_device(be, logits, {rows, cols}), random_bits, temperature, top_p, out);
+  std::vector<int32_t> got(static_cast<size_t>(rows));
+  be.download(out, got.data());
+  return got;
+}
+
+// Rows for Backend::sample_rows whose draws are known exactly: weight 1 (logit 0) at six
+// tokens, 0 (logit -1000) elsewhere, so the weights are exact on every backend and the six
+// tie. The nucleus of top_p 0.5 is the first three of them in token order; a draw with random
+// bits b picks the (b * n / 2^64)-th of the nucleus's n tokens.
+struct TiedSamplingCase {
+  int64_t cols = 600;
+  std::vector<int32_t> tokens = {5, 17, 100, 101, 333, 590};
+  std::vector<float> row() const {
+    std::vector<float> x(static_cast<size_t>(cols), -1000.0f);
+    for (int32_t t : tokens) x[size_t(t)] = 0.0f;
+    return x;
+  }
+  // Random bits whose draw is the k-th of n tokens: the middle of its share of 2^64.
+  static uint64_t bits_for(int k, int n) {
+    return uint64_t(((unsigned __int128)(2 * k + 1) << 64) / (2 * unsigned(n)));
+  }
+};
+
 }  // namespace vacc::test

@@ -850,6 +850,57 @@ TEST_F(CudaBackendTest, ArgmaxRowsMatchesCpu) {
             argmax_rows_of(cpu(), logits, rows, vocab));
 }
 
+// Sampling on the device draws what the CPU draws: exactly on rows whose weights are exact
+// (ties), and on a Qwen-wide vocabulary of random logits, where the device's exp may differ
+// from the CPU's by an ulp; that moves a draw only when its point or the nucleus's boundary
+// falls within that ulp's share of the mass, so these draws allow one such difference.
+TEST_F(CudaBackendTest, SampleRowsMatchesCpu) {
+  const TiedSamplingCase tied;
+  std::vector<float> x;
+  std::vector<uint64_t> bits;
+  for (int k = 0; k < 3; ++k) {
+    const std::vector<float> row = tied.row();
+    x.insert(x.end(), row.begin(), row.end());
+    bits.push_back(TiedSamplingCase::bits_for(k, 3));
+  }
+  EXPECT_EQ(sample_rows_of(gpu(), x, 3, tied.cols, bits, 0.8f, 0.5f),
+            (std::vector<int32_t>{5, 17, 100}));
+  const ArgmaxCase c = argmax_case();
+  const std::vector<uint64_t> some_bits(size_t(c.rows), 12345);
+  EXPECT_EQ(sample_rows_of(gpu(), c.x, c.rows, c.cols, some_bits, 0.0f, 0.9f), c.want);
+  EXPECT_EQ(sample_rows_of(gpu(), c.x, c.rows, c.cols, some_bits, 0.7f, 0.9f),
+            sample_rows_of(cpu(), c.x, c.rows, c.cols, some_bits, 0.7f, 0.9f));
+
+  // Peaked logits (a few tokens far above the rest, as a trained model's) and flat ones (the
+  // nucleus most of the vocabulary), each row drawn with its own bits.
+  const int64_t rows = 4, vocab = 151936;
+  std::vector<float> logits = random_vector(size_t(rows * vocab), 41, -2.0f, 2.0f);
+  for (int64_t r = 0; r < 2; ++r)
+    for (int k = 0; k < 12; ++k)
+      logits[size_t(r * vocab + (k * 7919 + r * 31) % vocab)] += 14.0f - float(k);
+  std::mt19937_64 rng(43);
+  int draws = 0, differ = 0;
+  for (float temperature : {0.7f, 1.3f})
+    for (float top_p : {0.5f, 0.9f, 1.0f})
+      for (int round = 0; round < 2; ++round) {
+        std::vector<uint64_t> row_bits(static_cast<size_t>(rows));
+        for (uint64_t& b : row_bits) b = rng();
+        const std::vector<int32_t> want =
+            sample_rows_of(cpu(), logits, rows, vocab, row_bits, temperature, top_p);
+        const std::vector<int32_t> got =
+            sample_rows_of(gpu(), logits, rows, vocab, row_bits, temperature, top_p);
+        for (size_t r = 0; r < size_t(rows); ++r, ++draws) {
+          ASSERT_TRUE(got[r] >= 0 && got[r] < vocab) << got[r];
+          if (got[r] != want[r]) {
+            ++differ;
+            std::printf("row %zu at T %.1f, top_p %.1f: the device drew %d, the CPU %d\n", r,
+                        double(temperature), double(top_p), got[r], want[r]);
+          }
+        }
+      }
+  EXPECT_LE(differ, 1) << differ << " of " << draws << " draws differ from the CPU's";
+}
+
 TEST_F(CudaBackendTest, ClassifierCrossEntropyMatchesCpu) {
   struct Case {
     int64_t n, c, v;

@@ -87,6 +87,11 @@ template <typename T>
 T __shfl_xor_sync(unsigned, T v, int lane_mask, int = 32) {
   return vacc_sim::shuffle_from(v, (vacc_sim::linear_thread() % 32) ^ unsigned(lane_mask));
 }
+template <typename T>
+T __shfl_up_sync(unsigned, T v, unsigned delta, int = 32) {
+  const unsigned lane = vacc_sim::linear_thread() % 32;
+  return vacc_sim::shuffle_from(v, lane >= delta ? lane - delta : lane);
+}
 inline float __uint_as_float(unsigned u) {
   float f;
   std::memcpy(&f, &u, 4);
@@ -104,6 +109,11 @@ inline float __int_as_float(int i) {
 }
 inline float atomicAdd(float* p, float v) {
   const float old = *p;
+  *p = old + v;
+  return old;
+}
+inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v) {
+  const unsigned long long old = *p;
   *p = old + v;
   return old;
 }

@@ -201,6 +201,14 @@ class Backend {
   // lowest among equal ones (NaNs never win); -1 where that value is not finite (a row of NaNs
   // or -inf, or a +inf in it). Greedy decoding reads one id a token instead of the logits row.
   virtual void argmax_rows(const Tensor& x, Tensor& out) = 0;
+  // out i32 (rows) = a token drawn from each row of logits f32 (rows, cols) at `temperature`
+  // within the nucleus `top_p` (1 or more: every token), by the rule of
+  // kernels/token_sampling_rule.h, which every backend follows so that they draw alike;
+  // random_bits i32 (rows, 2) holds each row's 64 random bits, the low word first. A
+  // temperature or top_p of 0 or less picks the argmax (as argmax_rows; random_bits unread);
+  // -1 where the largest logit is not finite. Sampling then reads back one id a token.
+  virtual void sample_rows(const Tensor& logits, const Tensor& random_bits, float temperature,
+                           float top_p, Tensor& out) = 0;
 
   // Output projection fused with cross-entropy, in row chunks: logits = x (N, C) @ weight^T
   // (V, C) are never materialised for all N rows. labels i32 (N); label -100 is ignored.

@@ -167,6 +167,11 @@ void ProfilingBackend::attention_decode(const Tensor& qkv, Tensor& k_cache, Tens
 void ProfilingBackend::argmax_rows(const Tensor& x, Tensor& out) {
   timed("argmax_rows", 0.0, [&] { inner_.argmax_rows(x, out); });
 }
+void ProfilingBackend::sample_rows(const Tensor& logits, const Tensor& random_bits,
+                                   float temperature, float top_p, Tensor& out) {
+  timed("sample_rows", 0.0,
+        [&] { inner_.sample_rows(logits, random_bits, temperature, top_p, out); });
+}
 void ProfilingBackend::classifier_cross_entropy(const Tensor& x, const Tensor& weight,
                                                 const Tensor& labels, float grad_scale,
                                                 Tensor& loss_sum, Tensor* dx, Tensor* dweight) {

@@ -67,6 +67,8 @@ class ProfilingBackend final : public Backend {
   void attention_decode(const Tensor& qkv, Tensor& k_cache, Tensor& v_cache, const Tensor& positions,
                         const AttentionShape& shape, Tensor& out) override;
   void argmax_rows(const Tensor& x, Tensor& out) override;
+  void sample_rows(const Tensor& logits, const Tensor& random_bits, float temperature,
+                   float top_p, Tensor& out) override;
   void classifier_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor& labels,
                                 float grad_scale, Tensor& loss_sum, Tensor* dx,
                                 Tensor* dweight) override;

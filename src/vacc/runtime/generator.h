@@ -28,38 +28,26 @@ struct GenerationOptions {
   int64_t max_len = 0;
 };
 
-// The unnormalised probabilities that sampling at `temperature` (> 0) draws from:
-// weights[i] = exp((logits[i] - max_logit) / temperature), in float (a vectorised exp, about
-// 1 ulp), 0 where that is below exp(-87) or the logit is NaN. max_logit is the largest logit.
-void token_weights(const float* logits, int64_t vocab, float max_logit, float temperature,
-                   float* weights);
-
-// Picks the next token from a row of logits. The same seed and logits give the same tokens
-// on every machine (the random numbers are drawn from std::mt19937_64 and turned into
-// floats here, not by a library distribution).
+// Picks the next token from a row of logits on the host, by the rule every backend's
+// sample_rows follows (kernels/token_sampling_rule.h): the same seed and logits give the same
+// tokens on every machine, and on a GPU wherever its weights agree with the host's. The random
+// numbers are std::mt19937_64's words, one a sampled token.
 class TokenSampler {
  public:
   TokenSampler(float temperature, float top_p, uint64_t seed)
       : temperature_(temperature), top_p_(top_p), rng_(seed) {}
   int32_t next(const float* logits, int64_t vocab);
-  // Whether next() picks the most likely token (a temperature or top_p of 0 or less).
+  // Whether next() picks the most likely token (a temperature or top_p of 0 or less): it then
+  // draws no random bits.
   bool greedy() const { return !(temperature_ > 0.0f) || !(top_p_ > 0.0f); }
+  // The random bits of the next sampled token, as next() draws them (for Backend::sample_rows).
+  uint64_t next_bits() { return rng_(); }
+  float temperature() const { return temperature_; }
+  float top_p() const { return top_p_; }
 
  private:
-  struct Ranked {
-    float p;
-    int32_t id;
-  };
-  // Draws from the nucleus (total weight `mass`) with the uniform number u, among the tokens
-  // whose weight exceeds `light` (every token when it is negative); -1 when those may not
-  // hold the whole nucleus.
-  int32_t draw_from_nucleus(float light, double mass, double u);
-
   float temperature_, top_p_;
   std::mt19937_64 rng_;
-  std::vector<float> weights_;  // token_weights of the current logits, by token
-  std::vector<Ranked> ranked_;  // (weight, token), the most likely first once sorted
-  std::vector<Ranked> ranked_scratch_;
 };
 
 // The index of the largest logit (the lowest index among equal ones; NaNs never win), or -1

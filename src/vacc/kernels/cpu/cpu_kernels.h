@@ -66,6 +66,19 @@ void attention_backward(const void* dout, const float* qkv, const void* out, DTy
 // where it is not finite. x (rows, cols).
 void argmax_rows(const float* x, int64_t rows, int64_t cols, int32_t* out);
 
+// ---- token_sampling.cpp ----
+// weights[i] = exp((logits[i] - max_logit) / temperature) in float (fast_exp, about 1 ulp),
+// 0 where that is below exp(-87) or the logit is NaN: the rule's weights
+// (kernels/token_sampling_rule.h).
+void token_weights(const float* logits, int64_t cols, float max_logit, float temperature,
+                   float* weights);
+// out[r] = the token drawn from row r of logits (rows, cols) by the rule of
+// kernels/token_sampling_rule.h with the 64 random bits random_bits[r]; the argmax where the
+// temperature or top_p is 0 or less (random_bits unread); -1 where the largest logit is not
+// finite.
+void sample_rows(const float* logits, int64_t rows, int64_t cols, const uint64_t* random_bits,
+                 float temperature, float top_p, int32_t* out);
+
 // ---- attention_decode.cpp ----
 // One sequence's n_new tokens over its KV cache: qkv (n_new, (Hq + 2 Hkv) D) after RoPE; the
 // new k and v rows are written to rows [past_len, past_len + n_new) of k_cache and v_cache

@@ -121,6 +121,14 @@ void attention_unpack_grads(const float* dq, const float* dk, const float* dv, i
 // where it is not finite. x (rows, cols); one block a row.
 void argmax_rows(const float* x, int64_t rows, int64_t cols, int32_t* out, cudaStream_t stream);
 
+// ---- token_sampling.cu ----
+// out[r] = the token drawn from row r of logits (rows, cols) by the rule of
+// kernels/token_sampling_rule.h with the 64 random bits random_bits[r] (as cpu::sample_rows);
+// the argmax where the temperature or top_p is 0 or less; -1 where the largest logit is not
+// finite.
+void sample_rows(const float* logits, int64_t rows, int64_t cols, const uint64_t* random_bits,
+                 float temperature, float top_p, int32_t* out, cudaStream_t stream);
+
 // ---- attention_decode.cu ----
 // positions (n_new, on the device): the new tokens' positions, past_len = positions[0]; new
 // tokens that do not fit the caches' max_len rows are reported as kDecodeCacheFull.
