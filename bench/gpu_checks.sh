@@ -15,7 +15,8 @@
 #             the peer; the launches weigh most at small batches)
 #   commands  vacc eval and vacc generate on gpu-1, and vacc profile --flavor gpu-1 --quick
 #   decode    vacc generate's speed on the 0.5B preset (random weights, bf16, 256 new tokens,
-#             greedy) with and without --cuda-graphs, twice each, alternating
+#             greedy) with and without --cuda-graphs, and sampled (T 0.7, top_p 0.9: the
+#             device's sample_rows) with them, twice each, alternating
 #   races     compute-sanitizer racecheck and synccheck on the attention and reduction tests
 #             (RACE_FILTER: other gtest filter; RACE_LIMIT: seconds per tool, default 200;
 #             racecheck of the whole default filter took longer than 200 s on an H200)
@@ -109,10 +110,13 @@ for step in $steps; do
       q05w=$(mktemp -d)/q05
       "$build/bin/vacc" init --preset qwen2.5-0.5b --seed 1 "$q05w" >/dev/null
       for round in 1 2; do
-        for graphs in "" --cuda-graphs; do
-          name="decode${graphs:+_graphs}_$round"
+        for variant in greedy graphs sampled; do
+          flags=(--temperature 0)
+          [[ $variant == greedy ]] || flags=(--cuda-graphs --temperature 0)
+          [[ $variant == sampled ]] && flags=(--cuda-graphs --temperature 0.7 --top-p 0.9)
+          name="decode_${variant}_$round"
           run "$name" 120 "$build/bin/vacc" generate --model "$q05w" --prompt "Once upon a time" \
-            --max-new-tokens 256 --temperature 0 --dtype bf16 --flavor gpu-1 $graphs
+            --max-new-tokens 256 --dtype bf16 --flavor gpu-1 "${flags[@]}"
           grep -E "Generated|CUDA graphs|error|warning" "$logs/$name.log"
         done
       done

@@ -1,5 +1,5 @@
-// Time per token of vacc generate's sampling on the host (TokenSampler::next) over a
-// Qwen-sized vocabulary (151936), at the defaults (temperature 0.7, top_p 0.9), greedy, and
+// Time per token of vacc generate's sampling on the CPU (TokenSampler::next, which is the CPU
+// backend's sample_rows) over a Qwen-sized vocabulary (151936), at the defaults (temperature 0.7, top_p 0.9), greedy, and
 // top_p 1. Two kinds of logits: "peaked" (a trained model's: a few tokens stand out) and
 // "flat" (a randomly initialised model's: nearly uniform, so the nucleus is most of the
 // vocabulary). Usage: sampler_bench [calls per case, default 200]
