@@ -53,6 +53,20 @@ inline void expect_adamw(const char* op, const Tensor& param, const Tensor& grad
   }
 }
 
+// argmax_rows' and sample_rows' arguments: logits f32 (rows, cols), out i32 (rows); and
+// sample_rows' random_bits, if given: i32 (rows, 2).
+inline void expect_token_rows(const char* op, const Tensor& logits, const Tensor& out,
+                              const Tensor* random_bits = nullptr) {
+  expect_2d(op, "logits", logits);
+  expect_dtype(op, "logits", logits, DType::F32);
+  expect_shape(op, "out", out, {logits.size(0)});
+  expect_dtype(op, "out", out, DType::I32);
+  if (random_bits) {
+    expect_shape(op, "random_bits", *random_bits, {logits.size(0), 2});
+    expect_dtype(op, "random_bits", *random_bits, DType::I32);
+  }
+}
+
 // rope's arguments (Backend::rope), on either backend.
 inline void expect_rope(const Tensor& x, const Tensor& positions, const Tensor& cos,
                         const Tensor& sin, int64_t num_heads, int64_t head_dim,

@@ -245,22 +245,12 @@ class CpuBackend final : public Backend {
   }
 
   void argmax_rows(const Tensor& x, Tensor& out) override {
-    const char* op = "argmax_rows";
-    expect_2d(op, "x", x);
-    expect_dtype(op, "x", x, DType::F32);
-    expect_shape(op, "out", out, {x.size(0)});
-    expect_dtype(op, "out", out, DType::I32);
+    expect_token_rows("argmax_rows", x, out);
     cpu::argmax_rows(x.data_as<float>(), x.size(0), x.size(1), out.data_as<int32_t>());
   }
   void sample_rows(const Tensor& logits, const Tensor& random_bits, float temperature,
                    float top_p, Tensor& out) override {
-    const char* op = "sample_rows";
-    expect_2d(op, "logits", logits);
-    expect_dtype(op, "logits", logits, DType::F32);
-    expect_shape(op, "random_bits", random_bits, {logits.size(0), 2});
-    expect_dtype(op, "random_bits", random_bits, DType::I32);
-    expect_shape(op, "out", out, {logits.size(0)});
-    expect_dtype(op, "out", out, DType::I32);
+    expect_token_rows("sample_rows", logits, out, &random_bits);
     cpu::sample_rows(logits.data_as<float>(), logits.size(0), logits.size(1),
                      static_cast<const uint64_t*>(random_bits.data()), temperature, top_p,
                      out.data_as<int32_t>());

@@ -364,10 +364,7 @@ class CudaBackend final : public Backend {
     const char* op = "argmax_rows";
     on_device(op, "x", x);
     on_device(op, "out", out);
-    expect_2d(op, "x", x);
-    expect_dtype(op, "x", x, DType::F32);
-    expect_shape(op, "out", out, {x.size(0)});
-    expect_dtype(op, "out", out, DType::I32);
+    expect_token_rows(op, x, out);
     cuda::argmax_rows(x.data_as<float>(), x.size(0), x.size(1), out.data_as<int32_t>(), stream());
   }
   void sample_rows(const Tensor& logits, const Tensor& random_bits, float temperature,
@@ -376,12 +373,7 @@ class CudaBackend final : public Backend {
     on_device(op, "logits", logits);
     on_device(op, "random_bits", random_bits);
     on_device(op, "out", out);
-    expect_2d(op, "logits", logits);
-    expect_dtype(op, "logits", logits, DType::F32);
-    expect_shape(op, "random_bits", random_bits, {logits.size(0), 2});
-    expect_dtype(op, "random_bits", random_bits, DType::I32);
-    expect_shape(op, "out", out, {logits.size(0)});
-    expect_dtype(op, "out", out, DType::I32);
+    expect_token_rows(op, logits, out, &random_bits);
     cuda::sample_rows(logits.data_as<float>(), logits.size(0), logits.size(1),
                       static_cast<const uint64_t*>(random_bits.data()), temperature, top_p,
                       out.data_as<int32_t>(), stream());
