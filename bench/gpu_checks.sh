@@ -20,7 +20,10 @@
 #   races     compute-sanitizer racecheck and synccheck on the attention and reduction tests
 #             (RACE_FILTER: other gtest filter; RACE_LIMIT: seconds per tool, default 200;
 #             racecheck of the whole default filter took longer than 200 s on an H200)
-# STEP_ARGS are more arguments for the step comparison.
+# STEP_ARGS are more arguments for the step comparison. GPU_BUDGET_S (seconds, default none)
+# bounds the whole script: each command's time limit shrinks to what is left, and commands that
+# would get under 10 s are skipped with a line saying so, so that a device call with a fixed
+# limit ends with every log it reached (put the steps in the order they matter).
 set -uo pipefail
 build=${1:?usage: bench/gpu_checks.sh BUILD_DIR}
 logs=${LOGS:-gpu-logs}
@@ -33,6 +36,14 @@ here=$(cd "$(dirname "$0")" && pwd)
 run() {  # run NAME SECONDS COMMAND...: one step, its log, its time and exit status
   local name=$1 limit=$2
   shift 2
+  if [[ -n ${GPU_BUDGET_S:-} ]]; then
+    local left=$((GPU_BUDGET_S - SECONDS))
+    if ((left < 10)); then
+      echo "=== $name: skipped, ${left} s of GPU_BUDGET_S=$GPU_BUDGET_S left"
+      return 124
+    fi
+    ((limit > left)) && limit=$left
+  fi
   local t0=$SECONDS
   echo "=== $name: $*"
   timeout -k 5 "$limit" "$@" >"$logs/$name.log" 2>&1
