@@ -272,7 +272,8 @@ TEST(SampleRows, TiesNucleusAndDrawAsTheRuleSays) {
   const std::vector<uint64_t> some_bits(size_t(c.rows), 12345);
   EXPECT_EQ(sample_rows_of(*be, c.x, c.rows, c.cols, some_bits, 0.0f, 0.9f), c.want);
   EXPECT_EQ(sample_rows_of(*be, c.x, c.rows, c.cols, some_bits, 0.7f, 0.0f), c.want);
-  const std::vector<int32_t> drawn = sample_rows_of(*be, c.x, c.rows, c.cols, some_bits, 0.7f, 0.9f);
+  const std::vector<int32_t> drawn =
+      sample_rows_of(*be, c.x, c.rows, c.cols, some_bits, 0.7f, 0.9f);
   for (size_t r = 0; r < drawn.size(); ++r) {
     if (c.want[r] < 0) EXPECT_EQ(drawn[r], -1) << "row " << r;
     else EXPECT_TRUE(drawn[r] >= 0 && drawn[r] < c.cols) << "row " << r << ": " << drawn[r];

@@ -871,6 +871,17 @@ TEST_F(CudaBackendTest, SampleRowsMatchesCpu) {
   EXPECT_EQ(sample_rows_of(gpu(), c.x, c.rows, c.cols, some_bits, 0.7f, 0.9f),
             sample_rows_of(cpu(), c.x, c.rows, c.cols, some_bits, 0.7f, 0.9f));
 
+  // Vocabularies narrower than the block's 32 warps' shares.
+  for (int64_t cols : {1, 3, 37}) {
+    const std::vector<float> narrow = random_vector(size_t(8 * cols), 47, -3.0f, 3.0f);
+    std::vector<uint64_t> narrow_bits(8);
+    for (size_t r = 0; r < narrow_bits.size(); ++r)
+      narrow_bits[r] = 0x9e3779b97f4a7c15ull * (r + 1);
+    EXPECT_EQ(sample_rows_of(gpu(), narrow, 8, cols, narrow_bits, 1.0f, 0.7f),
+              sample_rows_of(cpu(), narrow, 8, cols, narrow_bits, 1.0f, 0.7f))
+        << cols << " tokens";
+  }
+
   // Peaked logits (a few tokens far above the rest, as a trained model's) and flat ones (the
   // nucleus most of the vocabulary), each row drawn with its own bits.
   const int64_t rows = 4, vocab = 151936;
