@@ -119,6 +119,15 @@ with tempfile.TemporaryDirectory() as tmp:
                  ["generate", "--model", good, "--tokenizer", os.path.join(tmp, "none"), "--prompt", "hi"],
                  ["none"])
     expect_error("model folder missing", eval_args(os.path.join(tmp, "nowhere")), ["nowhere"])
+    # Sampling options that make no sampling, refused before the model is read.
+    expect_error("generate with a NaN temperature",
+                 ["generate", "--model", good, "--prompt", "hi", "--temperature", "nan"],
+                 ["temperature", "nan"])
+    expect_error("generate with a NaN top_p",
+                 ["generate", "--model", good, "--prompt", "hi", "--top-p", "nan"], ["top_p", "nan"])
+    expect_error("generate with no new tokens",
+                 ["generate", "--model", good, "--prompt", "hi", "--max-new-tokens=0"],
+                 ["--max-new-tokens", "0"])
     if not os.path.exists("/dev/nvidia0"):
         # A GPU flavor without a GPU (or a vacc without the CUDA backend) says why.
         expect_error("eval on a GPU flavor without a GPU", eval_args(good) + ["--flavor", "gpu-1"],

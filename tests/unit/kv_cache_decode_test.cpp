@@ -440,6 +440,27 @@ TEST(Generator, RejectsBadPrompts) {
   }
   opt.max_len = 4;
   EXPECT_THROW(generate(*m.model, {1, 2, 3, 4}, opt), Error);  // no room for a new token
+
+  // Options that make no sampling: one error naming the option.
+  auto expect_option_error = [&](GenerationOptions bad, const std::string& named) {
+    try {
+      generate(*m.model, {1, 2}, bad);
+      ADD_FAILURE() << "expected an error naming " << named;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(named), std::string::npos) << e.what();
+    }
+  };
+  GenerationOptions bad;
+  bad.temperature = std::numeric_limits<float>::quiet_NaN();
+  expect_option_error(bad, "temperature");
+  bad.temperature = std::numeric_limits<float>::infinity();
+  expect_option_error(bad, "temperature");
+  bad = GenerationOptions{};
+  bad.top_p = std::numeric_limits<float>::quiet_NaN();
+  expect_option_error(bad, "top_p");
+  bad = GenerationOptions{};
+  bad.max_new_tokens = -1;
+  expect_option_error(bad, "new tokens");
 }
 
 TEST(TokenSampler, WeightsAreTheSoftmaxNumeratorsInFloat) {

@@ -55,6 +55,14 @@ void run_generate(const GenerateArgs& a) {
   const Flavor flavor = command_flavor(a.flavor);
   check_flavor_devices(flavor);
   VACC_CHECK(!(a.chat && a.alpaca), "vacc generate: --chat and --alpaca exclude each other");
+  VACC_CHECK(a.max_new_tokens >= 1, "vacc generate: --max-new-tokens must be at least 1, got ",
+             a.max_new_tokens);
+  GenerationOptions g;
+  g.max_new_tokens = a.max_new_tokens;
+  g.temperature = a.temperature;
+  g.top_p = a.top_p;
+  g.seed = a.seed;
+  check_generation_options(g);  // --temperature, --top-p
   const ModelConfig config = load_hf_config(a.model);
   const Tokenizer tokenizer = Tokenizer::load(a.tokenizer.empty() ? a.model : a.tokenizer);
   std::string text = a.prompt;
@@ -82,11 +90,6 @@ void run_generate(const GenerateArgs& a) {
     }
   }
 
-  GenerationOptions g;
-  g.max_new_tokens = a.max_new_tokens;
-  g.temperature = a.temperature;
-  g.top_p = a.top_p;
-  g.seed = a.seed;
   g.max_len = max_len;
   if (auto eos = tokenizer.eos_id()) g.stop_ids.push_back(*eos);
   for (const char* stop : {"<|im_end|>", "<|endoftext|>"})

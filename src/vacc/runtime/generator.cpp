@@ -1,6 +1,7 @@
 #include "vacc/runtime/generator.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "vacc/core/error.h"
 #include "vacc/kernels/cpu/cpu_kernels.h"
@@ -22,6 +23,15 @@ int32_t argmax_token(const float* logits, int64_t vocab) {
   return best;
 }
 
+void check_generation_options(const GenerationOptions& o) {
+  VACC_CHECK(std::isfinite(o.temperature), "the sampling temperature must be a finite number ",
+             "(0 or less: greedy), not ", o.temperature);
+  VACC_CHECK(!std::isnan(o.top_p), "top_p must be a number (0 or less: greedy; 1 or more: ",
+             "every token), not ", o.top_p);
+  VACC_CHECK(o.max_new_tokens >= 0, "the number of new tokens must not be negative, got ",
+             o.max_new_tokens);
+}
+
 int32_t TokenSampler::next(const float* logits, int64_t vocab) {
   VACC_CHECK(vocab > 0, "sampling from an empty vocabulary");
   const uint64_t bits = greedy() ? 0 : next_bits();
@@ -33,6 +43,7 @@ int32_t TokenSampler::next(const float* logits, int64_t vocab) {
 std::vector<int32_t> generate(Transformer& model, const std::vector<int32_t>& prompt,
                               const GenerationOptions& options,
                               const std::function<void(int32_t)>& on_token) {
+  check_generation_options(options);
   const ModelConfig& config = model.config();
   const int64_t V = config.vocab_size, P = int64_t(prompt.size());
   VACC_CHECK(P > 0, "generate needs a prompt of at least one token");

@@ -28,6 +28,10 @@ struct GenerationOptions {
   int64_t max_len = 0;
 };
 
+// Throws vacc::Error naming the option where the options make no sampling: a temperature that
+// is not a finite number, a top_p that is NaN, a negative max_new_tokens.
+void check_generation_options(const GenerationOptions& options);
+
 // Picks the next token from a row of logits on the host, by the rule every backend's
 // sample_rows follows (kernels/token_sampling_rule.h): the same seed and logits give the same
 // tokens on every machine, and on a GPU wherever its weights agree with the host's. The random
