@@ -30,6 +30,13 @@ struct AttentionShape {
   int64_t batch = 1, seq = 1, q_heads = 1, kv_heads = 1, head_dim = 1;
   DType compute = DType::F32;
   int64_t qkv_width() const { return (q_heads + 2 * kv_heads) * head_dim; }
+  // Throws vacc::Error unless the sizes are positive and q_heads a multiple of kv_heads.
+  void check() const {
+    VACC_CHECK(batch > 0 && seq > 0 && q_heads > 0 && kv_heads > 0 && head_dim > 0 &&
+                   q_heads % kv_heads == 0,
+               "attention: q_heads (", q_heads, ") must be a positive multiple of kv_heads (",
+               kv_heads, ")");
+  }
 };
 
 // Elements [offset, offset + numel) of flat optimizer buffers (one parameter tensor, or its part

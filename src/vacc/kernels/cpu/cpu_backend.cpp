@@ -187,7 +187,7 @@ class CpuBackend final : public Backend {
   void attention_forward(const Tensor& qkv, const AttentionShape& s, Tensor& out,
                          Tensor& lse) override {
     const char* op = "attention_forward";
-    check_attention_shape(s);
+    s.check();
     expect_shape(op, "qkv", qkv, {s.batch * s.seq, s.qkv_width()});
     expect_float(op, "qkv", qkv);
     expect_shape(op, "out", out, {s.batch * s.seq, s.q_heads * s.head_dim});
@@ -200,7 +200,7 @@ class CpuBackend final : public Backend {
   void attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out,
                           const Tensor& lse, const AttentionShape& s, Tensor& dqkv) override {
     const char* op = "attention_backward";
-    check_attention_shape(s);
+    s.check();
     expect_shape(op, "qkv", qkv, {s.batch * s.seq, s.qkv_width()});
     expect_float(op, "qkv", qkv);
     expect_shape(op, "out", out, {s.batch * s.seq, s.q_heads * s.head_dim});
@@ -218,7 +218,7 @@ class CpuBackend final : public Backend {
   void attention_decode(const Tensor& qkv, Tensor& k_cache, Tensor& v_cache,
                         const Tensor& positions, const AttentionShape& s, Tensor& out) override {
     const char* op = "attention_decode";
-    check_attention_shape(s);
+    s.check();
     VACC_CHECK(s.batch == 1, op, ": decodes one sequence (batch 1), got batch ", s.batch);
     expect_shape(op, "qkv", qkv, {s.seq, s.qkv_width()});
     expect_dtype(op, "qkv", qkv, DType::F32);
@@ -287,7 +287,7 @@ class CpuBackend final : public Backend {
   void classifier_logsumexp(const Tensor& x, const Tensor& weight, int64_t vocab_start,
                             const Tensor& labels, Tensor& lse, Tensor& target_logit) override {
     const char* op = "classifier_logsumexp";
-    check_classifier_shard(op, x, weight, vocab_start, labels);
+    expect_classifier_shard(op, x, weight, vocab_start, labels);
     expect_shape(op, "lse", lse, {x.size(0)});
     expect_dtype(op, "lse", lse, DType::F32);
     expect_shape(op, "target_logit", target_logit, {x.size(0)});
@@ -301,7 +301,7 @@ class CpuBackend final : public Backend {
                                          const Tensor& lse_global, float grad_scale, Tensor* dx,
                                          Tensor* dweight) override {
     const char* op = "classifier_cross_entropy_backward";
-    check_classifier_shard(op, x, weight, vocab_start, labels);
+    expect_classifier_shard(op, x, weight, vocab_start, labels);
     expect_shape(op, "lse_global", lse_global, {x.size(0)});
     expect_dtype(op, "lse_global", lse_global, DType::F32);
     if (dx) {
@@ -349,25 +349,6 @@ class CpuBackend final : public Backend {
   // Attention's f32 copy of a bf16 qkv (as_f32): host memory outside the allocator's count,
   // at most one micro-batch's qkv (N x W floats).
   std::vector<float> widened_qkv_;
-
-  // x (N, C) and a vocabulary shard weight (V_shard, C) of the same float dtype; labels (N).
-  static void check_classifier_shard(const char* op, const Tensor& x, const Tensor& weight,
-                                     int64_t vocab_start, const Tensor& labels) {
-    expect_2d(op, "x", x);
-    expect_float(op, "x", x);
-    expect_2d(op, "weight", weight);
-    expect(weight.size(1) == x.size(1) && weight.dtype() == x.dtype(), op, "weight", weight,
-           "(V_shard, C) with the dtype of x");
-    expect_shape(op, "labels", labels, {x.size(0)});
-    expect_dtype(op, "labels", labels, DType::I32);
-    VACC_CHECK(vocab_start >= 0, op, ": vocab_start must not be negative (got ", vocab_start, ")");
-  }
-  static void check_attention_shape(const AttentionShape& s) {
-    VACC_CHECK(s.batch > 0 && s.seq > 0 && s.q_heads > 0 && s.kv_heads > 0 && s.head_dim > 0 &&
-                   s.q_heads % s.kv_heads == 0,
-               "attention: q_heads (", s.q_heads, ") must be a positive multiple of kv_heads (",
-               s.kv_heads, ")");
-  }
 
   HostAllocator allocator_;
 };

@@ -542,21 +542,11 @@ class CudaBackend final : public Backend {
     on_device(op, "x", x);
     on_device(op, "weight", weight);
     on_device(op, "labels", labels);
-    expect_2d(op, "x", x);
-    expect_float(op, "x", x);
-    expect_2d(op, "weight", weight);
-    expect(weight.size(1) == x.size(1) && weight.dtype() == x.dtype(), op, "weight", weight,
-           "(V_shard, C) with the dtype of x");
-    expect_shape(op, "labels", labels, {x.size(0)});
-    expect_dtype(op, "labels", labels, DType::I32);
-    VACC_CHECK(vocab_start >= 0, op, ": vocab_start must not be negative (got ", vocab_start, ")");
+    expect_classifier_shard(op, x, weight, vocab_start, labels);
   }
 
   static void check_attention_shape(const AttentionShape& s) {
-    VACC_CHECK(s.batch > 0 && s.seq > 0 && s.q_heads > 0 && s.kv_heads > 0 && s.head_dim > 0 &&
-                   s.q_heads % s.kv_heads == 0,
-               "attention: q_heads (", s.q_heads, ") must be a positive multiple of kv_heads (",
-               s.kv_heads, ")");
+    s.check();
     VACC_CHECK(s.head_dim <= cuda::kMaxHeadDim, "attention: head_dim ", s.head_dim,
                " is not supported by the CUDA kernels (at most ", cuda::kMaxHeadDim, ")");
   }
