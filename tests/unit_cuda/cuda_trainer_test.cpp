@@ -232,12 +232,14 @@ TEST(CudaTrainer, MemoryModelPredictsTheDevicePeak) {
     DType dtype;
     Recompute recompute;
     int64_t micro;
+    bool graphs = false;
   };
-  for (const auto [dtype, recompute, micro] :
+  for (const auto [dtype, recompute, micro, graphs] :
        {Case{DType::F32, Recompute::None, 1}, Case{DType::F32, Recompute::Full, 2},
-        Case{DType::BF16, Recompute::None, 2}, Case{DType::BF16, Recompute::Full, 1}}) {
+        Case{DType::BF16, Recompute::None, 2}, Case{DType::BF16, Recompute::Full, 1},
+        Case{DType::F32, Recompute::None, 1, true}, Case{DType::BF16, Recompute::None, 2, true}}) {
     SCOPED_TRACE(dtype_name(dtype) + ", recompute " + recompute_name(recompute) + ", " +
-                 std::to_string(micro) + " micro-batch(es)");
+                 std::to_string(micro) + " micro-batch(es)" + (graphs ? ", graphs" : ""));
     auto gpu = make_cuda_backend(0);
     TrainerOptions opt;
     opt.batch = 4;
@@ -245,25 +247,31 @@ TEST(CudaTrainer, MemoryModelPredictsTheDevicePeak) {
     opt.dtype = dtype;
     opt.parallel.micro_batches = micro;
     opt.parallel.recompute = recompute;
+    opt.graphs = graphs;
     SingleRankCommunicator one_rank;
     Trainer trainer(*gpu, one_rank, c, opt, 0.0);
     SyntheticData data(c.vocab_size, opt.seq_len, 5);
     trainer.step(data.batch(1, opt.batch));  // first-step allocations (self-checks)
+    // With graphs, the second step captures them; the third replays them (the steady state:
+    // the captures' scratch kept for the graphs, counted as held).
+    if (graphs) trainer.step(data.batch(3, opt.batch));
     gpu->allocator().reset_high_water_mark();
     trainer.step(data.batch(2, opt.batch));
-    const double measured = double(gpu->allocator().high_water_mark());
+    if (graphs) ASSERT_GT(trainer.graph_replays(), 0);
+    const double measured = double(gpu->allocator().held_high_water_mark());
 
     DeviceScratch scratch = gpu_device_scratch(0);
     scratch.classifier_chunk_bytes = cuda_classifier_chunk_bytes(*gpu);
+    scratch.graphs = graphs;
     const MemoryBreakdown m =
         predict_peak_memory(c, opt.parallel, {opt.batch, opt.seq_len, dtype, scratch});
     const MemoryBreakdown cpu_model =
         predict_peak_memory(c, opt.parallel, {opt.batch, opt.seq_len, dtype});
-    std::printf("%s recompute %s micro %lld: measured %.0f B, predicted %.0f B (%+.0f B; "
+    std::printf("%s recompute %s micro %lld%s: measured %.0f B, predicted %.0f B (%+.0f B; "
                 "without the GPU scratch %+.0f B)\n",
                 dtype_name(dtype).c_str(), recompute_name(recompute),
-                static_cast<long long>(micro), measured, m.total(), m.total() - measured,
-                cpu_model.total() - measured);
+                static_cast<long long>(micro), graphs ? " graphs" : "", measured, m.total(),
+                m.total() - measured, cpu_model.total() - measured);
     // Counted but not allocated here: the chunk's gathered rows of x and dx (no ignored labels,
     // so every chunk's rows are contiguous), an upper bound the model keeps for masked prompts.
     // Their size follows the chunk, i.e. the device's memory: 32 of 256 rows per chunk on the

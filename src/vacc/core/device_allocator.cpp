@@ -1,5 +1,6 @@
 #include "vacc/core/device_allocator.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <sstream>
@@ -65,6 +66,7 @@ void* DeviceAllocator::allocate(size_t bytes, MemoryCategory category, std::stri
     high_water_ = in_use_;
     at_high_water_ = by_category_;
   }
+  held_high_water_ = std::max(held_high_water_, in_use_ + reserved);
   return p;
 }
 
@@ -96,9 +98,16 @@ std::array<size_t, size_t(MemoryCategory::Count)> DeviceAllocator::breakdown_at_
   return at_high_water_;
 }
 
+size_t DeviceAllocator::held_high_water_mark() const {
+  std::unique_lock lock(mutex_);
+  return held_high_water_;
+}
+
 void DeviceAllocator::reset_high_water_mark() {
+  const size_t reserved = reserved_bytes();
   std::unique_lock lock(mutex_);
   high_water_ = in_use_;
+  held_high_water_ = in_use_ + reserved;
   at_high_water_ = by_category_;
 }
 

@@ -39,6 +39,9 @@ class DeviceAllocator {
   size_t in_use() const;
   size_t in_use(MemoryCategory c) const;
   size_t high_water_mark() const;
+  // The most bytes held against the budget: in use plus reserved_bytes() (the blocks kept for
+  // CUDA graphs), sampled at each allocation. The high-water mark where nothing is reserved.
+  size_t held_high_water_mark() const;
   // In-use bytes per category at the moment the high-water mark was reached.
   std::array<size_t, size_t(MemoryCategory::Count)> breakdown_at_high_water() const;
   void reset_high_water_mark();
@@ -59,6 +62,7 @@ class DeviceAllocator {
   mutable std::mutex mutex_;
   size_t in_use_ = 0;
   size_t high_water_ = 0;
+  size_t held_high_water_ = 0;
   std::array<size_t, size_t(MemoryCategory::Count)> by_category_{};
   std::array<size_t, size_t(MemoryCategory::Count)> at_high_water_{};
 };

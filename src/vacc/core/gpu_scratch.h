@@ -19,6 +19,16 @@ inline constexpr size_t kCublasLtWorkspaceBytes = size_t(32) << 20;
 // model (which predicts the steady state) does not count it.
 inline constexpr size_t kMatmulAutotuneScratchBytes = size_t(32) << 20;
 
+// The size the CUDA allocator's caching rounds a request up to: 512 B steps below 1 MiB, 2 MiB
+// steps above (0 where that overflows). The blocks kept for CUDA graphs are counted in these.
+inline size_t gpu_block_bytes(size_t bytes) {
+  constexpr size_t kSmallStep = 512, kLargeStep = size_t(2) << 20, kSmallLimit = size_t(1) << 20;
+  if (bytes == 0) bytes = 1;
+  const size_t step = bytes < kSmallLimit ? kSmallStep : kLargeStep;
+  if (bytes > ~size_t{0} - step) return 0;
+  return (bytes + step - 1) / step * step;
+}
+
 // The largest f32 logits chunk of the fused classifier + cross-entropy on a device with this
 // memory budget: 1/64 of it, between 128 MiB and 1 GiB (why:
 // kernels/cuda/classifier_cross_entropy.cpp).

@@ -57,8 +57,10 @@ LayerActivations layer_activations(const ModelShard& s, const ModelConfig& c, in
 //   heads each q head's f32 share of dK and dV (the tensor-core kernels read the bf16 qkv
 //   activation as it is) (kernels/cuda/attention*.cu). The cuBLASLt route for other head dims
 //   holds more and is not counted.
+// With graphs the attention's scratch is kept for them, in the allocator's rounded blocks, beside
+// the classifier's.
 double gpu_transient_scratch(const ModelShard& s, const ModelConfig& c, const DeviceScratch& d,
-                             int64_t micro, int64_t seq, bool mixed) {
+                             int64_t micro, int64_t seq, bool mixed, bool graphs) {
   const double N = double(micro * seq), C = double(c.hidden_size), cb = mixed ? 2.0 : 4.0;
   auto round_256 = [](double bytes) { return std::ceil(bytes / 256) * 256; };
   const double rowsum = round_256(N * double(s.q_heads) * kF32);
@@ -72,6 +74,7 @@ double gpu_transient_scratch(const ModelShard& s, const ModelConfig& c, const De
     classifier = 2 * N * kF32 + rows * double(s.vocab_size) * (kF32 + (mixed ? 2.0 : 0.0)) +
                  rows * C * (cb + kF32);
   }
+  if (graphs) return classifier + double(gpu_block_bytes(size_t(attention)));
   return std::max(classifier, attention);
 }
 
@@ -183,9 +186,11 @@ MemoryBreakdown predict_rank_memory(const ModelConfig& c, const ParallelConfig& 
               (stage > 0 ? 2 * N * C * kF32 : 0.0) /* gradient sends */ +
               2 * double(q.seq_len) * D / 2 * kF32 /* rope */ +
               (p.tp > 1 && shard.has_head ? double(p.tp + 2) * N * kF32 : 0.0) /* lse */;
-  if (q.scratch.gpu)
+  if (q.scratch.gpu) {
+    const bool graphs = q.scratch.graphs && p.tp == 1 && p.zero < 2;
     m.buffers += q.scratch.fixed_bytes +
-                 gpu_transient_scratch(shard, c, q.scratch, micro, q.seq_len, mixed);
+                 gpu_transient_scratch(shard, c, q.scratch, micro, q.seq_len, mixed, graphs);
+  }
   return m;
 }
 

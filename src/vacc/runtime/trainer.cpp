@@ -393,7 +393,8 @@ StepMetrics Trainer::step(const TokenBatch& batch, bool trace) {
   const int n = comm_.size(), r = comm_.rank();
   std::vector<double> sums(1 + 2 * size_t(n), 0.0);
   if (grid_->last_stage() && grid_->tp_rank() == 0) sums[0] = double(local_loss);
-  sums[1 + size_t(r)] = double(backend_.allocator().high_water_mark());
+  // The peak held against the budget: with CUDA graphs it includes the blocks kept for them.
+  sums[1 + size_t(r)] = double(backend_.allocator().held_high_water_mark());
   sums[1 + size_t(n + r)] = double(backend_.allocator().in_use());
   comm_.all_reduce_host(sums.data(), int64_t(sums.size()));
   const double loss_sum = sums[0];

@@ -57,7 +57,8 @@ struct StepMetrics {
   double step_time_s = 0, tokens_per_sec = 0, flops_per_sec = 0, mfu = 0;
   int64_t tokens = 0;
   int devices = 1;
-  // Per rank: the allocator's high-water mark and the bytes in use at the end of the step.
+  // Per rank: the allocator's held high-water mark (in use, plus the blocks kept for CUDA
+  // graphs) and the bytes in use at the end of the step.
   std::vector<double> peak_memory_bytes, memory_in_use_bytes;
 };
 

@@ -2,6 +2,7 @@
 
 #include <cuda_runtime.h>
 
+#include "vacc/core/gpu_scratch.h"
 #include "vacc/kernels/cuda/cuda_check.h"
 
 namespace vacc::cuda {
@@ -22,13 +23,7 @@ CudaAllocator::~CudaAllocator() {
   cudaGetLastError();
 }
 
-size_t CudaAllocator::block_size(size_t bytes) {
-  constexpr size_t kSmallStep = 512, kLargeStep = size_t(2) << 20, kSmallLimit = size_t(1) << 20;
-  if (bytes == 0) bytes = 1;
-  const size_t step = bytes < kSmallLimit ? kSmallStep : kLargeStep;
-  if (bytes > ~size_t{0} - step) return 0;
-  return (bytes + step - 1) / step * step;
-}
+size_t CudaAllocator::block_size(size_t bytes) { return gpu_block_bytes(bytes); }
 
 void* CudaAllocator::take_free_block(std::map<size_t, std::vector<void*>>& free, size_t size) {
   auto it = free.find(size);
