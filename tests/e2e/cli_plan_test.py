@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """`vacc plan` end to end: a 7B model (vacc init --preset qwen2.5-7b --config-only) on a
 flavor file of 64 H100s (8 per node). Checks the JSON schema, that the choice is feasible and
-the fastest of the feasible, that pinned dimensions hold, the seed's log lines, and that too
-little memory is an error naming the smallest requirement.
+the fastest of the feasible, that pinned dimensions hold, the seed's log lines, that too
+little memory is an error naming the smallest requirement, and --fixed on GPUs not visible here
+(the profile's memory; --cuda-graphs adds what graphs keep).
 Usage: cli_plan_test.py VACC"""
 import json
 import subprocess
@@ -120,5 +121,24 @@ with tempfile.TemporaryDirectory() as tmp:
     fixed = json.loads(r.stdout)
     check((fixed["dp"], fixed["pp"], fixed["tp"]) == (8, 2, 4) and len(fixed["ranks"]) == 16,
           "--fixed does not evaluate the given split")
+
+    # --fixed on GPUs this machine cannot see: the device profile's memory, as the search uses
+    # (it said "does not fit 0 B"); --cuda-graphs adds the attention scratch the graphs keep.
+    small = os.path.join(tmp, "q05b")
+    r = subprocess.run([VACC, "init", "--preset", "qwen2.5-0.5b", "--config-only", small],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    one_gpu = ["--model", small, "--flavor", "gpu-1", "--batch", "8", "--seq-len", "1024",
+               "--parallel", "dp=1", "--dtype", "bf16", "--json", "--fixed"]
+    eager, graphed = run(*one_gpu), run(*one_gpu, "--cuda-graphs")
+    check(eager.returncode == 0 and graphed.returncode == 0,
+          f"--fixed on gpu-1 failed: {eager.stderr} {graphed.stderr}")
+    if eager.returncode == 0 and graphed.returncode == 0:
+        e, g = json.loads(eager.stdout), json.loads(graphed.stdout)
+        check(e["device_memory_bytes"] > 70 * 2**30 and e["feasible"],
+              f"--fixed on gpu-1 takes the profile's memory: {e['device_memory_bytes']}, {e['feasible']}")
+        check(g["predicted_peak_memory_bytes"] > e["predicted_peak_memory_bytes"],
+              f"--cuda-graphs counts what the graphs keep: {g['predicted_peak_memory_bytes']} vs "
+              f"{e['predicted_peak_memory_bytes']}")
 
 finish("cli_plan")

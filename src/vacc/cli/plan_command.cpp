@@ -31,7 +31,7 @@ struct PlanArgs {
   int64_t batch = 8, seq_len = 128, micro_batches = 0;
   double usable_memory = 0.8, device_peak_tflops = 0;
   int threads = 0, show = 20;
-  bool json = false, fixed = false;
+  bool json = false, fixed = false, cuda_graphs = false;
 };
 
 std::string config_cell(const ParallelConfig& c) {
@@ -63,9 +63,16 @@ void run_fixed(const PlanArgs& a, const ModelConfig& config, const Flavor& flavo
   const int devices = flavor.total_devices();
   const ParallelConfig p = pins.completed(devices);
   p.validate(devices, a.batch, &config);
-  const size_t device_memory = flavor.memory_budget_bytes_per_device();
+  size_t device_memory = flavor.memory_budget_bytes_per_device();
+  std::string memory_source;
+  if (device_memory == 0) {  // GPUs not visible here: the device profile's memory, as the search
+    const ClusterSpec cluster =
+        cluster_spec_for(flavor, {a.profile_file, a.device_peak_tflops, 0.0}, plan_dtype(a, flavor));
+    device_memory = size_t(planned_device_memory(cluster));
+    memory_source = " (profile " + cluster.profile.name + "'s: the devices are not visible here)";
+  }
   const MemoryQuery q{a.batch, a.seq_len, plan_dtype(a, flavor),
-                      device_scratch_for(flavor, double(device_memory))};
+                      device_scratch_for(flavor, double(device_memory), a.cuda_graphs)};
 
   nlohmann::json ranks = nlohmann::json::array();
   MemoryBreakdown peak;
@@ -97,7 +104,7 @@ void run_fixed(const PlanArgs& a, const ModelConfig& config, const Flavor& flavo
   std::cout << (fits ? "Fits" : "Does NOT fit") << " the device memory of "
             << (device_memory == DeviceAllocator::kUnlimited ? std::string("(unlimited)")
                                                              : format_bytes(device_memory))
-            << "\n";
+            << memory_source << "\n";
 }
 
 void run_plan(const PlanArgs& a) {
@@ -125,7 +132,7 @@ void run_plan(const PlanArgs& a) {
   o.dtype = dtype;
   o.usable_memory_fraction = a.usable_memory;
   o.threads = a.threads;
-  o.scratch = device_scratch_for(flavor, planned_device_memory(cluster));
+  o.scratch = device_scratch_for(flavor, planned_device_memory(cluster), a.cuda_graphs);
   // With --json the log goes to stderr, so stdout is the JSON alone.
   const PlanLog log = [&](const std::string& line) {
     if (a.json) std::fprintf(stderr, "%s\n", line.c_str());
@@ -212,6 +219,8 @@ void add_plan_command(CLI::App& app) {
                   "Write the chosen plan (JSON, with its --parallel string) to this file");
   cmd->add_flag("--fixed", args->fixed,
                 "No search: the memory of exactly the --parallel split, every rank by category");
+  cmd->add_flag("--cuda-graphs", args->cuda_graphs,
+                "Count the memory the layers' CUDA graphs keep, as vacc train --cuda-graphs uses");
   cmd->add_flag("--json", args->json, "Print JSON: {\"chosen\": {...}, \"candidates\": [...]}");
   cmd->callback([args] { run_plan(*args); });
 }

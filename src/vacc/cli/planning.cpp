@@ -161,9 +161,12 @@ ClusterSpec cluster_spec_for(const Flavor& f, const ProfileInputs& in, DType dty
   return k;
 }
 
-DeviceScratch device_scratch_for(const Flavor& flavor, double device_memory_bytes) {
+DeviceScratch device_scratch_for(const Flavor& flavor, double device_memory_bytes,
+                                 bool cuda_graphs) {
   if (flavor.is_cpu()) return {};
-  return gpu_device_scratch(device_memory_bytes);
+  DeviceScratch d = gpu_device_scratch(device_memory_bytes);
+  d.graphs = cuda_graphs;
+  return d;
 }
 
 double planned_device_memory(const ClusterSpec& cluster) {

@@ -28,8 +28,10 @@ void check_usable_memory(double fraction);
 ClusterSpec cluster_spec_for(const Flavor& flavor, const ProfileInputs& inputs, DType dtype);
 
 // What the flavor's devices allocate for themselves besides the job's tensors: a GPU backend's
-// scratch on a device of `device_memory_bytes` (0: unknown); nothing on CPUs.
-DeviceScratch device_scratch_for(const Flavor& flavor, double device_memory_bytes);
+// scratch on a device of `device_memory_bytes` (0: unknown), and with `cuda_graphs` (vacc train
+// --cuda-graphs) what the graphs keep; nothing on CPUs.
+DeviceScratch device_scratch_for(const Flavor& flavor, double device_memory_bytes,
+                                 bool cuda_graphs);
 // The memory per device the planner assumes: the cluster's, else its device profile's.
 double planned_device_memory(const ClusterSpec& cluster);
 
