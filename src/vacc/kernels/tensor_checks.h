@@ -53,15 +53,16 @@ inline void expect_adamw(const char* op, const Tensor& param, const Tensor& grad
   }
 }
 
-// The fused classifier's shard: x (N, C) and a vocabulary shard weight (V_shard, C) of the same
-// float dtype; labels i32 (N); vocab_start not negative.
+// The fused classifier's inputs: x (N, C) and the weight's vocabulary rows (all V, or a
+// tensor-parallel shard's from vocab_start) (V_rows, C) of the same float dtype; labels i32 (N);
+// vocab_start not negative.
 inline void expect_classifier_shard(const char* op, const Tensor& x, const Tensor& weight,
                                     int64_t vocab_start, const Tensor& labels) {
   expect_2d(op, "x", x);
   expect_float(op, "x", x);
   expect_2d(op, "weight", weight);
   expect(weight.size(1) == x.size(1) && weight.dtype() == x.dtype(), op, "weight", weight,
-         "(V_shard, C) with the dtype of x");
+         "(vocabulary rows, C) with the dtype of x");
   expect_shape(op, "labels", labels, {x.size(0)});
   expect_dtype(op, "labels", labels, DType::I32);
   VACC_CHECK(vocab_start >= 0, op, ": vocab_start must not be negative (got ", vocab_start, ")");

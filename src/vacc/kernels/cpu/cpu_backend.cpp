@@ -260,13 +260,7 @@ class CpuBackend final : public Backend {
                                 float grad_scale, Tensor& loss_sum, Tensor* dx,
                                 Tensor* dweight) override {
     const char* op = "classifier_cross_entropy";
-    expect_2d(op, "x", x);
-    expect_float(op, "x", x);
-    expect_2d(op, "weight", weight);
-    expect(weight.size(1) == x.size(1) && weight.dtype() == x.dtype(), op, "weight", weight,
-           "(V, C) with the dtype of x");
-    expect_shape(op, "labels", labels, {x.size(0)});
-    expect_dtype(op, "labels", labels, DType::I32);
+    expect_classifier_shard(op, x, weight, 0, labels);
     expect_shape(op, "loss_sum", loss_sum, {1});
     expect_dtype(op, "loss_sum", loss_sum, DType::F32);
     if (dx) {

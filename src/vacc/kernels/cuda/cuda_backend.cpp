@@ -387,13 +387,7 @@ class CudaBackend final : public Backend {
     on_device(op, "weight", weight);
     on_device(op, "labels", labels);
     on_device(op, "loss_sum", loss_sum);
-    expect_2d(op, "x", x);
-    expect_float(op, "x", x);
-    expect_2d(op, "weight", weight);
-    expect(weight.size(1) == x.size(1) && weight.dtype() == x.dtype(), op, "weight", weight,
-           "(V, C) with the dtype of x");
-    expect_shape(op, "labels", labels, {x.size(0)});
-    expect_dtype(op, "labels", labels, DType::I32);
+    expect_classifier_shard(op, x, weight, 0, labels);
     expect_shape(op, "loss_sum", loss_sum, {1});
     expect_dtype(op, "loss_sum", loss_sum, DType::F32);
     if (dx) {
