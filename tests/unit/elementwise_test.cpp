@@ -248,12 +248,10 @@ TEST(ArgmaxRows, FirstLargestValueAndNonFiniteRows) {
 TEST(SampleRows, TiesNucleusAndDrawAsTheRuleSays) {
   auto be = make_cpu_backend();
   const TiedSamplingCase tied;
-  std::vector<float> x;
+  const std::vector<float> x = tied.rows(3);
   std::vector<uint64_t> bits;
   std::vector<int32_t> want;
   for (int k = 0; k < 3; ++k) {  // top_p 0.5: the first three tokens
-    const std::vector<float> row = tied.row();
-    x.insert(x.end(), row.begin(), row.end());
     bits.push_back(TiedSamplingCase::bits_for(k, 3));
     want.push_back(tied.tokens[size_t(k)]);
   }

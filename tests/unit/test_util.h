@@ -179,6 +179,15 @@ struct TiedSamplingCase {
     for (int32_t t : tokens) x[size_t(t)] = 0.0f;
     return x;
   }
+  // n such rows, one after another.
+  std::vector<float> rows(int n) const {
+    std::vector<float> x;
+    for (int r = 0; r < n; ++r) {
+      const std::vector<float> one = row();
+      x.insert(x.end(), one.begin(), one.end());
+    }
+    return x;
+  }
   // Random bits whose draw is the k-th of n tokens: the middle of its share of 2^64.
   static uint64_t bits_for(int k, int n) {
     return uint64_t(((unsigned __int128)(2 * k + 1) << 64) / (2 * unsigned(n)));

@@ -856,14 +856,10 @@ TEST_F(CudaBackendTest, ArgmaxRowsMatchesCpu) {
 // falls within that ulp's share of the mass, so these draws allow one such difference.
 TEST_F(CudaBackendTest, SampleRowsMatchesCpu) {
   const TiedSamplingCase tied;
-  std::vector<float> x;
-  std::vector<uint64_t> bits;
-  for (int k = 0; k < 3; ++k) {
-    const std::vector<float> row = tied.row();
-    x.insert(x.end(), row.begin(), row.end());
-    bits.push_back(TiedSamplingCase::bits_for(k, 3));
-  }
-  EXPECT_EQ(sample_rows_of(gpu(), x, 3, tied.cols, bits, 0.8f, 0.5f),
+  const std::vector<uint64_t> bits = {TiedSamplingCase::bits_for(0, 3),
+                                      TiedSamplingCase::bits_for(1, 3),
+                                      TiedSamplingCase::bits_for(2, 3)};
+  EXPECT_EQ(sample_rows_of(gpu(), tied.rows(3), 3, tied.cols, bits, 0.8f, 0.5f),
             (std::vector<int32_t>{5, 17, 100}));
   const ArgmaxCase c = argmax_case();
   const std::vector<uint64_t> some_bits(size_t(c.rows), 12345);

@@ -187,7 +187,7 @@ MemoryBreakdown predict_rank_memory(const ModelConfig& c, const ParallelConfig& 
               2 * double(q.seq_len) * D / 2 * kF32 /* rope */ +
               (p.tp > 1 && shard.has_head ? double(p.tp + 2) * N * kF32 : 0.0) /* lse */;
   if (q.scratch.gpu) {
-    const bool graphs = q.scratch.graphs && p.tp == 1 && p.zero < 2;
+    const bool graphs = q.scratch.graphs && p.layer_graphs_possible();
     m.buffers += q.scratch.fixed_bytes +
                  gpu_transient_scratch(shard, c, q.scratch, micro, q.seq_len, mixed, graphs);
   }

@@ -31,8 +31,8 @@ struct DeviceScratch {
   bool gpu = false;
   double fixed_bytes = 0;              // held for the backend's life (cuBLASLt's workspace)
   int64_t classifier_chunk_bytes = 0;  // the classifier's largest f32 logits chunk
-  // The trainer replays the layers' passes as CUDA graphs (--cuda-graphs; not with tensor
-  // parallelism or ZeRO 2/3, which run eagerly): the scratch their captures allocated stays
+  // The trainer replays the layers' passes as CUDA graphs (--cuda-graphs, on the splits
+  // ParallelConfig::layer_graphs_possible allows): the scratch their captures allocated stays
   // kept for the graphs (counted against the budget, not in use) while the classifier's is in
   // use, so the two add up instead of taking turns.
   bool graphs = false;

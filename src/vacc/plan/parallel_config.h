@@ -28,6 +28,12 @@ struct ParallelConfig {
   PipelineScheduleKind schedule = PipelineScheduleKind::OneFOneB;
 
   int devices() const { return dp * pp * tp; }
+  // Whether the layers' passes can be replayed as CUDA graphs (--cuda-graphs): not with tensor
+  // parallelism, which sums partial results inside the layers over the host-driven NCCL, nor
+  // with ZeRO 2 or 3, which allocate a layer's gradient or gather its weights as the passes
+  // run, at addresses that change (runtime/trainer.cpp; the memory model counts what the
+  // graphs keep only where they run).
+  bool layer_graphs_possible() const { return tp == 1 && zero < 2; }
 
   // "dp=2,pp=2,tp=2,zero=1,microbatches=8,recompute=full,schedule=gpipe" (any subset; the
   // rest from `defaults`). Errors name the key and the allowed values.

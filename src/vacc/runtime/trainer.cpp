@@ -135,14 +135,13 @@ Trainer::Trainer(Backend& backend, Communicator& comm, const ModelConfig& config
 std::string Trainer::graphs_unavailable_reason() const {
   const ParallelConfig& par = options_.parallel;
   if (!backend_.supports_graphs()) return "backend " + backend_.name() + " has no graphs";
+  if (par.layer_graphs_possible()) return "";
   if (par.zero > 1)
     return "ZeRO " + std::to_string(par.zero) + " " +
            (par.zero == 2 ? "allocates each layer's gradient" : "gathers each layer's weights") +
            " as the layer passes run, at addresses that change";
-  if (par.tp > 1)
-    return "tensor parallelism (tp " + std::to_string(par.tp) +
-           ") sums partial results inside the layers";
-  return "";
+  return "tensor parallelism (tp " + std::to_string(par.tp) +
+         ") sums partial results inside the layers";
 }
 
 void Trainer::run_layers(const Slot& slot, int kind, const std::function<void()>& issue,

@@ -117,7 +117,7 @@ __global__ void __launch_bounds__(kThreads)
   m = warp_max(m);
   if (lane == 0) s.max_partial[warp] = m;
   for (int k = int(threadIdx.x); k < 256; k += kThreads) s.hist[k] = 0;
-  if (threadIdx.x == 0) s.total = 0;
+  if (threadIdx.x == 0) s.total = 0, s.above = 0, s.boundary = 0;
   __syncthreads();
   if (threadIdx.x == 0) {
     float largest = kNegInf;
@@ -170,13 +170,8 @@ __global__ void __launch_bounds__(kThreads)
         }
         __syncthreads();
       }
-      if (threadIdx.x == 0) {
-        if (shift == 24) {
-          s.above = 0;
-          s.boundary = 0;
-        }
+      if (threadIdx.x == 0)
         s.boundary |= uint32_t(sampling::choose_digit(s.hist, s.above, target)) << shift;
-      }
       __syncthreads();
     }
     boundary = s.boundary;
