@@ -19,15 +19,64 @@ __global__ void embedding_forward_kernel(const int32_t* ids, const float* table,
   for (int64_t j = threadIdx.x; j < c; j += blockDim.x) dst[j] = inside ? table[row * c + j] : 0.0f;
 }
 
-__global__ void embedding_backward_kernel(const int32_t* ids, const float* dout,
-                                          int64_t vocab_start, int64_t vocab_size, int64_t c,
-                                          float* dtable) {
+// dtable[row] += dout[i] for every token i of the shard's rows, deterministically: block i
+// writes its row only if token i is the row's first occurrence, and then adds the rows of every
+// later occurrence in token order, as the CPU kernel does (the same bits on both). Atomic adds
+// summed repeated tokens in whatever order the blocks ran, so two runs (an eager step and its
+// CUDA graph's replay) differed in the last bits. Each block reads the ids once (in tiles of
+// kThreads); the repeats of a tile are compacted in order by a warp scan.
+__global__ void __launch_bounds__(kThreads)
+    embedding_backward_kernel(const int32_t* ids, const float* dout, int64_t vocab_start,
+                              int64_t vocab_size, int64_t n, int64_t c, float* dtable) {
+  constexpr int kWarps = kThreads / 32;
+  __shared__ int64_t repeats[kThreads];
+  __shared__ int warp_count[kWarps];
+  __shared__ int earlier;
   const int64_t i = blockIdx.x;
-  const int64_t row = int64_t(ids[i]) - vocab_start;
-  if (row < 0 || row >= vocab_size) return;
-  const float* src = dout + i * c;
+  const int32_t id = ids[i];
+  const int64_t row = int64_t(id) - vocab_start;
+  if (row < 0 || row >= vocab_size) return;  // the whole block
+  const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) & 31;
+
+  if (threadIdx.x == 0) earlier = 0;
+  __syncthreads();
+  for (int64_t t0 = 0; t0 < i; t0 += kThreads) {
+    const int64_t p = t0 + threadIdx.x;
+    if (p < i && ids[p] == id) earlier = 1;
+    __syncthreads();
+    const bool found = earlier;
+    __syncthreads();  // every thread has read `earlier` before the next tile can set it
+    if (found) return;  // the whole block: an earlier block owns the row
+  }
+
   float* dst = dtable + row * c;
-  for (int64_t j = threadIdx.x; j < c; j += blockDim.x) atomicAdd(dst + j, src[j]);
+  for (int64_t t0 = i; t0 < n; t0 += kThreads) {
+    const int64_t p = t0 + threadIdx.x;
+    const int match = p < n && ids[p] == id;
+    int rank = match;  // inclusive count of matches up to this lane
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      const int from = __shfl_up_sync(0xffffffffu, rank, o);
+      if (lane >= o) rank += from;
+    }
+    if (lane == 31) warp_count[warp] = rank;
+    __syncthreads();
+    int before = 0, count = 0;
+    for (int w = 0; w < kWarps; ++w) {
+      before += w < warp ? warp_count[w] : 0;
+      count += warp_count[w];
+    }
+    if (match) repeats[before + rank - 1] = p;
+    __syncthreads();
+    if (count > 0) {
+      for (int64_t j = threadIdx.x; j < c; j += kThreads) {
+        float v = dst[j];
+        for (int k = 0; k < count; ++k) v += dout[repeats[k] * c + j];
+        dst[j] = v;
+      }
+    }
+    __syncthreads();  // before the next tile overwrites repeats and warp_count
+  }
 }
 
 }  // namespace
@@ -45,7 +94,7 @@ void embedding_backward(const int32_t* ids, const float* dout, int64_t vocab_sta
                         cudaStream_t stream) {
   if (n == 0 || c == 0) return;
   embedding_backward_kernel<<<unsigned(n), kThreads, 0, stream>>>(ids, dout, vocab_start,
-                                                                  vocab_size, c, dtable);
+                                                                  vocab_size, n, c, dtable);
   VACC_CUDA_CHECK_LAUNCH("embedding_backward_kernel");
 }
 

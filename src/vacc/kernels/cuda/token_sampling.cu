@@ -5,12 +5,16 @@
 // digits of the boundary weight, its ties, the draw), and each pass recomputes the weights
 // rather than storing them. The masses are integers, so their sums do not depend on the order
 // of the block's atomics and reductions: the same logits and bits draw the same token every
-// time.
+// time. The histograms are built without piling 64-bit shared atomics onto one address (a flat
+// row puts nearly every token in one bin): each warp writes its own copy, and each lane adds up
+// its run of tokens in one bin before it writes. With one shared histogram and an atomic per
+// token, a 0.5B model's random-weight rows took 2.9 ms each on an H100.
 #include <cstdint>
 
 #include "vacc/kernels/cuda/cuda_check.h"
 #include "vacc/kernels/cuda/cuda_kernels.h"
 #include "vacc/kernels/cuda/device_math.cuh"
+#include "vacc/kernels/cuda/launch_with_smem.cuh"
 #include "vacc/kernels/token_sampling_rule.h"
 
 namespace vacc::cuda {
@@ -21,6 +25,9 @@ using sampling::Mass;
 constexpr int kThreads = 1024;
 constexpr int kWarps = kThreads / 32;
 constexpr unsigned kFullMask = 0xffffffffu;
+constexpr int kBins = 256;
+// Dynamic shared memory: one histogram per warp.
+constexpr size_t kWarpHistogramBytes = size_t(kWarps) * kBins * sizeof(sampling::Mass);
 
 __device__ __forceinline__ Mass warp_sum_mass(Mass v) {
 #pragma unroll
@@ -48,7 +55,7 @@ __device__ __forceinline__ Mass warp_inclusive_scan(Mass v) {
 
 // What the block's passes share.
 struct RowShared {
-  Mass hist[256];
+  Mass hist[kBins];
   Mass warp_part[kWarps];
   Mass total, above, base, run_at_hit;
   float max_partial[kWarps];
@@ -104,10 +111,43 @@ __device__ int64_t first_crossing(int64_t cols, Mass start, Mass threshold, bool
   return s.hit_index;
 }
 
+// s.hist[bin] = the sum of mass over the row's tokens, where entry(i, bin) gives token i's mass
+// (0: not counted) and sets its bin. Every thread of the block calls it; warp_hist (kWarps
+// copies of kBins, zero) is zero again on return.
+template <typename Entry>
+__device__ void build_histogram(int64_t cols, Entry entry, Mass* warp_hist, RowShared& s) {
+  Mass* mine = warp_hist + (threadIdx.x / 32) * kBins;
+  int run_bin = 0;
+  Mass run = 0;
+  for (int64_t i = threadIdx.x; i < cols; i += kThreads) {
+    int bin = 0;
+    const Mass q = entry(i, bin);
+    if (q == 0) continue;
+    if (bin != run_bin && run != 0) {
+      atomicAdd(&mine[run_bin], run);
+      run = 0;
+    }
+    run_bin = bin;
+    run += q;
+  }
+  if (run != 0) atomicAdd(&mine[run_bin], run);
+  __syncthreads();
+  for (int k = int(threadIdx.x); k < kBins; k += kThreads) {
+    Mass sum = 0;
+    for (int w = 0; w < kWarps; ++w) {
+      sum += warp_hist[w * kBins + k];
+      warp_hist[w * kBins + k] = 0;
+    }
+    s.hist[k] = sum;
+  }
+  __syncthreads();
+}
+
 __global__ void __launch_bounds__(kThreads)
     sample_rows_kernel(const float* logits, int64_t cols, const Mass* random_bits,
                        float temperature, float top_p, int32_t* out) {
   __shared__ RowShared s;
+  extern __shared__ Mass warp_hist[];
   const float* row = logits + int64_t(blockIdx.x) * cols;
   const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) & 31;
 
@@ -116,7 +156,7 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t i = threadIdx.x; i < cols; i += kThreads) m = fmaxf(m, row[i]);
   m = warp_max(m);
   if (lane == 0) s.max_partial[warp] = m;
-  for (int k = int(threadIdx.x); k < 256; k += kThreads) s.hist[k] = 0;
+  for (int k = int(threadIdx.x); k < kWarps * kBins; k += kThreads) warp_hist[k] = 0;
   if (threadIdx.x == 0) s.total = 0, s.above = 0, s.boundary = 0;
   __syncthreads();
   if (threadIdx.x == 0) {
@@ -139,12 +179,16 @@ __global__ void __launch_bounds__(kThreads)
 
   // The total and the first digit's masses.
   Mass total = 0;
-  for (int64_t i = threadIdx.x; i < cols; i += kThreads) {
-    const float w = weight(i);
-    const Mass q = sampling::mass_of(w, scale);
-    total += q;
-    if (q) atomicAdd(&s.hist[__float_as_uint(w) >> 24], q);
-  }
+  build_histogram(
+      cols,
+      [&](int64_t i, int& bin) {
+        const float w = weight(i);
+        const Mass q = sampling::mass_of(w, scale);
+        total += q;
+        bin = int(__float_as_uint(w) >> 24);
+        return q;
+      },
+      warp_hist, s);
   total = warp_sum_mass(total);
   if (lane == 0) atomicAdd(&s.total, total);
   __syncthreads();
@@ -159,16 +203,16 @@ __global__ void __launch_bounds__(kThreads)
     // far equal the boundary's.
     for (int shift = 24; shift >= 0; shift -= 8) {
       if (shift < 24) {
-        for (int k = int(threadIdx.x); k < 256; k += kThreads) s.hist[k] = 0;
-        __syncthreads();
         const uint32_t prefix = s.boundary >> (shift + 8);
-        for (int64_t i = threadIdx.x; i < cols; i += kThreads) {
-          const float w = weight(i);
-          const uint32_t key = __float_as_uint(w);
-          const Mass q = sampling::mass_of(w, scale);
-          if (q && key >> (shift + 8) == prefix) atomicAdd(&s.hist[(key >> shift) & 255], q);
-        }
-        __syncthreads();
+        build_histogram(
+            cols,
+            [&](int64_t i, int& bin) {
+              const float w = weight(i);
+              const uint32_t key = __float_as_uint(w);
+              bin = int((key >> shift) & 255);
+              return key >> (shift + 8) == prefix ? sampling::mass_of(w, scale) : Mass(0);
+            },
+            warp_hist, s);
       }
       if (threadIdx.x == 0)
         s.boundary |= uint32_t(sampling::choose_digit(s.hist, s.above, target)) << shift;
@@ -207,9 +251,9 @@ void sample_rows(const float* logits, int64_t rows, int64_t cols, const uint64_t
     argmax_rows(logits, rows, cols, out, stream);
     return;
   }
-  sample_rows_kernel<<<unsigned(rows), kThreads, 0, stream>>>(
-      logits, cols, reinterpret_cast<const Mass*>(random_bits), temperature, top_p, out);
-  VACC_CUDA_CHECK_LAUNCH("sample_rows");
+  launch_with_smem<kThreads>(sample_rows_kernel, "sample_rows", rows, kWarpHistogramBytes, stream,
+                             logits, cols, reinterpret_cast<const Mass*>(random_bits),
+                             temperature, top_p, out);
 }
 
 }  // namespace vacc::cuda
