@@ -187,13 +187,20 @@ void launch(dim3 grid, dim3 block, size_t smem_bytes, cudaStream_t stream,
   run = &r;
   gridDim = grid;
   blockDim = block;
+  // The blocks run one at a time in a shuffled order, another on every launch (a GPU gives no
+  // order either): a result that depends on it, such as float atomics that two blocks add to one
+  // address, then differs between two runs of the same work, as it can on a GPU.
+  std::vector<uint3> blocks;
+  blocks.reserve(size_t(grid.x) * grid.y * grid.z);
   for (unsigned z = 0; z < grid.z; ++z)
     for (unsigned y = 0; y < grid.y; ++y)
-      for (unsigned x = 0; x < grid.x; ++x) {
-        blockIdx = uint3{x, y, z};
-        r.shared.assign(smem_bytes + 16, 0);
-        run_block(r, nthreads);
-      }
+      for (unsigned x = 0; x < grid.x; ++x) blocks.push_back(uint3{x, y, z});
+  std::shuffle(blocks.begin(), blocks.end(), rng);
+  for (const uint3& b : blocks) {
+    blockIdx = b;
+    r.shared.assign(smem_bytes + 16, 0);
+    run_block(r, nthreads);
+  }
   run = outer;
 }
 

@@ -5,10 +5,11 @@
 // `extern __shared__` arrays become a per-block buffer.
 //
 // Each block runs on one OS thread, its CUDA threads as fibers (cooperative, one at a time, in a
-// shuffled order), blocks one after another. A fiber runs until it reaches __syncthreads() or a
-// warp shuffle and then waits; a barrier opens when every thread of the block (of the warp, for shuffles) that
-// has not exited waits at it. Barriers reached by only part of a block or warp (divergent
-// synchronisation, a bug on a GPU) stop the simulation with a message. __shared__ variables are
+// shuffled order); the blocks run one after another, also in a shuffled order (another on each
+// launch). A fiber runs until it reaches __syncthreads() or a warp shuffle and then waits; a
+// barrier opens when every thread of the block (of the warp, for shuffles) that has not exited
+// waits at it. Barriers reached by only part of a block or warp (divergent synchronisation, a
+// bug on a GPU) stop the simulation with a message. __shared__ variables are
 // static: shared by the block's threads, and blocks do not overlap. Atomics are plain
 // operations (fibers never interleave between two instructions).
 //
