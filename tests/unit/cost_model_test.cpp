@@ -50,6 +50,25 @@ TEST(CostModel, RingCollectives) {
   EXPECT_EQ(ring_all_reduce_seconds(1e9, 1, link), 0.0);
 }
 
+// The element-wise kernels' traffic (plan/cost_model.cpp, layer_elementwise_bytes) alone: a
+// device of unbounded compute whose element-wise kernels stream 1 GB/s. N = 16, C = 64,
+// W = 128, F = 128, V = 256, two layers.
+TEST(CostModel, ElementwiseTrafficByPrecision) {
+  ClusterSpec k = ideal(1);
+  k.profile.peak_bf16_flops = k.profile.peak_fp32_flops = 1e30;
+  k.profile.elementwise_bandwidth = 1e9;
+  auto step = [&](DType dt) {
+    return predict_step_time(tiny(), ParallelConfig{}, CostQuery{2, 8, dt}, k).step_s;
+  };
+  // The cross-entropy reads the f32 logits once: 3 x 16 x 256 x 4 bytes.
+  const double loss = 3.0 * 16 * 256 * 4;
+  // f32: forward (12 N C + 4 N W + 6 N F) x 4 = 131072 bytes a layer, backward twice that.
+  EXPECT_NEAR(step(DType::F32), (2 * 3 * 131072 + loss) / 1e9, 1e-15);
+  // bf16 mixed precision: forward 12 N C + 4 N W + 6 N F = 32768 bytes a layer, backward
+  // 48 N C + 14 N W + 10 N F = 98304.
+  EXPECT_NEAR(step(DType::BF16), (2 * (32768 + 98304) + loss) / 1e9, 1e-15);
+}
+
 TEST(CostModel, GroupLinkByRankOrder) {
   ClusterSpec k = ideal(64);
   k.devices_per_node = 8;

@@ -11,6 +11,27 @@ namespace {
 
 constexpr double kF32 = 4.0;
 
+// Bytes the element-wise kernels of one layer move for one micro-batch of N tokens (RMSNorm,
+// RoPE, SwiGLU, the bias gradient, conversions), forward and backward; C the hidden size, W
+// the qkv width, F the FFN size. In f32 every tensor is f32 and the backward moves twice the
+// forward's bytes (measured on the CPU: docs/PLANNER.md, "Accuracy"). Mixed precision keeps the
+// residual stream and its gradient in f32 but qkv, gate_up, SwiGLU's output and the norms'
+// outputs in bf16, and its backward moves more than twice its forward: per layer, forward
+// 2 x RMSNorm (f32 in, bf16 out: 6 N C each), RoPE in place on bf16 (4 N W), SwiGLU (bf16 in
+// and out: 6 N F); backward 2 x RMSNorm (f32 dy, x and residual gradient in, f32 dx and its
+// bf16 copy out: 18 N C each), 2 conversions to bf16 (6 N C each), RoPE on the f32 gradient
+// with a bf16 copy (10 N W), the bias gradient (4 N W), SwiGLU (10 N F). With the f32 rule
+// the 0.5B model's bf16 step on an H100 predicted 4x its element-wise time (46 ms of 75).
+struct ElementwiseBytes {
+  double forward = 0, backward = 0;
+};
+ElementwiseBytes layer_elementwise_bytes(double N, double C, double W, double F, DType dt) {
+  if (dt == DType::BF16)
+    return {12 * N * C + 4 * N * W + 6 * N * F, 48 * N * C + 14 * N * W + 10 * N * F};
+  const double forward = (12 * N * C + 4 * N * W + 6 * N * F) * kF32;
+  return {forward, 2 * forward};
+}
+
 struct StageShape {
   double layers = 0, q_heads = 0, kv_heads = 0, ffn = 0, vocab = 0;
   bool embedding = false, head = false;
@@ -132,20 +153,25 @@ CostBreakdown predict_step_time(const ModelConfig& c, const ParallelConfig& p,
                         (dev.matmul_seconds(dt, S, S, D) + dev.matmul_seconds(dt, S, D, S));
     const double rest = dev.matmul_seconds(dt, N, C, hq * D) + dev.matmul_seconds(dt, N, 2 * F, C) +
                         dev.matmul_seconds(dt, N, C, F);
-    const double elementwise = dev.elementwise_seconds((12 * N * C + 4 * N * W + 6 * N * F) * kF32);
-    const double fwd = qkv + core + rest + elementwise;
+    const ElementwiseBytes elementwise = layer_elementwise_bytes(N, C, W, F, dt);
+    const double products = qkv + core + rest;
+    const double fwd = products + dev.elementwise_seconds(elementwise.forward);
     double recompute = 0;
     if (p.recompute == Recompute::Full) recompute = fwd;
     if (p.recompute == Recompute::Selective) recompute = qkv + core;
-    double layer_fwd = sh.layers * fwd, layer_bwd = sh.layers * (2 * fwd + recompute);
+    double layer_fwd = sh.layers * fwd;
+    double layer_bwd =
+        sh.layers * (2 * products + dev.elementwise_seconds(elementwise.backward) + recompute);
     if (sh.head) {
       // The fused classifier: its logits (forward), dx and dweight (backward) and the
-      // cross-entropy's traffic, at the profile's measured factor. Vocabulary-parallel (tp >
-      // 1) it runs the logits twice: the log-sum-exp forward, recomputed in backward.
+      // cross-entropy's traffic over the logits, at the profile's measured factor, which
+      // `vacc profile` fits to the three products plus that traffic once (one fused call
+      // computes the loss and the logits' gradient). Vocabulary-parallel (tp > 1) it runs the
+      // logits twice: the log-sum-exp forward, recomputed with its traffic in backward.
       const double head = dev.classifier_factor * dev.matmul_seconds(dt, N, sh.vocab, C);
       const double ce = dev.classifier_factor * dev.elementwise_seconds(3 * N * sh.vocab * kF32);
       layer_fwd += head + ce;
-      layer_bwd += (p.tp > 1 ? 3 : 2) * head + ce;
+      layer_bwd += p.tp > 1 ? 3 * head + ce : 2 * head;
     }
     st.compute = layer_fwd + layer_bwd;
     st.backward = layer_bwd;
