@@ -868,7 +868,7 @@ TEST_F(CudaBackendTest, SampleRowsMatchesCpu) {
   EXPECT_EQ(sample_rows_of(gpu(), c.x, c.rows, c.cols, some_bits, 0.7f, 0.9f),
             sample_rows_of(cpu(), c.x, c.rows, c.cols, some_bits, 0.7f, 0.9f));
 
-  // Vocabularies narrower than the block's 32 warps' shares.
+  // Vocabularies narrower than a block's share of a row (4096 tokens).
   for (int64_t cols : {1, 3, 37}) {
     const std::vector<float> narrow = random_vector(size_t(8 * cols), 47, -3.0f, 3.0f);
     std::vector<uint64_t> narrow_bits(8);
@@ -877,6 +877,25 @@ TEST_F(CudaBackendTest, SampleRowsMatchesCpu) {
     EXPECT_EQ(sample_rows_of(gpu(), narrow, 8, cols, narrow_bits, 1.0f, 0.7f),
               sample_rows_of(cpu(), narrow, 8, cols, narrow_bits, 1.0f, 0.7f))
         << cols << " tokens";
+  }
+
+  // Ties across the blocks' shares: 10000 equal logits (weights exactly 1 on both backends),
+  // so the nucleus ends inside a run of ties in the second or third share and the draw falls
+  // anywhere; and a row without a finite logit (-1 on both).
+  {
+    const int64_t wide = 10000;
+    std::vector<float> equal(size_t(3 * wide), 0.5f);
+    for (int64_t i = 0; i < wide; ++i) equal[size_t(2 * wide + i)] = -INFINITY;
+    std::mt19937_64 tie_rng(44);
+    for (float top_p : {0.45f, 0.83f, 1.0f})
+      for (int round = 0; round < 3; ++round) {
+        const std::vector<uint64_t> tie_bits = {tie_rng(), tie_rng(), tie_rng()};
+        const std::vector<int32_t> want =
+            sample_rows_of(cpu(), equal, 3, wide, tie_bits, 1.0f, top_p);
+        EXPECT_EQ(sample_rows_of(gpu(), equal, 3, wide, tie_bits, 1.0f, top_p), want)
+            << "top_p " << top_p;
+        EXPECT_EQ(want[2], -1);
+      }
   }
 
   // Peaked logits (a few tokens far above the rest, as a trained model's) and flat ones (the

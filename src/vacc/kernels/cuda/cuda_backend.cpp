@@ -374,9 +374,11 @@ class CudaBackend final : public Backend {
     on_device(op, "random_bits", random_bits);
     on_device(op, "out", out);
     expect_token_rows(op, logits, out, &random_bits);
+    Tensor scratch = ctx_.scratch_bytes(
+        cuda::sample_rows_scratch_bytes(logits.size(0), logits.size(1)), "sampling scratch");
     cuda::sample_rows(logits.data_as<float>(), logits.size(0), logits.size(1),
                       static_cast<const uint64_t*>(random_bits.data()), temperature, top_p,
-                      out.data_as<int32_t>(), stream());
+                      out.data_as<int32_t>(), scratch.data(), stream());
   }
 
   void classifier_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor& labels,

@@ -125,9 +125,11 @@ void argmax_rows(const float* x, int64_t rows, int64_t cols, int32_t* out, cudaS
 // out[r] = the token drawn from row r of logits (rows, cols) by the rule of
 // kernels/token_sampling_rule.h with the 64 random bits random_bits[r] (as cpu::sample_rows);
 // the argmax where the temperature or top_p is 0 or less; -1 where the largest logit is not
-// finite.
+// finite. scratch: sample_rows_scratch_bytes(rows, cols) bytes of device memory.
+size_t sample_rows_scratch_bytes(int64_t rows, int64_t cols);
 void sample_rows(const float* logits, int64_t rows, int64_t cols, const uint64_t* random_bits,
-                 float temperature, float top_p, int32_t* out, cudaStream_t stream);
+                 float temperature, float top_p, int32_t* out, void* scratch,
+                 cudaStream_t stream);
 
 // ---- attention_decode.cu ----
 // positions (n_new, on the device): the new tokens' positions, past_len = positions[0]; new
