@@ -11,12 +11,13 @@
 #   autotune  the op timings and vacc's step with cuBLASLt's heuristic first choice
 #             (VACC_MATMUL_AUTOTUNE=0) and with the timed choice (the default), twice each,
 #             alternating
-#   graphs    the step with and without --cuda-graphs, at batch 1 and 8 (eager transformers as
-#             the peer; the launches weigh most at small batches)
+#   graphs    the step with (one GPU's default) and without CUDA graphs (--no-cuda-graphs), at
+#             batch 1 and 8 (eager transformers as the peer; the launches weigh most at small
+#             batches)
 #   commands  vacc eval and vacc generate on gpu-1, and vacc profile --flavor gpu-1 --quick
 #   decode    vacc generate's speed on the 0.5B preset (random weights, bf16, 256 new tokens,
-#             greedy) with and without --cuda-graphs, and sampled (T 0.7, top_p 0.9: the
-#             device's sample_rows) with them, twice each, alternating
+#             greedy) with and without CUDA graphs (on by default on a GPU), and sampled (T 0.7,
+#             top_p 0.9: the device's sample_rows) with them, twice each, alternating
 #   races     compute-sanitizer racecheck and synccheck on the attention and reduction tests
 #             (RACE_FILTER: other gtest filter; RACE_LIMIT: seconds per tool, default 200;
 #             racecheck of the whole default filter took longer than 200 s on an H200)
@@ -122,7 +123,7 @@ for step in $steps; do
       "$build/bin/vacc" init --preset qwen2.5-0.5b --seed 1 "$q05w" >/dev/null
       for round in 1 2; do
         for variant in greedy graphs sampled; do
-          flags=(--temperature 0)
+          flags=(--no-cuda-graphs --temperature 0)
           [[ $variant == greedy ]] || flags=(--cuda-graphs --temperature 0)
           [[ $variant == sampled ]] && flags=(--cuda-graphs --temperature 0.7 --top-p 0.9)
           name="decode_${variant}_$round"

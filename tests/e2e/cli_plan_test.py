@@ -123,18 +123,25 @@ with tempfile.TemporaryDirectory() as tmp:
           "--fixed does not evaluate the given split")
 
     # --fixed on GPUs this machine cannot see: the device profile's memory, as the search uses
-    # (it said "does not fit 0 B"); --cuda-graphs adds the attention scratch the graphs keep.
+    # (it said "does not fit 0 B"); the CUDA graphs (on by default with one GPU) add the
+    # attention scratch they keep, which --no-cuda-graphs leaves out.
     small = os.path.join(tmp, "q05b")
     r = subprocess.run([VACC, "init", "--preset", "qwen2.5-0.5b", "--config-only", small],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
     one_gpu = ["--model", small, "--flavor", "gpu-1", "--batch", "8", "--seq-len", "1024",
                "--parallel", "dp=1", "--dtype", "bf16", "--json", "--fixed"]
-    eager, graphed = run(*one_gpu), run(*one_gpu, "--cuda-graphs")
-    check(eager.returncode == 0 and graphed.returncode == 0,
-          f"--fixed on gpu-1 failed: {eager.stderr} {graphed.stderr}")
-    if eager.returncode == 0 and graphed.returncode == 0:
+    eager, graphed = run(*one_gpu, "--no-cuda-graphs"), run(*one_gpu, "--cuda-graphs")
+    default = run(*one_gpu)
+    check(eager.returncode == 0 and graphed.returncode == 0 and default.returncode == 0,
+          f"--fixed on gpu-1 failed: {eager.stderr} {graphed.stderr} {default.stderr}")
+    if eager.returncode == 0 and graphed.returncode == 0 and default.returncode == 0:
         e, g = json.loads(eager.stdout), json.loads(graphed.stdout)
+        check(json.loads(default.stdout)["predicted_peak_memory_bytes"] == g["predicted_peak_memory_bytes"],
+              "one GPU counts the graphs by default")
+        both = run(*one_gpu, "--cuda-graphs", "--no-cuda-graphs")
+        check(both.returncode != 0 and "excludes" in both.stderr.lower(),
+              f"--cuda-graphs with --no-cuda-graphs is one error: {both.stderr}")
         check(e["device_memory_bytes"] > 70 * 2**30 and e["feasible"],
               f"--fixed on gpu-1 takes the profile's memory: {e['device_memory_bytes']}, {e['feasible']}")
         check(g["predicted_peak_memory_bytes"] > e["predicted_peak_memory_bytes"],

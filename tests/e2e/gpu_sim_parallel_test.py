@@ -79,6 +79,8 @@ with tempfile.TemporaryDirectory() as tmp:
                               save=True)
     check(r.returncode == 0, f"gpu-1 runs: {r.stderr[-2000:]}")
     check("vacc_sim CPU simulator" in r.stdout + r.stderr, "the log names the simulated GPU")
+    # One GPU replays the layer passes as graphs without being asked.
+    check_graphs("gpu-1 by default", r.stdout + r.stderr, "CUDA graphs: on (")
     for flavor, parallel, save in SPLITS:
         graphs = GRAPHS.get(parallel)
         r, got, folder = train(tmp, f"{flavor}-{len(parallel)}-{hash(parallel) & 0xffff}", flavor,

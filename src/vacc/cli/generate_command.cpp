@@ -5,6 +5,7 @@
 #include <string>
 
 #include "vacc/cli/command_flavor.h"
+#include "vacc/cli/cuda_graphs_option.h"
 #include "vacc/cli/commands.h"
 #include "vacc/cli/device_backend.h"
 #include "vacc/core/error.h"
@@ -20,7 +21,8 @@ namespace {
 
 struct GenerateArgs {
   std::string model, prompt, tokenizer, flavor, dtype = "f32";
-  bool chat = false, alpaca = false, cuda_graphs = false;
+  bool chat = false, alpaca = false;
+  CudaGraphsOption cuda_graphs;
   int64_t max_new_tokens = 128;
   float temperature = 0.7f, top_p = 0.9f;
   uint64_t seed = 0;
@@ -80,7 +82,7 @@ void run_generate(const GenerateArgs& a) {
   Transformer model(*backend, config, ModelShard::whole(config), parse_dtype(a.dtype), max_len);
   load_hf_checkpoint(a.model, *backend, config, model.table(), model.parameters(), false);
   model.parameters_changed();
-  if (a.cuda_graphs) {
+  if (cuda_graphs_wanted(a.cuda_graphs, flavor, GraphsDefault::AnyGpu)) {
     if (backend->supports_graphs()) {
       model.set_decode_graphs(true);
       std::fprintf(stderr, "CUDA graphs: on (each new token's pass replayed as one graph)\n");
@@ -140,8 +142,10 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--top-p", args->top_p, "Nucleus sampling mass")->capture_default_str();
   cmd->add_option("--seed", args->seed, "Sampling seed")->capture_default_str();
   cmd->add_option("--dtype", args->dtype, "f32 or bf16")->capture_default_str();
-  cmd->add_flag("--cuda-graphs", args->cuda_graphs,
-                "On a GPU: replay each new token's pass as one CUDA graph (docs/cuda.md)");
+  add_cuda_graphs_flags(cmd, &args->cuda_graphs,
+                        "Replay each new token's pass as one CUDA graph",
+                        "Launch every op of each token's pass (no CUDA graphs)",
+                        GraphsDefault::AnyGpu);
   cmd->add_option("--flavor", args->flavor,
                   "Accelerator whose first device runs the model (default: the current one)");
   cmd->add_option("--threads", args->threads, "CPU threads (0: all cores)");

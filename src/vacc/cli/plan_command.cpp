@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "vacc/cli/command_flavor.h"
+#include "vacc/cli/cuda_graphs_option.h"
 #include "vacc/cli/commands.h"
 #include "vacc/cli/planning.h"
 #include "vacc/core/byte_size.h"
@@ -31,7 +32,8 @@ struct PlanArgs {
   int64_t batch = 8, seq_len = 128, micro_batches = 0;
   double usable_memory = 0.8, device_peak_tflops = 0;
   int threads = 0, show = 20;
-  bool json = false, fixed = false, cuda_graphs = false;
+  bool json = false, fixed = false;
+  CudaGraphsOption cuda_graphs;
 };
 
 std::string config_cell(const ParallelConfig& c) {
@@ -72,7 +74,8 @@ void run_fixed(const PlanArgs& a, const ModelConfig& config, const Flavor& flavo
     memory_source = " (profile " + cluster.profile.name + "'s: the devices are not visible here)";
   }
   const MemoryQuery q{a.batch, a.seq_len, plan_dtype(a, flavor),
-                      device_scratch_for(flavor, double(device_memory), a.cuda_graphs)};
+                      device_scratch_for(flavor, double(device_memory),
+                                         cuda_graphs_wanted(a.cuda_graphs, flavor, GraphsDefault::OneGpu))};
 
   nlohmann::json ranks = nlohmann::json::array();
   MemoryBreakdown peak;
@@ -132,7 +135,8 @@ void run_plan(const PlanArgs& a) {
   o.dtype = dtype;
   o.usable_memory_fraction = a.usable_memory;
   o.threads = a.threads;
-  o.scratch = device_scratch_for(flavor, planned_device_memory(cluster), a.cuda_graphs);
+  o.scratch = device_scratch_for(flavor, planned_device_memory(cluster),
+                                cuda_graphs_wanted(a.cuda_graphs, flavor, GraphsDefault::OneGpu));
   // With --json the log goes to stderr, so stdout is the JSON alone.
   const PlanLog log = [&](const std::string& line) {
     if (a.json) std::fprintf(stderr, "%s\n", line.c_str());
@@ -219,8 +223,10 @@ void add_plan_command(CLI::App& app) {
                   "Write the chosen plan (JSON, with its --parallel string) to this file");
   cmd->add_flag("--fixed", args->fixed,
                 "No search: the memory of exactly the --parallel split, every rank by category");
-  cmd->add_flag("--cuda-graphs", args->cuda_graphs,
-                "Count the memory the layers' CUDA graphs keep, as vacc train --cuda-graphs uses");
+  add_cuda_graphs_flags(cmd, &args->cuda_graphs,
+                        "Count the memory the layers' CUDA graphs keep, as vacc train uses them",
+                        "Count no CUDA graphs (vacc train --no-cuda-graphs)",
+                        GraphsDefault::OneGpu);
   cmd->add_flag("--json", args->json, "Print JSON: {\"chosen\": {...}, \"candidates\": [...]}");
   cmd->callback([args] { run_plan(*args); });
 }

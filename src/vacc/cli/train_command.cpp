@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "vacc/cli/command_flavor.h"
+#include "vacc/cli/cuda_graphs_option.h"
 #include "vacc/cli/commands.h"
 #include "vacc/cli/device_backend.h"
 #include "vacc/cli/planning.h"
@@ -50,7 +51,8 @@ struct TrainArgs {
   int64_t trace_step = 0;
   double comm_timeout_s = 20.0;
   bool synthetic = false, profile = false, mask_prompt = false, pack = false;
-  bool skip_bad_lines = false, cuda_graphs = false;
+  bool skip_bad_lines = false;
+  CudaGraphsOption cuda_graphs;
   int64_t batch = 8, seq_len = 128, steps = 0, epochs = 0, micro_batches = 0, warmup_steps = 0;
   int64_t eval_every = 0, save_every = 0;
   double lr = 1e-4, min_lr = 0.0, weight_decay = 0.0, max_grad_norm = 1.0, eval_fraction = 0.0;
@@ -151,7 +153,9 @@ ParallelConfig choose_parallel(const TrainArgs& a, const Flavor& flavor, const M
     o.dtype = dtype;
     o.usable_memory_fraction = a.usable_memory;
     o.threads = a.plan_threads;
-    o.scratch = device_scratch_for(flavor, planned_device_memory(cluster), a.cuda_graphs);
+    o.scratch = device_scratch_for(
+        flavor, planned_device_memory(cluster),
+        cuda_graphs_wanted(a.cuda_graphs, flavor, GraphsDefault::OneGpu));
     const PlanResult r =
         plan_parallelism(config, cluster, pins, o, [](const std::string& line) { log_info(line); });
     VACC_CHECK(r.chosen >= 0, r.no_feasible_message(), " (",
@@ -293,7 +297,7 @@ void train_on_rank(const TrainArgs& a, const Flavor& flavor, const ModelConfig& 
   opt.adam = AdamWConfig{float(a.beta1), float(a.beta2), float(a.eps), float(a.weight_decay)};
   opt.max_grad_norm = a.max_grad_norm;
   opt.seed = a.seed;
-  opt.graphs = a.cuda_graphs;
+  opt.graphs = cuda_graphs_wanted(a.cuda_graphs, flavor, GraphsDefault::OneGpu);
   if (!a.model.empty()) {
     opt.load_weights = [&](Backend& be, const ParameterTable& table, FlatRange range, Tensor& dst) {
       log_info("Loading checkpoint shards from " + a.model +
@@ -542,9 +546,10 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--memory-budget", args->memory_budget,
                   "Device memory budget, e.g. 8g (default: the flavor's per-device memory)");
   cmd->add_flag("--profile", args->profile, "Time every kernel and print where the time goes");
-  cmd->add_flag("--cuda-graphs", args->cuda_graphs,
-                "Replay the layers' forward and backward passes as CUDA graphs (one launch each; "
-                "one GPU per data- and tensor-parallel group, i.e. dp = tp = 1)");
+  add_cuda_graphs_flags(cmd, &args->cuda_graphs,
+                        "Replay the layers' forward and backward passes as CUDA graphs, one "
+                        "launch each, where tp = 1 and ZeRO is 0 or 1",
+                        "Launch every op of the step (no CUDA graphs)", GraphsDefault::OneGpu);
   cmd->add_option("--metrics-out", args->metrics_out, "Write one JSON object per step here");
   cmd->callback([args] { run_train(*args); });
 }
