@@ -104,6 +104,13 @@ PlanConstraints pinned_dimensions(const TrainArgs& a) {
   return pins;
 }
 
+// CUDA graphs for this run: the flags, else on with one GPU, except under --profile, which
+// times the ops one by one (its backend has no graphs; asked for, the log says so).
+bool train_uses_graphs(const TrainArgs& a, const Flavor& flavor) {
+  if (a.profile && !a.cuda_graphs.on) return false;
+  return cuda_graphs_wanted(a.cuda_graphs, flavor, GraphsDefault::OneGpu);
+}
+
 // Checks before starting N processes: some split keeps the pins. When none does, the error
 // is the specific one of the pins' default completion (which tp does not divide the heads,
 // which batch does not divide, ...).
@@ -155,7 +162,7 @@ ParallelConfig choose_parallel(const TrainArgs& a, const Flavor& flavor, const M
     o.threads = a.plan_threads;
     o.scratch = device_scratch_for(
         flavor, planned_device_memory(cluster),
-        cuda_graphs_wanted(a.cuda_graphs, flavor, GraphsDefault::OneGpu));
+        train_uses_graphs(a, flavor));
     const PlanResult r =
         plan_parallelism(config, cluster, pins, o, [](const std::string& line) { log_info(line); });
     VACC_CHECK(r.chosen >= 0, r.no_feasible_message(), " (",
@@ -297,7 +304,7 @@ void train_on_rank(const TrainArgs& a, const Flavor& flavor, const ModelConfig& 
   opt.adam = AdamWConfig{float(a.beta1), float(a.beta2), float(a.eps), float(a.weight_decay)};
   opt.max_grad_norm = a.max_grad_norm;
   opt.seed = a.seed;
-  opt.graphs = cuda_graphs_wanted(a.cuda_graphs, flavor, GraphsDefault::OneGpu);
+  opt.graphs = train_uses_graphs(a, flavor);
   if (!a.model.empty()) {
     opt.load_weights = [&](Backend& be, const ParameterTable& table, FlatRange range, Tensor& dst) {
       log_info("Loading checkpoint shards from " + a.model +
