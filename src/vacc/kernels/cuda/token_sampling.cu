@@ -16,6 +16,7 @@
 // random model's rows took 2.9 ms each on an H100.
 #include <cstdint>
 
+#include "vacc/core/error.h"
 #include "vacc/kernels/cuda/cuda_check.h"
 #include "vacc/kernels/cuda/cuda_kernels.h"
 #include "vacc/kernels/cuda/device_math.cuh"
@@ -139,7 +140,7 @@ __device__ void share_histogram(Share sh, Entry entry, Mass* out) {
 __global__ void __launch_bounds__(kThreads)
     share_max_kernel(const float* logits, int64_t cols, Scratch s) {
   __shared__ float partial[kWarps];
-  const int64_t r = blockIdx.y, b = blockIdx.x, shares = gridDim.x;
+  const int64_t r = blockIdx.x, b = blockIdx.y, shares = gridDim.y;
   const float* row = logits + r * cols;
   const Share sh = share_of(cols, b);
   float m = kNegInf;
@@ -158,7 +159,7 @@ __global__ void __launch_bounds__(kThreads)
 __global__ void __launch_bounds__(kThreads)
     share_total_kernel(const float* logits, int64_t cols, float inverse, Scratch s) {
   __shared__ Mass scratch[kWarps];
-  const int64_t r = blockIdx.y, b = blockIdx.x, shares = gridDim.x;
+  const int64_t r = blockIdx.x, b = blockIdx.y, shares = gridDim.y;
   float max_logit = kNegInf;
   for (int64_t k = 0; k < shares; ++k) max_logit = fmaxf(max_logit, s.maxima[r * shares + k]);
   if (b == 0 && threadIdx.x == 0) s.state[r].max_logit = max_logit;
@@ -223,7 +224,7 @@ __global__ void __launch_bounds__(kThreads)
 // the boundary's so far.
 __global__ void __launch_bounds__(kThreads)
     share_digit_kernel(const float* logits, int64_t cols, float inverse, int shift, Scratch s) {
-  const int64_t r = blockIdx.y, b = blockIdx.x, shares = gridDim.x;
+  const int64_t r = blockIdx.x, b = blockIdx.y, shares = gridDim.y;
   const RowState st = s.state[r];
   Mass* hist = s.hist + (r * shares + b) * kBins;
   if (!isfinite(st.max_logit)) return;  // the whole block
@@ -259,7 +260,7 @@ __device__ __forceinline__ Mass walked_mass(Walk walk, const float* row, int64_t
 __global__ void __launch_bounds__(kThreads)
     share_mass_kernel(const float* logits, int64_t cols, float inverse, Walk walk, Scratch s) {
   __shared__ Mass scratch[kWarps];
-  const int64_t r = blockIdx.y, b = blockIdx.x, shares = gridDim.x;
+  const int64_t r = blockIdx.x, b = blockIdx.y, shares = gridDim.y;
   const RowState st = s.state[r];
   if (!isfinite(st.max_logit)) return;  // the whole block
   const float* row = logits + r * cols;
@@ -369,9 +370,12 @@ void sample_rows(const float* logits, int64_t rows, int64_t cols, const uint64_t
     return;
   }
   const int64_t shares = shares_of(cols);
+  VACC_CHECK(shares <= 65535, "sample_rows: ", cols, " columns are more than 65535 blocks of ",
+             kShare, " (a grid's second dimension) can take");
+  VACC_CHECK(rows <= 0x7fffffff, "sample_rows: ", rows, " rows are more than a grid can take");
   const Scratch s = carve(scratch, rows, shares);
   const float inverse = 1.0f / temperature;
-  const dim3 grid{unsigned(shares), unsigned(rows), 1u};
+  const dim3 grid{unsigned(rows), unsigned(shares), 1u};  // rows in x: up to 2^31 - 1
   const auto* bits = reinterpret_cast<const Mass*>(random_bits);
   const bool nucleus = top_p < 1.0f;
   share_max_kernel<<<grid, kThreads, 0, stream>>>(logits, cols, s);
