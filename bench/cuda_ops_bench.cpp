@@ -209,6 +209,35 @@ int main(int argc, char** argv) {
     }
 
     {
+      // The next token of one decoding step (vacc generate): one row of Qwen's vocabulary,
+      // flat (a random model's) and peaked (a trained one's: a few tokens far above the rest).
+      // Each call is timed with its launches, as the generator issues it.
+      std::vector<float> row(static_cast<size_t>(V));
+      std::mt19937_64 rng(23);
+      std::uniform_real_distribution<float> u(-2.0f, 2.0f);
+      for (float& x : row) x = u(rng);
+      Tensor flat = g.empty({1, V}, DType::F32, MemoryCategory::Buffers, "flat logits");
+      g.upload(row.data(), flat);
+      for (int k = 0; k < 12; ++k) row[size_t((k * 7919) % V)] += 14.0f - float(k);
+      Tensor peaked = g.empty({1, V}, DType::F32, MemoryCategory::Buffers, "peaked logits");
+      g.upload(row.data(), peaked);
+      const uint64_t bits = rng();
+      Tensor random_bits = g.empty({1, 2}, DType::I32, MemoryCategory::Buffers, "random bits");
+      g.upload(&bits, random_bits);
+      Tensor token = g.empty({1}, DType::I32, MemoryCategory::Buffers, "token");
+      const double row_bytes = double(V) * 4;
+      for (const auto& [name, logits] : {std::pair<const char*, Tensor*>{"flat", &flat},
+                                         std::pair<const char*, Tensor*>{"peaked", &peaked}}) {
+        report(g, std::string("argmax_rows (1 x 151936, ") + name + ")", 0, row_bytes,
+               [&] { g.sample_rows(*logits, random_bits, 0.0f, 1.0f, token); });
+        report(g, std::string("sample_rows T 0.7, top_p 0.9 (") + name + ")", 0, row_bytes,
+               [&] { g.sample_rows(*logits, random_bits, 0.7f, 0.9f, token); });
+        report(g, std::string("sample_rows T 1, top_p 1 (") + name + ")", 0, row_bytes,
+               [&] { g.sample_rows(*logits, random_bits, 1.0f, 1.0f, token); });
+      }
+    }
+
+    {
       const int64_t P = 494032768;  // Qwen2.5-0.5B's parameters
       Tensor p = g.zeros({P}, DType::F32, MemoryCategory::Parameters, "p");
       Tensor gr = g.zeros({P}, DType::F32, MemoryCategory::Gradients, "g");
