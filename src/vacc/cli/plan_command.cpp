@@ -73,9 +73,9 @@ void run_fixed(const PlanArgs& a, const ModelConfig& config, const Flavor& flavo
     device_memory = size_t(planned_device_memory(cluster));
     memory_source = " (profile " + cluster.profile.name + "'s: the devices are not visible here)";
   }
+  const bool graphs = cuda_graphs_wanted(a.cuda_graphs, flavor, GraphsDefault::OneGpu);
   const MemoryQuery q{a.batch, a.seq_len, plan_dtype(a, flavor),
-                      device_scratch_for(flavor, double(device_memory),
-                                         cuda_graphs_wanted(a.cuda_graphs, flavor, GraphsDefault::OneGpu))};
+                      device_scratch_for(flavor, double(device_memory), graphs)};
 
   nlohmann::json ranks = nlohmann::json::array();
   MemoryBreakdown peak;

@@ -160,9 +160,8 @@ ParallelConfig choose_parallel(const TrainArgs& a, const Flavor& flavor, const M
     o.dtype = dtype;
     o.usable_memory_fraction = a.usable_memory;
     o.threads = a.plan_threads;
-    o.scratch = device_scratch_for(
-        flavor, planned_device_memory(cluster),
-        train_uses_graphs(a, flavor));
+    o.scratch =
+        device_scratch_for(flavor, planned_device_memory(cluster), train_uses_graphs(a, flavor));
     const PlanResult r =
         plan_parallelism(config, cluster, pins, o, [](const std::string& line) { log_info(line); });
     VACC_CHECK(r.chosen >= 0, r.no_feasible_message(), " (",

@@ -60,6 +60,22 @@ __device__ __forceinline__ double warp_sum(double v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
 }
+__device__ __forceinline__ unsigned long long warp_sum(unsigned long long v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+// Each lane's sum of the values of lanes 0..lane (every lane of the warp calls it).
+template <typename T>
+__device__ __forceinline__ T warp_inclusive_scan(T v) {
+  const int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const T from = __shfl_up_sync(0xffffffffu, v, o);
+    if (lane >= o) v += from;
+  }
+  return v;
+}
 
 // Sum / max over the whole block (blockDim.x a multiple of 32, at most 1024), returned to every
 // thread. Every thread of the block must call it (it synchronises twice); `scratch` is shared
@@ -74,6 +90,24 @@ __device__ __forceinline__ T block_sum(T v, T* scratch) {
   T total = T(0);
   for (int w = 0; w < warps; ++w) total += scratch[w];  // same order in every thread
   return total;
+}
+// Each thread's sum of the values of threads 0..threadIdx.x, in thread order, and in `total` the
+// whole block's (blockDim.x a multiple of 32). Every thread of the block must call it; it
+// synchronises once, after writing `warp_totals` (shared memory of blockDim.x / 32 elements),
+// which the caller must not write again before a __syncthreads.
+template <typename T>
+__device__ __forceinline__ T block_inclusive_scan(T v, T* warp_totals, T& total) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_inclusive_scan(v);
+  if (lane == 31) warp_totals[warp] = v;
+  __syncthreads();
+  T before = T(0);
+  total = T(0);
+  for (int w = 0; w < warps; ++w) {
+    before += w < warp ? warp_totals[w] : T(0);
+    total += warp_totals[w];
+  }
+  return before + v;
 }
 __device__ __forceinline__ float block_max(float v, float* scratch) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;

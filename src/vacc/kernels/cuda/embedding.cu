@@ -36,8 +36,6 @@ __global__ void __launch_bounds__(kThreads)
   const int32_t id = ids[i];
   const int64_t row = int64_t(id) - vocab_start;
   if (row < 0 || row >= vocab_size) return;  // the whole block
-  const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) & 31;
-
   if (threadIdx.x == 0) earlier = 0;
   __syncthreads();
   for (int64_t t0 = 0; t0 < i; t0 += kThreads) {
@@ -53,20 +51,9 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t t0 = i; t0 < n; t0 += kThreads) {
     const int64_t p = t0 + threadIdx.x;
     const int match = p < n && ids[p] == id;
-    int rank = match;  // inclusive count of matches up to this lane
-#pragma unroll
-    for (int o = 1; o < 32; o <<= 1) {
-      const int from = __shfl_up_sync(0xffffffffu, rank, o);
-      if (lane >= o) rank += from;
-    }
-    if (lane == 31) warp_count[warp] = rank;
-    __syncthreads();
-    int before = 0, count = 0;
-    for (int w = 0; w < kWarps; ++w) {
-      before += w < warp ? warp_count[w] : 0;
-      count += warp_count[w];
-    }
-    if (match) repeats[before + rank - 1] = p;
+    int count = 0;
+    const int rank = block_inclusive_scan(match, warp_count, count);  // matches up to p
+    if (match) repeats[rank - 1] = p;
     __syncthreads();
     if (count > 0) {
       for (int64_t j = threadIdx.x; j < c; j += kThreads) {

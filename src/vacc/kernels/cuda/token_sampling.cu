@@ -65,32 +65,6 @@ Scratch carve(void* scratch, int64_t rows, int64_t shares) {
   return s;
 }
 
-__device__ __forceinline__ Mass warp_sum_mass(Mass v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(kFullMask, v, o);
-  return v;
-}
-// Each lane's sum of the values of lanes 0..lane.
-__device__ __forceinline__ Mass warp_inclusive_scan(Mass v) {
-  const int lane = int(threadIdx.x) & 31;
-#pragma unroll
-  for (int o = 1; o < 32; o <<= 1) {
-    const Mass from = __shfl_up_sync(kFullMask, v, o);
-    if (lane >= o) v += from;
-  }
-  return v;
-}
-// The block's sum, returned to every thread (every thread calls it; `scratch` kWarps masses).
-__device__ Mass block_sum_mass(Mass v, Mass* scratch) {
-  v = warp_sum_mass(v);
-  __syncthreads();  // scratch may still be read by a previous call
-  if ((threadIdx.x & 31) == 0) scratch[threadIdx.x / 32] = v;
-  __syncthreads();
-  Mass total = 0;
-  for (int w = 0; w < kWarps; ++w) total += scratch[w];
-  return total;
-}
-
 // The block's share of row r: [begin, end).
 struct Share {
   int64_t begin, end;
@@ -145,13 +119,8 @@ __global__ void __launch_bounds__(kThreads)
   const Share sh = share_of(cols, b);
   float m = kNegInf;
   for (int64_t i = sh.begin + threadIdx.x; i < sh.end; i += kThreads) m = fmaxf(m, row[i]);
-  m = warp_max(m);
-  if ((threadIdx.x & 31) == 0) partial[threadIdx.x / 32] = m;
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    for (int w = 1; w < kWarps; ++w) m = fmaxf(m, partial[w]);
-    s.maxima[r * shares + b] = m;
-  }
+  m = block_max(m, partial);
+  if (threadIdx.x == 0) s.maxima[r * shares + b] = m;
 }
 
 // Pass 2: the row's largest logit (every block from the shares' maxima; the first block keeps
@@ -183,7 +152,7 @@ __global__ void __launch_bounds__(kThreads)
         return q;
       },
       hist);
-  total = block_sum_mass(total, scratch);
+  total = block_sum(total, scratch);
   if (threadIdx.x == 0) s.sums[r * shares + b] = total;
 }
 
@@ -269,7 +238,7 @@ __global__ void __launch_bounds__(kThreads)
   Mass sum = 0;
   for (int64_t i = sh.begin + threadIdx.x; i < sh.end; i += kThreads)
     sum += walked_mass(walk, row, i, st, inverse, scale);
-  sum = block_sum_mass(sum, scratch);
+  sum = block_sum(sum, scratch);
   if (threadIdx.x == 0) s.sums[r * shares + b] = sum;
 }
 
@@ -314,15 +283,8 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t first = sh.begin; first < sh.end; first += kThreads) {  // the same trips for all
     const int64_t i = first + threadIdx.x;
     const Mass mass = i < sh.end ? walked_mass(walk, row, i, st, inverse, scale) : Mass(0);
-    const Mass inclusive_in_warp = warp_inclusive_scan(mass);
-    if (lane == 31) warp_total[warp] = inclusive_in_warp;
-    __syncthreads();
-    Mass before = 0, chunk = 0;
-    for (int w = 0; w < kWarps; ++w) {
-      before += w < warp ? warp_total[w] : 0;
-      chunk += warp_total[w];
-    }
-    const Mass inclusive = run + before + inclusive_in_warp;
+    Mass chunk = 0;
+    const Mass inclusive = run + block_inclusive_scan(mass, warp_total, chunk);
     const bool here = i < sh.end && reached(inclusive);
     // The lowest lane that reached it, per warp; the lowest warp that has one.
     int lowest = here ? lane : 32;
