@@ -36,6 +36,11 @@ VACC_HOST_DEVICE inline int mass_shift(int64_t cols) {
   return 63 - width;
 }
 
+// 2^s, s = mass_shift(cols): what mass_of scales a weight by.
+VACC_HOST_DEVICE inline double mass_scale(int64_t cols) {
+  return double(uint64_t(1) << mass_shift(cols));
+}
+
 // The integer mass of a weight in [0, 1] (exact: scaling a float by 2^s is exact in double).
 VACC_HOST_DEVICE inline Mass mass_of(float weight, double scale) {
   return Mass(double(weight) * scale);

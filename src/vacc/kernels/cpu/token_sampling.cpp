@@ -36,7 +36,7 @@ int32_t sample_row(const float* row, int64_t cols, float max_logit, uint64_t bit
   weights.resize(n);
   masses.resize(n);
   token_weights(row, cols, max_logit, temperature, weights.data());
-  const double scale = double(uint64_t(1) << sampling::mass_shift(cols));
+  const double scale = sampling::mass_scale(cols);
   auto key = [&](size_t i) { return float_bits(weights[i]); };
   Mass total = 0;
   for (size_t i = 0; i < n; ++i) {

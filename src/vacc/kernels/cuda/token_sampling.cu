@@ -140,7 +140,7 @@ __global__ void __launch_bounds__(kThreads)
     if (threadIdx.x == 0) s.sums[r * shares + b] = 0;
     return;  // the whole block
   }
-  const double scale = double(1ull << sampling::mass_shift(cols));
+  const double scale = sampling::mass_scale(cols);
   Mass total = 0;
   share_histogram(
       sh,
@@ -198,7 +198,7 @@ __global__ void __launch_bounds__(kThreads)
   Mass* hist = s.hist + (r * shares + b) * kBins;
   if (!isfinite(st.max_logit)) return;  // the whole block
   const float* row = logits + r * cols;
-  const double scale = double(1ull << sampling::mass_shift(cols));
+  const double scale = sampling::mass_scale(cols);
   const uint32_t prefix = st.boundary >> (shift + 8);
   share_histogram(
       share_of(cols, b),
@@ -233,7 +233,7 @@ __global__ void __launch_bounds__(kThreads)
   const RowState st = s.state[r];
   if (!isfinite(st.max_logit)) return;  // the whole block
   const float* row = logits + r * cols;
-  const double scale = double(1ull << sampling::mass_shift(cols));
+  const double scale = sampling::mass_scale(cols);
   const Share sh = share_of(cols, b);
   Mass sum = 0;
   for (int64_t i = sh.begin + threadIdx.x; i < sh.end; i += kThreads)
@@ -277,7 +277,7 @@ __global__ void __launch_bounds__(kThreads)
   }
   __syncthreads();
   const float* row = logits + r * cols;
-  const double scale = double(1ull << sampling::mass_shift(cols));
+  const double scale = sampling::mass_scale(cols);
   const Share sh = share_of(cols, share);
   Mass run = base;
   for (int64_t first = sh.begin; first < sh.end; first += kThreads) {  // the same trips for all
