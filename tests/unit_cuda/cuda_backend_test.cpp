@@ -440,8 +440,6 @@ TEST_F(CudaBackendTest, RmsNormForwardAndBackward) {
   const int64_t N = 67, C = 896;
   const float eps = 1e-6f;
   auto x = random_vector(size_t(N * C), 15, -2.0f, 2.0f), w = random_vector(size_t(C), 16);
-  auto dout = random_vector(size_t(N * C), 17), dx0 = random_vector(size_t(N * C), 18);
-  auto dw0 = random_vector(size_t(C), 19);
   Backend* bes[2] = {&gpu(), &cpu()};
   for (DType out_dt : {DType::F32, DType::BF16}) {
     std::vector<float> out[2], rstd[2];
@@ -458,26 +456,34 @@ TEST_F(CudaBackendTest, RmsNormForwardAndBackward) {
     expect_close(out[0], out[1], out_dt == DType::F32 ? 1e-5 : kBf16Step + 1e-5, 1e-6, what);
     expect_close(rstd[0], rstd[1], 1e-5, 0.0, what + " rstd");
   }
-  for (bool accumulate : {false, true}) {  // dx += (dx as its own residual), with a bf16 copy
-    std::vector<float> dx[2], dw[2], copy[2];
-    for (int k = 0; k < 2; ++k) {
-      Backend& be = *bes[k];
-      Tensor X = to_device(be, x, {N, C}), W = to_device(be, w, {C});
-      Tensor O = be.empty({N, C}, DType::F32, MemoryCategory::Activations, "out");
-      Tensor R = be.empty({N}, DType::F32, MemoryCategory::Activations, "rstd");
-      be.rmsnorm_forward(X, W, eps, O, R);
-      Tensor DO = to_device(be, dout, {N, C}), DX = to_device(be, dx0, {N, C});
-      Tensor DW = to_device(be, dw0, {C});
-      Tensor Copy = be.empty({N, C}, DType::BF16, MemoryCategory::Activations, "dx (bf16)");
-      be.rmsnorm_backward(DO, X, W, R, accumulate ? &DX : nullptr, DX, &Copy, DW);
-      dx[k] = to_host(be, DX);
-      dw[k] = to_host(be, DW);
-      copy[k] = to_host(be, Copy);
+  // C = 896: four columns per load; C = 90: one. N = 67 rows: four whole tiles of the
+  // backward's and a part of one.
+  for (const int64_t c : {C, int64_t(90)}) {
+    const auto xc = random_vector(size_t(N * c), 15, -2.0f, 2.0f), wc = random_vector(size_t(c), 16);
+    const auto doutc = random_vector(size_t(N * c), 17), dx0c = random_vector(size_t(N * c), 18);
+    const auto dw0c = random_vector(size_t(c), 19);
+    for (bool accumulate : {false, true}) {  // dx += (dx as its own residual), with a bf16 copy
+      std::vector<float> dx[2], dw[2], copy[2];
+      for (int k = 0; k < 2; ++k) {
+        Backend& be = *bes[k];
+        Tensor X = to_device(be, xc, {N, c}), W = to_device(be, wc, {c});
+        Tensor O = be.empty({N, c}, DType::F32, MemoryCategory::Activations, "out");
+        Tensor R = be.empty({N}, DType::F32, MemoryCategory::Activations, "rstd");
+        be.rmsnorm_forward(X, W, eps, O, R);
+        Tensor DO = to_device(be, doutc, {N, c}), DX = to_device(be, dx0c, {N, c});
+        Tensor DW = to_device(be, dw0c, {c});
+        Tensor Copy = be.empty({N, c}, DType::BF16, MemoryCategory::Activations, "dx (bf16)");
+        be.rmsnorm_backward(DO, X, W, R, accumulate ? &DX : nullptr, DX, &Copy, DW);
+        dx[k] = to_host(be, DX);
+        dw[k] = to_host(be, DW);
+        copy[k] = to_host(be, Copy);
+      }
+      const std::string what = "rmsnorm_backward C=" + std::to_string(c) +
+                               (accumulate ? " accumulate" : "");
+      expect_close(dx[0], dx[1], 1e-4, 1e-5 * max_abs(dx[1]), what + " dx");
+      expect_close(copy[0], copy[1], kBf16Step, 1e-5 * max_abs(dx[1]), what + " dx copy");
+      expect_close(dw[0], dw[1], 1e-4, 1e-5 * max_abs(dw[1]), what + " dweight");
     }
-    const std::string what = std::string("rmsnorm_backward") + (accumulate ? " accumulate" : "");
-    expect_close(dx[0], dx[1], 1e-4, 1e-5 * max_abs(dx[1]), what + " dx");
-    expect_close(copy[0], copy[1], kBf16Step, 1e-5 * max_abs(dx[1]), what + " dx copy");
-    expect_close(dw[0], dw[1], 1e-4, 1e-5 * max_abs(dw[1]), what + " dweight");
   }
 }
 

@@ -200,7 +200,7 @@ TEST(CudaKernelsSim, EmbeddingRmsnormRopeSwiglu) {
     std::vector<float> rstd(static_cast<size_t>(N)), y(size_t(N * C));
     cpu::rmsnorm_forward(x.data(), w.data(), 1e-6f, N, C, y.data(), DType::F32, rstd.data());
     auto dout = random_vector(size_t(N * C), 17);
-    std::vector<float> partials(size_t(cuda::column_sum_chunks(N) * C));
+    std::vector<float> partials(size_t(cuda::rmsnorm_backward_scratch_floats(N, C)));
     for (bool with_residual : {false, true})
       for (DType copy_dt : {DType::F32, DType::BF16}) {
         auto residual = random_vector(size_t(N * C), 18);

@@ -205,13 +205,15 @@ class CudaBackend final : public Backend {
                            Named{"dx_copy", dx_copy}, Named{"dweight", &dweight}})
       if (t.second) on_device(op, t.first, *t.second);
     checks::expect_rmsnorm_backward(dout, x, weight, rstd, residual, dx, dx_copy, dweight);
-    Tensor partials = column_partials(x.size(0), x.size(1));
+    Tensor scratch = ctx_.scratch(
+        {std::max<int64_t>(1, cuda::rmsnorm_backward_scratch_floats(x.size(0), x.size(1)))},
+        DType::F32, "rmsnorm weight-gradient partials");
     cuda::rmsnorm_backward(dout.data_as<float>(), x.data_as<float>(), weight.data_as<float>(),
                            rstd.data_as<float>(), x.size(0), x.size(1),
                            residual ? residual->data_as<float>() : nullptr, dx.data_as<float>(),
                            dx_copy ? dx_copy->data() : nullptr,
                            dx_copy ? dx_copy->dtype() : DType::F32, dweight.data_as<float>(),
-                           partials.data_as<float>(), stream());
+                           scratch.data_as<float>(), stream());
   }
 
   void rope(Tensor& x, const Tensor& positions, const Tensor& cos, const Tensor& sin,

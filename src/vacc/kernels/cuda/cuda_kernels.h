@@ -47,7 +47,8 @@ void scale_add_bias(void* out, DType out_dtype, float beta, const float* bias, i
 // ---- embedding.cu ----
 void embedding_forward(const int32_t* ids, const float* table, int64_t vocab_start,
                        int64_t vocab_size, int64_t n, int64_t c, float* out, cudaStream_t stream);
-// Scatter-add with atomicAdd: the order of the additions into one row is not fixed.
+// dtable rows += dout rows by token: a row's first occurrence adds its repeats in token order
+// (the CPU's order; no atomics, the same bits on every run).
 void embedding_backward(const int32_t* ids, const float* dout, int64_t vocab_start,
                         int64_t vocab_size, int64_t n, int64_t c, float* dtable,
                         cudaStream_t stream);
@@ -55,11 +56,13 @@ void embedding_backward(const int32_t* ids, const float* dout, int64_t vocab_sta
 // ---- rmsnorm.cu ----
 void rmsnorm_forward(const float* x, const float* weight, float eps, int64_t n, int64_t c,
                      void* out, DType out_dtype, float* rstd, cudaStream_t stream);
-// `partials`: scratch of column_sum_chunks(n) * c floats (the weight gradient's column sums).
-// dx = residual (null: 0) + the input gradient; dx_copy (null: none) the same in copy_dtype.
+// dx = residual (null: 0) + the input gradient; dx_copy (null: none) the same in copy_dtype;
+// dweight += the weight gradient. `scratch`: device scratch of
+// rmsnorm_backward_scratch_floats(n, c) floats (the weight gradient's partial sums).
+int64_t rmsnorm_backward_scratch_floats(int64_t n, int64_t c);
 void rmsnorm_backward(const float* dout, const float* x, const float* weight, const float* rstd,
                       int64_t n, int64_t c, const float* residual, float* dx, void* dx_copy,
-                      DType copy_dtype, float* dweight, float* partials, cudaStream_t stream);
+                      DType copy_dtype, float* dweight, float* scratch, cudaStream_t stream);
 
 // ---- rope.cu ----
 // Positions outside [0, max_positions) leave their row unchanged and set kRopePositionOutOfRange.
