@@ -11,6 +11,9 @@
 #   autotune  the op timings and vacc's step with cuBLASLt's heuristic first choice
 #             (VACC_MATMUL_AUTOTUNE=0) and with the timed choice (the default), twice each,
 #             alternating
+#   attn_tune the op timings and vacc's step with the attention backward's first dK/dV variant
+#             (VACC_ATTENTION_AUTOTUNE=0) and with the timed choice (the default), twice each,
+#             alternating; the tuning's log line says what each variant took
 #   graphs    the step with (one GPU's default) and without CUDA graphs (--no-cuda-graphs), at
 #             batch 1 and 8 (eager transformers as the peer; the launches weigh most at small
 #             batches)
@@ -115,6 +118,22 @@ for step in $steps; do
             train --model-config "$q05/config.json" --synthetic --batch 8 --seq-len 1024 \
             --steps 12 --dtype bf16 --flavor gpu-1
           grep -E "^Done|Matrix products|error" "$logs/step_autotune${tune}_$round.log"
+        done
+      done
+      ;;
+    attn_tune)
+      q05=$(mktemp -d)
+      "$build/bin/vacc" init --preset qwen2.5-0.5b --config-only "$q05" >/dev/null
+      for round in 1 2; do
+        for tune in 0 1; do
+          run "ops_attn_tune${tune}_$round" 60 env VACC_ATTENTION_AUTOTUNE=$tune \
+            "$build/bin/cuda_ops_bench" 1024 8
+          grep -E "^attention (forward|backward) bf16 flash_mma|dK/dV" \
+            "$logs/ops_attn_tune${tune}_$round.log" | head -6
+          run "step_attn_tune${tune}_$round" 120 env VACC_ATTENTION_AUTOTUNE=$tune \
+            "$build/bin/vacc" train --model-config "$q05/config.json" --synthetic --batch 8 \
+            --seq-len 1024 --steps 12 --dtype bf16 --flavor gpu-1
+          grep -E "^Done|dK/dV|error" "$logs/step_attn_tune${tune}_$round.log"
         done
       done
       ;;

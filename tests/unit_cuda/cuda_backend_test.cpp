@@ -24,8 +24,10 @@
 #include "test_util.h"
 #include "vacc/core/error.h"
 #include "vacc/kernels/backend.h"
+#include "vacc/kernels/cuda/attention_flash_mma.h"
 #include "vacc/kernels/cuda/attention_route.h"
 #include "vacc/kernels/cuda/attention_self_check.h"
+#include "vacc/kernels/cuda/attention_tuning.h"
 #include "vacc/kernels/cuda/cuda_backend.h"
 #include "vacc/kernels/cuda/cuda_allocator.h"
 #include "vacc/kernels/cuda/cuda_context.h"
@@ -642,6 +644,75 @@ TEST_F(CudaBackendTest, FlashMmaKernelsPassTheirSelfCheck) {
     // The bound leaves room for bf16 rounding only, not for a wrong tile.
     EXPECT_GT(a.out, 0.0) << "bf16 outputs cannot match f32 exactly: is the check comparing?";
     EXPECT_TRUE(cuda::flash_mma_self_check(ctx, head_dim)) << "head_dim " << head_dim;
+    // The backward's dK/dV variants differ in register allocation only: the same bits.
+    EXPECT_EQ(a.dkdv_variants_alike, cuda::attention_flash_mma_dkdv_variants(head_dim))
+        << "head_dim " << head_dim;
+    EXPECT_EQ(cuda::flash_mma_dkdv_variants_checked(ctx, head_dim), a.dkdv_variants_alike);
+  }
+}
+
+// VACC_ATTENTION_AUTOTUNE set while this lives.
+struct AttentionAutotuneSetting {
+  explicit AttentionAutotuneSetting(const char* value) {
+    setenv("VACC_ATTENTION_AUTOTUNE", value, 1);
+  }
+  ~AttentionAutotuneSetting() { unsetenv("VACC_ATTENTION_AUTOTUNE"); }
+};
+
+// The first run of a problem times each dK/dV variant (a warm-up and kAutotuneRepeats runs) and
+// ends with the one it keeps; later runs take that one only. Off, or with one variant, variant 0
+// runs once. A bad setting is refused with its name.
+TEST_F(CudaBackendTest, FlashMmaBackwardTuningTimesTheVariantsOnceAndKeepsOne) {
+  cuda::CudaContext ctx(0, size_t(64) << 20);
+  const cuda::FlashMmaBackwardTuning::Problem p{2, 128, 14, 2, 64, DType::BF16, DType::BF16};
+  ASSERT_EQ(cuda::attention_flash_mma_dkdv_variants(64), 2);
+  ASSERT_EQ(cuda::flash_mma_dkdv_variants_checked(ctx, 64), 2);
+  std::vector<int> calls;
+  auto backward = [&](int v) {
+    if (size_t(v) >= calls.size()) calls.resize(size_t(v) + 1);
+    ++calls[size_t(v)];
+  };
+  {
+    const AttentionAutotuneSetting on("1");
+    cuda::FlashMmaBackwardTuning tuning;
+    EXPECT_EQ(tuning.chosen(p), -1);
+    tuning.run(ctx, p, backward);
+    const int kept = tuning.chosen(p);
+    ASSERT_TRUE(kept == 0 || kept == 1) << kept;
+    ASSERT_EQ(calls.size(), 2u);
+    for (int v = 0; v < 2; ++v)
+      EXPECT_EQ(calls[size_t(v)], 1 + cuda::kAutotuneRepeats + (v == kept)) << "variant " << v;
+    EXPECT_EQ(tuning.tuned_problems(), 1);
+    calls.assign(2, 0);
+    tuning.run(ctx, p, backward);
+    EXPECT_EQ(calls[size_t(kept)], 1);
+    EXPECT_EQ(calls[size_t(1 - kept)], 0);
+    // Another problem (head_dim 128 has one variant): variant 0, untimed.
+    calls.assign(2, 0);
+    cuda::FlashMmaBackwardTuning::Problem p128 = p;
+    p128.head_dim = 128;
+    tuning.run(ctx, p128, backward);
+    EXPECT_EQ(calls[0], 1);
+    EXPECT_EQ(calls[1], 0);
+    EXPECT_EQ(tuning.tuned_problems(), 1);
+  }
+  {
+    const AttentionAutotuneSetting off("0");
+    cuda::FlashMmaBackwardTuning tuning;
+    calls.assign(2, 0);
+    tuning.run(ctx, p, backward);
+    EXPECT_EQ(calls[0], 1);
+    EXPECT_EQ(calls[1], 0);
+    EXPECT_EQ(tuning.chosen(p), 0);
+  }
+  const AttentionAutotuneSetting bad("yes");
+  cuda::FlashMmaBackwardTuning tuning;
+  try {
+    tuning.run(ctx, p, backward);
+    ADD_FAILURE() << "a bad VACC_ATTENTION_AUTOTUNE was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("VACC_ATTENTION_AUTOTUNE='yes'"), std::string::npos)
+        << e.what();
   }
 }
 

@@ -490,8 +490,11 @@ __device__ __forceinline__ void dkdv_softmax_grad(float (&st)[Groups][4], float 
 // Written to row (b T + key) of dk and dv, `stride` floats apart, at column (per_q_head ? h :
 // kv head) x D: the partial buffers (B T, Hq D), or dqkv's dK and dV columns when each kv head
 // has one q head.
-template <int D, typename IoT>
-__global__ void __launch_bounds__(kThreads)
+// MinBlocks: the blocks per SM its registers must allow, one per variant of
+// attention_flash_mma_dkdv_variants. 0 leaves ptxas free (178 registers at head_dim 64, sm_90:
+// 2 blocks); 1 is not the same, it gave 219.
+template <int D, typename IoT, int MinBlocks>
+__global__ void __launch_bounds__(kThreads, MinBlocks)
     flash_mma_dkdv_kernel(const bf16* qkv, const IoT* dout, const float* lse, const float* di,
                           int64_t T, int Hq, int Hkv, float scale, int64_t bh_count,
                           float* dk_out, float* dv_out, int64_t stride, bool per_q_head) {
@@ -820,6 +823,8 @@ BackwardScratch backward_scratch(int64_t batch, int64_t seq, int64_t q_heads, in
 
 bool attention_flash_mma_supports(int64_t head_dim) { return head_dim == 64 || head_dim == 128; }
 
+int attention_flash_mma_dkdv_variants(int64_t head_dim) { return head_dim == 64 ? 2 : 1; }
+
 size_t attention_flash_mma_forward_scratch_bytes(int64_t batch, int64_t seq, int64_t q_heads,
                                                  int64_t kv_heads, int64_t head_dim,
                                                  DType qkv_dtype) {
@@ -864,7 +869,10 @@ void attention_flash_mma_backward(const void* dout, const void* qkv_in, DType qk
                                   const void* out, DType io_dtype, const float* lse,
                                   int64_t batch, int64_t seq, int64_t q_heads, int64_t kv_heads,
                                   int64_t head_dim, float* dqkv, void* scratch,
-                                  cudaStream_t stream) {
+                                  cudaStream_t stream, int dkdv_variant) {
+  VACC_CHECK(dkdv_variant >= 0 && dkdv_variant < attention_flash_mma_dkdv_variants(head_dim),
+             "attention (tensor-core flash): no dK/dV variant ", dkdv_variant, " at head_dim ",
+             head_dim);
   const int64_t rows = batch * seq;
   if (rows == 0) return;
   const BackwardScratch layout =
@@ -894,10 +902,14 @@ void attention_flash_mma_backward(const void* dout, const void* qkv_in, DType qk
       launch_with_smem<kThreads>(flash_mma_backward_prep_kernel<IoT>,
                                  "flash_mma_backward_prep_kernel", prep_blocks, 0, stream,
                                  typed_dout, typed_out, rows, seq, int(q_heads), D, di);
-      launch_with_smem<kThreads>(flash_mma_dkdv_kernel<D, IoT>, "flash_mma_dkdv_kernel",
-                                 num_tiles * bh, dkdv_smem, stream, qkv, typed_dout, lse,
-                                 static_cast<const float*>(di), seq, int(q_heads), int(kv_heads),
-                                 scale, bh, dk_out, dv_out, out_stride, per_q_head);
+      // Variant 1 (head_dim 64 only) fits 3 blocks per SM in registers, with spills.
+      auto* dkdv = flash_mma_dkdv_kernel<D, IoT, 0>;
+      if constexpr (D == 64)
+        if (dkdv_variant == 1) dkdv = flash_mma_dkdv_kernel<D, IoT, 3>;
+      launch_with_smem<kThreads>(dkdv, "flash_mma_dkdv_kernel", num_tiles * bh, dkdv_smem, stream,
+                                 qkv, typed_dout, lse, static_cast<const float*>(di), seq,
+                                 int(q_heads), int(kv_heads), scale, bh, dk_out, dv_out,
+                                 out_stride, per_q_head);
       if (per_q_head)
         launch_with_smem<256>(flash_mma_sum_group_kernel, "flash_mma_sum_group_kernel",
                               grid_for(rows * kv_heads * D / 4, 256, int64_t(1) << 30), 0, stream,

@@ -34,13 +34,19 @@ void attention_flash_mma_forward(const void* qkv, DType qkv_dtype, int64_t batch
 size_t attention_flash_mma_backward_scratch_bytes(int64_t batch, int64_t seq, int64_t q_heads,
                                                   int64_t kv_heads, int64_t head_dim,
                                                   DType qkv_dtype);
+// The backward's dK/dV kernel comes in variants that compute the same bits and differ only in
+// how ptxas fits it to the SM: 0 as many registers as it likes (2 blocks per SM at head_dim 64
+// on sm_90), 1 (head_dim 64) bounded to fit 3 blocks per SM, with some spills. Which is faster
+// depends on the GPU, so the backend times them on the first eager run (attention_tuning.h).
+int attention_flash_mma_dkdv_variants(int64_t head_dim);
 // dout and out (B*T, Hq D) of io_dtype; qkv of qkv_dtype; lse (B, Hq, T); dqkv (B*T, (Hq +
 // 2 Hkv) D) f32 overwritten. Deterministic: dK/dV and dQ by separate kernels, no atomics.
+// Reads only its inputs, so it may run again on them (to time a variant).
 void attention_flash_mma_backward(const void* dout, const void* qkv, DType qkv_dtype,
                                   const void* out, DType io_dtype, const float* lse,
                                   int64_t batch, int64_t seq, int64_t q_heads, int64_t kv_heads,
                                   int64_t head_dim, float* dqkv, void* scratch,
-                                  cudaStream_t stream);
+                                  cudaStream_t stream, int dkdv_variant = 0);
 
 // One m16n8k16 tensor-core product on the device, through the same helper as the kernels:
 // d (16x8) = bf16(a) (16x16) bf16(b) (16x8) + c (16x8), all row-major f32 device arrays. For the

@@ -161,18 +161,31 @@ FlashMmaAgreement flash_mma_agreement(CudaContext& ctx, int64_t head_dim) {
                                kQHeads, kKvHeads, D, dqkv_mma, scratch, s);
 
   FlashMmaAgreement a;
+  const std::vector<float> dqkv_got = download(ctx, dqkv_mma, n_qkv);
+  float* dqkv_variant = device_array<float>(ctx, keep, n_qkv, "self-check dqkv (variant)");
+  for (int v = 1; v < attention_flash_mma_dkdv_variants(D); ++v) {
+    attention_flash_mma_backward(dout, qkv, DType::F32, out_mma, DType::BF16, lse_ref, 1, T,
+                                 kQHeads, kKvHeads, D, dqkv_variant, scratch, s, v);
+    if (download(ctx, dqkv_variant, n_qkv) != dqkv_got) break;
+    a.dkdv_variants_alike = v + 1;
+  }
   a.out = difference(bf16_to_floats(download(ctx, out_mma, n_out)), download(ctx, out_ref, n_out),
                      false);
   a.lse = difference(download(ctx, lse_mma, n_lse), download(ctx, lse_ref, n_lse), true);
-  a.dqkv = difference(download(ctx, dqkv_mma, n_qkv), download(ctx, dqkv_ref, n_qkv), false);
+  a.dqkv = difference(dqkv_got, download(ctx, dqkv_ref, n_qkv), false);
   return a;
 }
 
+namespace {
+// Per head_dim (each is its own instantiation of the kernels): 0 not run, 1 passed, 2 failed;
+// and how many dK/dV variants agreed.
+std::atomic<int> self_check_state[2] = {0, 0};
+std::atomic<int> dkdv_variants_alike[2] = {1, 1};
+}  // namespace
+
 bool flash_mma_self_check(CudaContext& ctx, int64_t head_dim) {
   if (!attention_flash_mma_supports(head_dim) || !tensor_core_mma_self_check(ctx)) return false;
-  // Per head_dim (each is its own instantiation of the kernels): 0 not run, 1 passed, 2 failed.
-  static std::atomic<int> state[2] = {0, 0};
-  std::atomic<int>& st = state[head_dim == 64 ? 0 : 1];
+  std::atomic<int>& st = self_check_state[head_dim == 64 ? 0 : 1];
   if (const int s = st.load(); s != 0) return s == 1;
   const std::string what = "attention: the tensor-core flash kernels (head_dim " +
                            std::to_string(head_dim) + ") on " + ctx.device_name();
@@ -187,6 +200,12 @@ bool flash_mma_self_check(CudaContext& ctx, int64_t head_dim) {
                     kFlashMmaSelfCheckTolerance);
       log_warn(what + buf + fallback);
     }
+    const int variants = attention_flash_mma_dkdv_variants(head_dim);
+    if (ok && a.dkdv_variants_alike < variants)
+      log_warn(what + ": the backward's dK/dV variant " + std::to_string(a.dkdv_variants_alike) +
+               " does not give variant 0's bits in the self-check; only the first " +
+               std::to_string(a.dkdv_variants_alike) + " are timed");
+    dkdv_variants_alike[head_dim == 64 ? 0 : 1].store(a.dkdv_variants_alike);
     st.store(ok ? 1 : 2);
     return ok;
   } catch (const Error& e) {
@@ -194,6 +213,11 @@ bool flash_mma_self_check(CudaContext& ctx, int64_t head_dim) {
     st.store(2);
     return false;
   }
+}
+
+int flash_mma_dkdv_variants_checked(CudaContext& ctx, int64_t head_dim) {
+  if (!flash_mma_self_check(ctx, head_dim)) return 1;
+  return dkdv_variants_alike[head_dim == 64 ? 0 : 1].load();
 }
 
 }  // namespace vacc::cuda

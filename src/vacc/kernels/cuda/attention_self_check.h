@@ -19,8 +19,11 @@ bool tensor_core_mma_self_check(CudaContext& ctx);
 // (one sequence of 80 tokens: a full and a partial tile of 64 queries, three key tiles of 32;
 // 2 query heads sharing 1 key/value head), bf16 outputs and gradients as in training. Each is
 // the largest difference relative to the reference's largest magnitude (lse: absolute).
+// Also: how many of the backward's dK/dV variants, from the first, give variant 0's dqkv to the
+// bit (they differ only in register allocation; attention_tuning.h times only those).
 struct FlashMmaAgreement {
   double out = 0, lse = 0, dqkv = 0;
+  int dkdv_variants_alike = 1;
   double worst() const;
 };
 FlashMmaAgreement flash_mma_agreement(CudaContext& ctx, int64_t head_dim);
@@ -32,5 +35,9 @@ constexpr double kFlashMmaSelfCheckTolerance = 3e-2;
 // The product check, then flash_mma_agreement within the tolerance, for this head_dim (64 or
 // 128); the first call per head_dim decides for the process, and a failure is logged once.
 bool flash_mma_self_check(CudaContext& ctx, int64_t head_dim);
+
+// The dK/dV variants the tuning may time for this head_dim: the agreeing ones of the self-check
+// (1 where it failed or the variants differ).
+int flash_mma_dkdv_variants_checked(CudaContext& ctx, int64_t head_dim);
 
 }  // namespace vacc::cuda

@@ -15,6 +15,7 @@
 #include "vacc/kernels/cuda/attention_flash_mma.h"
 #include "vacc/kernels/cuda/attention_gemm.h"
 #include "vacc/kernels/cuda/attention_route.h"
+#include "vacc/kernels/cuda/attention_tuning.h"
 #include "vacc/kernels/cuda/classifier_cross_entropy.h"
 #include "vacc/kernels/cuda/cuda_check.h"
 #include "vacc/kernels/cuda/cuda_context.h"
@@ -315,10 +316,15 @@ class CudaBackend final : public Backend {
       const size_t bytes = cuda::attention_flash_mma_backward_scratch_bytes(
           s.batch, s.seq, s.q_heads, s.kv_heads, s.head_dim, qkv.dtype());
       Tensor scratch = ctx_.scratch_bytes(bytes, "attention backward scratch");
-      cuda::attention_flash_mma_backward(dout.data(), qkv.data(), qkv.dtype(), out.data(),
-                                         out.dtype(), lse.data_as<float>(), s.batch, s.seq,
-                                         s.q_heads, s.kv_heads, s.head_dim,
-                                         dqkv.data_as<float>(), scratch.data(), stream());
+      const cuda::FlashMmaBackwardTuning::Problem problem{
+          s.batch, s.seq, s.q_heads, s.kv_heads, s.head_dim, qkv.dtype(), out.dtype()};
+      attention_tuning_.run(ctx_, problem, [&](int variant) {
+        cuda::attention_flash_mma_backward(dout.data(), qkv.data(), qkv.dtype(), out.data(),
+                                           out.dtype(), lse.data_as<float>(), s.batch, s.seq,
+                                           s.q_heads, s.kv_heads, s.head_dim,
+                                           dqkv.data_as<float>(), scratch.data(), stream(),
+                                           variant);
+      });
       return;
     }
     const Tensor q32 = widened(qkv, "attention qkv (f32)");
@@ -567,6 +573,8 @@ class CudaBackend final : public Backend {
   }
 
   cuda::CudaContext ctx_;
+  // The tensor-core attention backward's kernel variant per problem (timed on its first run).
+  cuda::FlashMmaBackwardTuning attention_tuning_;
   // adamw_step_segments' device work list and the segments it was built for (after ctx_: the
   // tensor is freed before the allocator).
   std::vector<AdamWSegment> adamw_segments_;

@@ -1,5 +1,6 @@
 #include "vacc/kernels/cuda/matmul_autotune.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <limits>
 #include <string>
@@ -39,10 +40,12 @@ struct EventPair {
 };
 }  // namespace
 
-int fastest_candidate(int count, const std::function<bool(int)>& run, cudaStream_t stream) {
+int fastest_candidate(int count, const std::function<bool(int)>& run, cudaStream_t stream,
+                      std::vector<float>* times) {
   EventPair events;
   int best = -1;
   float best_ms = std::numeric_limits<float>::infinity();
+  if (times) times->assign(size_t(std::max(count, 0)), best_ms);
   for (int i = 0; i < count; ++i) {
     if (!run(i)) continue;  // also the warm-up: the first launch of a kernel loads it
     VACC_CUDA_CHECK(cudaEventRecord(events.start, stream));
@@ -51,6 +54,7 @@ int fastest_candidate(int count, const std::function<bool(int)>& run, cudaStream
     VACC_CUDA_CHECK(cudaEventSynchronize(events.stop));
     float ms = 0.0f;
     VACC_CUDA_CHECK(cudaEventElapsedTime(&ms, events.start, events.stop));
+    if (times) (*times)[size_t(i)] = ms / kAutotuneRepeats;
     if (ms < best_ms) {
       best_ms = ms;
       best = i;

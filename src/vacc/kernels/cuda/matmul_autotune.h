@@ -12,6 +12,7 @@
 #include <cuda_runtime.h>
 
 #include <functional>
+#include <vector>
 
 namespace vacc::cuda {
 
@@ -22,8 +23,10 @@ int autotune_candidates();
 
 // Runs each candidate i in [0, count) once untimed (run(i) returns false when the candidate
 // cannot run, which drops it), then kAutotuneRepeats times between two events on `stream`;
-// returns the fastest's index, or -1 when none could run. Waits for the stream.
+// returns the fastest's index, or -1 when none could run. Waits for the stream. `ms`, where
+// given, receives each candidate's time per run (infinity for one that could not run).
 constexpr int kAutotuneRepeats = 4;
-int fastest_candidate(int count, const std::function<bool(int)>& run, cudaStream_t stream);
+int fastest_candidate(int count, const std::function<bool(int)>& run, cudaStream_t stream,
+                      std::vector<float>* ms = nullptr);
 
 }  // namespace vacc::cuda
