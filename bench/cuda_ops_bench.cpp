@@ -127,7 +127,7 @@ int main(int argc, char** argv) {
       Tensor dqkv = g.empty({N, QKV}, DType::F32, MemoryCategory::Activations, "dqkv");
       const double fwd = 2.0 * B * Hq * T * T * D;  // causal: half of 4 B H T^2 D
       report(g, "attention forward " + tag, fwd, 0,
-             [&] { g.attention_forward(qkv, s, out, lse); });
+             [&] { g.attention_forward(qkv, s, out, lse, nullptr); });
       report(g, "attention backward " + tag, 2.5 * fwd, 0,
              [&] { g.attention_backward(dout, qkv, out, lse, s, dqkv); });
     }

@@ -162,7 +162,7 @@ TEST(AttentionTest, ForwardMatchesNaiveSoftmaxInF32AndBf16) {
                              MemoryCategory::Buffers, "out");
       Tensor lse = be->empty({c.batch, c.q_heads, c.seq}, DType::F32, MemoryCategory::Buffers,
                              "lse");
-      be->attention_forward(QKV, s, out, lse);
+      be->attention_forward(QKV, s, out, lse, nullptr);
       const std::string what = describe(c) + " " + dtype_name(dt);
       // The outputs are convex combinations of values in [-1.5, 1.5]: bf16 rounding is
       // 2^-9 relative, so bf16 gets 1e-2 relative plus 4e-3 absolute.
@@ -183,7 +183,7 @@ std::vector<float> kernel_backward(Backend& be, const AttnCase& c, const std::ve
   Tensor out = be.empty({c.batch * c.seq, c.q_heads * c.head_dim}, io, MemoryCategory::Buffers,
                         "out");
   Tensor lse = be.empty({c.batch, c.q_heads, c.seq}, DType::F32, MemoryCategory::Buffers, "lse");
-  be.attention_forward(QKV, s, out, lse);
+  be.attention_forward(QKV, s, out, lse, nullptr);
   Tensor dO = to_device(be, dout, out.shape(), io);
   Tensor dQKV = be.empty(QKV.shape(), DType::F32, MemoryCategory::Buffers, "dqkv");
   be.fill(dQKV, std::numeric_limits<float>::quiet_NaN());
@@ -238,7 +238,7 @@ TEST(AttentionTest, Bf16QkvIsTheRoundedF32Qkv) {
     Tensor L = be->empty({c.batch, c.q_heads, c.seq}, DType::F32, MemoryCategory::Buffers, "lse");
     Tensor DO = to_device(*be, dout, O.shape());
     Tensor DQKV = be->empty(QKV.shape(), DType::F32, MemoryCategory::Buffers, "dqkv");
-    be->attention_forward(QKV, s, O, L);
+    be->attention_forward(QKV, s, O, L, nullptr);
     be->attention_backward(DO, QKV, O, L, s, DQKV);
     out[k] = to_host(*be, O);
     lse[k] = to_host(*be, L);
@@ -253,7 +253,22 @@ TEST(AttentionTest, Bf16QkvIsTheRoundedF32Qkv) {
   Tensor O = be->empty({c.batch * c.seq, c.q_heads * c.head_dim}, DType::F32,
                        MemoryCategory::Buffers, "out");
   Tensor L = be->empty({c.batch, c.q_heads, c.seq}, DType::F32, MemoryCategory::Buffers, "lse");
-  EXPECT_THROW(be->attention_forward(Ints, s, O, L), Error);
+  EXPECT_THROW(be->attention_forward(Ints, s, O, L, nullptr), Error);
+  // The bf16 copy of out: out rounded; a copy of another shape is refused before any write.
+  Tensor QKV = to_device(*be, qkv, {c.batch * c.seq, s.qkv_width()}, DType::BF16);
+  Tensor Copy = be->empty(O.shape(), DType::BF16, MemoryCategory::Buffers, "out (bf16)");
+  be->attention_forward(QKV, s, O, L, &Copy);
+  const std::vector<float> o = to_host(*be, O), copy = to_host(*be, Copy);
+  ASSERT_EQ(o.size(), copy.size());
+  for (size_t i = 0; i < o.size(); ++i) ASSERT_EQ(copy[i], bf16_to_float(float_to_bf16(o[i])));
+  Tensor Short = be->empty({c.batch * c.seq - 1, c.q_heads * c.head_dim}, DType::BF16,
+                           MemoryCategory::Buffers, "out (bf16)");
+  try {
+    be->attention_forward(QKV, s, O, L, &Short);
+    ADD_FAILURE() << "a bf16 copy of the wrong shape was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("out_copy"), std::string::npos) << e.what();
+  }
 }
 
 TEST(AttentionTest, BackwardMatchesFiniteDifferences) {

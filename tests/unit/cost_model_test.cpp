@@ -64,9 +64,9 @@ TEST(CostModel, ElementwiseTrafficByPrecision) {
   const double loss = 3.0 * 16 * 256 * 4;
   // f32: forward (12 N C + 4 N W + 6 N F) x 4 = 131072 bytes a layer, backward twice that.
   EXPECT_NEAR(step(DType::F32), (2 * 3 * 131072 + loss) / 1e9, 1e-15);
-  // bf16 mixed precision: forward 12 N C + 4 N W + 6 N F = 32768 bytes a layer, backward
-  // 48 N C + 14 N W + 10 N F = 98304.
-  EXPECT_NEAR(step(DType::BF16), (2 * (32768 + 98304) + loss) / 1e9, 1e-15);
+  // bf16 mixed precision: forward 14 N C + 4 N W + 6 N F = 34816 bytes a layer, backward
+  // 42 N C + 14 N W + 10 N F = 92160.
+  EXPECT_NEAR(step(DType::BF16), (2 * (34816 + 92160) + loss) / 1e9, 1e-15);
 }
 
 TEST(CostModel, GroupLinkByRankOrder) {

@@ -69,7 +69,7 @@ TEST(AttentionDecode, MatchesCausalAttentionForward) {
     Tensor want =
         be->empty({c.seq, c.q_heads * c.head_dim}, DType::F32, MemoryCategory::Buffers, "want");
     Tensor lse = be->empty({1, c.q_heads, c.seq}, DType::F32, MemoryCategory::Buffers, "lse");
-    be->attention_forward(qkv, full, want, lse);
+    be->attention_forward(qkv, full, want, lse, nullptr);
     const std::vector<float> ref = to_host(*be, want);
 
     for (DType dt : {DType::F32, DType::BF16}) {

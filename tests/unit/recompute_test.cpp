@@ -61,6 +61,15 @@ TEST(Recompute, BlockActivationsSplitBetweenLayerAndScratch) {
   EXPECT_EQ(defined(both), all);
   EXPECT_EQ(both.norm1.data(), kept.norm1.data());
   EXPECT_EQ(both.qkv.data(), scratch.qkv.data());
+  // f32 has no bf16 copy of the attention output; bf16 keeps it with the attention output.
+  EXPECT_FALSE(BlockActivations::allocate(*be, g).attn_c.defined());
+  g.compute = DType::BF16;
+  EXPECT_TRUE(BlockActivations::allocate(*be, g).attn_c.defined());
+  EXPECT_EQ(BlockActivations::allocate(*be, g).attn_c.dtype(), DType::BF16);
+  EXPECT_FALSE(BlockActivations::allocate(*be, g, Recompute::Selective).attn_c.defined());
+  EXPECT_TRUE(
+      BlockActivations::allocate_recomputed(*be, g, Recompute::Selective).attn_c.defined());
+  EXPECT_TRUE(BlockActivations::allocate_recomputed(*be, g, Recompute::Full).attn_c.defined());
 }
 
 // ---------------------------------------------------------------- exactness
@@ -240,6 +249,7 @@ LayerBytes layer_bytes(const ModelConfig& c, DType dtype, int64_t batch, int64_t
   LayerBytes b;
   b.attention = N * (Hq + 2 * Hkv) * D * e  // qkv
                 + N * Hq * D * 4            // attention output
+                + (e < 4 ? N * Hq * D * e : 0)  // its bf16 copy (mixed precision)
                 + batch * Hq * seq * 4;     // lse
   b.kept = N * C * e * 2                    // norm1, norm2
            + N * 4 * 2                      // rstd1, rstd2

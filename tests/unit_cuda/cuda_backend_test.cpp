@@ -734,9 +734,19 @@ TEST_F(CudaBackendTest, AttentionForwardMatchesCpu) {
                             MemoryCategory::Activations, "out");
         Tensor L = be.empty({c.batch, c.q_heads, c.seq}, DType::F32, MemoryCategory::Activations,
                             "lse");
-        be.attention_forward(QKV, s, O, L);
+        // An f32 out with its bf16 copy (training in mixed precision): the copy is out rounded.
+        Tensor Copy = be.empty(O.shape(), DType::BF16, MemoryCategory::Activations, "out (bf16)");
+        be.attention_forward(QKV, s, O, L, dt == DType::F32 ? &Copy : nullptr);
         out[k] = to_host(be, O);
         lse[k] = to_host(be, L);
+        if (dt == DType::F32) {
+          const std::vector<float> copy = to_host(be, Copy);
+          size_t wrong = 0;
+          for (size_t i = 0; i < copy.size(); ++i)
+            wrong += copy[i] != bf16_to_float(float_to_bf16(out[k][i]));
+          EXPECT_EQ(wrong, 0u) << c.str(compute, dt) << route_label(route) << " bf16 copy, "
+                               << (k == 0 ? "gpu" : "cpu");
+        }
       }
       const std::string what = c.str(compute, dt) + " qkv " +
                                dtype_name(attn_qkv_dtype(compute, dt)) + route_label(route);
@@ -771,7 +781,7 @@ TEST_F(CudaBackendTest, AttentionBackwardMatchesCpu) {
         Tensor O = cpu().empty({rows, out_width}, dt, MemoryCategory::Activations, "out");
         Tensor L = cpu().empty({c.batch, c.q_heads, c.seq}, DType::F32,
                                MemoryCategory::Activations, "lse");
-        cpu().attention_forward(QKV, s, O, L);
+        cpu().attention_forward(QKV, s, O, L, nullptr);
         out = to_host(cpu(), O);
         lse = to_host(cpu(), L);
       }
@@ -819,7 +829,7 @@ TEST_F(CudaBackendTest, TensorCoreAttentionReadsMisalignedInputs) {
     Tensor O = be.empty({rows, out_width}, DType::BF16, MemoryCategory::Activations, "out");
     Tensor L = be.empty({c.batch, c.q_heads, c.seq}, DType::F32, MemoryCategory::Activations, "lse");
     Tensor DQKV = be.empty({rows, width}, DType::F32, MemoryCategory::Activations, "dqkv");
-    be.attention_forward(QKV, s, O, L);
+    be.attention_forward(QKV, s, O, L, nullptr);
     be.attention_backward(DO, QKV, O, L, s, DQKV);
     out[k] = to_host(be, O);
     lse[k] = to_host(be, L);

@@ -181,9 +181,11 @@ class Backend {
   // qkv (B*T, qkv_width) f32, or bf16 (mixed precision: q, k and v as the products' inputs are,
   // computed from in f32 where a backend has no bf16 route); out (B*T, q_heads*head_dim) f32 or
   // bf16;
-  // lse f32 (B, q_heads, T) = log-sum-exp of each score row, saved for backward.
+  // lse f32 (B, q_heads, T) = log-sum-exp of each score row, saved for backward. out_copy (null:
+  // none) receives out in its own dtype as well, rounded from the same values (mixed precision
+  // keeps an f32 out for the backward and a bf16 one for the o_proj products).
   virtual void attention_forward(const Tensor& qkv, const AttentionShape& shape, Tensor& out,
-                                 Tensor& lse) = 0;
+                                 Tensor& lse, Tensor* out_copy) = 0;
   // dqkv f32 (B*T, qkv_width) = gradient w.r.t. qkv (overwrites), recomputing the scores; qkv
   // f32 or bf16 as in attention_forward.
   virtual void attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out,

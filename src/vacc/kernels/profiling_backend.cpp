@@ -140,9 +140,9 @@ double attention_flops(const AttentionShape& s) {
 }
 }  // namespace
 void ProfilingBackend::attention_forward(const Tensor& qkv, const AttentionShape& shape,
-                                         Tensor& out, Tensor& lse) {
+                                         Tensor& out, Tensor& lse, Tensor* out_copy) {
   timed("attention_forward", attention_flops(shape),
-        [&] { inner_.attention_forward(qkv, shape, out, lse); });
+        [&] { inner_.attention_forward(qkv, shape, out, lse, out_copy); });
 }
 void ProfilingBackend::attention_backward(const Tensor& dout, const Tensor& qkv,
                                           const Tensor& out, const Tensor& lse,

@@ -61,7 +61,7 @@ class ProfilingBackend final : public Backend {
   void swiglu_forward(const Tensor& gate_up, Tensor& out) override;
   void swiglu_backward(const Tensor& dout, const Tensor& gate_up, Tensor& dgate_up) override;
   void attention_forward(const Tensor& qkv, const AttentionShape& shape, Tensor& out,
-                         Tensor& lse) override;
+                         Tensor& lse, Tensor* out_copy) override;
   void attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out,
                           const Tensor& lse, const AttentionShape& shape, Tensor& dqkv) override;
   void attention_decode(const Tensor& qkv, Tensor& k_cache, Tensor& v_cache, const Tensor& positions,

@@ -19,14 +19,14 @@ const Tensor& as_compute(Backend& be, const Tensor& src, Tensor& scratch) {
 enum ActivationPart : unsigned {
   kNorm1 = 1u << 0, kRstd1 = 1u << 1, kQkv = 1u << 2, kAttn = 1u << 3, kLse = 1u << 4,
   kH = 1u << 5, kNorm2 = 1u << 6, kRstd2 = 1u << 7, kGateUp = 1u << 8, kSwiglu = 1u << 9,
-  kAllParts = (1u << 10) - 1,
+  kAttnC = 1u << 10, kAllParts = (1u << 11) - 1,
 };
 
 // What a layer keeps under `mode`; the rest is recomputed before its backward.
 unsigned kept_parts(Recompute mode) {
   switch (mode) {
     case Recompute::None: return kAllParts;
-    case Recompute::Selective: return kAllParts & ~(kQkv | kAttn | kLse);
+    case Recompute::Selective: return kAllParts & ~(kQkv | kAttn | kAttnC | kLse);
     case Recompute::Full: return 0;
   }
   return kAllParts;
@@ -49,6 +49,10 @@ BlockActivations allocate_parts(Backend& be, const BlockGeometry& g, unsigned pa
   // f32 even in bf16 mode: attention backward's rowsum(dO * O) must see the O it computed
   // (with a bf16 O it amplifies rounding where values are alike).
   make(kAttn, act.attn, {N, a.q_heads * a.head_dim}, DType::F32, "attention output");
+  // Its bf16 rounding, o_proj's operand forward and backward: the attention kernel writes it
+  // beside the f32 output, in the same pass.
+  if (g.compute != DType::F32)
+    make(kAttnC, act.attn_c, {N, a.q_heads * a.head_dim}, g.compute, "attention output (bf16)");
   make(kLse, act.lse, {a.batch, a.q_heads, a.seq}, DType::F32, "attention lse");
   make(kH, act.h, {N, C}, DType::F32, "residual h");
   make(kNorm2, act.norm2, {N, C}, g.compute, "norm2");
@@ -58,6 +62,11 @@ BlockActivations allocate_parts(Backend& be, const BlockGeometry& g, unsigned pa
   make(kGateUp, act.gate_up, {N, 2 * F}, g.compute, "gate_up");
   make(kSwiglu, act.act, {N, F}, g.compute, "swiglu output");
   return act;
+}
+
+// o_proj's operand: the attention output in the compute dtype.
+const Tensor& o_proj_operand(const BlockActivations& act) {
+  return act.attn_c.defined() ? act.attn_c : act.attn;
 }
 
 // out = residual + a @ weight^T: the add in the product's epilogue, or, under tensor
@@ -93,6 +102,7 @@ BlockActivations BlockActivations::completed_by(const BlockActivations& scratch)
   fill(out.rstd1, scratch.rstd1);
   fill(out.qkv, scratch.qkv);
   fill(out.attn, scratch.attn);
+  fill(out.attn_c, scratch.attn_c);
   fill(out.lse, scratch.lse);
   fill(out.h, scratch.h);
   fill(out.norm2, scratch.norm2);
@@ -114,8 +124,6 @@ BlockWorkspace BlockWorkspace::allocate(Backend& be, const BlockGeometry& g) {
   ws.dact = be.empty({N, F}, g.compute, kBuf, "dact");  // SwiGLU's dout: gate_up's dtype
   ws.dgate_up = be.empty({N, 2 * F}, g.compute, kBuf, "dgate_up");
   ws.dattn = be.empty({N, a.q_heads * a.head_dim}, DType::F32, kBuf, "dattn");
-  if (mixed)
-    ws.attn_c = be.empty({N, a.q_heads * a.head_dim}, g.compute, kBuf, "attention output (bf16)");
   ws.dqkv = be.empty({N, a.qkv_width()}, DType::F32, kBuf, "dqkv");
   if (mixed) ws.dqkv_c = be.empty({N, a.qkv_width()}, g.compute, kBuf, "dqkv (compute dtype)");
   return ws;
@@ -129,7 +137,8 @@ void block_attention_forward(Backend& be, const BlockGeometry& g, const BlockWei
             w.qkv_bias.defined() ? &w.qkv_bias : nullptr);
   be.rope(act.qkv, positions, rope.cos, rope.sin, a.q_heads + a.kv_heads, a.head_dim, false,
           nullptr);
-  be.attention_forward(act.qkv, a, act.attn, act.lse);
+  be.attention_forward(act.qkv, a, act.attn, act.lse,
+                       act.attn_c.defined() ? &act.attn_c : nullptr);
 }
 
 void block_forward(Backend& be, const BlockGeometry& g, const BlockWeights& w, const Tensor& x,
@@ -138,7 +147,7 @@ void block_forward(Backend& be, const BlockGeometry& g, const BlockWeights& w, c
   // Attention: h = x + o_proj(attention(rope(qkv(norm1(x)))))
   be.rmsnorm_forward(x, w.input_norm, g.eps, act.norm1, act.rstd1);
   block_attention_forward(be, g, w, positions, rope, act);
-  add_projection(be, as_compute(be, act.attn, ws.attn_c), w.o_proj, x, ws, act.h, hooks);
+  add_projection(be, o_proj_operand(act), w.o_proj, x, ws, act.h, hooks);
   // MLP: out = h + down(silu(gate(norm2(h))) * up(norm2(h)))
   be.rmsnorm_forward(act.h, w.post_norm, g.eps, act.norm2, act.rstd2);
   be.matmul(act.norm2, false, w.gate_up, true, act.gate_up);
@@ -168,7 +177,7 @@ void block_backward(Backend& be, const BlockGeometry& g, const BlockWeights& w, 
 
   // Attention backward.
   const Tensor& dh = dx_c ? *dx_c : ws.dh;
-  be.matmul(dh, true, as_compute(be, act.attn, ws.attn_c), false, grads.o_proj, 1.0f, 1.0f);
+  be.matmul(dh, true, o_proj_operand(act), false, grads.o_proj, 1.0f, 1.0f);
   be.matmul(dh, false, w.o_proj, false, ws.dattn);                    // (N, Hq D)
   be.attention_backward(ws.dattn, act.qkv, act.attn, act.lse, a, ws.dqkv);
   // The inverse rotation also writes the products' bf16 operand (the bias takes the f32 one).

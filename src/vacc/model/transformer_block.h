@@ -34,7 +34,8 @@ struct BlockActivations {
   Tensor norm1;        // (N, C) compute dtype: input of the qkv product
   Tensor rstd1;        // (N)
   Tensor qkv;          // (N, W) compute dtype, after RoPE
-  Tensor attn;         // (N, Hq*D) f32: attention output, input of o_proj
+  Tensor attn;         // (N, Hq*D) f32: attention output (o_proj's operand in f32)
+  Tensor attn_c;       // (N, Hq*D) compute (only for bf16): o_proj's operand, attn rounded
   Tensor lse;          // (B, Hq, T)
   Tensor h;            // (N, C) f32: residual after attention
   Tensor norm2;        // (N, C) compute dtype
@@ -43,11 +44,12 @@ struct BlockActivations {
   Tensor act;          // (N, F) compute dtype: input of down_proj
 
   // The tensors a layer keeps between forward and backward under `mode`: all of them for
-  // None; all but qkv, attn and lse for Selective; none for Full (undefined tensors).
+  // None; all but qkv, attn (and attn_c) and lse for Selective; none for Full (undefined
+  // tensors).
   static BlockActivations allocate(Backend& be, const BlockGeometry& g,
                                    Recompute mode = Recompute::None);
   // The tensors `mode` recomputes (the complement of allocate's), for one scratch shared by
-  // every layer ("recompute scratch" activations): qkv, attn, lse for Selective; all for
+  // every layer ("recompute scratch" activations): qkv, attn(_c), lse for Selective; all for
   // Full; none for None.
   static BlockActivations allocate_recomputed(Backend& be, const BlockGeometry& g, Recompute mode);
   // These tensors, with each undefined one taken from `scratch`.
@@ -63,7 +65,6 @@ struct BlockWorkspace {
   Tensor dact;       // (N, F) f32
   Tensor dgate_up;   // (N, 2F) compute
   Tensor dattn;      // (N, Hq*D) f32
-  Tensor attn_c;     // (N, Hq*D) compute (only for bf16): o_proj's operand
   Tensor dqkv;       // (N, W) f32
   Tensor dqkv_c;     // (N, W) compute (only for bf16)
 

@@ -17,17 +17,19 @@ constexpr double kF32 = 4.0;
 // forward's bytes (measured on the CPU: docs/PLANNER.md, "Accuracy"). Mixed precision keeps the
 // residual stream and its gradient in f32 but qkv, gate_up, SwiGLU's output and the norms'
 // outputs in bf16, and its backward moves more than twice its forward: per layer, forward
-// 2 x RMSNorm (f32 in, bf16 out: 6 N C each), RoPE in place on bf16 (4 N W), SwiGLU (bf16 in
+// 2 x RMSNorm (f32 in, bf16 out: 6 N C each), the attention output's bf16 copy (2 N C, written
+// by the attention kernel; Hq D taken as C), RoPE in place on bf16 (4 N W), SwiGLU (bf16 in
 // and out: 6 N F); backward 2 x RMSNorm (f32 dy, x and residual gradient in, f32 dx and its
-// bf16 copy out: 18 N C each), 2 conversions to bf16 (6 N C each), RoPE on the f32 gradient
-// with a bf16 copy (10 N W), the bias gradient (4 N W), SwiGLU (10 N F). With the f32 rule
-// the 0.5B model's bf16 step on an H100 predicted 4x its element-wise time (46 ms of 75).
+// bf16 copy out: 18 N C each), a conversion to bf16 (6 N C: the top layer's dy, counted in
+// every layer), RoPE on the f32 gradient with a bf16 copy (10 N W), the bias gradient (4 N W),
+// SwiGLU (10 N F). With the f32 rule the 0.5B model's bf16 step on an H100 predicted 4x its
+// element-wise time (46 ms of 75).
 struct ElementwiseBytes {
   double forward = 0, backward = 0;
 };
 ElementwiseBytes layer_elementwise_bytes(double N, double C, double W, double F, DType dt) {
   if (dt == DType::BF16)
-    return {12 * N * C + 4 * N * W + 6 * N * F, 48 * N * C + 14 * N * W + 10 * N * F};
+    return {14 * N * C + 4 * N * W + 6 * N * F, 42 * N * C + 14 * N * W + 10 * N * F};
   const double forward = (12 * N * C + 4 * N * W + 6 * N * F) * kF32;
   return {forward, 2 * forward};
 }

@@ -39,7 +39,8 @@ LayerActivations layer_activations(const ModelShard& s, const ModelConfig& c, in
   const double D = double(c.head_dim), hq = double(s.q_heads), hkv = double(s.kv_heads);
   const double norms = 2 * N * C * compute_bytes + 2 * N * kF32;        // norm1/2, rstd1/2
   const double attention = N * (hq + 2 * hkv) * D * compute_bytes       // qkv
-                           + N * hq * D * kF32 + N * hq * kF32;         // attn, lse
+                           + N * hq * D * kF32 + N * hq * kF32          // attn, lse
+                           + (compute_bytes < kF32 ? N * hq * D * compute_bytes : 0.0);  // attn_c
   const double mlp = N * C * kF32 + N * 2 * F * compute_bytes + N * F * compute_bytes;  // h, gate_up, act
   const double all = norms + attention + mlp;
   // Full also keeps a scratch for the recomputed layer's output (N, C) f32.
@@ -180,7 +181,7 @@ MemoryBreakdown predict_rank_memory(const ModelConfig& c, const ParallelConfig& 
   // pipeline gradient sends, RoPE tables, small scalars.
   double ws = 3 * N * C * kF32 + N * F * cb /* dact */ + N * 2 * F * cb + N * hq * D * kF32 +
               N * W * kF32;
-  if (mixed) ws += N * C * 2 + N * hq * D * 2 + N * W * 2;
+  if (mixed) ws += N * C * 2 + N * W * 2;  // dy_c, dqkv_c
   m.buffers = ws + N * C * kF32 /* model's dx scratch */ + N * C * kF32 /* trainer's dx */ +
               double(in_flight) * 2 * N * 4 + N * 4 /* ids, labels, positions */ +
               (stage > 0 ? 2 * N * C * kF32 : 0.0) /* gradient sends */ +

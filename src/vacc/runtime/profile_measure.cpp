@@ -249,7 +249,7 @@ DeviceMeasurements measure_device(Backend& be, Communicator& comm, const Profile
                             " heads=" + std::to_string(a.q_heads) + " D=" + std::to_string(a.head_dim) +
                             " fwd+bwd",
            0, flops, [&] {
-             be.attention_forward(qkv, a, att, lse);
+             be.attention_forward(qkv, a, att, lse, nullptr);
              be.attention_backward(att, qkv, att, lse, a, dqkv);
            });
     out.attention = {a, out.kernels.back().seconds};

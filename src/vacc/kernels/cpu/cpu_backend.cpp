@@ -184,8 +184,8 @@ class CpuBackend final : public Backend {
                          gate_up.size(1) / 2, dgate_up.data(), dgate_up.dtype());
   }
 
-  void attention_forward(const Tensor& qkv, const AttentionShape& s, Tensor& out,
-                         Tensor& lse) override {
+  void attention_forward(const Tensor& qkv, const AttentionShape& s, Tensor& out, Tensor& lse,
+                         Tensor* out_copy) override {
     const char* op = "attention_forward";
     s.check();
     expect_shape(op, "qkv", qkv, {s.batch * s.seq, s.qkv_width()});
@@ -194,8 +194,13 @@ class CpuBackend final : public Backend {
     expect_float(op, "out", out);
     expect_shape(op, "lse", lse, {s.batch, s.q_heads, s.seq});
     expect_dtype(op, "lse", lse, DType::F32);
+    if (out_copy) {
+      expect_shape(op, "out_copy", *out_copy, out.shape());
+      expect_float(op, "out_copy", *out_copy);
+    }
     cpu::attention_forward(as_f32(qkv, widened_qkv_), s.batch, s.seq, s.q_heads, s.kv_heads,
                            s.head_dim, out.data(), out.dtype(), lse.data_as<float>());
+    if (out_copy) copy(out, *out_copy);
   }
   void attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out,
                           const Tensor& lse, const AttentionShape& s, Tensor& dqkv) override {

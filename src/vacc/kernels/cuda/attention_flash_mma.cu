@@ -266,7 +266,8 @@ __device__ __forceinline__ float quad_sum(float v) {
 template <int D, typename OutT>
 __global__ void __launch_bounds__(kThreads, D == 64 ? 3 : 2)
     flash_mma_forward_kernel(const bf16* qkv, int64_t T, int Hq, int Hkv, float scale,
-                             int64_t num_tiles, int64_t bh_count, OutT* out, float* lse) {
+                             int64_t num_tiles, int64_t bh_count, OutT* out, float* lse,
+                             bf16* out_bf16) {
   constexpr int kStride = D + kPad;
   constexpr int kDimSteps = D / 16, kKeyGroups = kTile / 8, kOutGroups = D / 8;
   extern __shared__ uint4 flash_smem[];  // uint4: 16-byte aligned (the bf16 tile copies)
@@ -424,8 +425,12 @@ __global__ void __launch_bounds__(kThreads, D == 64 ? 3 : 2)
     const int64_t at = (b * T + row) * out_width + int64_t(h) * D + quad_col;
 #pragma unroll
     for (int n = 0; n < kOutGroups; ++n) {
-      store(out, at + n * 8, o[n][2 * r] * inv);
-      store(out, at + n * 8 + 1, o[n][2 * r + 1] * inv);
+      const float v0 = o[n][2 * r] * inv, v1 = o[n][2 * r + 1] * inv;
+      store(out, at + n * 8, v0);
+      store(out, at + n * 8 + 1, v1);
+      if (out_bf16)  // a pair at an even column: one 32-bit store, rounded as convert() does
+        *reinterpret_cast<uint32_t*>(out_bf16 + at + n * 8) =
+            uint32_t(to_bf16(v0).bits) | uint32_t(to_bf16(v1).bits) << 16;
     }
     if ((lane & 3) == 0) lse[(b * Hq + h) * T + row] = m[r] * scale + logf(total);
   }
@@ -835,7 +840,7 @@ size_t attention_flash_mma_forward_scratch_bytes(int64_t batch, int64_t seq, int
 void attention_flash_mma_forward(const void* qkv_in, DType qkv_dtype, int64_t batch, int64_t seq,
                                  int64_t q_heads, int64_t kv_heads, int64_t head_dim, void* out,
                                  DType out_dtype, float* lse, void* scratch,
-                                 cudaStream_t stream) {
+                                 cudaStream_t stream, bf16* out_bf16) {
   if (batch * seq == 0) return;
   VACC_CHECK(seq < (int64_t(1) << 31), "attention (tensor-core flash): sequence of ", seq,
              " tokens, the limit is 2^31 - 1");
@@ -850,11 +855,12 @@ void attention_flash_mma_forward(const void* qkv_in, DType qkv_dtype, int64_t ba
       launch_with_smem<kThreads>(flash_mma_forward_kernel<D, float>, "flash_mma_forward_kernel",
                                  num_tiles * bh, smem, stream, qkv, seq, int(q_heads),
                                  int(kv_heads), scale, num_tiles, bh, static_cast<float*>(out),
-                                 lse);
+                                 lse, out_bf16);
     else if (out_dtype == DType::BF16)
       launch_with_smem<kThreads>(flash_mma_forward_kernel<D, bf16>, "flash_mma_forward_kernel",
                                  num_tiles * bh, smem, stream, qkv, seq, int(q_heads),
-                                 int(kv_heads), scale, num_tiles, bh, static_cast<bf16*>(out), lse);
+                                 int(kv_heads), scale, num_tiles, bh, static_cast<bf16*>(out), lse,
+                                 out_bf16);
     else
       fail("attention_forward: out must be f32 or bf16, got ", dtype_name(out_dtype));
   });

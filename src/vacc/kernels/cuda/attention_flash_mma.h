@@ -24,10 +24,11 @@ size_t attention_flash_mma_forward_scratch_bytes(int64_t batch, int64_t seq, int
                                                  int64_t kv_heads, int64_t head_dim,
                                                  DType qkv_dtype);
 // qkv (B*T, (Hq + 2 Hkv) D) of qkv_dtype (f32 or bf16); out (B*T, Hq D) of out_dtype; lse (B,
-// Hq, T), natural log.
+// Hq, T), natural log; out_bf16 (null: none) out rounded to bf16 as well, in the same pass.
 void attention_flash_mma_forward(const void* qkv, DType qkv_dtype, int64_t batch, int64_t seq,
                                  int64_t q_heads, int64_t kv_heads, int64_t head_dim, void* out,
-                                 DType out_dtype, float* lse, void* scratch, cudaStream_t stream);
+                                 DType out_dtype, float* lse, void* scratch, cudaStream_t stream,
+                                 bf16* out_bf16 = nullptr);
 
 // Bytes of device scratch attention_flash_mma_backward needs (D_i = rowsum(dO * O), with
 // grouped heads the dK and dV shares, and an f32 qkv packed in bf16).

@@ -260,12 +260,17 @@ class CudaBackend final : public Backend {
                           gate_up.size(1) / 2, dgate_up.data(), dgate_up.dtype(), stream());
   }
 
-  void attention_forward(const Tensor& qkv, const AttentionShape& s, Tensor& out,
-                         Tensor& lse) override {
+  void attention_forward(const Tensor& qkv, const AttentionShape& s, Tensor& out, Tensor& lse,
+                         Tensor* out_copy) override {
     const char* op = "attention_forward";
     on_device(op, "qkv", qkv);
     on_device(op, "out", out);
     on_device(op, "lse", lse);
+    if (out_copy) {
+      on_device(op, "out_copy", *out_copy);
+      expect_shape(op, "out_copy", *out_copy, out.shape());
+      expect_float(op, "out_copy", *out_copy);
+    }
     check_attention_shape(s);
     expect_shape(op, "qkv", qkv, {s.batch * s.seq, s.qkv_width()});
     expect_float(op, "qkv", qkv);
@@ -278,19 +283,26 @@ class CudaBackend final : public Backend {
       const size_t bytes = cuda::attention_flash_mma_forward_scratch_bytes(
           s.batch, s.seq, s.q_heads, s.kv_heads, s.head_dim, qkv.dtype());
       Tensor scratch = ctx_.scratch_bytes(bytes, "attention forward scratch");
-      cuda::attention_flash_mma_forward(qkv.data(), qkv.dtype(), s.batch, s.seq, s.q_heads,
-                                        s.kv_heads, s.head_dim, out.data(), out.dtype(),
-                                        lse.data_as<float>(), scratch.data(), stream());
+      // Training's case, an f32 out with a bf16 copy, is written by the kernel in one pass.
+      const bool fused_copy = out_copy && out.dtype() == DType::F32 &&
+                              out_copy->dtype() == DType::BF16;
+      cuda::attention_flash_mma_forward(
+          qkv.data(), qkv.dtype(), s.batch, s.seq, s.q_heads, s.kv_heads, s.head_dim, out.data(),
+          out.dtype(), lse.data_as<float>(), scratch.data(), stream(),
+          fused_copy ? out_copy->data_as<bf16>() : nullptr);
+      if (out_copy && !fused_copy) copy(out, *out_copy);
       return;
     }
     const Tensor q32 = widened(qkv, "attention qkv (f32)");
     if (route == cuda::AttentionRoute::Gemm) {
       cuda::attention_gemm_forward(ctx_, q32, s.batch, s.seq, s.q_heads, s.kv_heads, s.head_dim,
                                    out, lse);
-      return;
+    } else {
+      cuda::attention_forward(q32.data_as<float>(), s.batch, s.seq, s.q_heads, s.kv_heads,
+                              s.head_dim, out.data(), out.dtype(), lse.data_as<float>(),
+                              stream());
     }
-    cuda::attention_forward(q32.data_as<float>(), s.batch, s.seq, s.q_heads, s.kv_heads,
-                            s.head_dim, out.data(), out.dtype(), lse.data_as<float>(), stream());
+    if (out_copy) copy(out, *out_copy);
   }
   void attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out,
                           const Tensor& lse, const AttentionShape& s, Tensor& dqkv) override {
