@@ -229,8 +229,9 @@ TEST(CudaKernelsSim, EmbeddingRmsnormRopeSwiglu) {
     expect_close(inplace, cdx, 1e-4, 1e-5 * max_abs(cdx), "rmsnorm dx in place of dout");
     expect_close(gdw, cdw, 1e-4, 1e-5 * max_abs(cdw), "rmsnorm dweight (dx in place)");
   }
-  {  // rope
-    const int64_t N = 7, H = 3, D = 16, W = (H + 2) * D, P = 20;
+  // rope: head_dim 16 four pairs at a time, 10 (5 pairs per half) one at a time.
+  for (const int64_t D : {int64_t(16), int64_t(10)}) {
+    const int64_t N = 7, H = 3, W = (H + 2) * D, P = 20;
     auto x = random_vector(size_t(N * W), 20), cs = random_vector(size_t(P * D / 2), 21);
     auto sn = random_vector(size_t(P * D / 2), 22);
     auto pos = random_ints(size_t(N), 0, int32_t(P), 23);
@@ -270,6 +271,7 @@ TEST(CudaKernelsSim, EmbeddingRmsnormRopeSwiglu) {
     EXPECT_EQ(err.b, 4);
     EXPECT_EQ(err.c, P);
   }
+
   for (int64_t F : {int64_t(300), int64_t(301)}) {  // swiglu: groups of 4 columns, then single
     const int64_t N = 5;
     auto gu = random_vector(size_t(N * 2 * F), 24, -6.0f, 6.0f), dout = random_vector(size_t(N * F), 25);

@@ -1,6 +1,9 @@
 // Rotary position embedding, rotate-half form (Hugging Face's Llama/Qwen2): with x = (x1, x2)
 // the two halves of a head, y1 = x1 cos - x2 sin, y2 = x2 cos + x1 sin; inverse negates sin.
-// Block i rotates token i's heads; each thread owns (head, j) pairs.
+// Block i rotates token i's heads; each thread owns (head, j) pairs, four at a time where the
+// rows allow.
+#include <type_traits>
+
 #include "vacc/core/error.h"
 #include "vacc/kernels/cuda/cuda_check.h"
 #include "vacc/kernels/cuda/cuda_kernels.h"
@@ -48,6 +51,56 @@ __global__ void rope_kernel(T* x, int64_t row_width, const int32_t* positions, c
       store(copy_row, j, load(row, j));
 }
 
+// x's element type holds y as rounded(y) (the copy takes what x holds, not y itself).
+__device__ __forceinline__ float rounded(float*, float y) { return y; }
+__device__ __forceinline__ float rounded(bf16*, float y) { return bf16_rounded(y); }
+
+// The same rotation four pairs (j .. j + 3 of one head) at a time, with 16-byte f32 and 8-byte
+// bf16 loads and stores: the rows, the tables and half are multiples of 4 elements (vec4_rope).
+// The scalar kernel above moved the bf16 rows at about 60% of the H100's bandwidth.
+template <typename T, typename CopyT>
+__global__ void rope4_kernel(T* x, int64_t row_width, const int32_t* positions, const float* cos,
+                             const float* sin, int64_t max_positions, int64_t num_heads,
+                             int64_t half, float sign, CopyT* copy, DeviceError* error) {
+  const int64_t i = blockIdx.x;
+  const int64_t pos = positions[i];
+  if (pos < 0 || pos >= max_positions) {
+    if (threadIdx.x == 0 && atomicCAS(&error->code, kNoError, kRopePositionOutOfRange) == kNoError) {
+      error->a = pos;
+      error->b = i;
+      error->c = max_positions;
+    }
+    return;
+  }
+  const float* c = cos + pos * half;
+  const float* s = sin + pos * half;
+  T* row = x + i * row_width;
+  CopyT* copy_row = copy ? copy + i * row_width : nullptr;
+  const int quads = int(half / 4), groups = int(num_heads) * quads;
+  for (int p = threadIdx.x; p < groups; p += blockDim.x) {
+    const int h = p / quads, j = 4 * (p % quads);
+    const int64_t g1 = (int64_t(h) * 2 * half + j) / 4, g2 = g1 + half / 4;  // in fours
+    const Vec4 a = load4(row, g1), b = load4(row, g2), cj = load4(c, j / 4),
+               sj4 = load4(s, j / 4);
+    const Vec4 sj{sign * sj4.x, sign * sj4.y, sign * sj4.z, sign * sj4.w};
+    const Vec4 y1{a.x * cj.x - b.x * sj.x, a.y * cj.y - b.y * sj.y, a.z * cj.z - b.z * sj.z,
+                  a.w * cj.w - b.w * sj.w};
+    const Vec4 y2{b.x * cj.x + a.x * sj.x, b.y * cj.y + a.y * sj.y, b.z * cj.z + a.z * sj.z,
+                  b.w * cj.w + a.w * sj.w};
+    store4(row, g1, y1);
+    store4(row, g2, y2);
+    if (copy_row) {  // the rounded value x now holds
+      store4(copy_row, g1, Vec4{rounded(row, y1.x), rounded(row, y1.y), rounded(row, y1.z),
+                                rounded(row, y1.w)});
+      store4(copy_row, g2, Vec4{rounded(row, y2.x), rounded(row, y2.y), rounded(row, y2.z),
+                                rounded(row, y2.w)});
+    }
+  }
+  if (copy_row)
+    for (int64_t q = 2 * int64_t(groups) + threadIdx.x; q < row_width / 4; q += blockDim.x)
+      store4(copy_row, q, load4(row, q));
+}
+
 }  // namespace
 
 void rope(void* x, DType x_dtype, int64_t n, int64_t row_width, const int32_t* positions,
@@ -55,10 +108,19 @@ void rope(void* x, DType x_dtype, int64_t n, int64_t row_width, const int32_t* p
           int64_t head_dim, bool inverse, void* copy, DType copy_dtype, DeviceError* error,
           cudaStream_t stream) {
   if (n == 0 || (num_heads == 0 && !copy)) return;
+  const int64_t half = head_dim / 2;
+  const bool vec = half % 4 == 0 && row_width % 4 == 0 &&
+                   vec4_aligned(x, dtype_size(x_dtype)) && vec4_aligned(cos, sizeof(float)) &&
+                   vec4_aligned(sin, sizeof(float)) &&
+                   (!copy || vec4_aligned(copy, dtype_size(copy_dtype)));
   auto launch = [&](auto* xs, auto* cs) {
-    rope_kernel<<<unsigned(n), kThreads, 0, stream>>>(xs, row_width, positions, cos, sin,
-                                                      max_positions, num_heads, head_dim / 2,
-                                                      inverse ? -1.0f : 1.0f, cs, error);
+    auto* const kernel = vec ? rope4_kernel<std::remove_pointer_t<decltype(xs)>,
+                                            std::remove_pointer_t<decltype(cs)>>
+                             : rope_kernel<std::remove_pointer_t<decltype(xs)>,
+                                           std::remove_pointer_t<decltype(cs)>>;
+    kernel<<<unsigned(n), kThreads, 0, stream>>>(xs, row_width, positions, cos, sin,
+                                                 max_positions, num_heads, half,
+                                                 inverse ? -1.0f : 1.0f, cs, error);
   };
   auto with_copy = [&](auto* xs) {
     if (!copy || copy_dtype == DType::F32)
