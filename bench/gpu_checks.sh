@@ -56,6 +56,26 @@ run() {  # run NAME SECONDS COMMAND...: one step, its log, its time and exit sta
   return $rc
 }
 
+# alternate_setting NAME VAR "VALUES" OPS_PATTERN OPS_LINES STEP_PATTERN: cuda_ops_bench and
+# vacc's step (the 0.5B benchmark's shape) with VAR set to each value in turn, two rounds,
+# showing the lines of each log that match.
+alternate_setting() {
+  local name=$1 var=$2 values=$3 ops_pattern=$4 ops_lines=$5 step_pattern=$6
+  local q05
+  q05=$(mktemp -d)
+  "$build/bin/vacc" init --preset qwen2.5-0.5b --config-only "$q05" >/dev/null
+  for round in 1 2; do
+    for value in $values; do
+      run "ops_${name}${value}_$round" 60 env "$var=$value" "$build/bin/cuda_ops_bench" 1024 8
+      grep -iE "$ops_pattern" "$logs/ops_${name}${value}_$round.log" | head -"$ops_lines"
+      run "step_${name}${value}_$round" 120 env "$var=$value" "$build/bin/vacc" train \
+        --model-config "$q05/config.json" --synthetic --batch 8 --seq-len 1024 --steps 12 \
+        --dtype bf16 --flavor gpu-1
+      grep -E "^Done|$step_pattern|error" "$logs/step_${name}${value}_$round.log"
+    done
+  done
+}
+
 for step in $steps; do
   case $step in
     info)
@@ -107,35 +127,12 @@ for step in $steps; do
       done
       ;;
     autotune)
-      q05=$(mktemp -d)
-      "$build/bin/vacc" init --preset qwen2.5-0.5b --config-only "$q05" >/dev/null
-      for round in 1 2; do
-        for tune in 0 8; do
-          run "ops_autotune${tune}_$round" 60 env VACC_MATMUL_AUTOTUNE=$tune \
-            "$build/bin/cuda_ops_bench" 1024 8
-          grep -iE "matmul|product|proj" "$logs/ops_autotune${tune}_$round.log" | head -16
-          run "step_autotune${tune}_$round" 120 env VACC_MATMUL_AUTOTUNE=$tune "$build/bin/vacc" \
-            train --model-config "$q05/config.json" --synthetic --batch 8 --seq-len 1024 \
-            --steps 12 --dtype bf16 --flavor gpu-1
-          grep -E "^Done|Matrix products|error" "$logs/step_autotune${tune}_$round.log"
-        done
-      done
+      alternate_setting autotune VACC_MATMUL_AUTOTUNE "0 8" "matmul|product|proj" 16 \
+        "Kernels timed"
       ;;
     attn_tune)
-      q05=$(mktemp -d)
-      "$build/bin/vacc" init --preset qwen2.5-0.5b --config-only "$q05" >/dev/null
-      for round in 1 2; do
-        for tune in 0 1; do
-          run "ops_attn_tune${tune}_$round" 60 env VACC_ATTENTION_AUTOTUNE=$tune \
-            "$build/bin/cuda_ops_bench" 1024 8
-          grep -E "^attention (forward|backward) bf16 flash_mma|dK/dV" \
-            "$logs/ops_attn_tune${tune}_$round.log" | head -6
-          run "step_attn_tune${tune}_$round" 120 env VACC_ATTENTION_AUTOTUNE=$tune \
-            "$build/bin/vacc" train --model-config "$q05/config.json" --synthetic --batch 8 \
-            --seq-len 1024 --steps 12 --dtype bf16 --flavor gpu-1
-          grep -E "^Done|dK/dV|error" "$logs/step_attn_tune${tune}_$round.log"
-        done
-      done
+      alternate_setting attn_tune VACC_ATTENTION_AUTOTUNE "0 1" \
+        "^attention (forward|backward) bf16 flash_mma|dK/dV" 6 "dK/dV|Kernels timed"
       ;;
     decode)
       q05w=$(mktemp -d)/q05

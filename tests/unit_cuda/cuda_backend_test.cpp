@@ -683,6 +683,7 @@ TEST_F(CudaBackendTest, FlashMmaBackwardTuningTimesTheVariantsOnceAndKeepsOne) {
     for (int v = 0; v < 2; ++v)
       EXPECT_EQ(calls[size_t(v)], 1 + cuda::kAutotuneRepeats + (v == kept)) << "variant " << v;
     EXPECT_EQ(tuning.tuned_problems(), 1);
+    EXPECT_EQ(tuning.kept_other_than_first(), kept == 1 ? 1 : 0);
     calls.assign(2, 0);
     tuning.run(ctx, p, backward);
     EXPECT_EQ(calls[size_t(kept)], 1);

@@ -257,7 +257,9 @@ TEST(CudaTrainer, MemoryModelPredictsTheDevicePeak) {
     if (graphs) trainer.step(data.batch(3, opt.batch));
     gpu->allocator().reset_high_water_mark();
     trainer.step(data.batch(2, opt.batch));
-    if (graphs) ASSERT_GT(trainer.graph_replays(), 0);
+    if (graphs) {
+      ASSERT_GT(trainer.graph_replays(), 0);
+    }
     const double measured = double(gpu->allocator().held_high_water_mark());
 
     DeviceScratch scratch = gpu_device_scratch(0);

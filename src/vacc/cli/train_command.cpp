@@ -438,7 +438,7 @@ void train_on_rank(const TrainArgs& a, const Flavor& flavor, const ModelConfig& 
                      100.0 * timed_flops / timed_seconds / peak, per_rank.c_str()));
   log_info("Memory at peak (rank 0): " + backend->allocator().usage_report());
   if (const std::string tuned = backend->tuning_summary(); !tuned.empty())
-    log_info("Matrix products (rank 0): " + tuned);
+    log_info("Kernels timed on their first run (rank 0): " + tuned);
   if (trainer.graphs_captured() > 0 || !trainer.graphs_failure().empty())
     log_info(strprintf("CUDA graphs: %lld captured, %lld replays (rank 0)%s",
                        (long long)trainer.graphs_captured(), (long long)trainer.graph_replays(),

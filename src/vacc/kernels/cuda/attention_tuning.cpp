@@ -44,12 +44,20 @@ void FlashMmaBackwardTuning::run(CudaContext& ctx, const Problem& p,
   const int fastest = fastest_candidate(
       variants,
       [&](int v) {
-        backward(v);
-        return true;
+        try {
+          backward(v);
+          return true;
+        } catch (const Error& e) {  // a variant that cannot launch here drops out
+          if (v == 0) throw;
+          log_warn("attention backward: dK/dV variant " + std::to_string(v) +
+                   " could not run (" + e.what() + "); not timed");
+          return false;
+        }
       },
       ctx.stream(), &ms);
   choice = fastest < 0 ? 0 : fastest;
   ++tuned_;
+  if (choice != 0) ++kept_other_;
   std::string times;
   for (size_t v = 0; v < ms.size(); ++v) {
     char buf[48];

@@ -40,13 +40,15 @@ class FlashMmaBackwardTuning {
   // operands, which the backward only reads, and the fastest runs last.
   void run(CudaContext& ctx, const Problem& p, const std::function<void(int)>& backward);
 
-  // The variant kept for a problem (-1: it has not run), and how many were timed.
+  // The variant kept for a problem (-1: it has not run); how many problems were timed, and in
+  // how many another variant than the first was kept.
   int chosen(const Problem& p) const;
   int tuned_problems() const { return tuned_; }
+  int kept_other_than_first() const { return kept_other_; }
 
  private:
   std::map<Problem, int> chosen_;
-  int tuned_ = 0;
+  int tuned_ = 0, kept_other_ = 0;
 };
 
 }  // namespace vacc::cuda

@@ -41,11 +41,20 @@ class CudaBackend final : public Backend {
   void synchronize() override { ctx_.synchronize(); }
   std::string tuning_summary() const override {
     const cuda::CublasLtMatmul& m = ctx_.matmul();
-    if (m.tuned_plans() == 0) return {};
-    return "cuBLASLt algorithms timed for " + std::to_string(m.tuned_plans()) +
-           " product shape(s); in " + std::to_string(m.plans_not_the_heuristics_first()) +
-           " of them another than the heuristic's first choice was faster "
-           "(VACC_MATMUL_AUTOTUNE=0 turns the timing off)";
+    std::string out;
+    if (m.tuned_plans() > 0)
+      out = "cuBLASLt algorithms timed for " + std::to_string(m.tuned_plans()) +
+            " product shape(s); in " + std::to_string(m.plans_not_the_heuristics_first()) +
+            " of them another than the heuristic's first choice was faster "
+            "(VACC_MATMUL_AUTOTUNE=0 turns the timing off)";
+    const cuda::FlashMmaBackwardTuning& a = attention_tuning_;
+    if (a.tuned_problems() > 0)
+      out += std::string(out.empty() ? "" : "; ") +
+             "attention backward's dK/dV variants timed for " +
+             std::to_string(a.tuned_problems()) + " problem(s), another than the first kept in " +
+             std::to_string(a.kept_other_than_first()) +
+             " (VACC_ATTENTION_AUTOTUNE=0 turns it off)";
+    return out;
   }
 
   bool supports_graphs() const override { return true; }
@@ -283,9 +292,11 @@ class CudaBackend final : public Backend {
       const size_t bytes = cuda::attention_flash_mma_forward_scratch_bytes(
           s.batch, s.seq, s.q_heads, s.kv_heads, s.head_dim, qkv.dtype());
       Tensor scratch = ctx_.scratch_bytes(bytes, "attention forward scratch");
-      // Training's case, an f32 out with a bf16 copy, is written by the kernel in one pass.
+      // Training's case, an f32 out with a bf16 copy, is written by the kernel in one pass (in
+      // pairs of 32 bits: the copy's start must allow them).
       const bool fused_copy = out_copy && out.dtype() == DType::F32 &&
-                              out_copy->dtype() == DType::BF16;
+                              out_copy->dtype() == DType::BF16 &&
+                              reinterpret_cast<uintptr_t>(out_copy->data()) % 4 == 0;
       cuda::attention_flash_mma_forward(
           qkv.data(), qkv.dtype(), s.batch, s.seq, s.q_heads, s.kv_heads, s.head_dim, out.data(),
           out.dtype(), lse.data_as<float>(), scratch.data(), stream(),

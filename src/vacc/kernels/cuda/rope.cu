@@ -14,91 +14,81 @@ namespace {
 
 constexpr int kThreads = 128;
 
-template <typename T, typename CopyT>
-__global__ void rope_kernel(T* x, int64_t row_width, const int32_t* positions, const float* cos,
-                            const float* sin, int64_t max_positions, int64_t num_heads,
-                            int64_t half, float sign, CopyT* copy, DeviceError* error) {
-  const int64_t i = blockIdx.x;
-  const int64_t pos = positions[i];
-  if (pos < 0 || pos >= max_positions) {
-    if (threadIdx.x == 0 && atomicCAS(&error->code, kNoError, kRopePositionOutOfRange) == kNoError) {
-      error->a = pos;
-      error->b = i;
-      error->c = max_positions;
-    }
-    return;
+// Whether token i's position is in the tables; if not, the first such token is reported in the
+// device-error slot (its row is left as it is).
+__device__ __forceinline__ bool position_in_table(int64_t pos, int64_t i, int64_t max_positions,
+                                                  DeviceError* error) {
+  if (pos >= 0 && pos < max_positions) return true;
+  if (threadIdx.x == 0 && atomicCAS(&error->code, kNoError, kRopePositionOutOfRange) == kNoError) {
+    error->a = pos;
+    error->b = i;
+    error->c = max_positions;
   }
-  const float* c = cos + pos * half;
-  const float* s = sin + pos * half;
-  T* row = x + i * row_width;
-  CopyT* copy_row = copy ? copy + i * row_width : nullptr;
-  // 32-bit indices within the row (heads x half is small): a 64-bit division per element
-  // costs many times a 32-bit one.
-  const int pairs = int(num_heads * half), hf = int(half);
-  for (int p = threadIdx.x; p < pairs; p += blockDim.x) {
-    const int h = p / hf, j = p % hf;
-    const int64_t i1 = int64_t(h) * 2 * half + j, i2 = i1 + half;
-    const float a = load(row, i1), b = load(row, i2), sj = sign * s[j];
-    store(row, i1, a * c[j] - b * sj);
-    store(row, i2, b * c[j] + a * sj);
-    if (copy_row) {  // the rounded value x now holds
-      store(copy_row, i1, load(row, i1));
-      store(copy_row, i2, load(row, i2));
-    }
-  }
-  if (copy_row)
-    for (int64_t j = 2 * int64_t(pairs) + threadIdx.x; j < row_width; j += blockDim.x)
-      store(copy_row, j, load(row, j));
+  return false;
 }
 
 // x's element type holds y as rounded(y) (the copy takes what x holds, not y itself).
 __device__ __forceinline__ float rounded(float*, float y) { return y; }
 __device__ __forceinline__ float rounded(bf16*, float y) { return bf16_rounded(y); }
 
-// The same rotation four pairs (j .. j + 3 of one head) at a time, with 16-byte f32 and 8-byte
-// bf16 loads and stores: the rows, the tables and half are multiples of 4 elements (vec4_rope).
-// The scalar kernel above moved the bf16 rows at about 60% of the H100's bandwidth.
-template <typename T, typename CopyT>
-__global__ void rope4_kernel(T* x, int64_t row_width, const int32_t* positions, const float* cos,
-                             const float* sin, int64_t max_positions, int64_t num_heads,
-                             int64_t half, float sign, CopyT* copy, DeviceError* error) {
+// Four: four pairs (j .. j + 3 of one head) a thread at a time, with 16-byte f32 and 8-byte
+// bf16 loads and stores, where the rows, the tables and half are multiples of 4 elements; else
+// one pair (one element of each half) at a time, which moved the H100's bf16 rows at about 60%
+// of its bandwidth.
+template <typename T, typename CopyT, bool Four>
+__global__ void rope_kernel(T* x, int64_t row_width, const int32_t* positions, const float* cos,
+                            const float* sin, int64_t max_positions, int64_t num_heads,
+                            int64_t half, float sign, CopyT* copy, DeviceError* error) {
   const int64_t i = blockIdx.x;
   const int64_t pos = positions[i];
-  if (pos < 0 || pos >= max_positions) {
-    if (threadIdx.x == 0 && atomicCAS(&error->code, kNoError, kRopePositionOutOfRange) == kNoError) {
-      error->a = pos;
-      error->b = i;
-      error->c = max_positions;
-    }
-    return;
-  }
+  if (!position_in_table(pos, i, max_positions, error)) return;
   const float* c = cos + pos * half;
   const float* s = sin + pos * half;
   T* row = x + i * row_width;
   CopyT* copy_row = copy ? copy + i * row_width : nullptr;
-  const int quads = int(half / 4), groups = int(num_heads) * quads;
-  for (int p = threadIdx.x; p < groups; p += blockDim.x) {
-    const int h = p / quads, j = 4 * (p % quads);
-    const int64_t g1 = (int64_t(h) * 2 * half + j) / 4, g2 = g1 + half / 4;  // in fours
-    const Vec4 a = load4(row, g1), b = load4(row, g2), cj = load4(c, j / 4),
-               sj4 = load4(s, j / 4);
-    const Vec4 sj{sign * sj4.x, sign * sj4.y, sign * sj4.z, sign * sj4.w};
-    const Vec4 y1{a.x * cj.x - b.x * sj.x, a.y * cj.y - b.y * sj.y, a.z * cj.z - b.z * sj.z,
-                  a.w * cj.w - b.w * sj.w};
-    const Vec4 y2{b.x * cj.x + a.x * sj.x, b.y * cj.y + a.y * sj.y, b.z * cj.z + a.z * sj.z,
-                  b.w * cj.w + a.w * sj.w};
-    store4(row, g1, y1);
-    store4(row, g2, y2);
-    if (copy_row) {  // the rounded value x now holds
-      store4(copy_row, g1, Vec4{rounded(row, y1.x), rounded(row, y1.y), rounded(row, y1.z),
-                                rounded(row, y1.w)});
-      store4(copy_row, g2, Vec4{rounded(row, y2.x), rounded(row, y2.y), rounded(row, y2.z),
-                                rounded(row, y2.w)});
+  if constexpr (Four) {
+    const int quads = int(half / 4), groups = int(num_heads) * quads;
+    for (int p = threadIdx.x; p < groups; p += blockDim.x) {
+      const int h = p / quads, j = 4 * (p % quads);
+      const int64_t g1 = (int64_t(h) * 2 * half + j) / 4, g2 = g1 + half / 4;  // in fours
+      const Vec4 a = load4(row, g1), b = load4(row, g2), cj = load4(c, j / 4),
+                 sj4 = load4(s, j / 4);
+      const Vec4 sj{sign * sj4.x, sign * sj4.y, sign * sj4.z, sign * sj4.w};
+      const Vec4 y1{a.x * cj.x - b.x * sj.x, a.y * cj.y - b.y * sj.y, a.z * cj.z - b.z * sj.z,
+                    a.w * cj.w - b.w * sj.w};
+      const Vec4 y2{b.x * cj.x + a.x * sj.x, b.y * cj.y + a.y * sj.y, b.z * cj.z + a.z * sj.z,
+                    b.w * cj.w + a.w * sj.w};
+      store4(row, g1, y1);
+      store4(row, g2, y2);
+      if (copy_row) {  // the rounded value x now holds
+        store4(copy_row, g1, Vec4{rounded(row, y1.x), rounded(row, y1.y), rounded(row, y1.z),
+                                  rounded(row, y1.w)});
+        store4(copy_row, g2, Vec4{rounded(row, y2.x), rounded(row, y2.y), rounded(row, y2.z),
+                                  rounded(row, y2.w)});
+      }
     }
+    if (copy_row)
+      for (int64_t q = 2 * int64_t(groups) + threadIdx.x; q < row_width / 4; q += blockDim.x)
+        store4(copy_row, q, load4(row, q));
+  } else {
+    // 32-bit indices within the row (heads x half is small): a 64-bit division per element
+    // costs many times a 32-bit one.
+    const int pairs = int(num_heads * half), hf = int(half);
+    for (int p = threadIdx.x; p < pairs; p += blockDim.x) {
+      const int h = p / hf, j = p % hf;
+      const int64_t i1 = int64_t(h) * 2 * half + j, i2 = i1 + half;
+      const float a = load(row, i1), b = load(row, i2), sj = sign * s[j];
+      store(row, i1, a * c[j] - b * sj);
+      store(row, i2, b * c[j] + a * sj);
+      if (copy_row) {  // the rounded value x now holds
+        store(copy_row, i1, load(row, i1));
+        store(copy_row, i2, load(row, i2));
+      }
+    }
+    if (copy_row)
+      for (int64_t j = 2 * int64_t(pairs) + threadIdx.x; j < row_width; j += blockDim.x)
+        store(copy_row, j, load(row, j));
   }
-  if (copy_row)
-    for (int64_t q = 2 * int64_t(groups) + threadIdx.x; q < row_width / 4; q += blockDim.x)
-      store4(copy_row, q, load4(row, q));
 }
 
 }  // namespace
@@ -114,10 +104,9 @@ void rope(void* x, DType x_dtype, int64_t n, int64_t row_width, const int32_t* p
                    vec4_aligned(sin, sizeof(float)) &&
                    (!copy || vec4_aligned(copy, dtype_size(copy_dtype)));
   auto launch = [&](auto* xs, auto* cs) {
-    auto* const kernel = vec ? rope4_kernel<std::remove_pointer_t<decltype(xs)>,
-                                            std::remove_pointer_t<decltype(cs)>>
-                             : rope_kernel<std::remove_pointer_t<decltype(xs)>,
-                                           std::remove_pointer_t<decltype(cs)>>;
+    using T = std::remove_pointer_t<decltype(xs)>;
+    using CopyT = std::remove_pointer_t<decltype(cs)>;
+    auto* const kernel = vec ? rope_kernel<T, CopyT, true> : rope_kernel<T, CopyT, false>;
     kernel<<<unsigned(n), kThreads, 0, stream>>>(xs, row_width, positions, cos, sin,
                                                  max_positions, num_heads, half,
                                                  inverse ? -1.0f : 1.0f, cs, error);
