@@ -65,8 +65,14 @@ TEST(CostModel, ElementwiseTrafficByPrecision) {
   // f32: forward (12 N C + 4 N W + 6 N F) x 4 = 131072 bytes a layer, backward twice that.
   EXPECT_NEAR(step(DType::F32), (2 * 3 * 131072 + loss) / 1e9, 1e-15);
   // bf16 mixed precision: forward 14 N C + 4 N W + 6 N F = 34816 bytes a layer, backward
-  // 42 N C + 14 N W + 10 N F = 92160.
-  EXPECT_NEAR(step(DType::BF16), (2 * (34816 + 92160) + loss) / 1e9, 1e-15);
+  // 42 N C + 10 N W + 10 N F = 83968 (RoPE's inverse in place with a bf16 copy).
+  EXPECT_NEAR(step(DType::BF16), (2 * (34816 + 83968) + loss) / 1e9, 1e-15);
+  // With a qkv bias, RoPE's inverse reads the gradient once for the copy and the bias
+  // gradient: 6 N W, backward 75776.
+  ModelConfig biased = tiny();
+  biased.attention_bias = true;
+  EXPECT_NEAR(predict_step_time(biased, ParallelConfig{}, CostQuery{2, 8, DType::BF16}, k).step_s,
+              (2 * (34816 + 75776) + loss) / 1e9, 1e-15);
 }
 
 TEST(CostModel, GroupLinkByRankOrder) {

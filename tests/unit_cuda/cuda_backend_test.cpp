@@ -489,6 +489,53 @@ TEST_F(CudaBackendTest, RmsNormForwardAndBackward) {
   }
 }
 
+// RoPE's backward with the qkv bias gradient in one pass on the GPU against the CPU's rope then
+// bias_backward: head_dim 64 (four pairs a thread) and 10 (one), 45 rows (two tiles of 16 and a
+// part), in place (f32) and into an f32 or bf16 copy; dbias accumulates. A bad position is
+// reported as by rope.
+TEST_F(CudaBackendTest, RopeBackwardWithBiasMatchesRopeThenBiasBackward) {
+  const int64_t N = 45, H = 5, max_pos = 100;
+  for (const int64_t D : {int64_t(64), int64_t(10)}) {
+    const int64_t width = (H + 2) * D;
+    auto x = random_vector(size_t(N * width), 40);
+    auto cos = random_vector(size_t(max_pos * D / 2), 41), sin = random_vector(size_t(max_pos * D / 2), 42);
+    auto pos = random_ints(size_t(N), 0, int32_t(max_pos), 43);
+    auto bias0 = random_vector(size_t(width), 44);
+    for (int mode = 0; mode < 3; ++mode) {  // in place; f32 copy; bf16 copy
+      const DType copy_dt = mode == 2 ? DType::BF16 : DType::F32;
+      std::vector<float> rows[2], bias[2];
+      Backend* bes[2] = {&gpu(), &cpu()};
+      for (int k = 0; k < 2; ++k) {
+        Backend& be = *bes[k];
+        Tensor X = to_device(be, x, {N, width}), P = ids_to_device(be, pos);
+        Tensor Cs = to_device(be, cos, {max_pos, D / 2}), Sn = to_device(be, sin, {max_pos, D / 2});
+        Tensor C = be.empty({N, width}, copy_dt, MemoryCategory::Buffers, "copy");
+        Tensor B = to_device(be, bias0, {width});
+        be.rope_backward_with_bias(X, P, Cs, Sn, H, D, mode == 0 ? nullptr : &C, B);
+        rows[k] = to_host(be, mode == 0 ? X : C);
+        bias[k] = to_host(be, B);
+      }
+      const std::string what = "rope_backward_with_bias D=" + std::to_string(D) +
+                               (mode == 0 ? " in place" : mode == 1 ? " f32 copy" : " bf16 copy");
+      expect_close(rows[0], rows[1], mode == 2 ? kBf16Step : 1e-6, 1e-6, what);
+      expect_close(bias[0], bias[1], 1e-5, 1e-5 * max_abs(bias[1]), what + " dbias");
+    }
+    auto bad = pos;
+    bad[20] = int32_t(max_pos);
+    Tensor X = to_device(gpu(), x, {N, width}), P = ids_to_device(gpu(), bad);
+    Tensor Cs = to_device(gpu(), cos, {max_pos, D / 2}), Sn = to_device(gpu(), sin, {max_pos, D / 2});
+    Tensor B = to_device(gpu(), bias0, {width});
+    try {
+      gpu().rope_backward_with_bias(X, P, Cs, Sn, H, D, nullptr, B);
+      gpu().synchronize();
+      ADD_FAILURE() << "a position outside the table was accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("rope: position 100 of token 20"), std::string::npos)
+          << e.what();
+    }
+  }
+}
+
 TEST_F(CudaBackendTest, RopeForwardInverseAndBadPosition) {
   const int64_t N = 45, H = 5, D = 64, width = (H + 2) * D, max_pos = 100;
   auto x = random_vector(size_t(N * width), 20);

@@ -168,6 +168,17 @@ class Backend {
   // bf16 operand of the qkv products with no conversion pass.
   virtual void rope(Tensor& x, const Tensor& positions, const Tensor& cos, const Tensor& sin,
                     int64_t num_heads, int64_t head_dim, bool inverse, Tensor* copy) = 0;
+  // RoPE's backward after a product with a bias (the qkv bias): rope(dx, ..., inverse = true,
+  // copy), then dbias (row_width, f32) += the column sums of dx's rotated rows (f32). Where copy
+  // is given it is the result: a backend may then leave dx's rows as they were, and callers read
+  // only copy and dbias. This default runs the two ops in turn; the CUDA backend does both in
+  // one pass that reads dx once and, with a copy, writes only the copy.
+  virtual void rope_backward_with_bias(Tensor& dx, const Tensor& positions, const Tensor& cos,
+                                       const Tensor& sin, int64_t num_heads, int64_t head_dim,
+                                       Tensor* copy, Tensor& dbias) {
+    rope(dx, positions, cos, sin, num_heads, head_dim, true, copy);
+    bias_backward(dx, dbias);
+  }
 
   // gate_up (N, 2F) holds gate in columns [0, F) and up in [F, 2F); out (N, F) =
   // silu(gate) * up, computed in f32. gate_up f32 or bf16; out f32 or bf16.

@@ -120,6 +120,14 @@ void ProfilingBackend::rmsnorm_backward(const Tensor& dout, const Tensor& x, con
     inner_.rmsnorm_backward(dout, x, weight, rstd, residual, dx, dx_copy, dweight);
   });
 }
+void ProfilingBackend::rope_backward_with_bias(Tensor& dx, const Tensor& positions,
+                                               const Tensor& cos, const Tensor& sin,
+                                               int64_t num_heads, int64_t head_dim, Tensor* copy,
+                                               Tensor& dbias) {
+  timed("rope_backward_with_bias", 0, [&] {
+    inner_.rope_backward_with_bias(dx, positions, cos, sin, num_heads, head_dim, copy, dbias);
+  });
+}
 void ProfilingBackend::rope(Tensor& x, const Tensor& positions, const Tensor& cos,
                             const Tensor& sin, int64_t num_heads, int64_t head_dim,
                             bool inverse, Tensor* copy) {

@@ -56,6 +56,9 @@ class ProfilingBackend final : public Backend {
   void rmsnorm_backward(const Tensor& dout, const Tensor& x, const Tensor& weight,
                         const Tensor& rstd, const Tensor* residual, Tensor& dx, Tensor* dx_copy,
                         Tensor& dweight) override;
+  void rope_backward_with_bias(Tensor& dx, const Tensor& positions, const Tensor& cos,
+                               const Tensor& sin, int64_t num_heads, int64_t head_dim,
+                               Tensor* copy, Tensor& dbias) override;
   void rope(Tensor& x, const Tensor& positions, const Tensor& cos, const Tensor& sin,
             int64_t num_heads, int64_t head_dim, bool inverse, Tensor* copy) override;
   void swiglu_forward(const Tensor& gate_up, Tensor& out) override;

@@ -181,10 +181,15 @@ void block_backward(Backend& be, const BlockGeometry& g, const BlockWeights& w, 
   be.matmul(dh, false, w.o_proj, false, ws.dattn);                    // (N, Hq D)
   be.attention_backward(ws.dattn, act.qkv, act.attn, act.lse, a, ws.dqkv);
   // The inverse rotation also writes the products' bf16 operand (the bias takes the f32 one).
+  // With a qkv bias its gradient comes from the same pass over the rows, and in mixed
+  // precision the f32 rows are then not needed back.
   Tensor* const dqkv_c = ws.dqkv_c.defined() ? &ws.dqkv_c : nullptr;
-  be.rope(ws.dqkv, positions, rope.cos, rope.sin, a.q_heads + a.kv_heads, a.head_dim, true,
-          dqkv_c);
-  if (grads.qkv_bias.defined()) be.bias_backward(ws.dqkv, grads.qkv_bias);
+  if (grads.qkv_bias.defined())
+    be.rope_backward_with_bias(ws.dqkv, positions, rope.cos, rope.sin, a.q_heads + a.kv_heads,
+                               a.head_dim, dqkv_c, grads.qkv_bias);
+  else
+    be.rope(ws.dqkv, positions, rope.cos, rope.sin, a.q_heads + a.kv_heads, a.head_dim, true,
+            dqkv_c);
   const Tensor& dqkv = dqkv_c ? *dqkv_c : ws.dqkv;
   be.matmul(dqkv, true, act.norm1, false, grads.qkv_weight, 1.0f, 1.0f);
   be.matmul(dqkv, false, w.qkv_weight, false, ws.dnorm);

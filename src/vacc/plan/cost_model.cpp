@@ -21,15 +21,17 @@ constexpr double kF32 = 4.0;
 // by the attention kernel; Hq D taken as C), RoPE in place on bf16 (4 N W), SwiGLU (bf16 in
 // and out: 6 N F); backward 2 x RMSNorm (f32 dy, x and residual gradient in, f32 dx and its
 // bf16 copy out: 18 N C each), a conversion to bf16 (6 N C: the top layer's dy, counted in
-// every layer), RoPE on the f32 gradient with a bf16 copy (10 N W), the bias gradient (4 N W),
-// SwiGLU (10 N F). With the f32 rule the 0.5B model's bf16 step on an H100 predicted 4x its
+// every layer), RoPE on the f32 gradient, in place with a bf16 copy (10 N W), or with a qkv
+// bias, reading it once for the bf16 copy and the bias gradient (6 N W), SwiGLU (10 N F). With the f32 rule the 0.5B model's bf16 step on an H100 predicted 4x its
 // element-wise time (46 ms of 75).
 struct ElementwiseBytes {
   double forward = 0, backward = 0;
 };
-ElementwiseBytes layer_elementwise_bytes(double N, double C, double W, double F, DType dt) {
+ElementwiseBytes layer_elementwise_bytes(double N, double C, double W, double F, DType dt,
+                                         bool qkv_bias) {
   if (dt == DType::BF16)
-    return {14 * N * C + 4 * N * W + 6 * N * F, 42 * N * C + 14 * N * W + 10 * N * F};
+    return {14 * N * C + 4 * N * W + 6 * N * F,
+            42 * N * C + (qkv_bias ? 6 : 10) * N * W + 10 * N * F};
   const double forward = (12 * N * C + 4 * N * W + 6 * N * F) * kF32;
   return {forward, 2 * forward};
 }
@@ -155,7 +157,8 @@ CostBreakdown predict_step_time(const ModelConfig& c, const ParallelConfig& p,
                         (dev.matmul_seconds(dt, S, S, D) + dev.matmul_seconds(dt, S, D, S));
     const double rest = dev.matmul_seconds(dt, N, C, hq * D) + dev.matmul_seconds(dt, N, 2 * F, C) +
                         dev.matmul_seconds(dt, N, C, F);
-    const ElementwiseBytes elementwise = layer_elementwise_bytes(N, C, W, F, dt);
+    const ElementwiseBytes elementwise =
+        layer_elementwise_bytes(N, C, W, F, dt, c.attention_bias);
     const double products = qkv + core + rest;
     const double fwd = products + dev.elementwise_seconds(elementwise.forward);
     double recompute = 0;

@@ -241,6 +241,30 @@ class CudaBackend final : public Backend {
                ctx_.device_error(), stream());
   }
 
+  void rope_backward_with_bias(Tensor& dx, const Tensor& positions, const Tensor& cos,
+                               const Tensor& sin, int64_t num_heads, int64_t head_dim,
+                               Tensor* copy, Tensor& dbias) override {
+    const char* op = "rope_backward_with_bias";
+    using Named = std::pair<const char*, const Tensor*>;
+    for (const Named& t : {Named{"dx", &dx}, Named{"positions", &positions}, Named{"cos", &cos},
+                           Named{"sin", &sin}, Named{"copy", copy}, Named{"dbias", &dbias}})
+      if (t.second) on_device(op, t.first, *t.second);
+    checks::expect_rope(dx, positions, cos, sin, num_heads, head_dim, copy);
+    expect_dtype(op, "dx", dx, DType::F32);
+    expect_shape(op, "dbias", dbias, {dx.size(1)});
+    expect_dtype(op, "dbias", dbias, DType::F32);
+    Tensor scratch = ctx_.scratch(
+        {std::max<int64_t>(1, cuda::rope_backward_with_bias_scratch_floats(dx.size(0), dx.size(1)))},
+        DType::F32, "rope bias-gradient partials");
+    // A position outside the tables is reported by the next synchronising call.
+    cuda::rope_backward_with_bias(dx.data_as<float>(), dx.size(0), dx.size(1),
+                                  positions.data_as<int32_t>(), cos.data_as<float>(),
+                                  sin.data_as<float>(), cos.size(0), num_heads, head_dim,
+                                  copy ? copy->data() : nullptr,
+                                  copy ? copy->dtype() : DType::F32, dbias.data_as<float>(),
+                                  scratch.data_as<float>(), ctx_.device_error(), stream());
+  }
+
   void swiglu_forward(const Tensor& gate_up, Tensor& out) override {
     const char* op = "swiglu_forward";
     on_device(op, "gate_up", gate_up);

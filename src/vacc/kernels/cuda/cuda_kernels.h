@@ -71,6 +71,15 @@ void rope(void* x, DType x_dtype, int64_t n, int64_t row_width, const int32_t* p
           const float* cos, const float* sin, int64_t max_positions, int64_t num_heads,
           int64_t head_dim, bool inverse, void* copy, DType copy_dtype, DeviceError* error,
           cudaStream_t stream);
+// RoPE's backward with the bias gradient in one pass (Backend::rope_backward_with_bias): dx f32
+// rotated back into copy (f32 or bf16) where given, else in place; dbias += the column sums
+// of the rotated rows. `scratch`: rope_backward_with_bias_scratch_floats(n, row_width) floats.
+int64_t rope_backward_with_bias_scratch_floats(int64_t n, int64_t row_width);
+void rope_backward_with_bias(float* dx, int64_t n, int64_t row_width, const int32_t* positions,
+                             const float* cos, const float* sin, int64_t max_positions,
+                             int64_t num_heads, int64_t head_dim, void* copy, DType copy_dtype,
+                             float* dbias, float* scratch, DeviceError* error,
+                             cudaStream_t stream);
 
 // ---- swiglu.cu ----
 // gate_up (and dout) f32 or bf16 (in_dtype); out / dgate_up f32 or bf16.
