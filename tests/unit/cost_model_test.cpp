@@ -57,8 +57,8 @@ TEST(CostModel, ElementwiseTrafficByPrecision) {
   ClusterSpec k = ideal(1);
   k.profile.peak_bf16_flops = k.profile.peak_fp32_flops = 1e30;
   k.profile.elementwise_bandwidth = 1e9;
-  auto step = [&](DType dt) {
-    return predict_step_time(tiny(), ParallelConfig{}, CostQuery{2, 8, dt}, k).step_s;
+  auto step = [&](DType dt, const ModelConfig& c = tiny()) {
+    return predict_step_time(c, ParallelConfig{}, CostQuery{2, 8, dt}, k).step_s;
   };
   // The cross-entropy reads the f32 logits once: 3 x 16 x 256 x 4 bytes.
   const double loss = 3.0 * 16 * 256 * 4;
@@ -71,8 +71,7 @@ TEST(CostModel, ElementwiseTrafficByPrecision) {
   // gradient: 6 N W, backward 75776.
   ModelConfig biased = tiny();
   biased.attention_bias = true;
-  EXPECT_NEAR(predict_step_time(biased, ParallelConfig{}, CostQuery{2, 8, DType::BF16}, k).step_s,
-              (2 * (34816 + 75776) + loss) / 1e9, 1e-15);
+  EXPECT_NEAR(step(DType::BF16, biased), (2 * (34816 + 75776) + loss) / 1e9, 1e-15);
 }
 
 TEST(CostModel, GroupLinkByRankOrder) {

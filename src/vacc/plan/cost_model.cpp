@@ -22,8 +22,9 @@ constexpr double kF32 = 4.0;
 // and out: 6 N F); backward 2 x RMSNorm (f32 dy, x and residual gradient in, f32 dx and its
 // bf16 copy out: 18 N C each), a conversion to bf16 (6 N C: the top layer's dy, counted in
 // every layer), RoPE on the f32 gradient, in place with a bf16 copy (10 N W), or with a qkv
-// bias, reading it once for the bf16 copy and the bias gradient (6 N W), SwiGLU (10 N F). With the f32 rule the 0.5B model's bf16 step on an H100 predicted 4x its
-// element-wise time (46 ms of 75).
+// bias, reading it once for the bf16 copy and the bias gradient (6 N W), SwiGLU (10 N F).
+// With the f32 rule the 0.5B model's bf16 step on an H100 predicted 4x its element-wise time
+// (46 ms of 75).
 struct ElementwiseBytes {
   double forward = 0, backward = 0;
 };

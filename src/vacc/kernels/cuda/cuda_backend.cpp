@@ -253,9 +253,9 @@ class CudaBackend final : public Backend {
     expect_dtype(op, "dx", dx, DType::F32);
     expect_shape(op, "dbias", dbias, {dx.size(1)});
     expect_dtype(op, "dbias", dbias, DType::F32);
-    Tensor scratch = ctx_.scratch(
-        {std::max<int64_t>(1, cuda::rope_backward_with_bias_scratch_floats(dx.size(0), dx.size(1)))},
-        DType::F32, "rope bias-gradient partials");
+    const int64_t floats = cuda::rope_backward_with_bias_scratch_floats(dx.size(0), dx.size(1));
+    Tensor scratch =
+        ctx_.scratch({std::max<int64_t>(1, floats)}, DType::F32, "rope bias-gradient partials");
     // A position outside the tables is reported by the next synchronising call.
     cuda::rope_backward_with_bias(dx.data_as<float>(), dx.size(0), dx.size(1),
                                   positions.data_as<int32_t>(), cos.data_as<float>(),
@@ -312,32 +312,30 @@ class CudaBackend final : public Backend {
     expect_shape(op, "lse", lse, {s.batch, s.q_heads, s.seq});
     expect_dtype(op, "lse", lse, DType::F32);
     const cuda::AttentionRoute route = cuda::attention_route(ctx_, s.seq, s.head_dim, s.compute);
+    // Training's case, an f32 out with a bf16 copy, is written by the tensor-core kernel in one
+    // pass (in pairs of 32 bits: the copy's start must allow them); otherwise out is converted.
+    const bool fused_copy = route == cuda::AttentionRoute::FlashMma && out_copy &&
+                            out.dtype() == DType::F32 && out_copy->dtype() == DType::BF16 &&
+                            reinterpret_cast<uintptr_t>(out_copy->data()) % 4 == 0;
     if (route == cuda::AttentionRoute::FlashMma) {
       const size_t bytes = cuda::attention_flash_mma_forward_scratch_bytes(
           s.batch, s.seq, s.q_heads, s.kv_heads, s.head_dim, qkv.dtype());
       Tensor scratch = ctx_.scratch_bytes(bytes, "attention forward scratch");
-      // Training's case, an f32 out with a bf16 copy, is written by the kernel in one pass (in
-      // pairs of 32 bits: the copy's start must allow them).
-      const bool fused_copy = out_copy && out.dtype() == DType::F32 &&
-                              out_copy->dtype() == DType::BF16 &&
-                              reinterpret_cast<uintptr_t>(out_copy->data()) % 4 == 0;
       cuda::attention_flash_mma_forward(
           qkv.data(), qkv.dtype(), s.batch, s.seq, s.q_heads, s.kv_heads, s.head_dim, out.data(),
           out.dtype(), lse.data_as<float>(), scratch.data(), stream(),
           fused_copy ? out_copy->data_as<bf16>() : nullptr);
-      if (out_copy && !fused_copy) copy(out, *out_copy);
-      return;
-    }
-    const Tensor q32 = widened(qkv, "attention qkv (f32)");
-    if (route == cuda::AttentionRoute::Gemm) {
-      cuda::attention_gemm_forward(ctx_, q32, s.batch, s.seq, s.q_heads, s.kv_heads, s.head_dim,
-                                   out, lse);
     } else {
-      cuda::attention_forward(q32.data_as<float>(), s.batch, s.seq, s.q_heads, s.kv_heads,
-                              s.head_dim, out.data(), out.dtype(), lse.data_as<float>(),
-                              stream());
+      const Tensor q32 = widened(qkv, "attention qkv (f32)");
+      if (route == cuda::AttentionRoute::Gemm)
+        cuda::attention_gemm_forward(ctx_, q32, s.batch, s.seq, s.q_heads, s.kv_heads,
+                                     s.head_dim, out, lse);
+      else
+        cuda::attention_forward(q32.data_as<float>(), s.batch, s.seq, s.q_heads, s.kv_heads,
+                                s.head_dim, out.data(), out.dtype(), lse.data_as<float>(),
+                                stream());
     }
-    if (out_copy) copy(out, *out_copy);
+    if (out_copy && !fused_copy) copy(out, *out_copy);
   }
   void attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out,
                           const Tensor& lse, const AttentionShape& s, Tensor& dqkv) override {

@@ -37,6 +37,13 @@ void sum_of_squares(const float* x, int64_t n, float* acc, double* partials, cud
 int64_t column_sum_chunks(int64_t M);
 void column_sums(const float* a, const float* b, const float* row_scale, int64_t M, int64_t N,
                  float* partials, float* out, cudaStream_t stream);
+// The second step of a kernel that leaves one row of column partial sums per block (RMSNorm's
+// and RoPE's backward): out (N) += the column sums of those `blocks` rows, in a fixed order.
+// `scratch` holds block_partials_floats(blocks, N) floats: the partial rows first, then
+// column_sums' own.
+int64_t block_partials_floats(int64_t blocks, int64_t N);
+void add_block_partials(float* scratch, int64_t blocks, int64_t N, float* out,
+                        cudaStream_t stream);
 // out (M, N) += bias (N) broadcast over rows; out f32 or bf16.
 void add_bias_rows(void* out, DType out_dtype, const float* bias, int64_t M, int64_t N,
                    cudaStream_t stream);

@@ -206,6 +206,15 @@ void column_sums(const float* a, const float* b, const float* row_scale, int64_t
   VACC_CUDA_CHECK_LAUNCH("add_column_partials_kernel");
 }
 
+int64_t block_partials_floats(int64_t blocks, int64_t N) {
+  return (blocks + column_sum_chunks(blocks)) * N;
+}
+
+void add_block_partials(float* scratch, int64_t blocks, int64_t N, float* out,
+                        cudaStream_t stream) {
+  column_sums(scratch, nullptr, nullptr, blocks, N, scratch + blocks * N, out, stream);
+}
+
 void add_bias_rows(void* out, DType out_dtype, const float* bias, int64_t M, int64_t N,
                    cudaStream_t stream) {
   if (M == 0 || N == 0) return;

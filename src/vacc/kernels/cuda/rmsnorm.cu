@@ -150,7 +150,7 @@ void rmsnorm_forward(const float* x, const float* weight, float eps, int64_t n, 
 }
 
 int64_t rmsnorm_backward_scratch_floats(int64_t n, int64_t c) {
-  return (row_tiles(n) + column_sum_chunks(row_tiles(n))) * c;
+  return block_partials_floats(row_tiles(n), c);
 }
 
 void rmsnorm_backward(const float* dout, const float* x, const float* weight, const float* rstd,
@@ -178,7 +178,7 @@ void rmsnorm_backward(const float* dout, const float* x, const float* weight, co
     fail("rmsnorm_backward: dx_copy must be f32 or bf16, got ", dtype_name(copy_dtype));
   VACC_CUDA_CHECK_LAUNCH("rmsnorm_backward_kernel");
   // dweight += the tiles' partial sums, added in a fixed order (deterministic).
-  column_sums(scratch, nullptr, nullptr, tiles, c, scratch + tiles * c, dweight, stream);
+  add_block_partials(scratch, tiles, c, dweight, stream);
 }
 
 }  // namespace vacc::cuda

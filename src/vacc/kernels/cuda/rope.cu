@@ -194,7 +194,7 @@ __global__ void rope_backward_bias_kernel(float* dx, int64_t n, int64_t row_widt
 }  // namespace
 
 int64_t rope_backward_with_bias_scratch_floats(int64_t n, int64_t row_width) {
-  return (row_tiles(n) + column_sum_chunks(row_tiles(n))) * row_width;
+  return block_partials_floats(row_tiles(n), row_width);
 }
 
 void rope_backward_with_bias(float* dx, int64_t n, int64_t row_width, const int32_t* positions,
@@ -223,8 +223,7 @@ void rope_backward_with_bias(float* dx, int64_t n, int64_t row_width, const int3
     fail("rope_backward_with_bias: copy must be f32 or bf16, got ", dtype_name(copy_dtype));
   VACC_CUDA_CHECK_LAUNCH("rope_backward_bias_kernel");
   // dbias += the tiles' partial sums, added in a fixed order (deterministic).
-  column_sums(scratch, nullptr, nullptr, tiles, row_width, scratch + tiles * row_width, dbias,
-              stream);
+  add_block_partials(scratch, tiles, row_width, dbias, stream);
 }
 
 void rope(void* x, DType x_dtype, int64_t n, int64_t row_width, const int32_t* positions,
