@@ -91,20 +91,29 @@ TEST(MemoryModel, GpuScratchIsCountedAsBuffers) {
   EXPECT_EQ(gpu_device_scratch(0).classifier_chunk_bytes, int64_t(128) << 20);
   const double extra = predict_peak_memory(tiny(), ParallelConfig{}, gpu).buffers -
                        predict_peak_memory(tiny(), ParallelConfig{}, cpu).buffers;
-  // N = 16 rows in one chunk: row list and row losses 2 x 16 x 4, logits 16 x 256 x (4 + 2),
-  // gathered x and dx rows 16 x 64 x (2 + 4) = 30848; attention: the rowsum 16 x 4 x 4 rounded
-  // to 256, and the q heads' shares of dK and dV (4 q heads over 2 kv heads) 2 x 16 x 4 x 16 x
-  // 4: 8448 (the kernels read the bf16 qkv activation itself, no packed copy).
-  EXPECT_EQ(extra, 32.0 * (1 << 20) + 30848);
+  // N = 16 rows in one chunk: row list and row losses 2 x 16 x 4, bf16 logits 16 x 256 x 2 (the
+  // gradient overwrites them), gathered x and dx rows 16 x 64 x (2 + 4) = 14464; attention: the
+  // rowsum 16 x 4 x 4 rounded to 256, and the q heads' shares of dK and dV (4 q heads over 2 kv
+  // heads) 2 x 16 x 4 x 16 x 4: 8448 (the kernels read the bf16 qkv activation itself, no
+  // packed copy).
+  EXPECT_EQ(extra, 32.0 * (1 << 20) + 14464);
+  // In f32 the logits take 4 bytes and the gathered rows 4 + 4: 128 + 16384 + 8192; attention
+  // keeps only the rowsum.
+  MemoryQuery gpu_f32 = gpu;
+  gpu_f32.dtype = DType::F32;
+  MemoryQuery cpu_f32 = cpu;
+  cpu_f32.dtype = DType::F32;
+  EXPECT_EQ(predict_peak_memory(tiny(), ParallelConfig{}, gpu_f32).buffers -
+                predict_peak_memory(tiny(), ParallelConfig{}, cpu_f32).buffers,
+            32.0 * (1 << 20) + 24704);
   const auto gpu_extra = [&](int64_t chunk_rows) {
-    gpu.scratch.classifier_chunk_bytes = chunk_rows * 256 * 4;
+    gpu.scratch.classifier_chunk_bytes = chunk_rows * 256 * 2;
     return predict_peak_memory(tiny(), ParallelConfig{}, gpu).buffers -
            predict_peak_memory(tiny(), ParallelConfig{}, cpu).buffers;
   };
-  // A chunk of 8 rows' logits: 2 chunks of 8 rows, still more than attention's.
-  EXPECT_EQ(gpu_extra(8), 32.0 * (1 << 20) + 2 * 16 * 4 + 8 * 256 * 6 + 8 * 64 * 6);
-  // Chunks of 4 rows (7808 bytes): attention's scratch is the larger.
-  EXPECT_EQ(gpu_extra(4), 32.0 * (1 << 20) + 256 + 2 * 16 * 4 * 16 * 4);
+  // A chunk of 12 rows' bf16 logits: 2 chunks of 8 rows (7296 bytes), and attention's scratch
+  // (8448) is the larger.
+  EXPECT_EQ(gpu_extra(12), 32.0 * (1 << 20) + 256 + 2 * 16 * 4 * 16 * 4);
 }
 
 }  // namespace

@@ -1125,6 +1125,30 @@ TEST_F(CudaBackendTest, ClassifierRejectsBadLabelsBeforeTouchingOutputs) {
   EXPECT_EQ(messages[0], messages[1]);
 }
 
+// Mixed precision keeps the logits in bf16 (what PyTorch's bf16 models compute the loss from):
+// x = (1, 1) and weight rows (8, 2^-6), (0, 0), (-1, 2^-7) give the logits 8.015625, 0 and
+// -0.9921875, of which the first rounds to 8 in bf16 (its neighbours are 2^-4 apart). With
+// label 1, the loss is the log-sum-exp: 8.000380... rounded, 8.016005... not; f32 keeps 8.015625.
+// The vocabulary-parallel pieces give the same lse and the label's logit.
+TEST_F(CudaBackendTest, ClassifierRoundsTheLogitsToBf16InMixedPrecision) {
+  const std::vector<float> x = {1.0f, 1.0f}, w = {8.0f, 0.015625f, 0.0f, 0.0f, -1.0f, 0.0078125f};
+  auto lse_of = [](double a) { return std::log(std::exp(a) + 1.0 + std::exp(-0.9921875)); };
+  for (DType dt : {DType::F32, DType::BF16}) {
+    const double label0 = dt == DType::BF16 ? 8.0 : 8.015625, lse = lse_of(label0);
+    for (Backend* be : {&cpu(), &gpu()}) {
+      const std::string what = std::string(be == &cpu() ? "cpu " : "gpu ") + dtype_name(dt);
+      Tensor X = to_device(*be, x, {1, 2}, dt), W = to_device(*be, w, {3, 2}, dt);
+      Tensor Loss = to_device(*be, {0.0f}, {1});
+      be->classifier_cross_entropy(X, W, ids_to_device(*be, {1}), 1.0f, Loss, nullptr, nullptr);
+      EXPECT_NEAR(to_host(*be, Loss)[0], lse, 2e-6) << what;
+      Tensor Lse = to_device(*be, {9.0f}, {1}), Tl = to_device(*be, {9.0f}, {1});
+      be->classifier_logsumexp(X, W, 0, ids_to_device(*be, {0}), Lse, Tl);
+      EXPECT_NEAR(to_host(*be, Lse)[0], lse, 2e-6) << what << " lse";
+      EXPECT_EQ(to_host(*be, Tl)[0], float(label0)) << what << " label logit";
+    }
+  }
+}
+
 // The vocabulary-parallel pieces on one shard [vocab_start, vocab_start + V_shard) of a larger
 // vocabulary: labels inside and outside the shard, ignored rows; the backward pass gets the same
 // lse_global on both backends (the CPU's shard lse plus what other shards would add).

@@ -427,16 +427,33 @@ TEST(CudaKernelsSim, SoftmaxCrossEntropyRowsAndHelpers) {
   std::vector<int32_t> labels = {3, -100, 999, 0, -100, 500};
   std::vector<int32_t> rows = {0, 2, 3, 5};
   const int64_t R = int64_t(rows.size());
-  auto logits0 = random_vector(size_t(R * V), 31, -4.0f, 4.0f);
+  auto logits_f32 = random_vector(size_t(R * V), 31, -4.0f, 4.0f);
   const float gs = 0.37f;
+  // The chunk's logits in f32, or in bf16 (mixed precision), where the gradients overwrite them
+  // in that dtype; the references start from the values the kernels read.
+  struct Logits {
+    std::vector<float> f32, values;
+    std::vector<bf16> b16;
+    void* data(bool bf) { return bf ? static_cast<void*>(b16.data()) : f32.data(); }
+    float at(bool bf, int64_t i) const {
+      return bf ? bf16_to_float(b16[size_t(i)]) : f32[size_t(i)];
+    }
+  };
+  auto make_logits = [&](bool bf) {
+    Logits l;
+    if (bf) l.b16 = to_bf16(logits_f32);
+    else l.f32 = logits_f32;
+    l.values = bf ? round_bf16(logits_f32) : logits_f32;
+    return l;
+  };
+  auto dt = [](bool bf) { return bf ? DType::BF16 : DType::F32; };
   for (bool bf : {false, true}) {
-    auto logits = logits0;
-    std::vector<bf16> dl(size_t(R * V));
+    Logits logits = make_logits(bf);
     std::vector<float> loss(static_cast<size_t>(R));
-    cuda::softmax_cross_entropy_rows(logits.data(), R, V, rows.data(), labels.data(), true, gs,
-                                     bf ? dl.data() : nullptr, loss.data(), kStream);
+    cuda::softmax_cross_entropy_rows(logits.data(bf), dt(bf), R, V, rows.data(), labels.data(),
+                                     true, gs, loss.data(), kStream);
     for (int64_t r = 0; r < R; ++r) {
-      const float* l = logits0.data() + r * V;
+      const float* l = logits.values.data() + r * V;
       const int32_t label = labels[size_t(rows[size_t(r)])];
       double mx = -INFINITY, sum = 0;
       for (int64_t j = 0; j < V; ++j) mx = std::max(mx, double(l[j]));
@@ -445,7 +462,7 @@ TEST(CudaKernelsSim, SoftmaxCrossEntropyRowsAndHelpers) {
       std::vector<float> want(static_cast<size_t>(V)), got(static_cast<size_t>(V));
       for (int64_t j = 0; j < V; ++j) {
         want[size_t(j)] = float(gs * (std::exp(double(l[j]) - mx) / sum - (j == label ? 1 : 0)));
-        got[size_t(j)] = bf ? bf16_to_float(dl[size_t(r * V + j)]) : logits[size_t(r * V + j)];
+        got[size_t(j)] = logits.at(bf, r * V + j);
       }
       expect_close(got, want, bf ? kBf16Step : 1e-5, 1e-7, "dlogits row " + std::to_string(r));
     }
@@ -459,12 +476,13 @@ TEST(CudaKernelsSim, SoftmaxCrossEntropyRowsAndHelpers) {
   // well when vocab_start = 200 (label 500 is column 300).
   const int64_t vocab_start = 200;
   for (bool bf : {false, true}) {
+    Logits logits = make_logits(bf);
     std::vector<float> lse(size_t(N), 9.0f), target(size_t(N), 9.0f);
-    cuda::shard_logsumexp_rows(logits0.data(), R, V, rows.data(), labels.data(), vocab_start,
-                               lse.data(), target.data(), kStream);
+    cuda::shard_logsumexp_rows(logits.data(bf), dt(bf), R, V, rows.data(), labels.data(),
+                               vocab_start, lse.data(), target.data(), kStream);
     std::vector<float> g(size_t(N), 0.0f);
     for (int64_t r = 0; r < R; ++r) {
-      const float* l = logits0.data() + r * V;
+      const float* l = logits.values.data() + r * V;
       const int64_t i = rows[size_t(r)], col = labels[size_t(i)] - vocab_start;
       double mx = -INFINITY, sum = 0;
       for (int64_t j = 0; j < V; ++j) mx = std::max(mx, double(l[j]));
@@ -474,17 +492,15 @@ TEST(CudaKernelsSim, SoftmaxCrossEntropyRowsAndHelpers) {
       g[size_t(i)] = lse[size_t(i)] + 0.25f;  // as if other shards added to the sum
     }
     EXPECT_EQ(lse[1], 9.0f) << "ignored rows are the caller's (the backend zeroes them first)";
-    auto logits = logits0;
-    std::vector<bf16> dl(size_t(R * V));
-    cuda::shard_softmax_grad_rows(logits.data(), R, V, rows.data(), labels.data(), vocab_start,
-                                  g.data(), gs, bf ? dl.data() : nullptr, kStream);
+    cuda::shard_softmax_grad_rows(logits.data(bf), dt(bf), R, V, rows.data(), labels.data(),
+                                  vocab_start, g.data(), gs, kStream);
     for (int64_t r = 0; r < R; ++r) {
-      const float* l = logits0.data() + r * V;
+      const float* l = logits.values.data() + r * V;
       const int64_t i = rows[size_t(r)], col = labels[size_t(i)] - vocab_start;
       std::vector<float> want(static_cast<size_t>(V)), got(static_cast<size_t>(V));
       for (int64_t j = 0; j < V; ++j) {
         want[size_t(j)] = float(gs * (std::exp(double(l[j]) - g[size_t(i)]) - (j == col ? 1 : 0)));
-        got[size_t(j)] = bf ? bf16_to_float(dl[size_t(r * V + j)]) : logits[size_t(r * V + j)];
+        got[size_t(j)] = logits.at(bf, r * V + j);
       }
       expect_close(got, want, bf ? kBf16Step : 1e-5, 1e-7, "shard dlogits row " + std::to_string(r));
     }

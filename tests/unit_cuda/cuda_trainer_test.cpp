@@ -283,7 +283,8 @@ TEST(CudaTrainer, MemoryModelPredictsTheDevicePeak) {
     // 96 to 256 KiB and the rest is -8692 B in every case.
     const int64_t micro_rows = opt.batch / micro * opt.seq_len;
     const double gathered =
-        double(classifier_chunk_rows(micro_rows, c.vocab_size, scratch.classifier_chunk_bytes)) *
+        double(classifier_chunk_rows(micro_rows, c.vocab_size, scratch.classifier_chunk_bytes,
+                                     int64_t(dtype_size(dtype)))) *
         double(c.hidden_size) * (dtype == DType::BF16 ? 2.0 + 4.0 : 4.0 + 4.0);
     EXPECT_LE(measured, m.total() + (64 << 10)) << "the GPU held more than predicted";
     EXPECT_GE(measured, m.total() - gathered - (64 << 10)) << "the prediction is too high";

@@ -8,10 +8,12 @@
 namespace vacc {
 
 // The rows of each chunk when `rows` counted rows over a vocabulary of `vocab` go through chunks
-// of at most `chunk_bytes` of f32 logits: chunks of equal size, the last no larger.
-inline int64_t classifier_chunk_rows(int64_t rows, int64_t vocab, int64_t chunk_bytes) {
+// of at most `chunk_bytes` of logits of `logit_bytes` each (4: f32; 2: the GPU's bf16 logits in
+// mixed precision): chunks of equal size, the last no larger.
+inline int64_t classifier_chunk_rows(int64_t rows, int64_t vocab, int64_t chunk_bytes,
+                                     int64_t logit_bytes) {
   if (rows <= 0) return 0;
-  const int64_t max_rows = std::max<int64_t>(1, chunk_bytes / (vocab * int64_t(sizeof(float))));
+  const int64_t max_rows = std::max<int64_t>(1, chunk_bytes / (vocab * logit_bytes));
   const int64_t chunks = (rows + max_rows - 1) / max_rows;
   return (rows + chunks - 1) / chunks;
 }

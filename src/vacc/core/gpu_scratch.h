@@ -29,9 +29,9 @@ inline size_t gpu_block_bytes(size_t bytes) {
   return (bytes + step - 1) / step * step;
 }
 
-// The largest f32 logits chunk of the fused classifier + cross-entropy on a device with this
-// memory budget: 1/64 of it, between 128 MiB and 1 GiB (why:
-// kernels/cuda/classifier_cross_entropy.cpp).
+// The largest logits chunk (f32, or bf16 in mixed precision) of the fused classifier +
+// cross-entropy on a device with this memory budget: 1/64 of it, between 128 MiB and 1 GiB
+// (why: kernels/cuda/classifier_cross_entropy.cpp).
 inline int64_t gpu_classifier_chunk_bytes(size_t budget_bytes) {
   constexpr int64_t kMin = int64_t(128) << 20, kMax = int64_t(1) << 30;
   const int64_t share = budget_bytes >= size_t(kMax) * 64 ? kMax : int64_t(budget_bytes / 64);

@@ -173,9 +173,13 @@ CostBreakdown predict_step_time(const ModelConfig& c, const ParallelConfig& p,
       // cross-entropy's traffic over the logits, at the profile's measured factor, which
       // `vacc profile` fits to the three products plus that traffic once (one fused call
       // computes the loss and the logits' gradient). Vocabulary-parallel (tp > 1) it runs the
-      // logits twice: the log-sum-exp forward, recomputed with its traffic in backward.
+      // logits twice: the log-sum-exp forward, recomputed with its traffic in backward. The
+      // traffic per logit: f32, written, read twice (12 B); bf16 (mixed precision), written,
+      // read twice and its gradient written over it (8 B).
       const double head = dev.classifier_factor * dev.matmul_seconds(dt, N, sh.vocab, C);
-      const double ce = dev.classifier_factor * dev.elementwise_seconds(3 * N * sh.vocab * kF32);
+      const double logit_traffic = dt == DType::BF16 ? 4 * cb : 3 * kF32;
+      const double ce =
+          dev.classifier_factor * dev.elementwise_seconds(logit_traffic * N * sh.vocab);
       layer_fwd += head + ce;
       layer_bwd += p.tp > 1 ? 3 * head + ce : 2 * head;
     }

@@ -52,8 +52,8 @@ LayerActivations layer_activations(const ModelShard& s, const ModelConfig& c, in
 // The largest transient scratch a GPU rank allocates in a micro-batch, on top of what it holds
 // then (the memory model's other terms); every row counted, as an upper bound.
 // - The classifier (last stage; whole vocabulary or this tp rank's shard): the row list, the
-//   f32 logits chunk, in mixed precision its bf16 gradient, the row losses, and the chunk's
-//   rows of x and of dx gathered when ignored labels make them non-contiguous.
+//   logits chunk (f32, or bf16 in mixed precision; the gradient overwrites it), the row losses,
+//   and the chunk's rows of x and of dx gathered when ignored labels make them non-contiguous.
 // - Attention (each layer): backward, rowsum(dO * O) and, in mixed precision, with grouped
 //   heads each q head's f32 share of dK and dV (the tensor-core kernels read the bf16 qkv
 //   activation as it is) (kernels/cuda/attention*.cu). The cuBLASLt route for other head dims
@@ -70,10 +70,9 @@ double gpu_transient_scratch(const ModelShard& s, const ModelConfig& c, const De
   const double attention = mixed ? rowsum + dkdv_shares : rowsum;
   double classifier = 0;
   if (s.has_head && s.vocab_size > 0) {
-    const double rows =
-        double(classifier_chunk_rows(micro * seq, s.vocab_size, d.classifier_chunk_bytes));
-    classifier = 2 * N * kF32 + rows * double(s.vocab_size) * (kF32 + (mixed ? 2.0 : 0.0)) +
-                 rows * C * (cb + kF32);
+    const double rows = double(
+        classifier_chunk_rows(micro * seq, s.vocab_size, d.classifier_chunk_bytes, int64_t(cb)));
+    classifier = 2 * N * kF32 + rows * double(s.vocab_size) * cb + rows * C * (cb + kF32);
   }
   if (graphs) return classifier + double(gpu_block_bytes(size_t(attention)));
   return std::max(classifier, attention);

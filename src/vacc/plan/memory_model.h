@@ -30,7 +30,7 @@ struct MemoryBreakdown {
 struct DeviceScratch {
   bool gpu = false;
   double fixed_bytes = 0;              // held for the backend's life (cuBLASLt's workspace)
-  int64_t classifier_chunk_bytes = 0;  // the classifier's largest f32 logits chunk
+  int64_t classifier_chunk_bytes = 0;  // the classifier's largest logits chunk (f32 or bf16)
   // The trainer replays the layers' passes as CUDA graphs (--cuda-graphs, on the splits
   // ParallelConfig::layer_graphs_possible allows): the scratch their captures allocated stays
   // kept for the graphs (counted against the budget, not in use) while the classifier's is in

@@ -1,7 +1,9 @@
 // Output projection fused with cross-entropy, in row chunks, so the (N, V) logits are never
 // held for all rows at once. Per chunk of R counted rows (rows labelled -100 are skipped, not
 // computed):
-//   logits (R, V) = x_chunk @ W^T                       (oneDNN, f32 out)
+//   logits (R, V) = x_chunk @ W^T                       (oneDNN, f32 out; rounded to bf16
+//                                                        values in mixed precision, as the
+//                                                        GPU's bf16 logits and PyTorch's)
 //   per row: max, sum exp, loss = log(sum) + max - logit[label],
 //            dlogits = grad_scale * (softmax - onehot)  (in place, or into a bf16 buffer)
 //   dx_chunk (R, C) = dlogits @ W                       (oneDNN)
@@ -38,11 +40,21 @@ inline uint16_t to_bf16_bits(float f) {
   return uint16_t(nan ? ((u >> 16) | 0x40u) : rounded);
 }
 
+// Mixed precision keeps the logits in bf16 (the GPU's product writes them so: half the traffic
+// of the largest tensor of the step, and what PyTorch's bf16 models do); the CPU rounds its f32
+// products' values the same way, so that both backends compute the same function.
+inline void round_to_bf16_values(float* row, int64_t v) {
+#pragma omp simd
+  for (int64_t j = 0; j < v; ++j) row[j] = bits_float(uint32_t(to_bf16_bits(row[j])) << 16);
+}
+
 // One row of logits: returns its loss and, if want_grad, writes grad_scale * (softmax - onehot)
-// into dlog (f32, possibly the logits row itself) or dlog_bf16.
+// into dlog (f32, possibly the logits row itself) or dlog_bf16. kBf16Out: mixed precision (the
+// logits are rounded to bf16 values first).
 template <bool kBf16Out>
 float row_softmax_xent(float* logits, int64_t v, int32_t label, bool want_grad, float grad_scale,
                        float* dlog, uint16_t* dlog_bf16) {
+  if constexpr (kBf16Out) round_to_bf16_values(logits, v);
   float mx = -INFINITY;
 #pragma omp simd reduction(max : mx)
   for (int64_t j = 0; j < v; ++j) mx = std::max(mx, logits[j]);
@@ -110,7 +122,7 @@ double classifier_cross_entropy(const void* x, const void* weight, DType in_dtyp
   const size_t esize = dtype_size(in_dtype);
   const auto* xb = static_cast<const unsigned char*>(x);
 
-  const int64_t chunk_rows = classifier_chunk_rows(m, v, kChunkBytes);
+  const int64_t chunk_rows = classifier_chunk_rows(m, v, kChunkBytes, int64_t(sizeof(float)));
 
   std::vector<float> logits(size_t(chunk_rows) * size_t(v));
   std::vector<uint16_t> dlog_bf16(want_grad && bf16_mode ? size_t(chunk_rows) * size_t(v) : 0);
@@ -203,7 +215,7 @@ class ShardRowChunks {
       rows_.push_back(i);
     }
     const int64_t m = counted();
-    chunk_rows_ = std::max<int64_t>(1, classifier_chunk_rows(m, v, kChunkBytes));
+    chunk_rows_ = std::max<int64_t>(1, classifier_chunk_rows(m, v, kChunkBytes, int64_t(sizeof(float))));
   }
 
   int64_t counted() const { return int64_t(rows_.size()); }
@@ -254,7 +266,8 @@ void classifier_logsumexp(const void* x, const void* weight, DType in_dtype,
            DType::F32, 1.0f, 0.0f, nullptr);
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < R; ++r) {
-      const float* lr = logits.data() + size_t(r) * size_t(v);
+      float* lr = logits.data() + size_t(r) * size_t(v);
+      if (in_dtype == DType::BF16) round_to_bf16_values(lr, v);
       const int64_t i = chunks.row(r0 + r);
       float mx = -INFINITY;
 #pragma omp simd reduction(max : mx)
@@ -295,6 +308,7 @@ void classifier_cross_entropy_backward(const void* x, const void* weight, DType 
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < R; ++r) {
       float* lr = logits.data() + size_t(r) * size_t(v);
+      if (bf16_mode) round_to_bf16_values(lr, v);
       const int64_t i = chunks.row(r0 + r);
       const float g = lse_global[i];
       const int64_t col = shard_column(labels[i], vocab_start, v);

@@ -1,10 +1,12 @@
 // Per chunk of R counted rows (rows labelled -100 are skipped, not computed):
-//   logits (R, V) = x_chunk @ W^T                         (cuBLASLt, f32 out, scratch buffer)
-//   per row (softmax_cross_entropy.cu): max, sum exp, then
+//   logits (R, V) = x_chunk @ W^T                         (cuBLASLt, f32 accumulation, scratch
+//                                                          buffer in x's dtype: f32, or bf16 in
+//                                                          mixed precision)
+//   per row (softmax_cross_entropy.cu): max, sum exp (in f32), then
 //     whole vocabulary: loss = log(sum) + max - logit[label], dlogits = grad_scale * (softmax -
 //     onehot); vocabulary shard, forward: lse and the label's logit; vocabulary shard,
 //     backward: dlogits = grad_scale * (exp(logit - lse_global) - onehot)
-//     (in place, or into a bf16 buffer)
+//     (in place, in the logits' dtype)
 //   dx_chunk (R, C) = dlogits @ W                         (cuBLASLt)
 //   dW (V, C) += dlogits^T @ x_chunk                      (cuBLASLt, beta = 1)
 // The labels are read on the host first (one small copy that waits for the stream): they are
@@ -27,14 +29,14 @@ constexpr int32_t kIgnoreLabel = -100;
 
 }  // namespace
 
-// The f32 logits chunk (plus, in bf16, its bf16 gradient at half the size) is the classifier's
-// largest scratch. More rows per chunk keep the GPU busy in the gradient products (dx = dlogits
-// @ W has only R rows) and read and write dweight (V x C in f32) fewer times: on the H200, 128 MiB
-// chunks (220 rows of a 151936 vocabulary) ran the whole classifier at 168 TFLOP/s. So a chunk
-// is 1/64 of the device's memory budget, between 128 MiB and 1 GiB (1 GiB is 1766 such rows;
-// an 80 GiB GPU reaches it): gpu_classifier_chunk_bytes, which the memory model counts too. The
-// CPU simulator's build caps it (VACC_CLASSIFIER_CHUNK_BYTES) so that its small tests cross
-// chunks.
+// The logits chunk (f32, or bf16 in mixed precision; the gradient overwrites it) is the
+// classifier's largest scratch. More rows per chunk keep the GPU busy in the gradient products
+// (dx = dlogits @ W has only R rows) and read and write dweight (V x C in f32) fewer times: on
+// the H200, 128 MiB chunks (220 f32 rows of a 151936 vocabulary) ran the whole classifier at 168
+// TFLOP/s. So a chunk is 1/64 of the device's memory budget, between 128 MiB and 1 GiB (1 GiB
+// is 1766 such rows in f32, 3533 in bf16; an 80 GiB GPU reaches it): gpu_classifier_chunk_bytes,
+// which the memory model counts too. The CPU simulator's build caps it
+// (VACC_CLASSIFIER_CHUNK_BYTES) so that its small tests cross chunks.
 int64_t classifier_chunk_bytes(CudaContext& ctx) {
 #ifdef VACC_CLASSIFIER_CHUNK_BYTES
   (void)ctx;
@@ -73,10 +75,10 @@ class RowChunks {
     }
     const int64_t m = counted();
     if (m == 0) return;
-    chunk_rows_ = classifier_chunk_rows(m, v, classifier_chunk_bytes(ctx));
+    chunk_rows_ = classifier_chunk_rows(m, v, classifier_chunk_bytes(ctx), int64_t(esize_));
     rows_dev_ = ctx.scratch({m}, DType::I32, "classifier row list");
     ctx.upload(rows_.data(), rows_dev_.data(), size_t(m) * sizeof(int32_t));
-    logits_ = ctx.scratch({chunk_rows_, v}, DType::F32, "classifier logits chunk");
+    logits_ = ctx.scratch({chunk_rows_, v}, x.dtype(), "classifier logits chunk");
   }
 
   int64_t counted() const { return int64_t(rows_.size()); }
@@ -86,7 +88,15 @@ class RowChunks {
   bool contiguous(int64_t r0, int64_t R) const { return row(r0 + R - 1) - row(r0) == R - 1; }
   // The device list of the input rows of counted rows [r0, ...).
   const int32_t* rows_dev(int64_t r0) const { return rows_dev_.data_as<int32_t>() + r0; }
-  float* logits() const { return logits_.data_as<float>(); }
+  // The chunk's logits, in x's dtype; the gradient overwrites them.
+  void* logits() const { return logits_.data(); }
+  DType dtype() const { return x_.dtype(); }
+
+  // logits (R, V) = the (R, C) rows `xc` @ W^T, in x's dtype (f32 accumulation).
+  void logits_product(const void* xc, int64_t R, const Tensor& weight) {
+    ctx_.gemm(xc, false, weight.data(), true, logits(), R, weight.size(0), c_, dtype(), dtype(),
+              1.0f, 0.0f, nullptr);
+  }
 
   // The (R, C) rows of x for counted rows [r0, r0 + R).
   const void* x_chunk(int64_t r0, int64_t R) {
@@ -98,12 +108,13 @@ class RowChunks {
     return xgather_.data();
   }
 
-  // The gradient products of a chunk whose dlogits (R, V) are in `dlog` (dtype of x):
+  // The gradient products of a chunk whose dlogits (R, V) have overwritten its logits:
   // dx rows = dlog @ W (overwrite), dweight += dlog^T @ x_chunk.
-  void backward_products(int64_t r0, int64_t R, const void* dlog, const void* xc,
-                         const Tensor& weight, Tensor* dx, Tensor* dweight) {
+  void backward_products(int64_t r0, int64_t R, const void* xc, const Tensor& weight, Tensor* dx,
+                         Tensor* dweight) {
     const int64_t v = weight.size(0);
     const DType dt = x_.dtype();
+    const void* dlog = logits();
     if (dx) {
       if (contiguous(r0, R)) {
         ctx_.gemm(dlog, false, weight.data(), false, dx->data_as<float>() + row(r0) * c_, R, c_,
@@ -146,22 +157,15 @@ void classifier_cross_entropy(CudaContext& ctx, const Tensor& x, const Tensor& w
   if (m == 0) return;
 
   const int64_t rows = chunks.chunk_rows();
-  Tensor dlog_bf16;
-  if (want_grad && x.dtype() == DType::BF16)
-    dlog_bf16 = ctx.scratch({rows, v}, DType::BF16, "classifier bf16 logit gradients");
   Tensor row_loss = ctx.scratch({m}, DType::F32, "classifier row losses");
   for (int64_t r0 = 0; r0 < m; r0 += rows) {
     const int64_t R = std::min(rows, m - r0);
     const void* xc = chunks.x_chunk(r0, R);
-    ctx.gemm(xc, false, weight.data(), true, chunks.logits(), R, v, c, x.dtype(), DType::F32,
-             1.0f, 0.0f, nullptr);
-    softmax_cross_entropy_rows(chunks.logits(), R, v, chunks.rows_dev(r0),
+    chunks.logits_product(xc, R, weight);
+    softmax_cross_entropy_rows(chunks.logits(), chunks.dtype(), R, v, chunks.rows_dev(r0),
                                labels.data_as<int32_t>(), want_grad, grad_scale,
-                               dlog_bf16.defined() ? dlog_bf16.data_as<bf16>() : nullptr,
                                row_loss.data_as<float>() + r0, stream);
-    if (want_grad)
-      chunks.backward_products(r0, R, dlog_bf16.defined() ? dlog_bf16.data() : chunks.logits(),
-                               xc, weight, dx, dweight);
+    if (want_grad) chunks.backward_products(r0, R, xc, weight, dx, dweight);
   }
   add_loss_sum(row_loss.data_as<float>(), m, loss_sum.data_as<float>(), stream);
 }
@@ -169,7 +173,7 @@ void classifier_cross_entropy(CudaContext& ctx, const Tensor& x, const Tensor& w
 void classifier_logsumexp(CudaContext& ctx, const Tensor& x, const Tensor& weight,
                           int64_t vocab_start, const Tensor& labels, Tensor& lse,
                           Tensor& target_logit) {
-  const int64_t n = x.size(0), c = x.size(1), v = weight.size(0);
+  const int64_t n = x.size(0), v = weight.size(0);
   cudaStream_t stream = ctx.stream();
   RowChunks chunks(ctx, "classifier_logsumexp", x, labels, v, true);
   fill(lse.data(), DType::F32, 0.0f, n, stream);
@@ -177,10 +181,10 @@ void classifier_logsumexp(CudaContext& ctx, const Tensor& x, const Tensor& weigh
   const int64_t m = chunks.counted(), rows = chunks.chunk_rows();
   for (int64_t r0 = 0; r0 < m; r0 += rows) {
     const int64_t R = std::min(rows, m - r0);
-    ctx.gemm(chunks.x_chunk(r0, R), false, weight.data(), true, chunks.logits(), R, v, c,
-             x.dtype(), DType::F32, 1.0f, 0.0f, nullptr);
-    shard_logsumexp_rows(chunks.logits(), R, v, chunks.rows_dev(r0), labels.data_as<int32_t>(),
-                         vocab_start, lse.data_as<float>(), target_logit.data_as<float>(), stream);
+    chunks.logits_product(chunks.x_chunk(r0, R), R, weight);
+    shard_logsumexp_rows(chunks.logits(), chunks.dtype(), R, v, chunks.rows_dev(r0),
+                         labels.data_as<int32_t>(), vocab_start, lse.data_as<float>(),
+                         target_logit.data_as<float>(), stream);
   }
 }
 
@@ -195,19 +199,14 @@ void classifier_cross_entropy_backward(CudaContext& ctx, const Tensor& x, const 
   const int64_t m = chunks.counted(), rows = chunks.chunk_rows();
   if (dx && m < n) zero_ignored_rows(dx->data_as<float>(), labels.data_as<int32_t>(), n, c, stream);
   if (m == 0) return;
-  Tensor dlog_bf16;
-  if (x.dtype() == DType::BF16)
-    dlog_bf16 = ctx.scratch({rows, v}, DType::BF16, "classifier bf16 logit gradients");
   for (int64_t r0 = 0; r0 < m; r0 += rows) {
     const int64_t R = std::min(rows, m - r0);
     const void* xc = chunks.x_chunk(r0, R);
-    ctx.gemm(xc, false, weight.data(), true, chunks.logits(), R, v, c, x.dtype(), DType::F32,
-             1.0f, 0.0f, nullptr);
-    shard_softmax_grad_rows(chunks.logits(), R, v, chunks.rows_dev(r0), labels.data_as<int32_t>(),
-                            vocab_start, lse_global.data_as<float>(), grad_scale,
-                            dlog_bf16.defined() ? dlog_bf16.data_as<bf16>() : nullptr, stream);
-    chunks.backward_products(r0, R, dlog_bf16.defined() ? dlog_bf16.data() : chunks.logits(), xc,
-                             weight, dx, dweight);
+    chunks.logits_product(xc, R, weight);
+    shard_softmax_grad_rows(chunks.logits(), chunks.dtype(), R, v, chunks.rows_dev(r0),
+                            labels.data_as<int32_t>(), vocab_start, lse_global.data_as<float>(),
+                            grad_scale, stream);
+    chunks.backward_products(r0, R, xc, weight, dx, dweight);
   }
 }
 

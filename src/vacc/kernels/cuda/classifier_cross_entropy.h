@@ -9,7 +9,7 @@
 
 namespace vacc::cuda {
 
-// The largest f32 logits chunk the classifier holds on this context's device (bytes).
+// The largest logits chunk (f32 or bf16) the classifier holds on this context's device (bytes).
 int64_t classifier_chunk_bytes(CudaContext& ctx);
 
 void classifier_cross_entropy(CudaContext& ctx, const Tensor& x, const Tensor& weight,

@@ -38,8 +38,9 @@ std::string cuda_device_name(int device_index);
 // that a communicator can order its operations after it; nullptr for any other backend.
 void* cuda_compute_stream(Backend& backend);
 
-// The largest f32 logits chunk the classifier of a backend made by make_cuda_backend holds
-// (bytes; the memory model's DeviceScratch::classifier_chunk_bytes); 0 for any other backend.
+// The largest logits chunk (f32 or bf16) the classifier of a backend made by make_cuda_backend
+// holds (bytes; the memory model's DeviceScratch::classifier_chunk_bytes); 0 for any other
+// backend.
 int64_t cuda_classifier_chunk_bytes(Backend& backend);
 
 }  // namespace vacc

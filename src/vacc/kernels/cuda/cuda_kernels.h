@@ -159,23 +159,24 @@ void attention_decode(const float* qkv, int64_t n_new, int64_t q_heads, int64_t 
                       cudaStream_t stream);
 
 // ---- softmax_cross_entropy.cu (the per-row parts of classifier_cross_entropy.cpp) ----
-// For chunk row r (r < R), the input row rows[r] with label labels[rows[r]] (valid, not -100):
-// row_loss[r] = logsumexp(logits row) - logit[label]; if want_grad, the row's gradient
-// grad_scale * (softmax - onehot) overwrites the logits row (f32) or goes to dlogits_bf16.
-void softmax_cross_entropy_rows(float* logits, int64_t R, int64_t V, const int32_t* rows,
-                                const int32_t* labels, bool want_grad, float grad_scale,
-                                bf16* dlogits_bf16, float* row_loss, cudaStream_t stream);
+// The logits chunk (R, V) is f32 or, in mixed precision, bf16 (logits_dtype); the gradients
+// overwrite it in its dtype. For chunk row r (r < R), the input row rows[r] with label
+// labels[rows[r]] (valid, not -100): row_loss[r] = logsumexp(logits row) - logit[label]; if
+// want_grad, the row's gradient grad_scale * (softmax - onehot) overwrites the row.
+void softmax_cross_entropy_rows(void* logits, DType logits_dtype, int64_t R, int64_t V,
+                                const int32_t* rows, const int32_t* labels, bool want_grad,
+                                float grad_scale, float* row_loss, cudaStream_t stream);
 // Vocabulary-parallel pieces, the logits of a shard holding vocabulary rows [vocab_start,
 // vocab_start + V): lse[rows[r]] = logsumexp of row r and target_logit[rows[r]] = the label's
 // logit when it is in the shard, else 0.
-void shard_logsumexp_rows(const float* logits, int64_t R, int64_t V, const int32_t* rows,
-                          const int32_t* labels, int64_t vocab_start, float* lse,
-                          float* target_logit, cudaStream_t stream);
+void shard_logsumexp_rows(const void* logits, DType logits_dtype, int64_t R, int64_t V,
+                          const int32_t* rows, const int32_t* labels, int64_t vocab_start,
+                          float* lse, float* target_logit, cudaStream_t stream);
 // Row r's gradient grad_scale * (exp(logit - lse_global[rows[r]]) - onehot(label in shard))
-// overwrites the logits row (f32) or goes to dlogits_bf16.
-void shard_softmax_grad_rows(float* logits, int64_t R, int64_t V, const int32_t* rows,
-                             const int32_t* labels, int64_t vocab_start, const float* lse_global,
-                             float grad_scale, bf16* dlogits_bf16, cudaStream_t stream);
+// overwrites the logits row.
+void shard_softmax_grad_rows(void* logits, DType logits_dtype, int64_t R, int64_t V,
+                             const int32_t* rows, const int32_t* labels, int64_t vocab_start,
+                             const float* lse_global, float grad_scale, cudaStream_t stream);
 // dst (R, C) = src rows rows[0..R) of (*, C); element size 2 or 4 bytes.
 void gather_rows(const void* src, const int32_t* rows, int64_t R, int64_t C, size_t elem_size,
                  void* dst, cudaStream_t stream);

@@ -14,12 +14,14 @@ constexpr int kThreads = 512;
 // A logits row's max and sum of exp(x - max), to every thread of the block, in ONE read of the
 // row: each thread keeps a running (max, sum) and rescales its sum when its max grows; the
 // block then rescales every thread's sum to the block's max. Rows of a multiple of 4 elements
-// at a 16-byte boundary (the usual vocabulary) are read as float4.
+// at a 4-element boundary (the usual vocabulary) are read four at a time (16-byte f32, 8-byte
+// bf16). T: float (f32 products) or bf16 (mixed precision: the logits as the product wrote them).
 struct RowStats {
   float max, sum;
 };
-__device__ __forceinline__ bool vec4_row(const void* row, int64_t V) {
-  return V % 4 == 0 && reinterpret_cast<uintptr_t>(row) % 16 == 0;
+template <typename T>
+__device__ __forceinline__ bool vec4_row(const T* row, int64_t V) {
+  return V % 4 == 0 && reinterpret_cast<uintptr_t>(row) % (4 * sizeof(T)) == 0;
 }
 __device__ __forceinline__ void running_add(float x, float& m, float& s) {
   if (x > m) {
@@ -29,7 +31,8 @@ __device__ __forceinline__ void running_add(float x, float& m, float& s) {
     s += expf(x - m);
   }
 }
-__device__ RowStats row_softmax_stats(const float* row, int64_t V, float* scratch) {
+template <typename T>
+__device__ RowStats row_softmax_stats(const T* row, int64_t V, float* scratch) {
   float m = kNegInf, s = 0.0f;
   if (vec4_row(row, V)) {
     for (int64_t j = threadIdx.x; j < V / 4; j += blockDim.x) {
@@ -40,92 +43,82 @@ __device__ RowStats row_softmax_stats(const float* row, int64_t V, float* scratc
       running_add(q.w, m, s);
     }
   } else {
-    for (int64_t j = threadIdx.x; j < V; j += blockDim.x) running_add(row[j], m, s);
+    for (int64_t j = threadIdx.x; j < V; j += blockDim.x) running_add(load(row, j), m, s);
   }
   const float mx = block_max(m, scratch);
   const float sum = block_sum(s > 0.0f ? s * expf(m - mx) : 0.0f, scratch);
   return {mx, sum};
 }
 
-// Writes g(j, logit_j) for every element of a row: in place (f32), or into a bf16 row. Every
-// element is read once and written once, four at a time where the row allows it.
-template <typename Grad>
-__device__ __forceinline__ void write_row_gradient(float* row, int64_t V, bf16* out_bf16,
-                                                   Grad g) {
-  if (vec4_row(row, V) && (!out_bf16 || reinterpret_cast<uintptr_t>(out_bf16) % 8 == 0)) {
+// Overwrites every element of a row with g(j, logit_j) (rounded to T): each element is read
+// once and written once, four at a time where the row allows it.
+template <typename T, typename Grad>
+__device__ __forceinline__ void write_row_gradient(T* row, int64_t V, Grad g) {
+  if (vec4_row(row, V)) {
     for (int64_t j = threadIdx.x; j < V / 4; j += blockDim.x) {
       const Vec4 q = load4(row, j);
-      const Vec4 d = {g(4 * j, q.x), g(4 * j + 1, q.y), g(4 * j + 2, q.z), g(4 * j + 3, q.w)};
-      if (out_bf16)
-        store4(out_bf16, j, d);
-      else
-        store4(row, j, d);
+      store4(row, j,
+             Vec4{g(4 * j, q.x), g(4 * j + 1, q.y), g(4 * j + 2, q.z), g(4 * j + 3, q.w)});
     }
     return;
   }
-  for (int64_t j = threadIdx.x; j < V; j += blockDim.x) {
-    const float d = g(j, row[j]);
-    if (out_bf16)
-      out_bf16[j] = to_bf16(d);
-    else
-      row[j] = d;
-  }
+  for (int64_t j = threadIdx.x; j < V; j += blockDim.x) store(row, j, g(j, load(row, j)));
 }
 
+template <typename T>
 __global__ void __launch_bounds__(kThreads)
-    softmax_cross_entropy_kernel(float* logits, int64_t V, const int32_t* rows,
+    softmax_cross_entropy_kernel(T* logits, int64_t V, const int32_t* rows,
                                  const int32_t* labels, bool want_grad, float grad_scale,
-                                 bf16* dlogits_bf16, float* row_loss) {
+                                 float* row_loss) {
   __shared__ float scratch[32];
   const int64_t r = blockIdx.x;
-  float* lr = logits + r * V;
+  T* lr = logits + r * V;
   const int32_t label = labels[rows[r]];
-  const float label_logit = lr[label];  // read by every thread before any overwrites it
+  const float label_logit = load(lr, label);  // read by every thread before any overwrites it
   const RowStats st = row_softmax_stats(lr, V, scratch);
   if (threadIdx.x == 0) row_loss[r] = logf(st.sum) + st.max - label_logit;
   if (!want_grad) return;
   __syncthreads();  // every thread has read the label's logit
   const float mx = st.max, k = grad_scale / st.sum;
-  write_row_gradient(lr, V, dlogits_bf16 ? dlogits_bf16 + r * V : nullptr,
-                     [=](int64_t j, float x) {
-                       const float gj = expf(x - mx) * k;
-                       return j == label ? gj - grad_scale : gj;
-                     });
+  write_row_gradient(lr, V, [=](int64_t j, float x) {
+    const float gj = expf(x - mx) * k;
+    return j == label ? gj - grad_scale : gj;
+  });
 }
 
 // Vocabulary shard, forward: lse and the label's logit (0 when outside the shard) of row r,
 // written at its input row rows[r].
+template <typename T>
 __global__ void __launch_bounds__(kThreads)
-    shard_logsumexp_kernel(const float* logits, int64_t V, const int32_t* rows,
+    shard_logsumexp_kernel(const T* logits, int64_t V, const int32_t* rows,
                            const int32_t* labels, int64_t vocab_start, float* lse,
                            float* target_logit) {
   __shared__ float scratch[32];
   const int64_t r = blockIdx.x;
-  const float* lr = logits + r * V;
+  const T* lr = logits + r * V;
   const int64_t i = rows[r];
   const RowStats st = row_softmax_stats(lr, V, scratch);
   if (threadIdx.x == 0) {
     const int64_t col = int64_t(labels[i]) - vocab_start;
     lse[i] = logf(st.sum) + st.max;
-    target_logit[i] = col >= 0 && col < V ? lr[col] : 0.0f;
+    target_logit[i] = col >= 0 && col < V ? load(lr, col) : 0.0f;
   }
 }
 
 // Vocabulary shard, backward: dlogits = grad_scale * (exp(logit - lse_global) - onehot) for
-// row r (input row rows[r]), in place (f32) or into dlogits_bf16.
+// row r (input row rows[r]), in place.
+template <typename T>
 __global__ void __launch_bounds__(kThreads)
-    shard_softmax_grad_kernel(float* logits, int64_t V, const int32_t* rows,
-                              const int32_t* labels, int64_t vocab_start,
-                              const float* lse_global, float grad_scale, bf16* dlogits_bf16) {
+    shard_softmax_grad_kernel(T* logits, int64_t V, const int32_t* rows, const int32_t* labels,
+                              int64_t vocab_start, const float* lse_global, float grad_scale) {
   const int64_t r = blockIdx.x;
   const int64_t i = rows[r];
   const float g = lse_global[i];
   const int64_t col = int64_t(labels[i]) - vocab_start;
-  write_row_gradient(logits + r * V, V, dlogits_bf16 ? dlogits_bf16 + r * V : nullptr,
-                     [=](int64_t j, float x) {
-                       const float d = grad_scale * expf(x - g);
-                       return j == col ? d - grad_scale : d;
-                     });
+  write_row_gradient(logits + r * V, V, [=](int64_t j, float x) {
+    const float d = grad_scale * expf(x - g);
+    return j == col ? d - grad_scale : d;
+  });
 }
 
 template <typename T>
@@ -159,30 +152,42 @@ __global__ void add_loss_sum_kernel(const float* row_loss, int64_t m, float* los
 
 }  // namespace
 
-void softmax_cross_entropy_rows(float* logits, int64_t R, int64_t V, const int32_t* rows,
-                                const int32_t* labels, bool want_grad, float grad_scale,
-                                bf16* dlogits_bf16, float* row_loss, cudaStream_t stream) {
+void softmax_cross_entropy_rows(void* logits, DType logits_dtype, int64_t R, int64_t V,
+                                const int32_t* rows, const int32_t* labels, bool want_grad,
+                                float grad_scale, float* row_loss, cudaStream_t stream) {
   if (R == 0) return;
-  softmax_cross_entropy_kernel<<<unsigned(R), kThreads, 0, stream>>>(
-      logits, V, rows, labels, want_grad, grad_scale, dlogits_bf16, row_loss);
+  if (logits_dtype == DType::BF16)
+    softmax_cross_entropy_kernel<<<unsigned(R), kThreads, 0, stream>>>(
+        static_cast<bf16*>(logits), V, rows, labels, want_grad, grad_scale, row_loss);
+  else
+    softmax_cross_entropy_kernel<<<unsigned(R), kThreads, 0, stream>>>(
+        static_cast<float*>(logits), V, rows, labels, want_grad, grad_scale, row_loss);
   VACC_CUDA_CHECK_LAUNCH("softmax_cross_entropy_kernel");
 }
 
-void shard_logsumexp_rows(const float* logits, int64_t R, int64_t V, const int32_t* rows,
-                          const int32_t* labels, int64_t vocab_start, float* lse,
-                          float* target_logit, cudaStream_t stream) {
+void shard_logsumexp_rows(const void* logits, DType logits_dtype, int64_t R, int64_t V,
+                          const int32_t* rows, const int32_t* labels, int64_t vocab_start,
+                          float* lse, float* target_logit, cudaStream_t stream) {
   if (R == 0) return;
-  shard_logsumexp_kernel<<<unsigned(R), kThreads, 0, stream>>>(logits, V, rows, labels,
-                                                               vocab_start, lse, target_logit);
+  if (logits_dtype == DType::BF16)
+    shard_logsumexp_kernel<<<unsigned(R), kThreads, 0, stream>>>(
+        static_cast<const bf16*>(logits), V, rows, labels, vocab_start, lse, target_logit);
+  else
+    shard_logsumexp_kernel<<<unsigned(R), kThreads, 0, stream>>>(
+        static_cast<const float*>(logits), V, rows, labels, vocab_start, lse, target_logit);
   VACC_CUDA_CHECK_LAUNCH("shard_logsumexp_kernel");
 }
 
-void shard_softmax_grad_rows(float* logits, int64_t R, int64_t V, const int32_t* rows,
-                             const int32_t* labels, int64_t vocab_start, const float* lse_global,
-                             float grad_scale, bf16* dlogits_bf16, cudaStream_t stream) {
+void shard_softmax_grad_rows(void* logits, DType logits_dtype, int64_t R, int64_t V,
+                             const int32_t* rows, const int32_t* labels, int64_t vocab_start,
+                             const float* lse_global, float grad_scale, cudaStream_t stream) {
   if (R == 0) return;
-  shard_softmax_grad_kernel<<<unsigned(R), kThreads, 0, stream>>>(
-      logits, V, rows, labels, vocab_start, lse_global, grad_scale, dlogits_bf16);
+  if (logits_dtype == DType::BF16)
+    shard_softmax_grad_kernel<<<unsigned(R), kThreads, 0, stream>>>(
+        static_cast<bf16*>(logits), V, rows, labels, vocab_start, lse_global, grad_scale);
+  else
+    shard_softmax_grad_kernel<<<unsigned(R), kThreads, 0, stream>>>(
+        static_cast<float*>(logits), V, rows, labels, vocab_start, lse_global, grad_scale);
   VACC_CUDA_CHECK_LAUNCH("shard_softmax_grad_kernel");
 }
 
