@@ -60,18 +60,19 @@ TEST(CostModel, ElementwiseTrafficByPrecision) {
   auto step = [&](DType dt, const ModelConfig& c = tiny()) {
     return predict_step_time(c, ParallelConfig{}, CostQuery{2, 8, dt}, k).step_s;
   };
-  // The cross-entropy reads the f32 logits once: 3 x 16 x 256 x 4 bytes.
-  const double loss = 3.0 * 16 * 256 * 4;
+  // The cross-entropy's traffic over the logits: f32, written and read twice, 3 x 16 x 256 x 4
+  // bytes; bf16, written, read twice and the gradient written over them, 4 x 16 x 256 x 2.
+  const double loss = 3.0 * 16 * 256 * 4, loss_bf16 = 4.0 * 16 * 256 * 2;
   // f32: forward (12 N C + 4 N W + 6 N F) x 4 = 131072 bytes a layer, backward twice that.
   EXPECT_NEAR(step(DType::F32), (2 * 3 * 131072 + loss) / 1e9, 1e-15);
   // bf16 mixed precision: forward 14 N C + 4 N W + 6 N F = 34816 bytes a layer, backward
   // 42 N C + 10 N W + 10 N F = 83968 (RoPE's inverse in place with a bf16 copy).
-  EXPECT_NEAR(step(DType::BF16), (2 * (34816 + 83968) + loss) / 1e9, 1e-15);
+  EXPECT_NEAR(step(DType::BF16), (2 * (34816 + 83968) + loss_bf16) / 1e9, 1e-15);
   // With a qkv bias, RoPE's inverse reads the gradient once for the copy and the bias
   // gradient: 6 N W, backward 75776.
   ModelConfig biased = tiny();
   biased.attention_bias = true;
-  EXPECT_NEAR(step(DType::BF16, biased), (2 * (34816 + 75776) + loss) / 1e9, 1e-15);
+  EXPECT_NEAR(step(DType::BF16, biased), (2 * (34816 + 75776) + loss_bf16) / 1e9, 1e-15);
 }
 
 TEST(CostModel, GroupLinkByRankOrder) {
