@@ -101,9 +101,22 @@ TEST(CudaKernelsSim, ConvertFillAddScaleAreExact) {
   std::vector<int32_t> ids(77, 0);
   cuda::fill(ids.data(), DType::I32, 5.0f, 77, kStream);
   EXPECT_EQ(std::count(ids.begin(), ids.end(), 5), 77);
-  std::vector<bf16> fb(300);
-  cuda::fill(fb.data(), DType::BF16, 0.3f, 300, kStream);
-  EXPECT_EQ(fb[299].bits, float_to_bf16(0.3f).bits);
+  // f32 and bf16 fills: four a store from an aligned start (with n % 4 left over), else one by
+  // one; every element of the range and nothing beside it.
+  for (size_t first : {size_t(0), size_t(1)})
+    for (size_t n : {size_t(300), size_t(299), size_t(3)}) {
+      const std::string what = "first " + std::to_string(first) + ", n " + std::to_string(n);
+      std::vector<float> ff(n + 2, 9.0f);
+      cuda::fill(ff.data() + first, DType::F32, 0.3f, int64_t(n), kStream);
+      std::vector<bf16> fb(n + 2, float_to_bf16(9.0f));
+      cuda::fill(fb.data() + first, DType::BF16, 0.3f, int64_t(n), kStream);
+      for (size_t i = 0; i < n + 2; ++i) {
+        const bool in = i >= first && i < first + n;
+        ASSERT_EQ(ff[i], in ? 0.3f : 9.0f) << "f32 element " << i << ", " << what;
+        ASSERT_EQ(fb[i].bits, float_to_bf16(in ? 0.3f : 9.0f).bits)
+            << "bf16 element " << i << ", " << what;
+      }
+    }
 
   auto a = random_vector(1000, 2), c = random_vector(1000, 3);
   std::vector<float> sum(1000);
