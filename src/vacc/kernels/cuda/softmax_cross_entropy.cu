@@ -150,18 +150,25 @@ __global__ void add_loss_sum_kernel(const float* row_loss, int64_t m, float* los
   if (threadIdx.x == 0) loss_sum[0] += float(s);
 }
 
+// Calls fn with the logits chunk as float* or bf16* (its dtype).
+template <typename Fn>
+void with_logits_type(void* logits, DType dtype, Fn&& fn) {
+  if (dtype == DType::BF16)
+    fn(static_cast<bf16*>(logits));
+  else
+    fn(static_cast<float*>(logits));
+}
+
 }  // namespace
 
 void softmax_cross_entropy_rows(void* logits, DType logits_dtype, int64_t R, int64_t V,
                                 const int32_t* rows, const int32_t* labels, bool want_grad,
                                 float grad_scale, float* row_loss, cudaStream_t stream) {
   if (R == 0) return;
-  if (logits_dtype == DType::BF16)
+  with_logits_type(logits, logits_dtype, [&](auto* l) {
     softmax_cross_entropy_kernel<<<unsigned(R), kThreads, 0, stream>>>(
-        static_cast<bf16*>(logits), V, rows, labels, want_grad, grad_scale, row_loss);
-  else
-    softmax_cross_entropy_kernel<<<unsigned(R), kThreads, 0, stream>>>(
-        static_cast<float*>(logits), V, rows, labels, want_grad, grad_scale, row_loss);
+        l, V, rows, labels, want_grad, grad_scale, row_loss);
+  });
   VACC_CUDA_CHECK_LAUNCH("softmax_cross_entropy_kernel");
 }
 
@@ -169,12 +176,10 @@ void shard_logsumexp_rows(const void* logits, DType logits_dtype, int64_t R, int
                           const int32_t* rows, const int32_t* labels, int64_t vocab_start,
                           float* lse, float* target_logit, cudaStream_t stream) {
   if (R == 0) return;
-  if (logits_dtype == DType::BF16)
-    shard_logsumexp_kernel<<<unsigned(R), kThreads, 0, stream>>>(
-        static_cast<const bf16*>(logits), V, rows, labels, vocab_start, lse, target_logit);
-  else
-    shard_logsumexp_kernel<<<unsigned(R), kThreads, 0, stream>>>(
-        static_cast<const float*>(logits), V, rows, labels, vocab_start, lse, target_logit);
+  with_logits_type(const_cast<void*>(logits), logits_dtype, [&](auto* l) {
+    shard_logsumexp_kernel<<<unsigned(R), kThreads, 0, stream>>>(l, V, rows, labels,
+                                                                 vocab_start, lse, target_logit);
+  });
   VACC_CUDA_CHECK_LAUNCH("shard_logsumexp_kernel");
 }
 
@@ -182,12 +187,10 @@ void shard_softmax_grad_rows(void* logits, DType logits_dtype, int64_t R, int64_
                              const int32_t* rows, const int32_t* labels, int64_t vocab_start,
                              const float* lse_global, float grad_scale, cudaStream_t stream) {
   if (R == 0) return;
-  if (logits_dtype == DType::BF16)
+  with_logits_type(logits, logits_dtype, [&](auto* l) {
     shard_softmax_grad_kernel<<<unsigned(R), kThreads, 0, stream>>>(
-        static_cast<bf16*>(logits), V, rows, labels, vocab_start, lse_global, grad_scale);
-  else
-    shard_softmax_grad_kernel<<<unsigned(R), kThreads, 0, stream>>>(
-        static_cast<float*>(logits), V, rows, labels, vocab_start, lse_global, grad_scale);
+        l, V, rows, labels, vocab_start, lse_global, grad_scale);
+  });
   VACC_CUDA_CHECK_LAUNCH("shard_softmax_grad_kernel");
 }
 
