@@ -28,6 +28,7 @@
 #include "vacc/kernels/backend.h"
 #include "vacc/launch/accelerator_state.h"
 #include "vacc/launch/launcher.h"
+#include "vacc/plan/cost_model.h"
 #include "vacc/plan/measured_profile.h"
 #include "vacc/plan/profile_fit.h"
 #include "vacc/runtime/profile_measure.h"
@@ -99,7 +100,7 @@ void fit_and_store(const ProfileArgs& a, const Flavor& flavor, int ranks, int th
   const ClassifierSample& cs = dev.classifier;
   const double curve_classifier =
       3 * p.matmul_seconds(DType::F32, double(cs.rows), double(cs.vocab), double(cs.hidden)) +
-      p.elementwise_seconds(3.0 * double(cs.rows) * double(cs.vocab) * 4);
+      p.elementwise_seconds(classifier_logit_bytes(dtype) * double(cs.rows) * double(cs.vocab));
   p.classifier_factor = cs.seconds / curve_classifier;
 
   nlohmann::json matmul = nlohmann::json::array();

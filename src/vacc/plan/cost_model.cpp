@@ -127,6 +127,8 @@ std::string CostBreakdown::str() const {
   return buf;
 }
 
+double classifier_logit_bytes(DType dtype) { return dtype == DType::BF16 ? 4 * 2.0 : 3 * kF32; }
+
 CostBreakdown predict_step_time(const ModelConfig& c, const ParallelConfig& p,
                                 const CostQuery& q, const ClusterSpec& cluster) {
   const DeviceProfile& dev = cluster.profile;
@@ -173,13 +175,10 @@ CostBreakdown predict_step_time(const ModelConfig& c, const ParallelConfig& p,
       // cross-entropy's traffic over the logits, at the profile's measured factor, which
       // `vacc profile` fits to the three products plus that traffic once (one fused call
       // computes the loss and the logits' gradient). Vocabulary-parallel (tp > 1) it runs the
-      // logits twice: the log-sum-exp forward, recomputed with its traffic in backward. The
-      // traffic per logit: f32, written, read twice (12 B); bf16 (mixed precision), written,
-      // read twice and its gradient written over it (8 B).
+      // logits twice: the log-sum-exp forward, recomputed with its traffic in backward.
       const double head = dev.classifier_factor * dev.matmul_seconds(dt, N, sh.vocab, C);
-      const double logit_traffic = dt == DType::BF16 ? 4 * cb : 3 * kF32;
-      const double ce =
-          dev.classifier_factor * dev.elementwise_seconds(logit_traffic * N * sh.vocab);
+      const double ce = dev.classifier_factor *
+                        dev.elementwise_seconds(classifier_logit_bytes(dt) * N * sh.vocab);
       layer_fwd += head + ce;
       layer_bwd += p.tp > 1 ? 3 * head + ce : 2 * head;
     }

@@ -110,6 +110,13 @@ double send_seconds(double bytes, const LinkSpec& link,  // one point-to-point m
 // The link of a group of `size` ranks `stride` apart.
 const LinkSpec& group_link(const ClusterSpec& cluster, int stride, int size);
 
+// The fused classifier + cross-entropy's memory traffic per logit (forward and backward in one
+// call): f32 logits written and read twice, 12 bytes; bf16 (mixed precision, as the GPU keeps
+// them) written, read twice and the gradient written over them, 8. `vacc profile` fits the
+// classifier's factor with the same count, so that the factor times the model gives the
+// measured time in the measured dtype.
+double classifier_logit_bytes(DType dtype);
+
 CostBreakdown predict_step_time(const ModelConfig& config, const ParallelConfig& plan,
                                 const CostQuery& query, const ClusterSpec& cluster);
 
