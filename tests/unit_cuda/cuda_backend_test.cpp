@@ -1128,7 +1128,7 @@ TEST_F(CudaBackendTest, ClassifierRejectsBadLabelsBeforeTouchingOutputs) {
 // Mixed precision keeps the logits in bf16 (what PyTorch's bf16 models compute the loss from):
 // x = (1, 1) and weight rows (8, 2^-6), (0, 0), (-1, 2^-7) give the logits 8.015625, 0 and
 // -0.9921875, of which the first rounds to 8 in bf16 (its neighbours are 2^-4 apart). With
-// label 1, the loss is the log-sum-exp: 8.000380... rounded, 8.016005... not; f32 keeps 8.015625.
+// label 1, the loss is the log-sum-exp: 8.000460 rounded, 8.016078 not; f32 keeps 8.015625.
 // The vocabulary-parallel pieces give the same lse and the label's logit.
 TEST_F(CudaBackendTest, ClassifierRoundsTheLogitsToBf16InMixedPrecision) {
   const std::vector<float> x = {1.0f, 1.0f}, w = {8.0f, 0.015625f, 0.0f, 0.0f, -1.0f, 0.0078125f};

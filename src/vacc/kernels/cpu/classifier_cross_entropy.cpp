@@ -26,8 +26,10 @@ namespace vacc::cpu {
 namespace {
 
 constexpr int32_t kIgnoreLabel = -100;
-// The f32 logits chunk stays within this many bytes.
+// The f32 logits chunk stays within this many bytes. The CPU keeps its logits in f32 in mixed
+// precision too (rounded to bf16 values, below).
 constexpr int64_t kChunkBytes = int64_t(32) << 20;
+constexpr int64_t kLogitBytes = int64_t(sizeof(float));
 
 // The softmax's arguments are never positive.
 inline float exp_nonpositive(float x) { return fast_exp(x); }
@@ -122,7 +124,7 @@ double classifier_cross_entropy(const void* x, const void* weight, DType in_dtyp
   const size_t esize = dtype_size(in_dtype);
   const auto* xb = static_cast<const unsigned char*>(x);
 
-  const int64_t chunk_rows = classifier_chunk_rows(m, v, kChunkBytes, int64_t(sizeof(float)));
+  const int64_t chunk_rows = classifier_chunk_rows(m, v, kChunkBytes, kLogitBytes);
 
   std::vector<float> logits(size_t(chunk_rows) * size_t(v));
   std::vector<uint16_t> dlog_bf16(want_grad && bf16_mode ? size_t(chunk_rows) * size_t(v) : 0);
@@ -215,7 +217,7 @@ class ShardRowChunks {
       rows_.push_back(i);
     }
     const int64_t m = counted();
-    chunk_rows_ = std::max<int64_t>(1, classifier_chunk_rows(m, v, kChunkBytes, int64_t(sizeof(float))));
+    chunk_rows_ = std::max<int64_t>(1, classifier_chunk_rows(m, v, kChunkBytes, kLogitBytes));
   }
 
   int64_t counted() const { return int64_t(rows_.size()); }
